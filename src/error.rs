@@ -1,0 +1,66 @@
+//! The error type: what went wrong, where, and what the user can do about it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// An error an operator can act on.
+#[derive(Debug)]
+pub struct Error {
+    /// What went wrong, in one sentence.
+    pub what: String,
+    /// The file or directory it concerns, if any.
+    pub path: Option<PathBuf>,
+    /// What the operator can do about it, if there is something.
+    pub hint: Option<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(what: impl Into<String>) -> Error {
+        Error {
+            what: what.into(),
+            path: None,
+            hint: None,
+        }
+    }
+
+    pub fn at(path: impl AsRef<Path>, what: impl Into<String>) -> Error {
+        Error {
+            what: what.into(),
+            path: Some(path.as_ref().to_path_buf()),
+            hint: None,
+        }
+    }
+
+    /// An I/O error on `path`, phrased as "could not <doing>".
+    pub fn io(path: impl AsRef<Path>, doing: &str, e: std::io::Error) -> Error {
+        Error::at(path, format!("could not {doing}: {e}"))
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.path {
+            write!(f, "{}: ", p.display())?;
+        }
+        write!(f, "{}", self.what)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<duckdb::Error> for Error {
+    fn from(e: duckdb::Error) -> Error {
+        Error::new(format!("DuckDB: {e}"))
+    }
+}

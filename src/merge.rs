@@ -1,0 +1,518 @@
+//! Merging one group with DuckDB: union the columns, deduplicate by the server's rule, write
+//! sorted ZSTD Parquet, and verify what was written.
+
+use crate::discover::LiveFile;
+use crate::error::{Error, Result};
+use crate::parquet::{
+    encode_arrow_schema, read_footers, sql_ident, sql_str, Column, ColumnType, Footer,
+};
+use crate::plan::Group;
+use crate::types::Nanos;
+use crate::verify::{checksum, Checksum};
+use duckdb::Connection;
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The server's largest row group; DuckDB's writer never exceeds the size it is given.
+const ROW_GROUP_SIZE: u64 = 100_000;
+const RANK_COL: &str = "__kompactor_rank";
+const MERGED: &str = "__kompactor_merged";
+
+/// A DuckDB session for merging.
+pub struct Engine {
+    conn: Connection,
+}
+
+impl Engine {
+    /// Opens an in-memory DuckDB that spills to `spill_dir`.
+    pub fn new(spill_dir: &Path) -> Result<Engine> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(&format!(
+            "SET temp_directory = {}; SET preserve_insertion_order = true;",
+            sql_str(&spill_dir.to_string_lossy())
+        ))?;
+        Ok(Engine { conn })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// The columns and series key of a group's merged output.
+#[derive(Clone, Debug)]
+pub struct TableSchema {
+    /// In output order: the newest input's order, then columns only older inputs have.
+    pub columns: Vec<Column>,
+    pub series_key: Vec<String>,
+}
+
+impl TableSchema {
+    /// The union of the inputs' columns; fails if a column's type differs between inputs.
+    pub fn union(footers: &[(u64, &Footer)]) -> Result<TableSchema> {
+        let mut by_newest: Vec<&(u64, &Footer)> = footers.iter().collect();
+        by_newest.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        let mut columns: Vec<Column> = Vec::new();
+        let mut seen: HashMap<String, (ColumnType, PathBuf)> = HashMap::new();
+        for (_, f) in &by_newest {
+            for c in &f.columns {
+                match seen.get(&c.name) {
+                    Some((ty, first)) if *ty != c.ty => {
+                        return Err(Error::at(&f.path, format!(
+                            "column `{}` is {:?} here but {:?} in {}; kompactor does not merge files whose column types differ",
+                            c.name, c.ty, ty, first.display()
+                        )))
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(c.name.clone(), (c.ty, f.path.clone()));
+                        columns.push(c.clone());
+                    }
+                }
+            }
+        }
+        let times: Vec<&Column> = columns
+            .iter()
+            .filter(|c| c.ty == ColumnType::Time)
+            .collect();
+        if times.len() != 1 || times[0].name != "time" {
+            return Err(Error::new(
+                "the inputs do not have exactly one timestamp column named `time`",
+            ));
+        }
+        let tags: BTreeSet<&str> = columns
+            .iter()
+            .filter(|c| c.ty == ColumnType::Tag)
+            .map(|c| c.name.as_str())
+            .collect();
+        let declared = by_newest.iter().find_map(|(_, f)| f.series_key.clone());
+        let mut series_key = Vec::new();
+        if let Some(key) = declared {
+            for k in key {
+                if tags.contains(k.as_str()) && !series_key.contains(&k) {
+                    series_key.push(k);
+                }
+            }
+        }
+        // Tags the declared key does not name (or all tags, without one) follow by name.
+        for t in tags {
+            if !series_key.iter().any(|k| k == t) {
+                series_key.push(t.to_string());
+            }
+        }
+        Ok(TableSchema {
+            columns,
+            series_key,
+        })
+    }
+
+    fn projection(&self, present: &BTreeSet<&str>) -> String {
+        self.columns
+            .iter()
+            .map(|c| {
+                let id = sql_ident(&c.name);
+                if present.contains(c.name.as_str()) {
+                    format!("CAST({id} AS {}) AS {id}", c.ty.duckdb_type())
+                } else {
+                    format!("CAST(NULL AS {}) AS {id}", c.ty.duckdb_type())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key_columns(&self) -> Vec<String> {
+        self.series_key
+            .iter()
+            .map(|k| sql_ident(k))
+            .chain([sql_ident("time")])
+            .collect()
+    }
+}
+
+/// One written, verified output file, still in the temporary directory.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub tmp_path: PathBuf,
+    /// Relative to the data dir.
+    pub final_path: String,
+    pub size_bytes: u64,
+    pub row_count: u64,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+}
+
+/// The result of merging one group.
+#[derive(Clone, Debug)]
+pub struct Merged {
+    pub outputs: Vec<Output>,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub checksum: Checksum,
+}
+
+/// Partitions files into clusters whose time ranges overlap; only files in one cluster can
+/// share a (series key, time), so only clusters of two or more need deduplication.
+fn overlap_clusters(inputs: &[LiveFile]) -> Vec<Vec<&LiveFile>> {
+    let mut sorted: Vec<&LiveFile> = inputs.iter().collect();
+    sorted.sort_by_key(|f| (f.entry.min_time, f.entry.id));
+    let mut out: Vec<Vec<&LiveFile>> = Vec::new();
+    let mut end = Nanos::MIN;
+    for f in sorted {
+        match out.last_mut() {
+            Some(c) if f.entry.min_time <= end => {
+                c.push(f);
+                end = end.max(f.entry.max_time);
+            }
+            _ => {
+                out.push(vec![f]);
+                end = f.entry.max_time;
+            }
+        }
+    }
+    out
+}
+
+/// The server's chunk order within one chunk_time: of overlapping files, the one with the
+/// smallest `min_time` is the latest; equal `min_time`s fall back to the id (newer wins).
+/// Returns the files in order, earliest first, so that a higher index wins.
+pub fn chunk_order<'a>(files: &[&'a LiveFile]) -> Vec<&'a LiveFile> {
+    let mut v = files.to_vec();
+    v.sort_by(|a, b| {
+        b.entry
+            .min_time
+            .cmp(&a.entry.min_time)
+            .then(a.entry.id.cmp(&b.entry.id))
+    });
+    v
+}
+
+fn read_one(path: &Path) -> String {
+    format!("read_parquet({})", sql_str(&path.to_string_lossy()))
+}
+
+/// Merges, writes and verifies one group. Nothing under the node changes: outputs are left
+/// in `tmp_dir` for the commit.
+pub fn merge_group(
+    engine: &Engine,
+    data_dir: &Path,
+    group: &Group,
+    tmp_dir: &Path,
+    max_rows: u64,
+) -> Result<Merged> {
+    let conn = engine.conn();
+    let abs: Vec<PathBuf> = group
+        .inputs
+        .iter()
+        .map(|f| data_dir.join(&f.entry.path))
+        .collect();
+    let footers = read_footers(conn, &abs)?;
+    for (f, ft) in group.inputs.iter().zip(&footers) {
+        if ft.num_rows != f.entry.row_count {
+            return Err(Error::at(
+                &ft.path,
+                format!(
+                    "the footer holds {} rows but the metadata records {} for file {}",
+                    ft.num_rows, f.entry.row_count, f.entry.id
+                ),
+            ));
+        }
+    }
+    let footer_of: HashMap<u64, &Footer> = group
+        .inputs
+        .iter()
+        .zip(&footers)
+        .map(|(f, ft)| (f.entry.id.0, ft))
+        .collect();
+    let pairs: Vec<(u64, &Footer)> = footer_of.iter().map(|(id, f)| (*id, *f)).collect();
+    let schema = TableSchema::union(&pairs)?;
+    let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
+
+    let clusters = overlap_clusters(&group.inputs);
+    let singles: Vec<&LiveFile> = clusters
+        .iter()
+        .filter(|c| c.len() == 1)
+        .map(|c| c[0])
+        .collect();
+    let multi: Vec<&LiveFile> = clusters
+        .iter()
+        .filter(|c| c.len() > 1)
+        .flatten()
+        .copied()
+        .collect();
+
+    let mut parts = Vec::new();
+    if !singles.is_empty() {
+        let present: BTreeSet<&str> = singles
+            .iter()
+            .flat_map(|f| {
+                footer_of[&f.entry.id.0]
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+            })
+            .collect();
+        let list: Vec<String> = singles
+            .iter()
+            .map(|f| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
+            .collect();
+        parts.push(format!(
+            "SELECT {} FROM read_parquet([{}], union_by_name = true)",
+            schema.projection(&present),
+            list.join(", ")
+        ));
+    }
+    if !multi.is_empty() {
+        check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
+        let ranked = chunk_order(&multi);
+        let per_file: Vec<String> = ranked
+            .iter()
+            .enumerate()
+            .map(|(rank, f)| {
+                let present: BTreeSet<&str> = footer_of[&f.entry.id.0]
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                format!(
+                    "SELECT {}, {rank} AS {RANK_COL} FROM {}",
+                    schema.projection(&present),
+                    read_one(&data_dir.join(&f.entry.path))
+                )
+            })
+            .collect();
+        let keys = schema.key_columns();
+        let select: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| {
+                let id = sql_ident(&c.name);
+                if keys.contains(&id) {
+                    id
+                } else {
+                    format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
+                }
+            })
+            .collect();
+        parts.push(format!(
+            "SELECT {} FROM ({}) GROUP BY {}",
+            select.join(", "),
+            per_file.join(" UNION ALL "),
+            keys.join(", ")
+        ));
+    }
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
+        parts.join(" UNION ALL ")
+    ))?;
+    let result = write_and_verify(conn, &schema, group, tmp_dir, max_rows);
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {MERGED}"))?;
+    let (outputs, expected) = result?;
+    Ok(Merged {
+        rows_out: expected.rows,
+        outputs,
+        rows_in,
+        checksum: expected,
+    })
+}
+
+/// A point present in two files of different chunk_time (an overwrite written after an
+/// earlier wide-window compaction) is returned twice by the server; merging would return it
+/// once. That changes an answer, so such a group is refused.
+fn check_cross_chunk_collisions(
+    conn: &Connection,
+    data_dir: &Path,
+    schema: &TableSchema,
+    clusters: &[Vec<&LiveFile>],
+    footer_of: &HashMap<u64, &Footer>,
+) -> Result<()> {
+    let mixed: Vec<&LiveFile> = clusters
+        .iter()
+        .filter(|c| {
+            c.iter()
+                .map(|f| f.entry.chunk_time)
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        })
+        .flatten()
+        .copied()
+        .collect();
+    if mixed.is_empty() {
+        return Ok(());
+    }
+    let keys = schema.key_columns();
+    let per_file: Vec<String> = mixed
+        .iter()
+        .map(|f| {
+            let present: BTreeSet<&str> = footer_of[&f.entry.id.0]
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let key_proj: Vec<String> = schema
+                .columns
+                .iter()
+                .filter(|c| keys.contains(&sql_ident(&c.name)))
+                .map(|c| {
+                    let id = sql_ident(&c.name);
+                    if present.contains(c.name.as_str()) {
+                        format!("CAST({id} AS {}) AS {id}", c.ty.duckdb_type())
+                    } else {
+                        format!("CAST(NULL AS {}) AS {id}", c.ty.duckdb_type())
+                    }
+                })
+                .collect();
+            format!(
+                "SELECT {}, {} AS __chunk FROM {}",
+                key_proj.join(", "),
+                f.entry.chunk_time.0,
+                read_one(&data_dir.join(&f.entry.path))
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM ({}) GROUP BY {} HAVING count(DISTINCT __chunk) > 1)",
+        per_file.join(" UNION ALL "),
+        keys.join(", ")
+    );
+    let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+    if n > 0 {
+        return Err(Error::new(format!(
+            "{n} point(s) exist in files of different chunk_time (overwrites written after an earlier compaction with a window wider than 10m); the server returns each of them twice and merging would return it once"
+        ))
+        .hint("leave this window as it is, or compact with --window 10m"));
+    }
+    Ok(())
+}
+
+fn write_and_verify(
+    conn: &Connection,
+    schema: &TableSchema,
+    group: &Group,
+    tmp_dir: &Path,
+    max_rows: u64,
+) -> Result<(Vec<Output>, Checksum)> {
+    let expected = checksum(conn, &schema.columns, MERGED)?;
+    let ranges = split_ranges(conn, expected.rows, max_rows)?;
+    let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
+    let order: Vec<String> = schema.key_columns();
+    let mut outputs = Vec::new();
+    let mut written = Checksum::empty();
+    let n = ranges.len();
+    for (i, (lo, hi)) in ranges.into_iter().enumerate() {
+        let final_path = if n == 1 {
+            group.output_path.clone()
+        } else {
+            group
+                .output_path
+                .replace(".parquet", &format!("-{}.parquet", i + 1))
+        };
+        // Outputs of all groups share the temporary directory: name them by their full path.
+        let tmp_path = tmp_dir.join(final_path.replace('/', "__"));
+        let mut filter = Vec::new();
+        if let Some(lo) = lo {
+            filter.push(format!("epoch_ns(\"time\") >= {}", lo.0));
+        }
+        if let Some(hi) = hi {
+            filter.push(format!("epoch_ns(\"time\") < {}", hi.0));
+        }
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filter.join(" AND "))
+        };
+        let copy = format!(
+            "COPY (SELECT * FROM {MERGED} {filter} ORDER BY {}) TO {} \
+             (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {}}})",
+            order.join(", "),
+            sql_str(&tmp_path.to_string_lossy()),
+            sql_str(&kv)
+        );
+        let done = (|| -> Result<Output> {
+            conn.execute_batch(&copy)?;
+            crate::fsutil::fsync_file(&tmp_path)?;
+            let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
+            let footer = read_footers(conn, std::slice::from_ref(&tmp_path))?.remove(0);
+            if footer.num_rows != back.rows {
+                return Err(Error::at(
+                    &tmp_path,
+                    "footer row count differs from the rows read back",
+                ));
+            }
+            written = written.add(back);
+            let size_bytes = fs::metadata(&tmp_path)
+                .map_err(|e| Error::io(&tmp_path, "stat", e))?
+                .len();
+            Ok(Output {
+                tmp_path: tmp_path.clone(),
+                final_path,
+                size_bytes,
+                row_count: back.rows,
+                min_time: back.min_time,
+                max_time: back.max_time,
+            })
+        })();
+        match done {
+            Ok(o) => outputs.push(o),
+            Err(e) => {
+                remove_outputs(&outputs);
+                let _ = fs::remove_file(&tmp_path);
+                return Err(e);
+            }
+        }
+    }
+    crate::fsutil::fsync_dir(tmp_dir)?;
+    if written != expected {
+        remove_outputs(&outputs);
+        return Err(Error::new(format!(
+            "verification failed: merged rows {} [{}, {}] checksum {} but the written files hold {} [{}, {}] checksum {}",
+            expected.rows, expected.min_time, expected.max_time, expected.hash_sum,
+            written.rows, written.min_time, written.max_time, written.hash_sum
+        ))
+        .hint("the inputs were left in place; please report this"));
+    }
+    Ok((outputs, expected))
+}
+
+/// Removes written outputs after a failure.
+pub fn remove_outputs(outputs: &[Output]) {
+    for o in outputs {
+        let _ = fs::remove_file(&o.tmp_path);
+    }
+}
+
+/// Time ranges `[lo, hi)` that hold at most about `max_rows` rows each (a single timestamp
+/// is never split, so a range may exceed the cap by the rows sharing its boundary time).
+fn split_ranges(
+    conn: &Connection,
+    rows: u64,
+    max_rows: u64,
+) -> Result<Vec<(Option<Nanos>, Option<Nanos>)>> {
+    if rows <= max_rows {
+        return Ok(vec![(None, None)]);
+    }
+    let sql = format!(
+        "SELECT DISTINCT t FROM (SELECT epoch_ns(\"time\") AS t, row_number() OVER (ORDER BY \"time\") - 1 AS rn FROM {MERGED}) \
+         WHERE rn % {max_rows} = 0 AND t > (SELECT epoch_ns(min(\"time\")) FROM {MERGED}) ORDER BY t"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let bounds: Vec<Nanos> = stmt
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(Nanos)
+        .collect();
+    let mut out = Vec::new();
+    let mut lo = None;
+    for b in bounds {
+        if lo == Some(b) {
+            continue;
+        }
+        out.push((lo, Some(b)));
+        lo = Some(b);
+    }
+    out.push((lo, None));
+    Ok(out)
+}

@@ -1,0 +1,349 @@
+//! The JSON documents the server keeps for a node: snapshots, checkpoints, table-index files.
+//!
+//! The model is lossless: every integer stays a 64-bit integer, the `[key, value]` pair maps
+//! keep their order, unknown keys are kept in `extra` and written back, and a document is
+//! written back with its keys in the order it was read.
+
+use crate::types::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One Parquet file as the metadata records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub id: FileId,
+    pub path: String,
+    pub size_bytes: u64,
+    pub row_count: u64,
+    pub chunk_time: Nanos,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The tables of one database: `{"tables": [[table_id, [file, ...]], ...]}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DbTables {
+    pub tables: Vec<(TableId, Vec<FileEntry>)>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The `[[db_id, {"tables": ...}], ...]` pair map used for added and removed files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DbFiles(pub Vec<(DbId, DbTables)>);
+
+impl DbFiles {
+    /// Every file entry with the database and table it is listed under.
+    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &FileEntry)> {
+        self.0.iter().flat_map(|(db, t)| {
+            t.tables
+                .iter()
+                .flat_map(move |(table, files)| files.iter().map(move |f| (*db, *table, f)))
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Removes every entry whose id `drop` selects; returns how many were removed.
+    ///
+    /// Databases and tables stay listed even when they end up empty, as the server itself
+    /// leaves them: only file entries change.
+    pub fn retain_files(&mut self, mut keep: impl FnMut(&FileEntry) -> bool) -> usize {
+        let mut removed = 0;
+        for (_, db) in &mut self.0 {
+            for (_, files) in &mut db.tables {
+                let before = files.len();
+                files.retain(|f| keep(f));
+                removed += before - files.len();
+            }
+        }
+        removed
+    }
+
+    /// Appends a file under its database and table, creating either only if missing, so a
+    /// key is never listed twice (the server rejects duplicate keys).
+    pub fn push(&mut self, db: DbId, table: TableId, file: FileEntry) {
+        let pos = match self.0.iter().position(|(d, _)| *d == db) {
+            Some(p) => p,
+            None => {
+                self.0.push((db, DbTables::default()));
+                self.0.len() - 1
+            }
+        };
+        let tables = &mut self.0[pos].1.tables;
+        match tables.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, files)) => files.push(file),
+            None => tables.push((table, vec![file])),
+        }
+    }
+
+    /// Sums of size, rows and the time range over all entries, as the totals keys hold them.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::empty();
+        for (_, _, f) in self.iter() {
+            t.parquet_size_bytes += f.size_bytes;
+            t.row_count += f.row_count;
+            t.min_time = t.min_time.min(f.min_time);
+            t.max_time = t.max_time.max(f.max_time);
+        }
+        t
+    }
+}
+
+/// The summary keys every snapshot and checkpoint carries about its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub parquet_size_bytes: u64,
+    pub row_count: u64,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+}
+
+impl Totals {
+    /// The server's values for "no files": zero sums, `i64::MAX` / `i64::MIN` times.
+    pub fn empty() -> Totals {
+        Totals {
+            parquet_size_bytes: 0,
+            row_count: 0,
+            min_time: Nanos::MAX,
+            max_time: Nanos::MIN,
+        }
+    }
+}
+
+/// A snapshot file, `snapshots/<inverted seq>.info.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// `"1"` from beta/3.0 on; absent in the alpha.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub next_file_id: FileId,
+    pub snapshot_sequence_number: SnapshotSeq,
+    pub wal_file_sequence_number: WalSeq,
+    pub catalog_sequence_number: u64,
+    pub parquet_size_bytes: u64,
+    pub row_count: u64,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    pub databases: DbFiles,
+    /// Files removed by this snapshot (3.2+); absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_files: Option<DbFiles>,
+    /// Keys the model does not interpret (the node id key among them), kept as read.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The snapshot format versions this tool understands.
+pub const KNOWN_SNAPSHOT_VERSIONS: &[&str] = &["1"];
+
+impl Snapshot {
+    /// The node name, under whichever key this release used for it.
+    pub fn node_id(&self) -> Option<&str> {
+        node_id_of(&self.extra)
+    }
+
+    /// Sets `parquet_size_bytes`, `row_count`, `min_time`, `max_time` from the added files.
+    pub fn recompute_totals(&mut self) {
+        let t = self.databases.totals();
+        self.parquet_size_bytes = t.parquet_size_bytes;
+        self.row_count = t.row_count;
+        self.min_time = t.min_time;
+        self.max_time = t.max_time;
+    }
+}
+
+/// A snapshot checkpoint, `snapshot-checkpoints/YYYY-MM/<inverted seq>.checkpoint.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub year_month: String,
+    pub last_snapshot_sequence_number: SnapshotSeq,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_file_id: Option<FileId>,
+    pub wal_file_sequence_number: WalSeq,
+    pub catalog_sequence_number: u64,
+    pub parquet_size_bytes: u64,
+    pub row_count: u64,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    /// Every live file of the month, cumulative.
+    pub databases: DbFiles,
+    /// Removals of files that earlier months' checkpoints list.
+    #[serde(default)]
+    pub pending_removed_files: DbFiles,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Checkpoint {
+    pub fn recompute_totals(&mut self) {
+        let t = self.databases.totals();
+        self.parquet_size_bytes = t.parquet_size_bytes;
+        self.row_count = t.row_count;
+        self.min_time = t.min_time;
+        self.max_time = t.max_time;
+    }
+}
+
+/// A table-index file, `db-indices/<db>/<table>/index.info.json` (3.3+).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableIndex {
+    pub db_id: DbId,
+    pub table_id: TableId,
+    pub files: Vec<FileEntry>,
+    pub latest_snapshot_sequence_number: SnapshotSeq,
+    pub parquet_size_bytes: u64,
+    pub row_count: u64,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The table-index marker, `table-index-conversion-completed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableIndexMarker {
+    pub last_sequence_number: SnapshotSeq,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn node_id_of(extra: &Map<String, Value>) -> Option<&str> {
+    ["node_id", "writer_id", "host_id"]
+        .iter()
+        .find_map(|k| extra.get(*k).and_then(Value::as_str))
+}
+
+/// A parsed document together with the key order it was read with.
+#[derive(Clone, Debug)]
+pub struct Doc<T> {
+    pub value: T,
+    key_order: Vec<String>,
+}
+
+impl<T: Serialize + DeserializeOwned> Doc<T> {
+    /// Parses JSON text; the error is serde_json's, with line and column.
+    pub fn parse(text: &[u8]) -> Result<Doc<T>, serde_json::Error> {
+        let raw: Value = serde_json::from_slice(text)?;
+        let key_order = match &raw {
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        Ok(Doc {
+            value: serde_json::from_value(raw)?,
+            key_order,
+        })
+    }
+
+    /// A new document with the given key order (for files this tool creates).
+    pub fn new(value: T, like: &Doc<T>) -> Doc<T> {
+        Doc {
+            value,
+            key_order: like.key_order.clone(),
+        }
+    }
+
+    /// The document as a JSON value, top-level keys in their original order.
+    pub fn to_value(&self) -> Value {
+        let v = serde_json::to_value(&self.value).expect("model serialises to JSON");
+        match v {
+            Value::Object(mut m) => {
+                let mut out = Map::new();
+                for k in &self.key_order {
+                    if let Some(x) = m.shift_remove(k) {
+                        out.insert(k.clone(), x);
+                    }
+                }
+                out.extend(m);
+                Value::Object(out)
+            }
+            other => other,
+        }
+    }
+
+    /// Pretty-printed JSON, as the server writes it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(&self.to_value()).expect("JSON value serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE_ZERO: &str = r#"{
+      "version": "1", "node_id": "n", "next_file_id": 3, "snapshot_sequence_number": 2,
+      "wal_file_sequence_number": 5, "catalog_sequence_number": 1,
+      "parquet_size_bytes": 10, "row_count": 2,
+      "min_time": 1794981000500000030, "max_time": 1794981041595000001,
+      "databases": [[1, {"tables": [[0, [{"id": 2, "path": "n/dbs/a-1/b-0/2026-11-18/05-50/0000000005.parquet",
+        "size_bytes": 10, "row_count": 2, "chunk_time": 1794981000000000000,
+        "min_time": 1794981000500000030, "max_time": 1794981041595000001, "future": [1]}]]]}]],
+      "something_new": {"x": 18446744073709551615}
+    }"#;
+
+    #[test]
+    fn round_trip_keeps_integers_unknown_keys_and_order() {
+        let doc: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
+        let original: Value = serde_json::from_str(THREE_ZERO).unwrap();
+        assert_eq!(doc.to_value(), original);
+        let keys: Vec<_> = doc
+            .to_value()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let want: Vec<_> = original.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, want);
+        assert_eq!(doc.value.node_id(), Some("n"));
+        assert!(doc.value.removed_files.is_none());
+        let f = doc.value.databases.iter().next().unwrap().2;
+        assert_eq!(f.max_time, Nanos(1_794_981_041_595_000_001));
+    }
+
+    #[test]
+    fn alpha_snapshot_names_the_node_writer_id() {
+        let alpha = r#"{"writer_id": "w", "next_file_id": 0, "next_db_id": 2, "next_table_id": 3,
+          "next_column_id": 9, "snapshot_sequence_number": 1, "wal_file_sequence_number": 1,
+          "catalog_sequence_number": 0, "parquet_size_bytes": 0, "row_count": 0,
+          "min_time": 9223372036854775807, "max_time": -9223372036854775808, "databases": []}"#;
+        let doc: Doc<Snapshot> = Doc::parse(alpha.as_bytes()).unwrap();
+        assert_eq!(doc.value.version, None);
+        assert_eq!(doc.value.node_id(), Some("w"));
+        assert_eq!(
+            doc.to_value(),
+            serde_json::from_str::<Value>(alpha).unwrap()
+        );
+    }
+
+    #[test]
+    fn push_never_lists_a_key_twice() {
+        let mut d = DbFiles::default();
+        let f = |id| FileEntry {
+            id: FileId(id),
+            path: String::new(),
+            size_bytes: 1,
+            row_count: 1,
+            chunk_time: Nanos(0),
+            min_time: Nanos(0),
+            max_time: Nanos(1),
+            extra: Map::new(),
+        };
+        d.push(DbId(1), TableId(0), f(1));
+        d.push(DbId(1), TableId(0), f(2));
+        d.push(DbId(1), TableId(1), f(3));
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].1.tables.len(), 2);
+        assert_eq!(d.retain_files(|e| e.id != FileId(2)), 1);
+        assert_eq!(d.totals().row_count, 2);
+    }
+}

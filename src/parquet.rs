@@ -1,0 +1,352 @@
+//! What kompactor needs from a Parquet footer: row count and the column roles.
+//!
+//! The server stores the Arrow schema in the `ARROW:schema` key-value entry. Its field
+//! metadata says which columns are tags, fields and time; its schema metadata holds the series
+//! key. kompactor reads it from inputs and writes the same entry into every file it creates.
+
+use crate::error::{Error, Result};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use base64::Engine;
+use duckdb::Connection;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+const COLUMN_TYPE_KEY: &str = "iox::column::type";
+const SERIES_KEY_V1: &str = "iox::series::key";
+const SERIES_KEY_V2: &str = "iox::series::key::v2";
+
+/// The role and type of one column, as the server's table schema defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Tag,
+    Float,
+    Integer,
+    UInteger,
+    String,
+    Boolean,
+    Time,
+}
+
+impl ColumnType {
+    fn from_iox(s: &str) -> Option<ColumnType> {
+        Some(match s {
+            "iox::column_type::tag" => ColumnType::Tag,
+            "iox::column_type::field::float" => ColumnType::Float,
+            "iox::column_type::field::integer" => ColumnType::Integer,
+            "iox::column_type::field::uinteger" => ColumnType::UInteger,
+            "iox::column_type::field::string" => ColumnType::String,
+            "iox::column_type::field::boolean" => ColumnType::Boolean,
+            "iox::column_type::timestamp" => ColumnType::Time,
+            _ => return None,
+        })
+    }
+
+    fn iox(self) -> &'static str {
+        match self {
+            ColumnType::Tag => "iox::column_type::tag",
+            ColumnType::Float => "iox::column_type::field::float",
+            ColumnType::Integer => "iox::column_type::field::integer",
+            ColumnType::UInteger => "iox::column_type::field::uinteger",
+            ColumnType::String => "iox::column_type::field::string",
+            ColumnType::Boolean => "iox::column_type::field::boolean",
+            ColumnType::Time => "iox::column_type::timestamp",
+        }
+    }
+
+    /// The DuckDB type a column of this kind is read and written as.
+    pub fn duckdb_type(self) -> &'static str {
+        match self {
+            ColumnType::Tag | ColumnType::String => "VARCHAR",
+            ColumnType::Float => "DOUBLE",
+            ColumnType::Integer => "BIGINT",
+            ColumnType::UInteger => "UBIGINT",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Time => "TIMESTAMP_NS",
+        }
+    }
+
+    fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Tag => {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+            }
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Integer => DataType::Int64,
+            ColumnType::UInteger => DataType::UInt64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Time => DataType::Timestamp(TimeUnit::Nanosecond, None),
+        }
+    }
+
+    /// Whether an Arrow type is one the server writes for this kind of column.
+    fn accepts(self, dt: &DataType) -> bool {
+        match (self, dt) {
+            (ColumnType::Tag, DataType::Dictionary(_, v)) => matches!(**v, DataType::Utf8),
+            (ColumnType::Tag | ColumnType::String, DataType::Utf8) => true,
+            (ColumnType::Float, DataType::Float64) => true,
+            (ColumnType::Integer, DataType::Int64) => true,
+            (ColumnType::UInteger, DataType::UInt64) => true,
+            (ColumnType::Boolean, DataType::Boolean) => true,
+            (ColumnType::Time, DataType::Timestamp(TimeUnit::Nanosecond, _)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A column of a table: its name and type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// What one Parquet file's footer says.
+#[derive(Clone, Debug)]
+pub struct Footer {
+    pub path: PathBuf,
+    pub num_rows: u64,
+    pub columns: Vec<Column>,
+    /// The series key from the schema metadata; `None` when the file has none (3.0.x).
+    pub series_key: Option<Vec<String>>,
+}
+
+/// Reads the footers of `paths` with one DuckDB query; on failure, finds the file at fault.
+pub fn read_footers(conn: &Connection, paths: &[PathBuf]) -> Result<Vec<Footer>> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    match read_footers_batch(conn, paths) {
+        Ok(v) => Ok(v),
+        Err(batch_err) if paths.len() > 1 => {
+            for p in paths {
+                read_footers_batch(conn, std::slice::from_ref(p))?;
+            }
+            Err(batch_err)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn sql_list(paths: &[PathBuf]) -> String {
+    let items: Vec<String> = paths
+        .iter()
+        .map(|p| sql_str(&p.to_string_lossy()))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A SQL string literal.
+pub fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL identifier.
+pub fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn read_footers_batch(conn: &Connection, paths: &[PathBuf]) -> Result<Vec<Footer>> {
+    let list = sql_list(paths);
+    let fail = |e: duckdb::Error| {
+        let at = if paths.len() == 1 {
+            Some(paths[0].clone())
+        } else {
+            None
+        };
+        Error {
+            what: format!("unreadable Parquet footer: {e}"),
+            path: at,
+            hint: None,
+        }
+        .hint("the file is damaged or not Parquet; its group is left alone")
+    };
+    let mut rows: HashMap<String, u64> = HashMap::new();
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT file_name, num_rows FROM parquet_file_metadata({list})"
+        ))
+        .map_err(fail)?;
+    let mut q = stmt.query([]).map_err(fail)?;
+    while let Some(r) = q.next().map_err(fail)? {
+        let name: String = r.get(0).map_err(fail)?;
+        let n: i64 = r.get(1).map_err(fail)?;
+        rows.insert(name, n as u64);
+    }
+    let mut schemas: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT file_name, value FROM parquet_kv_metadata({list}) WHERE decode(key) = 'ARROW:schema'"
+        ))
+        .map_err(fail)?;
+    let mut q = stmt.query([]).map_err(fail)?;
+    while let Some(r) = q.next().map_err(fail)? {
+        let name: String = r.get(0).map_err(fail)?;
+        let v: Vec<u8> = r.get(1).map_err(fail)?;
+        schemas.insert(name, v);
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let key = p.to_string_lossy().into_owned();
+            let num_rows = *rows.get(&key).ok_or_else(|| Error::at(p, "DuckDB returned no footer for this file"))?;
+            let raw = schemas.get(&key).ok_or_else(|| {
+                Error::at(p, "the file has no ARROW:schema entry, so its tag columns cannot be told from string fields")
+                    .hint("only files written by InfluxDB 3 or kompactor can be merged")
+            })?;
+            let (columns, series_key) = decode_arrow_schema(raw).map_err(|e| Error::at(p, e))?;
+            Ok(Footer { path: p.clone(), num_rows, columns, series_key })
+        })
+        .collect()
+}
+
+/// Decodes the base64 IPC schema message of an `ARROW:schema` entry.
+fn decode_arrow_schema(
+    raw: &[u8],
+) -> std::result::Result<(Vec<Column>, Option<Vec<String>>), String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .map_err(|e| format!("ARROW:schema is not base64: {e}"))?;
+    let schema = arrow_ipc::convert::try_schema_from_ipc_buffer(&bytes)
+        .map_err(|e| format!("ARROW:schema is not an Arrow schema: {e}"))?;
+    let mut columns = Vec::new();
+    for f in schema.fields() {
+        let role = f
+            .metadata()
+            .get(COLUMN_TYPE_KEY)
+            .and_then(|s| ColumnType::from_iox(s));
+        let ty = match role {
+            Some(t) => t,
+            None if f.name() == "time" => ColumnType::Time,
+            None => {
+                return Err(format!(
+                    "column `{}` has no {COLUMN_TYPE_KEY} metadata, so its role is unknown",
+                    f.name()
+                ))
+            }
+        };
+        if !ty.accepts(f.data_type()) {
+            return Err(format!(
+                "column `{}` is {:?}, which is not a {:?} column",
+                f.name(),
+                f.data_type(),
+                ty
+            ));
+        }
+        columns.push(Column {
+            name: f.name().clone(),
+            ty,
+        });
+    }
+    let md = schema.metadata();
+    let series_key = if let Some(v2) = md.get(SERIES_KEY_V2) {
+        Some(decode_series_key_v2(v2)?)
+    } else {
+        md.get(SERIES_KEY_V1).map(|v1| {
+            v1.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+    };
+    Ok((columns, series_key))
+}
+
+/// `iox::series::key::v2`: base64 of repeated `[u32 LE length][utf8 name]`.
+fn decode_series_key_v2(s: &str) -> std::result::Result<Vec<String>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("{SERIES_KEY_V2} is not base64: {e}"))?;
+    let mut out = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(format!("{SERIES_KEY_V2} is truncated"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(format!("{SERIES_KEY_V2} is truncated"));
+        }
+        let name = std::str::from_utf8(&tail[..len])
+            .map_err(|_| format!("{SERIES_KEY_V2} is not UTF-8"))?;
+        out.push(name.to_string());
+        rest = &tail[len..];
+    }
+    Ok(out)
+}
+
+fn encode_series_key_v2(key: &[String]) -> String {
+    let mut bytes = Vec::new();
+    for k in key {
+        bytes.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(k.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The `ARROW:schema` value for a file with these columns (in this order) and series key.
+pub fn encode_arrow_schema(columns: &[Column], series_key: &[String]) -> String {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| {
+            let md = HashMap::from([(COLUMN_TYPE_KEY.to_string(), c.ty.iox().to_string())]);
+            Field::new(&c.name, c.ty.arrow_type(), c.ty != ColumnType::Time).with_metadata(md)
+        })
+        .collect();
+    let md = HashMap::from([(SERIES_KEY_V2.to_string(), encode_series_key_v2(series_key))]);
+    let schema = Schema::new_with_metadata(fields, md);
+    let gen = arrow_ipc::writer::IpcDataGenerator::default();
+    let mut tracker = arrow_ipc::writer::DictionaryTracker::new(false);
+    let encoded = gen.schema_to_bytes_with_dictionary_tracker(
+        &schema,
+        &mut tracker,
+        &arrow_ipc::writer::IpcWriteOptions::default(),
+    );
+    // The same framing arrow-rs uses for this entry: continuation marker, length, message.
+    let msg = encoded.ipc_message;
+    let mut framed = Vec::with_capacity(msg.len() + 8);
+    framed.extend_from_slice(&[0xFF; 4]);
+    framed.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+    framed.extend_from_slice(&msg);
+    base64::engine::general_purpose::STANDARD.encode(framed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_key_v2_round_trips() {
+        let key = vec![
+            "cpu".to_string(),
+            "host".to_string(),
+            "region".to_string(),
+            "dc".to_string(),
+        ];
+        let enc = encode_series_key_v2(&key);
+        assert_eq!(enc, "AwAAAGNwdQQAAABob3N0BgAAAHJlZ2lvbgIAAABkYw==");
+        assert_eq!(decode_series_key_v2(&enc).unwrap(), key);
+    }
+
+    #[test]
+    fn arrow_schema_round_trips() {
+        let cols = vec![
+            Column {
+                name: "host".into(),
+                ty: ColumnType::Tag,
+            },
+            Column {
+                name: "used".into(),
+                ty: ColumnType::UInteger,
+            },
+            Column {
+                name: "time".into(),
+                ty: ColumnType::Time,
+            },
+        ];
+        let enc = encode_arrow_schema(&cols, &["host".to_string()]);
+        let (back, key) = decode_arrow_schema(enc.as_bytes()).unwrap();
+        assert_eq!(back, cols);
+        assert_eq!(key, Some(vec!["host".to_string()]));
+    }
+}

@@ -1,0 +1,274 @@
+//! What the operator sees: the plan, the findings, and the summary of a run.
+
+use crate::commit::Committed;
+use crate::discover::{Finding, Generation, Node};
+use crate::plan::{TablePlan, QUERY_FILE_LIMIT};
+use crate::types::TableKey;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// The part of the report about one node.
+#[derive(Debug, Serialize)]
+pub struct NodeReport {
+    pub node: String,
+    pub generation: Generation,
+    pub snapshots: usize,
+    pub loaded_snapshots: usize,
+    pub checkpoints: usize,
+    pub table_index: bool,
+    pub wal_files: usize,
+    pub findings: Vec<Finding>,
+    pub tables: Vec<TablePlan>,
+}
+
+impl NodeReport {
+    pub fn new(node: &Node, tables: Vec<TablePlan>) -> NodeReport {
+        NodeReport {
+            node: node.id.clone(),
+            generation: node.generation,
+            snapshots: node.snapshots.len(),
+            loaded_snapshots: node.loaded_snapshots,
+            checkpoints: node.checkpoints.len(),
+            table_index: node.table_index_marker.is_some() || !node.table_index_files.is_empty(),
+            wal_files: node.wal.len(),
+            findings: node.findings.clone(),
+            tables,
+        }
+    }
+}
+
+/// The outcome of one table after a run.
+#[derive(Debug, Default, Serialize)]
+pub struct TableOutcome {
+    pub files_before: usize,
+    pub files_after: usize,
+    pub rows_in_files_before: u64,
+    pub rows_after: u64,
+    pub duplicates_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub groups_merged: usize,
+    pub groups_failed: Vec<GroupFailure>,
+}
+
+/// A group that was not merged, and why; its inputs are untouched.
+#[derive(Debug, Serialize)]
+pub struct GroupFailure {
+    pub window_start: String,
+    pub inputs: usize,
+    pub reason: String,
+}
+
+/// Everything a run did, per node and table.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub data_dir: String,
+    pub seconds: f64,
+    pub nodes: Vec<NodeRun>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeRun {
+    pub node: String,
+    pub committed: Option<Committed>,
+    pub tables: Vec<(String, TableKey, TableOutcome)>,
+}
+
+fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn limit_label(files: usize) -> &'static str {
+    if files > QUERY_FILE_LIMIT {
+        "over"
+    } else {
+        "ok"
+    }
+}
+
+/// The plan as text.
+pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{header}");
+    for n in nodes {
+        let _ = writeln!(
+            s,
+            "\nnode {}: generation {}, {} snapshot(s) ({}), {} checkpoint(s), table index {}, {} WAL file(s)",
+            n.node,
+            n.generation.label(),
+            n.snapshots,
+            if n.checkpoints > 0 {
+                format!("{} newer than the checkpoints", n.loaded_snapshots)
+            } else {
+                format!("{} inside the server's load window", n.loaded_snapshots)
+            },
+            n.checkpoints,
+            if n.table_index { "present" } else { "absent" },
+            n.wal_files
+        );
+        let _ = writeln!(
+            s,
+            "  {:<24} {:>14} {:>10} {:>11} {:>8} {:>6} {:>8}  {}",
+            "table",
+            "files now→after",
+            "rows",
+            "bytes",
+            "windows",
+            "merge",
+            "skipped",
+            format!("{QUERY_FILE_LIMIT}-file limit now→after")
+        );
+        for t in &n.tables {
+            let _ = writeln!(
+                s,
+                "  {:<24} {:>14} {:>10} {:>11} {:>8} {:>6} {:>8}  {}→{}",
+                t.label,
+                format!("{}→{}", t.files_now, t.files_after),
+                t.rows,
+                human_bytes(t.bytes),
+                t.windows,
+                t.groups.len(),
+                t.skipped.len(),
+                limit_label(t.files_now),
+                limit_label(t.files_after)
+            );
+        }
+        if !n.findings.is_empty() {
+            let _ = writeln!(s, "  findings:");
+            let mut unreferenced = 0;
+            for f in &n.findings {
+                if matches!(f, Finding::Unreferenced { .. }) && !verbose {
+                    unreferenced += 1;
+                    continue;
+                }
+                let _ = writeln!(s, "  - {}", f.describe());
+            }
+            if unreferenced > 0 {
+                let _ = writeln!(s, "  - {unreferenced} Parquet file(s) on disk are not live (--verbose lists them)");
+            }
+        }
+        if verbose {
+            for t in &n.tables {
+                for g in &t.groups {
+                    let _ = writeln!(
+                        s,
+                        "  {} window {} → {}: {} files, {} rows, {} → {}",
+                        t.label,
+                        g.window_start.to_rfc3339(),
+                        g.window_end.to_rfc3339(),
+                        g.inputs.len(),
+                        g.rows,
+                        human_bytes(g.bytes),
+                        g.output_path
+                    );
+                    for f in &g.inputs {
+                        let _ = writeln!(
+                            s,
+                            "      file {:>8} {:>8} rows {:>10}  {}",
+                            f.entry.id,
+                            f.entry.row_count,
+                            human_bytes(f.entry.size_bytes),
+                            f.entry.path
+                        );
+                    }
+                }
+                for k in &t.skipped {
+                    let _ = writeln!(
+                        s,
+                        "  {} window {}: {} files left alone: {}",
+                        t.label,
+                        k.window_start.to_rfc3339(),
+                        k.files,
+                        k.reason
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The summary of a run as text.
+pub fn run_text(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "kompactor run {} on {} ({:.1} s)",
+        r.run_id, r.data_dir, r.seconds
+    );
+    for n in &r.nodes {
+        match &n.committed {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "\nnode {}: committed snapshot {}: {} file(s) replaced by {}; {} snapshot(s) and {} checkpoint(s) rewritten{}",
+                    n.node,
+                    c.snapshot,
+                    c.files_replaced,
+                    c.files_added,
+                    c.snapshots_rewritten,
+                    c.checkpoints_written,
+                    if c.table_index_set_aside { "; table index set aside for the server to rebuild" } else { "" }
+                );
+                let _ = writeln!(
+                    s,
+                    "  replaced files ({}) are in {}/.kompactor/trash/{}/",
+                    human_bytes(c.trash_bytes),
+                    r.data_dir,
+                    r.run_id
+                );
+            }
+            None => {
+                let _ = writeln!(s, "\nnode {}: nothing to do", n.node);
+            }
+        }
+        if n.tables
+            .iter()
+            .any(|(_, _, o)| o.groups_merged > 0 || !o.groups_failed.is_empty())
+        {
+            let _ = writeln!(
+                s,
+                "  {:<24} {:>14} {:>20} {:>10} {:>22}",
+                "table", "files", "rows in files", "dups", "bytes"
+            );
+        }
+        for (label, _, o) in &n.tables {
+            if o.groups_merged == 0 && o.groups_failed.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "  {:<24} {:>14} {:>20} {:>10} {:>22}",
+                label,
+                format!("{}→{}", o.files_before, o.files_after),
+                format!("{}→{}", o.rows_in_files_before, o.rows_after),
+                o.duplicates_removed,
+                format!(
+                    "{}→{}",
+                    human_bytes(o.bytes_before),
+                    human_bytes(o.bytes_after)
+                )
+            );
+            for f in &o.groups_failed {
+                let _ = writeln!(
+                    s,
+                    "    skipped window {} ({} files): {}",
+                    f.window_start, f.inputs, f.reason
+                );
+            }
+        }
+    }
+    s
+}

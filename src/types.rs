@@ -1,0 +1,131 @@
+//! Distinct types for the integers the on-disk format is made of.
+//!
+//! Every id, sequence number and time in a snapshot is a 64-bit integer. Giving each its own
+//! type keeps a file id from being passed where a snapshot sequence is expected, and keeps
+//! them all away from floating point (nanosecond times near 1.8e18 do not fit in an f64).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! int_newtype {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+int_newtype!(
+    /// A Parquet file id, unique per node; the key of a file, never its path.
+    FileId(u64)
+);
+int_newtype!(
+    /// A snapshot sequence number; the snapshot file name holds `u64::MAX - seq`.
+    SnapshotSeq(u64)
+);
+int_newtype!(
+    /// A WAL file sequence number.
+    WalSeq(u64)
+);
+int_newtype!(
+    /// A database id as the snapshot records it.
+    DbId(u64)
+);
+int_newtype!(
+    /// A table id, unique within its database.
+    TableId(u64)
+);
+int_newtype!(
+    /// A point in time or a duration in nanoseconds since the Unix epoch (UTC).
+    Nanos(i64)
+);
+
+impl SnapshotSeq {
+    /// The 20-digit name the server gives this sequence's snapshot or checkpoint file.
+    pub fn inverted_name(self) -> String {
+        format!("{:020}", u64::MAX - self.0)
+    }
+
+    /// Parses a 20-digit inverted file stem back into a sequence number.
+    pub fn from_inverted_name(stem: &str) -> Option<SnapshotSeq> {
+        if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        stem.parse::<u64>().ok().map(|n| SnapshotSeq(u64::MAX - n))
+    }
+}
+
+impl Nanos {
+    pub const MIN: Nanos = Nanos(i64::MIN);
+    pub const MAX: Nanos = Nanos(i64::MAX);
+
+    /// Renders the time as RFC 3339 UTC with nanoseconds, or the raw number if out of range.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let nsec = self.0.rem_euclid(1_000_000_000) as u32;
+        match chrono::DateTime::from_timestamp(secs, nsec) {
+            Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string(),
+            None => self.0.to_string(),
+        }
+    }
+
+    /// The start of the `window`-long interval (aligned to the epoch) that holds this time.
+    pub fn floor_to(self, window: Nanos) -> Nanos {
+        Nanos(self.0 - self.0.rem_euclid(window.0))
+    }
+}
+
+/// A (database, table) pair: the unit that is never merged with another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TableKey {
+    pub db: DbId,
+    pub table: TableId,
+}
+
+impl fmt::Display for TableKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.db, self.table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverted_names_round_trip() {
+        let seq = SnapshotSeq(147);
+        assert_eq!(seq.inverted_name(), "18446744073709551468");
+        assert_eq!(
+            SnapshotSeq::from_inverted_name("18446744073709551468"),
+            Some(seq)
+        );
+        assert_eq!(SnapshotSeq::from_inverted_name("1844674407370955146"), None);
+        assert_eq!(
+            SnapshotSeq::from_inverted_name("1844674407370955146x"),
+            None
+        );
+    }
+
+    #[test]
+    fn floor_handles_negative_times() {
+        let ten_min = Nanos(600_000_000_000);
+        assert_eq!(Nanos(600_000_000_001).floor_to(ten_min), ten_min);
+        assert_eq!(Nanos(-1).floor_to(ten_min), Nanos(-600_000_000_000));
+    }
+
+    #[test]
+    fn rfc3339_keeps_nanoseconds() {
+        assert_eq!(
+            Nanos(1_794_981_000_500_000_030).to_rfc3339(),
+            "2026-11-18T05:50:00.500000030Z"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! Helpers shared by the integration tests: fixtures, running the binary, and reading a data
+//! dir back through its metadata the way the server does.
+#![allow(dead_code)]
+
+use duckdb::types::{TimeUnit, Value as Db};
+use kompactor::discover::{discover_node, list_nodes};
+use kompactor::merge::TableSchema;
+use kompactor::parquet::{read_footers, sql_ident, sql_str, ColumnType};
+use kompactor::types::TableKey;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fixture: a data dir written by a real server, with its `expected/` answers.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Fixture {
+    pub fn nodes(&self) -> Vec<String> {
+        list_nodes(&self.dir).unwrap()
+    }
+    pub fn summary(&self) -> Value {
+        read_json(&self.dir.join("expected/persisted/summary.json"))
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every fixture under `../shared/fixtures/` (when present) and `fixtures/`.
+pub fn fixtures() -> Vec<Fixture> {
+    let mut out = Vec::new();
+    for (prefix, root) in [
+        ("shared", repo().join("../shared/fixtures")),
+        ("repo", repo().join("fixtures")),
+    ] {
+        let Ok(releases) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        let mut releases: Vec<_> = releases
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        releases.sort();
+        for rel in releases {
+            let mut names: Vec<_> = std::fs::read_dir(&rel)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            for dir in names.into_iter().filter(|p| p.join("expected").is_dir()) {
+                let name = format!(
+                    "{prefix}:{}/{}",
+                    rel.file_name().unwrap().to_string_lossy(),
+                    dir.file_name().unwrap().to_string_lossy()
+                );
+                out.push(Fixture { name, dir });
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no fixtures found");
+    out
+}
+
+pub fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// Copies a fixture's node dirs (mtimes kept) into a new temporary data dir.
+pub fn copy_fixture(f: &Fixture) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for n in f.nodes() {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(f.dir.join(&n))
+            .arg(tmp.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    tmp
+}
+
+/// Runs the kompactor binary.
+pub fn kompactor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kompactor"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every file and directory under `dir` with its sha256 (files) and mtime.
+pub fn listing(dir: &Path) -> BTreeMap<String, (String, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        let hash = if md.is_file() {
+            format!("{:x}", Sha256::digest(std::fs::read(e.path()).unwrap()))
+        } else {
+            "dir".into()
+        };
+        out.insert(
+            e.path().strip_prefix(dir).unwrap().display().to_string(),
+            (hash, md.modified().unwrap()),
+        );
+    }
+    out
+}
+
+/// `(db_id, table_id)` → `(db name, table name)` from the fixture's expected summary.
+pub fn table_names(f: &Fixture, node: &str) -> BTreeMap<TableKey, (String, String)> {
+    let s = f.summary();
+    let mut out = BTreeMap::new();
+    for (db, tables) in s["answers"][node].as_object().unwrap() {
+        for (table, a) in tables.as_object().unwrap() {
+            let ids = &a["ids"];
+            let id = |v: &Value| {
+                v.as_str()
+                    .unwrap()
+                    .rsplit('-')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            };
+            let key = TableKey {
+                db: kompactor::types::DbId(id(&ids["db_id"])),
+                table: kompactor::types::TableId(id(&ids["table_id"])),
+            };
+            out.insert(key, (db.clone(), table.clone()));
+        }
+    }
+    out
+}
+
+/// The server's per-table file count in `expected/persisted/summary.json`.
+pub fn expected_files(f: &Fixture, node: &str, db: &str, table: &str) -> u64 {
+    f.summary()["answers"][node][db][table]["files"]["row"]["n"]
+        .as_u64()
+        .unwrap()
+}
+
+fn render_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nsec = ns.rem_euclid(1_000_000_000) as u32;
+    let t = chrono::DateTime::from_timestamp(secs, nsec).unwrap();
+    let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if nsec == 0 {
+        base
+    } else if nsec % 1_000_000 == 0 {
+        format!("{base}.{:03}", nsec / 1_000_000)
+    } else if nsec % 1_000 == 0 {
+        format!("{base}.{:06}", nsec / 1_000)
+    } else {
+        format!("{base}.{nsec:09}")
+    }
+}
+
+/// A cell rendered so that equal values compare equal whatever their JSON spelling.
+fn canon_json(ty: ColumnType, v: &Value) -> String {
+    match ty {
+        ColumnType::Float => format!("{:?}", v.as_f64().unwrap()),
+        ColumnType::Integer => format!("{}", v.as_i64().unwrap()),
+        ColumnType::UInteger => format!("{}", v.as_u64().unwrap()),
+        ColumnType::Boolean => format!("{}", v.as_bool().unwrap()),
+        ColumnType::Tag | ColumnType::String | ColumnType::Time => {
+            format!("{:?}", v.as_str().unwrap())
+        }
+    }
+}
+
+fn canon_db(v: &Db) -> Option<String> {
+    Some(match v {
+        Db::Null => return None,
+        Db::Double(f) => format!("{f:?}"),
+        Db::BigInt(i) => format!("{i}"),
+        Db::UBigInt(u) => format!("{u}"),
+        Db::Boolean(b) => format!("{b}"),
+        Db::Text(s) => format!("{s:?}"),
+        Db::Timestamp(TimeUnit::Nanosecond, ns) => format!("{:?}", render_time(*ns)),
+        other => panic!("unexpected value {other:?}"),
+    })
+}
+
+/// The rows of each table as the server would answer `SELECT *`, from the live files of the
+/// metadata, deduplicated by the server's rule: per (series key, time) among files of one
+/// chunk_time, each column takes the last non-null value, the file with the smallest
+/// `min_time` being the latest. Rows are canonical strings, sorted.
+pub fn read_through_metadata(
+    data_dir: &Path,
+    node: &str,
+) -> BTreeMap<TableKey, (Vec<String>, BTreeMap<String, ColumnType>)> {
+    let n = discover_node(data_dir, node).unwrap();
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let mut out = BTreeMap::new();
+    for (key, files) in &n.live {
+        let paths: Vec<PathBuf> = files.iter().map(|f| data_dir.join(&f.entry.path)).collect();
+        let footers = read_footers(&conn, &paths).unwrap();
+        let pairs: Vec<(u64, &kompactor::parquet::Footer)> = files
+            .iter()
+            .map(|f| f.entry.id.0)
+            .zip(footers.iter())
+            .collect();
+        let schema = TableSchema::union(&pairs).unwrap();
+        // Rank: within a chunk_time, larger min_time first; the last one wins.
+        let mut ranked: Vec<_> = files.iter().collect();
+        ranked.sort_by(|a, b| {
+            b.entry
+                .min_time
+                .cmp(&a.entry.min_time)
+                .then(a.entry.id.cmp(&b.entry.id))
+        });
+        conn.execute_batch(
+            "CREATE OR REPLACE TEMP TABLE ranks (f VARCHAR, r BIGINT, chunk BIGINT)",
+        )
+        .unwrap();
+        {
+            let mut app = conn.appender("ranks").unwrap();
+            for (i, f) in ranked.iter().enumerate() {
+                let p = data_dir.join(&f.entry.path).to_string_lossy().into_owned();
+                app.append_row(duckdb::params![p, i as i64, f.entry.chunk_time.0])
+                    .unwrap();
+            }
+        }
+        let list: Vec<String> = paths
+            .iter()
+            .map(|p| sql_str(&p.to_string_lossy()))
+            .collect();
+        let keys: Vec<String> = schema
+            .series_key
+            .iter()
+            .map(|k| sql_ident(k))
+            .chain([sql_ident("time"), "chunk".to_string()])
+            .collect();
+        let select: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| {
+                let id = sql_ident(&c.name);
+                if c.ty == ColumnType::Tag || c.ty == ColumnType::Time {
+                    id
+                } else {
+                    format!("arg_max({id}, r) FILTER (WHERE {id} IS NOT NULL) AS {id}")
+                }
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM (SELECT * FROM read_parquet([{}], union_by_name = true, filename = true) s JOIN ranks ON s.filename = ranks.f) GROUP BY {}",
+            select.join(", "),
+            list.join(", "),
+            keys.join(", ")
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let mut lines = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            let mut cells = Vec::new();
+            for (i, c) in schema.columns.iter().enumerate() {
+                let v: Db = r.get(i).unwrap();
+                if let Some(s) = canon_db(&v) {
+                    cells.push((c.name.clone(), s));
+                }
+            }
+            cells.sort();
+            lines.push(
+                cells
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        lines.sort();
+        let types = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.ty))
+            .collect();
+        out.insert(*key, (lines, types));
+    }
+    out
+}
+
+/// The expected dump of one table, canonicalised like `read_through_metadata`.
+pub fn expected_rows(
+    f: &Fixture,
+    node: &str,
+    db: &str,
+    table: &str,
+    types: &BTreeMap<String, ColumnType>,
+) -> Vec<String> {
+    let p = f
+        .dir
+        .join("expected/persisted")
+        .join(node)
+        .join(format!("{db}.{table}.jsonl"));
+    let text = std::fs::read_to_string(&p).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let mut cells: Vec<(String, String)> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| {
+                    (
+                        k.clone(),
+                        canon_json(
+                            *types
+                                .get(k)
+                                .unwrap_or_else(|| panic!("{p:?}: unknown column {k}")),
+                            x,
+                        ),
+                    )
+                })
+                .collect();
+            cells.sort();
+            cells
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Checks that the data dir answers exactly the fixture's persisted dumps, table by table.
+pub fn assert_answers_match(f: &Fixture, data_dir: &Path) {
+    for node in f.nodes() {
+        let names = table_names(f, &node);
+        let got = read_through_metadata(data_dir, &node);
+        assert_eq!(got.len(), names.len(), "{}: {node}: table count", f.name);
+        for (key, (rows, types)) in got {
+            let (db, table) = &names[&key];
+            let want = expected_rows(f, &node, db, table, &types);
+            if rows != want {
+                let missing: Vec<_> = want.iter().filter(|w| !rows.contains(w)).take(3).collect();
+                let extra: Vec<_> = rows.iter().filter(|r| !want.contains(r)).take(3).collect();
+                panic!(
+                    "{}: {node} {db}.{table}: {} rows read back, {} expected\nmissing: {missing:#?}\nextra: {extra:#?}",
+                    f.name,
+                    rows.len(),
+                    want.len()
+                );
+            }
+        }
+    }
+}
