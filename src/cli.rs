@@ -1,8 +1,8 @@
 //! The command line: options, their defaults, and why those defaults.
 
 use crate::types::Nanos;
-use clap::Parser;
-use std::path::PathBuf;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 
 const ABOUT: &str = "Compacts the Parquet files of a stopped InfluxDB 3 Core node.
 
@@ -18,39 +18,119 @@ never deleted.";
 const EXAMPLES: &str = "Examples:
   kompactor /var/lib/influxdb3 --hosts node0 --dry-run --verbose   # show the plan
   kompactor /var/lib/influxdb3 --hosts node0                       # compact
-  kompactor /var/lib/influxdb3 --hosts node0,node1 --window 10m --json";
+  kompactor /var/lib/influxdb3 --hosts node0,node1 --window 10m --json
+  kompactor status /var/lib/influxdb3 --hosts node0
+  kompactor runs /var/lib/influxdb3
 
-/// `kompactor <DATA_DIR> --hosts <node-id>[,...]`
+Exit status: 0 done, 1 error (nothing changed), 2 bad command line, 3 partial (some windows
+skipped, see the summary), 4 verify found problems.";
+
+/// `kompactor <DATA_DIR> --hosts <node-id>[,...]`, or one of the subcommands.
 #[derive(Parser, Debug)]
-#[command(name = "kompactor", version, about = ABOUT, after_help = EXAMPLES)]
-pub struct Args {
-    /// The InfluxDB 3 data dir: the directory given to `influxdb3 serve --data-dir`.
-    #[arg(value_name = "DATA_DIR")]
-    pub data_dir: PathBuf,
+#[command(
+    name = "kompactor",
+    version,
+    about = ABOUT,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
-    /// Node ids to compact, comma-separated (the `--node-id` the server runs with).
+    #[command(flatten)]
+    pub compact: CompactArgs,
+
+    /// Log each step (RUST_LOG=debug for more).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Print only warnings and errors; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show each table's files, rows, bytes, time range and query-limit status; read-only.
+    #[command(after_help = "Example:\n  kompactor status /var/lib/influxdb3 --hosts node0 --json")]
+    Status(InspectArgs),
+    /// Check a data dir's consistency (files, sizes, rows, ids, snapshots/); read-only.
+    ///
+    /// Exits 0 when consistent, 4 when problems were found (each is listed), 1 on error.
+    #[command(
+        after_help = "Example:\n  kompactor verify /var/lib/influxdb3 --hosts node0 && echo consistent"
+    )]
+    Verify(InspectArgs),
+    /// List kompactor's runs on a data dir, with their state and trash size.
+    #[command(after_help = "Example:\n  kompactor runs /var/lib/influxdb3")]
+    Runs(RunsArgs),
+    /// Restore the data dir as it was before a finished run.
+    #[command(
+        after_help = "Example:\n  kompactor undo /var/lib/influxdb3 --run 20261121T080000Z-4242 --dry-run"
+    )]
+    Undo(UndoArgs),
+    /// Delete the trash of runs older than a duration (they can then no longer be undone).
+    #[command(
+        after_help = "Example:\n  kompactor purge /var/lib/influxdb3 --older-than 7d --dry-run"
+    )]
+    Purge(PurgeArgs),
+}
+
+/// The data dir, as a positional argument or `--data-dir` (as `influxdb3 serve` names it).
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// The InfluxDB 3 data dir: the directory given to `influxdb3 serve --data-dir`.
+    #[arg(value_name = "DATA_DIR", required_unless_present = "data_dir_flag")]
+    data_dir: Option<PathBuf>,
+
+    /// Same as DATA_DIR.
     #[arg(
-        long,
+        long = "data-dir",
+        value_name = "DATA_DIR",
+        conflicts_with = "data_dir"
+    )]
+    data_dir_flag: Option<PathBuf>,
+}
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .or(self.data_dir_flag.as_deref())
+            .expect("clap requires one")
+    }
+}
+
+/// The nodes to work on.
+#[derive(Args, Debug, Clone)]
+pub struct Hosts {
+    /// Node ids, comma-separated (the `--node-id` the server runs with).
+    #[arg(
+        long = "hosts",
         alias = "node-id",
         value_name = "NODE[,NODE...]",
         value_delimiter = ',',
         required = true
     )]
     pub hosts: Vec<String>,
+}
+
+/// The default command: plan and compact.
+#[derive(Args, Debug, Clone)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+
+    #[command(flatten)]
+    pub hosts: Hosts,
 
     /// Print the plan and change nothing under DATA_DIR.
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Show every group's input files and output path, and log each step.
-    #[arg(short, long, conflicts_with = "quiet")]
-    pub verbose: bool,
-
-    /// Print only errors and warnings.
-    #[arg(short, long)]
-    pub quiet: bool,
-
-    /// Print the plan (or the run's result) as one JSON document on stdout.
+    /// Print the plan (or the run's report) as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
 
@@ -68,13 +148,94 @@ pub struct Args {
     /// Late writes and overwrites land in the most recent windows, and rows still only in the
     /// WAL belong to them too; merging those windows wider than 10m could make a later
     /// overwrite show up twice. One hour covers the server's own persistence delay and
-    /// typical late-arriving data; raise it if your writers backfill further back.
+    /// typical late-arriving data; raise it if your writers backfill further back. `0` merges
+    /// every window.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub min_age: Nanos,
 
     /// Split a window's output by time so that no file holds more rows than this.
     #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows_per_file: u64,
+
+    /// DuckDB worker threads (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+
+    /// DuckDB's memory budget, e.g. `256MB`, `2GB`; beyond it DuckDB spills to
+    /// DATA_DIR/.kompactor/tmp/.
+    #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
+    pub memory_limit: String,
+
+    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
+    /// who know the detection is wrong: compacting under a running server loses data.
+    #[arg(long)]
+    pub allow_running_server: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    #[command(flatten)]
+    pub hosts: Hosts,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UndoArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// The run to undo (see `kompactor runs`).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: String,
+    /// Say whether the run can be undone and what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Undo even though an InfluxDB 3 server seems to be using DATA_DIR.
+    #[arg(long)]
+    pub allow_running_server: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// Delete the trash of finished runs that started longer ago than this (e.g. `7d`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Nanos,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Accepts DuckDB memory sizes: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
+pub fn parse_size(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let unit = unit.trim();
+    let ok_num = num.parse::<f64>().map(|n| n > 0.0).unwrap_or(false);
+    let units = ["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"];
+    if ok_num && units.iter().any(|u| u.eq_ignore_ascii_case(unit)) {
+        Ok(format!("{num}{unit}"))
+    } else {
+        Err(format!(
+            "`{s}` is not a size (expected e.g. 256MB, 2GB, 512MiB)"
+        ))
+    }
 }
 
 /// Parses `90s`, `10m`, `1h30m`, `1d`, `2w`, `500ms`, `0`.
@@ -167,5 +328,8 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(Nanos(86_400_000_000_000)), "1d");
         assert_eq!(format_duration(Nanos(5_400_000_000_000)), "90m");
+        assert_eq!(parse_size("256MB"), Ok("256MB".into()));
+        assert!(parse_size("256").is_err());
+        assert!(parse_size("lots").is_err());
     }
 }

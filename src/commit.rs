@@ -1,50 +1,26 @@
-//! The commit: make the server see the merged files instead of their inputs (spec §6).
+//! The commit: the new metadata that makes the server see the merged files instead of their
+//! inputs (spec §6), prepared in full before any node changes.
 //!
-//! Order matters. A guard file in `snapshots/` makes any server refuse to start until the
-//! commit is complete. Then the outputs move into the node, the new snapshot is written
-//! (at this point no row is lost, whatever happens next), old snapshots and checkpoints are
-//! rewritten without the replaced files, the table index is set aside for the server to
-//! rebuild, the guard is removed, and only then are the replaced files moved to the trash.
+//! [`prepare_node`] computes every file the commit writes: one new snapshot (new ids, the
+//! replaced files in `removed_files`), every older snapshot that listed a replaced file
+//! rewritten without it (keeping its modification time), the checkpoints rewritten and one
+//! added that covers the new snapshot, and the table index set aside for the server to
+//! rebuild. It stages them in the run directory with copies of the originals; the journal
+//! ([`crate::journal::apply`]) then puts them in place in a crash-safe order.
 
 use crate::discover::{Node, STATE_DIR};
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, move_file};
+use crate::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::merge::Merged;
 use crate::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::plan::Group;
 use crate::types::{FileId, SnapshotSeq, TableKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// The name of the guard file placed in `snapshots/` while a commit is in progress.
-pub const GUARD_NAME: &str = "KOMPACTOR-COMMIT-IN-PROGRESS";
-
-/// Where a run keeps its files inside the data dir.
-#[derive(Clone, Debug)]
-pub struct RunDirs {
-    pub data_dir: PathBuf,
-    pub run_id: String,
-}
-
-impl RunDirs {
-    pub fn state(&self) -> PathBuf {
-        self.data_dir.join(STATE_DIR)
-    }
-    pub fn tmp(&self) -> PathBuf {
-        self.state().join("tmp").join(&self.run_id)
-    }
-    pub fn run(&self) -> PathBuf {
-        self.state().join("runs").join(&self.run_id)
-    }
-    pub fn trash(&self) -> PathBuf {
-        self.state().join("trash").join(&self.run_id)
-    }
-}
-
-/// What a commit changed on one node.
+/// What a commit changes on one node.
 #[derive(Clone, Debug, Serialize)]
 pub struct Committed {
     pub node: String,
@@ -59,8 +35,19 @@ pub struct Committed {
     pub trash_bytes: u64,
 }
 
-/// Commits the merged groups of one node.
-pub fn commit_node(node: &Node, merged: &[(&Group, Merged)], dirs: &RunDirs) -> Result<Committed> {
+fn rel_to_data_dir(dirs: &RunDirs, p: &Path) -> String {
+    p.strip_prefix(&dirs.data_dir)
+        .expect("under the data dir")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Computes and stages the commit of one node's merged groups; changes nothing in the node.
+pub fn prepare_node(
+    node: &Node,
+    merged: &[(&Group, Merged)],
+    dirs: &RunDirs,
+) -> Result<(NodeManifest, Committed)> {
     let newest = node
         .newest_snapshot()
         .ok_or_else(|| Error::at(&node.dir, "the node has no snapshot to build on"))?;
@@ -71,7 +58,7 @@ pub fn commit_node(node: &Node, merged: &[(&Group, Merged)], dirs: &RunDirs) -> 
     let mut added = DbFiles::default();
     let mut replaced = DbFiles::default();
     let mut replaced_ids = BTreeSet::new();
-    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut outputs: Vec<Move> = Vec::new();
     for (group, m) in merged {
         for f in &group.inputs {
             replaced.push(group.table.db, group.table.table, f.entry.clone());
@@ -93,7 +80,10 @@ pub fn commit_node(node: &Node, merged: &[(&Group, Merged)], dirs: &RunDirs) -> 
                 },
             );
             next_id = FileId(next_id.0 + 1);
-            moves.push((o.tmp_path.clone(), dirs.data_dir.join(&o.final_path)));
+            outputs.push(Move {
+                from: rel_to_data_dir(dirs, &o.tmp_path),
+                to: o.final_path.clone(),
+            });
         }
     }
 
@@ -168,53 +158,67 @@ pub fn commit_node(node: &Node, merged: &[(&Group, Merged)], dirs: &RunDirs) -> 
     let checkpoint_writes =
         plan_checkpoints(node, &replaced_ids, &final_set, &new_snap.value, new_seq)?;
 
-    // Keep the originals of everything rewritten, so a run can be inspected or undone.
-    let originals = dirs.run().join("original").join(&node.id);
-    for path in rewrites
-        .iter()
-        .map(|(p, _, _)| *p)
-        .chain(node.checkpoints.iter().map(|c| c.path.as_path()))
-    {
-        let rel = path.strip_prefix(&node.dir).expect("under the node dir");
-        copy_preserving_mtime(path, &originals.join(rel))?;
-    }
-
-    let guard = node.dir.join("snapshots").join(GUARD_NAME);
-    let guard_text = format!(
-        "kompactor run {} is committing (or was interrupted while committing) on this node.\n\
-         The server must not start until it is done: run `kompactor {} --hosts {}` to finish it.\n",
-        dirs.run_id,
-        dirs.data_dir.display(),
-        node.id
-    );
-    write_guard(&guard, guard_text.as_bytes())?;
-
-    for (from, to) in &moves {
-        move_file(from, to)?;
-    }
-    let meta_tmp = dirs.tmp().join("meta");
-    atomic_write(&new_snap_path, &new_snap.to_bytes(), &meta_tmp, None)?;
+    // Stage every file, and keep the original of every file that is replaced.
+    let mut writes = Vec::new();
+    let mut stage =
+        |path: &Path, bytes: Vec<u8>, mtime: Option<SystemTime>, existed: bool| -> Result<()> {
+            let in_node = path
+                .strip_prefix(&node.dir)
+                .expect("under the node dir")
+                .to_string_lossy()
+                .into_owned();
+            let staged = format!("staged/{}/{in_node}", node.id);
+            dirs.write_run_file(&staged, &bytes, None)?;
+            let original = if existed {
+                let rel = format!("original/{}/{in_node}", node.id);
+                let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+                dirs.write_run_file(&rel, &bytes, mtime)?;
+                Some(rel)
+            } else {
+                None
+            };
+            writes.push(MetaWrite {
+                dest: rel_to_data_dir(dirs, path),
+                staged,
+                mtime: mtime.map(to_mtime),
+                original,
+            });
+            Ok(())
+        };
+    // The new snapshot goes first: from then on no row can be missing.
+    stage(&new_snap_path, new_snap.to_bytes(), None, false)?;
     for (path, doc, mtime) in &rewrites {
-        atomic_write(path, &doc.to_bytes(), &meta_tmp, Some(*mtime))?;
+        stage(path, doc.to_bytes(), Some(*mtime), true)?;
     }
     for (path, doc, mtime) in &checkpoint_writes {
-        atomic_write(path, &doc.to_bytes(), &meta_tmp, *mtime)?;
+        stage(path, doc.to_bytes(), *mtime, mtime.is_some())?;
     }
-    let table_index_set_aside = set_aside_table_index(node, dirs)?;
 
-    fs::remove_file(&guard).map_err(|e| Error::io(&guard, "remove the commit guard", e))?;
-    fsync_dir(guard.parent().expect("has parent"))?;
-
-    let mut trash_bytes = 0;
-    for (_, _, f) in replaced.iter() {
-        let from = dirs.data_dir.join(&f.path);
-        if from.exists() {
-            trash_bytes += f.size_bytes;
-            move_file(&from, &dirs.trash().join(&f.path))?;
+    let trash = |rel: &str| format!("{STATE_DIR}/trash/{}/{rel}", dirs.run_id);
+    let set_aside: Vec<Move> = [
+        "table-index-conversion-completed",
+        "db-indices",
+        "table-snapshots",
+    ]
+    .iter()
+    .filter(|name| node.dir.join(name).exists())
+    .map(|name| {
+        let rel = format!("{}/{name}", node.id);
+        Move {
+            to: trash(&rel),
+            from: rel,
         }
-    }
+    })
+    .collect();
+    let replaced_moves: Vec<Move> = replaced
+        .iter()
+        .map(|(_, _, f)| Move {
+            from: f.path.clone(),
+            to: trash(&f.path),
+        })
+        .collect();
 
-    Ok(Committed {
+    let committed = Committed {
         node: node.id.clone(),
         snapshot: new_seq,
         files_added: added.iter().count() - relisted,
@@ -222,34 +226,18 @@ pub fn commit_node(node: &Node, merged: &[(&Group, Merged)], dirs: &RunDirs) -> 
         snapshots_rewritten: rewrites.len(),
         entries_relisted: relisted,
         checkpoints_written: checkpoint_writes.len(),
-        table_index_set_aside,
-        trash_bytes,
-    })
-}
-
-fn write_guard(path: &Path, text: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f =
-        fs::File::create(path).map_err(|e| Error::io(path, "create the commit guard", e))?;
-    f.write_all(text)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(path, "write the commit guard", e))?;
-    fsync_dir(path.parent().expect("has parent"))
-}
-
-fn copy_preserving_mtime(from: &Path, to: &Path) -> Result<()> {
-    create_dir_all(to.parent().expect("has parent"))?;
-    fs::copy(from, to).map_err(|e| Error::io(from, &format!("copy to {}", to.display()), e))?;
-    let mtime = fs::metadata(from)
-        .and_then(|m| m.modified())
-        .map_err(|e| Error::io(from, "stat", e))?;
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(to)
-        .map_err(|e| Error::io(to, "open", e))?;
-    f.set_modified(mtime)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(to, "fsync", e))
+        table_index_set_aside: !set_aside.is_empty(),
+        trash_bytes: replaced.iter().map(|(_, _, f)| f.size_bytes).sum(),
+    };
+    let manifest = NodeManifest {
+        node: node.id.clone(),
+        new_snapshot: new_seq,
+        outputs,
+        writes,
+        set_aside,
+        replaced: replaced_moves,
+    };
+    Ok((manifest, committed))
 }
 
 /// Checkpoint files to write: every existing one without the replaced files, plus one for
@@ -333,22 +321,4 @@ fn plan_checkpoints(
         .join(format!("{}.checkpoint.json", new_seq.inverted_name()));
     writes.push((path, cp, None));
     Ok(writes)
-}
-
-/// Moves the table index (marker, `db-indices/`, `table-snapshots/`) to the run's trash; the
-/// server rebuilds it from every snapshot at its next start (spec §3.4).
-fn set_aside_table_index(node: &Node, dirs: &RunDirs) -> Result<bool> {
-    let mut any = false;
-    for name in [
-        "table-index-conversion-completed",
-        "db-indices",
-        "table-snapshots",
-    ] {
-        let p = node.dir.join(name);
-        if p.exists() {
-            move_file(&p, &dirs.trash().join(&node.id).join(name))?;
-            any = true;
-        }
-    }
-    Ok(any)
 }

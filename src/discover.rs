@@ -343,7 +343,11 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
     let mut findings = Vec::new();
 
     let mut snapshots = Vec::new();
-    for e in sorted_entries(&dir.join("snapshots"))? {
+    let entries = sorted_entries(&dir.join("snapshots"))?;
+    let bar = crate::progress::bar(entries.len() as u64, "reading");
+    bar.set_message(format!("{node_id} snapshots"));
+    for e in entries {
+        bar.inc(1);
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         let seq = name
@@ -373,6 +377,7 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
         });
     }
     snapshots.sort_by_key(|s| s.seq);
+    bar.finish_and_clear();
 
     let mut checkpoints = Vec::new();
     let cp_dir = dir.join("snapshot-checkpoints");

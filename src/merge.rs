@@ -19,19 +19,36 @@ const ROW_GROUP_SIZE: u64 = 100_000;
 const RANK_COL: &str = "__kompactor_rank";
 const MERGED: &str = "__kompactor_merged";
 
+/// How much of the machine the merge may use.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Where DuckDB spills what does not fit in `memory_limit`.
+    pub spill_dir: PathBuf,
+    /// Worker threads; DuckDB's default (all CPUs) when `None`.
+    pub threads: Option<u32>,
+    /// A DuckDB size, e.g. `1GB`.
+    pub memory_limit: String,
+}
+
 /// A DuckDB session for merging.
 pub struct Engine {
     conn: Connection,
 }
 
 impl Engine {
-    /// Opens an in-memory DuckDB that spills to `spill_dir`.
-    pub fn new(spill_dir: &Path) -> Result<Engine> {
+    /// Opens an in-memory DuckDB bounded by `opts`.
+    pub fn new(opts: &EngineOptions) -> Result<Engine> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(&format!(
-            "SET temp_directory = {}; SET preserve_insertion_order = true;",
-            sql_str(&spill_dir.to_string_lossy())
-        ))?;
+        let mut setup = format!(
+            "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {};",
+            sql_str(&opts.spill_dir.to_string_lossy()),
+            sql_str(&opts.memory_limit)
+        );
+        if let Some(t) = opts.threads {
+            setup.push_str(&format!(" SET threads = {t};"));
+        }
+        conn.execute_batch(&setup)
+            .map_err(|e| Error::new(format!("could not configure DuckDB ({setup}): {e}")))?;
         Ok(Engine { conn })
     }
 
@@ -431,6 +448,7 @@ fn write_and_verify(
             sql_str(&kv)
         );
         let done = (|| -> Result<Output> {
+            crate::journal::failpoint("write-output")?;
             conn.execute_batch(&copy)?;
             crate::fsutil::fsync_file(&tmp_path)?;
             let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;

@@ -41,6 +41,8 @@ pub struct Skipped {
     pub window_start: Nanos,
     pub files: usize,
     pub reason: String,
+    /// True when a damaged or missing input (not the window's age) keeps it from merging.
+    pub blocked: bool,
 }
 
 /// The plan for one table of one node.
@@ -111,6 +113,7 @@ fn plan_table(
                 window_start: start,
                 files: inputs.len(),
                 reason: "newer than --min-age".to_string(),
+                blocked: false,
             });
             continue;
         }
@@ -119,6 +122,7 @@ fn plan_table(
                 window_start: start,
                 files: inputs.len(),
                 reason: why.clone(),
+                blocked: true,
             });
             continue;
         }

@@ -2,7 +2,8 @@
 
 use crate::commit::Committed;
 use crate::discover::{Finding, Generation, Node};
-use crate::plan::{TablePlan, QUERY_FILE_LIMIT};
+use crate::merge::Merged;
+use crate::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
 use crate::types::TableKey;
 use serde::Serialize;
 use std::fmt::Write;
@@ -42,13 +43,44 @@ impl NodeReport {
 pub struct TableOutcome {
     pub files_before: usize,
     pub files_after: usize,
+    /// Rows in the table's files, duplicates included.
     pub rows_in_files_before: u64,
-    pub rows_after: u64,
+    pub rows_in_files_after: u64,
     pub duplicates_removed: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub groups_merged: usize,
+    /// Groups that failed while merging or verifying; their inputs are untouched.
     pub groups_failed: Vec<GroupFailure>,
+    /// Windows the plan left alone, and why (too recent, or a damaged input).
+    pub windows_skipped: Vec<Skipped>,
+    pub seconds: f64,
+}
+
+impl TableOutcome {
+    /// The table as the plan found it, before anything was merged.
+    pub fn before(t: &TablePlan) -> TableOutcome {
+        TableOutcome {
+            files_before: t.files_now,
+            files_after: t.files_now,
+            rows_in_files_before: t.rows,
+            rows_in_files_after: t.rows,
+            bytes_before: t.bytes,
+            bytes_after: t.bytes,
+            windows_skipped: t.skipped.clone(),
+            ..TableOutcome::default()
+        }
+    }
+
+    /// Accounts for one merged group.
+    pub fn merged(&mut self, g: &Group, m: &Merged) {
+        self.groups_merged += 1;
+        self.files_after = self.files_after + m.outputs.len() - g.inputs.len();
+        self.rows_in_files_after = self.rows_in_files_after + m.rows_out - m.rows_in;
+        self.duplicates_removed += m.rows_in - m.rows_out;
+        self.bytes_after =
+            self.bytes_after + m.outputs.iter().map(|x| x.size_bytes).sum::<u64>() - g.bytes;
+    }
 }
 
 /// A group that was not merged, and why; its inputs are untouched.
@@ -64,7 +96,12 @@ pub struct GroupFailure {
 pub struct RunReport {
     pub run_id: String,
     pub data_dir: String,
+    /// RFC 3339 UTC.
+    pub started: String,
+    pub finished: String,
     pub seconds: f64,
+    /// The options the run was started with.
+    pub options: serde_json::Value,
     pub nodes: Vec<NodeRun>,
 }
 
@@ -245,7 +282,10 @@ pub fn run_text(r: &RunReport) -> String {
             );
         }
         for (label, _, o) in &n.tables {
-            if o.groups_merged == 0 && o.groups_failed.is_empty() {
+            if o.groups_merged == 0
+                && o.groups_failed.is_empty()
+                && !o.windows_skipped.iter().any(|k| k.blocked)
+            {
                 continue;
             }
             let _ = writeln!(
@@ -253,7 +293,7 @@ pub fn run_text(r: &RunReport) -> String {
                 "  {:<24} {:>14} {:>20} {:>10} {:>22}",
                 label,
                 format!("{}→{}", o.files_before, o.files_after),
-                format!("{}→{}", o.rows_in_files_before, o.rows_after),
+                format!("{}→{}", o.rows_in_files_before, o.rows_in_files_after),
                 o.duplicates_removed,
                 format!(
                     "{}→{}",

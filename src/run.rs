@@ -1,50 +1,103 @@
-//! One invocation: discover, plan, then either report (dry run) or merge, commit and report.
+//! One invocation: recover what an earlier run left unfinished, then plan, and either report
+//! (dry run) or merge, stage, commit and report.
 
-use crate::cli::{format_duration, Args};
-use crate::commit::{commit_node, RunDirs, GUARD_NAME};
-use crate::discover::{check_hosts, discover_node, Node, STATE_DIR};
+use crate::cli::{format_duration, Cli, Command, CompactArgs};
+use crate::commit::{prepare_node, Committed};
+use crate::discover::{check_hosts, discover_node, Node};
 use crate::error::{Error, Result};
 use crate::fsutil::create_dir_all;
-use crate::merge::{merge_group, Engine, Merged};
+use crate::interlock::{lock, refuse_if_in_use, Lock};
+use crate::journal::{self, failpoint, Manifest, Recovery, RunDirs, RunState, GUARD_NAME};
+use crate::merge::{merge_group, Engine, EngineOptions, Merged};
 use crate::parquet::read_footers;
 use crate::plan::{plan_node, Group, PlanOptions, TablePlan};
+use crate::progress;
 use crate::report::{
     plan_text, run_text, GroupFailure, NodeReport, NodeRun, RunReport, TableOutcome,
 };
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 /// Exit status: everything planned was done (or there was nothing to do).
 pub const EXIT_OK: u8 = 0;
-/// Exit status: an error stopped the run before anything changed.
+/// Exit status: an error stopped the run; nothing was changed (or recovery can finish it).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status: some groups were merged, others were skipped (the summary says why).
 pub const EXIT_PARTIAL: u8 = 3;
+/// Exit status of `verify`: the data dir has problems.
+pub const EXIT_INCONSISTENT: u8 = 4;
 
-/// Runs the default command.
-pub fn execute(args: &Args) -> Result<ExitCode> {
+/// Runs the command line.
+pub fn main(cli: &Cli) -> Result<ExitCode> {
+    let json = match &cli.command {
+        None => cli.compact.json,
+        Some(Command::Status(a) | Command::Verify(a)) => a.json,
+        Some(_) => false,
+    };
+    if cli.quiet || json {
+        progress::hide();
+    }
+    match &cli.command {
+        None => execute(&cli.compact, cli.quiet, cli.verbose),
+        Some(Command::Status(a)) => crate::inspect::status(a),
+        Some(Command::Verify(a)) => crate::inspect::verify(a, cli.quiet),
+        Some(Command::Runs(a)) => crate::runs::list(a),
+        Some(Command::Undo(a)) => crate::runs::undo(a, cli.quiet),
+        Some(Command::Purge(a)) => crate::runs::purge(a, cli.quiet),
+    }
+}
+
+/// Brings unfinished runs to an end (or, for a dry run, says it would), under the lock.
+pub fn recover_first(data_dir: &Path, report_only: bool, quiet: bool) -> Result<Vec<Recovery>> {
+    let done = journal::recover(data_dir, report_only)?;
+    for r in &done {
+        let verb = if report_only { "would be" } else { "was" };
+        let action = r.action;
+        // Shown even with --quiet: the operator must know an earlier run was interrupted.
+        let _ = quiet;
+        eprintln!(
+            "kompactor: recovery: unfinished run {} ({:?}) {verb} {action}",
+            r.run_id, r.was
+        );
+    }
+    Ok(done)
+}
+
+/// Errors if a guard is left in a node that no unfinished run explains.
+fn refuse_orphan_guards(data_dir: &Path, hosts: &[String]) -> Result<()> {
+    for h in hosts {
+        let guard = data_dir.join(h).join("snapshots").join(GUARD_NAME);
+        if guard.exists() {
+            let text = std::fs::read_to_string(&guard).unwrap_or_default();
+            return Err(Error::at(&guard, format!("a kompactor commit guard is left here and no unfinished run explains it: {}", text.lines().next().unwrap_or("")))
+                .hint("look at .kompactor/runs/ (kompactor runs DATA_DIR); once the node's metadata is known to be consistent (kompactor verify), remove this file"));
+        }
+    }
+    Ok(())
+}
+
+fn execute(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     if args.window.0 <= 0 {
         return Err(Error::new("--window must be longer than zero"));
     }
-    let data_dir = &args.data_dir;
-    check_hosts(data_dir, &args.hosts)?;
-    for h in &args.hosts {
-        let guard = data_dir.join(h).join("snapshots").join(GUARD_NAME);
-        if guard.exists() {
-            return Err(Error::at(&guard, "an earlier kompactor commit on this node did not finish")
-                .hint("this version cannot resume it: restore the files listed under .kompactor/runs/<run-id>/original/ and remove this guard file, then run again"));
-        }
-    }
-    // Taken before reading anything, so that no other run can commit between our reading
-    // the metadata and our commit. A dry run takes no lock: it must not create a file.
+    let data_dir = args.data_dir.path();
+    let hosts = &args.hosts.hosts;
+    check_hosts(data_dir, hosts)?;
+    // A dry run takes no lock and recovers nothing: it must not create or change a file.
     let lock = if args.dry_run {
         None
     } else {
-        Some(lock(&data_dir.join(STATE_DIR))?)
+        refuse_if_in_use(data_dir, args.allow_running_server)?;
+        // Taken before reading anything, so that no other run can commit between our
+        // reading the metadata and our commit.
+        Some(lock(data_dir)?)
     };
+    recover_first(data_dir, args.dry_run, quiet)?;
+    if !args.dry_run {
+        refuse_orphan_guards(data_dir, hosts)?;
+    }
     let opts = PlanOptions {
         window: args.window,
         min_age: args.min_age,
@@ -52,44 +105,55 @@ pub fn execute(args: &Args) -> Result<ExitCode> {
     };
     let run_id = new_run_id();
     let mut nodes = Vec::new();
-    for h in &args.hosts {
+    for h in hosts {
         log::info!("reading node {h}");
         nodes.push(discover_node(data_dir, h)?);
     }
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
-
-    if args.dry_run {
-        dry_run(args, &nodes, plans)
-    } else {
-        compact(
-            args,
-            &run_id,
-            &nodes,
-            plans,
-            lock.expect("taken for a real run"),
-        )
+    match lock {
+        None => dry_run(args, quiet, verbose, &nodes, plans),
+        Some(lock) => compact(args, quiet, &run_id, &nodes, plans, lock),
     }
 }
 
-fn header(args: &Args, what: &str) -> String {
+fn header(args: &CompactArgs, what: &str) -> String {
     format!(
         "kompactor {what} for {} (window {}, min-age {}, at most {} rows per file)",
-        args.data_dir.display(),
+        args.data_dir.path().display(),
         format_duration(args.window),
         format_duration(args.min_age),
         args.max_rows_per_file
     )
 }
 
-fn dry_run(args: &Args, nodes: &[Node], plans: Vec<Vec<TablePlan>>) -> Result<ExitCode> {
+fn options_json(args: &CompactArgs) -> serde_json::Value {
+    serde_json::json!({
+        "hosts": args.hosts.hosts,
+        "window": format_duration(args.window),
+        "min_age": format_duration(args.min_age),
+        "max_rows_per_file": args.max_rows_per_file,
+        "threads": args.threads,
+        "memory_limit": args.memory_limit,
+        "dry_run": args.dry_run,
+    })
+}
+
+fn dry_run(
+    args: &CompactArgs,
+    quiet: bool,
+    verbose: bool,
+    nodes: &[Node],
+    plans: Vec<Vec<TablePlan>>,
+) -> Result<ExitCode> {
     // Read every input footer now, so that a file the run could not merge shows up here.
     let conn = duckdb::Connection::open_in_memory()?;
+    let data_dir = args.data_dir.path();
     for p in plans.iter().flatten() {
         for g in &p.groups {
             let paths: Vec<PathBuf> = g
                 .inputs
                 .iter()
-                .map(|f| args.data_dir.join(&f.entry.path))
+                .map(|f| data_dir.join(&f.entry.path))
                 .collect();
             read_footers(&conn, &paths)?;
         }
@@ -101,26 +165,22 @@ fn dry_run(args: &Args, nodes: &[Node], plans: Vec<Vec<TablePlan>>) -> Result<Ex
         .collect();
     if args.json {
         let doc = serde_json::json!({
-            "data_dir": args.data_dir.display().to_string(),
+            "data_dir": data_dir.display().to_string(),
             "dry_run": true,
-            "options": {
-                "window": format_duration(args.window),
-                "min_age": format_duration(args.min_age),
-                "max_rows_per_file": args.max_rows_per_file,
-            },
+            "options": options_json(args),
             "nodes": reports,
         });
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("plan serialises")
         );
-    } else if !args.quiet {
+    } else if !quiet {
         print!(
             "{}",
             plan_text(
                 &reports,
                 &header(args, "dry run (nothing is changed)"),
-                args.verbose
+                verbose
             )
         );
     }
@@ -136,184 +196,197 @@ fn new_run_id() -> String {
     )
 }
 
-/// Holds `.kompactor/lock` for the life of the run.
-struct Lock {
-    file: fs::File,
-}
-
-fn lock(state: &Path) -> Result<Lock> {
-    create_dir_all(state)?;
-    let path = state.join("lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, "open the lock file", e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            return Err(Error::at(
-                &path,
-                format!(
-                    "another kompactor is working on this data dir ({})",
-                    holder.trim()
-                ),
-            )
-            .hint("wait for it to finish; two runs at once could corrupt the metadata"));
-        }
-        Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
-    }
-    Ok(Lock { file })
-}
-
-impl Lock {
-    /// Records who holds the lock, for a second run's message. Done only by a run that is
-    /// about to change something, so that a run with nothing to do leaves every file as it was.
-    fn record_holder(&self) {
-        use std::io::Write;
-        let mut f = &self.file;
-        let _ = f.set_len(0);
-        let _ = writeln!(f, "pid {}", std::process::id());
+fn engine_options(args: &CompactArgs, spill: PathBuf) -> EngineOptions {
+    EngineOptions {
+        spill_dir: spill,
+        threads: args.threads,
+        memory_limit: args.memory_limit.clone(),
     }
 }
 
 fn compact(
-    args: &Args,
+    args: &CompactArgs,
+    quiet: bool,
     run_id: &str,
     nodes: &[Node],
     plans: Vec<Vec<TablePlan>>,
     lock: Lock,
 ) -> Result<ExitCode> {
     let started = Instant::now();
-    let dirs = RunDirs {
-        data_dir: args.data_dir.clone(),
-        run_id: run_id.to_string(),
-    };
+    let started_at = chrono::Utc::now();
+    let data_dir = args.data_dir.path();
+    let dirs = RunDirs::new(data_dir, run_id);
     for n in nodes {
         for f in &n.findings {
             log::warn!("node {}: {}", n.id, f.describe());
         }
     }
     let total_groups: usize = plans.iter().flatten().map(|p| p.groups.len()).sum();
+    let blocked: usize = plans
+        .iter()
+        .flatten()
+        .map(|p| p.skipped.iter().filter(|k| k.blocked).count())
+        .sum();
     let mut report = RunReport {
         run_id: run_id.to_string(),
-        data_dir: args.data_dir.display().to_string(),
+        data_dir: data_dir.display().to_string(),
+        started: started_at.to_rfc3339(),
+        finished: String::new(),
         seconds: 0.0,
+        options: options_json(args),
         nodes: Vec::new(),
     };
     let mut failures = 0;
+    let mut manifest = Manifest::default();
+    let mut committed: BTreeMap<String, Committed> = BTreeMap::new();
     if total_groups > 0 {
         lock.record_holder();
-        create_dir_all(&dirs.run())?;
+        dirs.set_state(RunState::Merging)?;
         let plan_doc: Vec<NodeReport> = nodes
             .iter()
             .zip(plans.iter())
             .map(|(n, t)| NodeReport::new(n, t.clone()))
             .collect();
-        crate::fsutil::atomic_write(
-            &dirs.run().join("plan.json"),
+        dirs.write_run_file(
+            "plan.json",
             &serde_json::to_vec_pretty(&plan_doc).expect("plan serialises"),
-            &dirs.tmp(),
+            None,
+        )?;
+        let spill = dirs.tmp().join("spill");
+        let out_dir = dirs.tmp().join("out");
+        create_dir_all(&spill)?;
+        create_dir_all(&out_dir)?;
+        let engine = Engine::new(&engine_options(args, spill))?;
+        let rows_total: u64 = plans
+            .iter()
+            .flatten()
+            .flat_map(|p| &p.groups)
+            .map(|g| g.rows)
+            .sum();
+        let bar = progress::bar(total_groups as u64, "merging");
+        let (mut rows_done, mut bytes_done) = (0u64, 0u64);
+        for (node, tables) in nodes.iter().zip(&plans) {
+            let mut merged: Vec<(&Group, Merged)> = Vec::new();
+            let mut outcomes: BTreeMap<crate::types::TableKey, TableOutcome> = BTreeMap::new();
+            for t in tables {
+                let table_started = Instant::now();
+                let o = outcomes
+                    .entry(t.table)
+                    .or_insert_with(|| TableOutcome::before(t));
+                for g in &t.groups {
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_message(format!(
+                        "{} {} {} | {rows_done} rows, {:.1} MiB, {:.0} rows/s",
+                        node.id,
+                        t.label,
+                        g.window_start.to_rfc3339(),
+                        bytes_done as f64 / 1048576.0,
+                        rows_done as f64 / secs
+                    ));
+                    match merge_group(&engine, data_dir, g, &out_dir, args.max_rows_per_file) {
+                        Ok(m) => {
+                            o.merged(g, &m);
+                            merged.push((g, m));
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            log::warn!(
+                                "node {} table {} window {}: skipped: {e}",
+                                node.id,
+                                t.label,
+                                g.window_start.to_rfc3339()
+                            );
+                            o.groups_failed.push(GroupFailure {
+                                window_start: g.window_start.to_rfc3339(),
+                                inputs: g.inputs.len(),
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                    bar.inc(1);
+                    rows_done += g.rows;
+                    bytes_done += g.bytes;
+                    failpoint("after-merge-group")?;
+                }
+                o.seconds = table_started.elapsed().as_secs_f64();
+            }
+            if !merged.is_empty() {
+                let (m, c) = prepare_node(node, &merged, &dirs)?;
+                manifest.nodes.push(m);
+                committed.insert(node.id.clone(), c);
+            }
+            report.nodes.push(NodeRun {
+                node: node.id.clone(),
+                committed: None,
+                tables: tables
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.label.clone(),
+                            t.table,
+                            outcomes.remove(&t.table).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        bar.finish_and_clear();
+        drop(engine);
+        log::info!(
+            "merged {} of {total_groups} group(s), {rows_total} input rows",
+            total_groups - failures
+        );
+        if manifest.nodes.is_empty() {
+            journal::recover(data_dir, false)?;
+        } else {
+            dirs.write_manifest(&manifest)?;
+            dirs.set_state(RunState::Staged)?;
+            failpoint("after-staged")?;
+            if let Err(e) = journal::apply(&dirs, &manifest) {
+                // Roll back before the commit point, forward after it; if that fails too,
+                // the next invocation does it.
+                if let Err(r) = journal::recover(data_dir, false) {
+                    log::error!("recovery after the failed commit failed too: {r}");
+                }
+                return Err(e);
+            }
+            for n in &mut report.nodes {
+                n.committed = committed.remove(&n.node);
+            }
+        }
+    } else {
+        report.nodes = nodes
+            .iter()
+            .zip(&plans)
+            .map(|(n, tables)| NodeRun {
+                node: n.id.clone(),
+                committed: None,
+                tables: tables
+                    .iter()
+                    .map(|t| (t.label.clone(), t.table, TableOutcome::before(t)))
+                    .collect(),
+            })
+            .collect();
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.finished = chrono::Utc::now().to_rfc3339();
+    if total_groups > 0 {
+        dirs.write_run_file(
+            "report.json",
+            &serde_json::to_vec_pretty(&report).expect("report serialises"),
             None,
         )?;
     }
-    let spill = dirs.tmp().join("spill");
-    let engine = if total_groups > 0 {
-        create_dir_all(&spill)?;
-        Some(Engine::new(&spill)?)
-    } else {
-        None
-    };
-    for (node, tables) in nodes.iter().zip(&plans) {
-        let mut merged: Vec<(&Group, Merged)> = Vec::new();
-        let mut outcomes: BTreeMap<crate::types::TableKey, TableOutcome> = BTreeMap::new();
-        for t in tables {
-            let o = outcomes.entry(t.table).or_default();
-            o.files_before = t.files_now;
-            o.files_after = t.files_now;
-            o.rows_in_files_before = t.rows;
-            o.rows_after = t.rows;
-            o.bytes_before = t.bytes;
-            o.bytes_after = t.bytes;
-            for g in &t.groups {
-                let engine = engine
-                    .as_ref()
-                    .expect("engine exists when there are groups");
-                let out_dir = dirs.tmp().join("out");
-                create_dir_all(&out_dir)?;
-                log::info!(
-                    "node {} table {} window {}: merging {} files",
-                    node.id,
-                    t.label,
-                    g.window_start.to_rfc3339(),
-                    g.inputs.len()
-                );
-                match merge_group(engine, &args.data_dir, g, &out_dir, args.max_rows_per_file) {
-                    Ok(m) => {
-                        o.groups_merged += 1;
-                        o.files_after = o.files_after + m.outputs.len() - g.inputs.len();
-                        o.rows_after = o.rows_after + m.rows_out - m.rows_in;
-                        o.duplicates_removed += m.rows_in - m.rows_out;
-                        o.bytes_after = o.bytes_after
-                            + m.outputs.iter().map(|x| x.size_bytes).sum::<u64>()
-                            - g.bytes;
-                        merged.push((g, m));
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        log::warn!(
-                            "node {} table {} window {}: skipped: {e}",
-                            node.id,
-                            t.label,
-                            g.window_start.to_rfc3339()
-                        );
-                        o.groups_failed.push(GroupFailure {
-                            window_start: g.window_start.to_rfc3339(),
-                            inputs: g.inputs.len(),
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        let committed = if merged.is_empty() {
-            None
-        } else {
-            Some(commit_node(node, &merged, &dirs)?)
-        };
-        report.nodes.push(NodeRun {
-            node: node.id.clone(),
-            committed,
-            tables: tables
-                .iter()
-                .map(|t| {
-                    (
-                        t.label.clone(),
-                        t.table,
-                        outcomes.remove(&t.table).unwrap_or_default(),
-                    )
-                })
-                .collect(),
-        });
-    }
-    drop(engine);
-    if dirs.tmp().exists() {
-        fs::remove_dir_all(dirs.tmp())
-            .map_err(|e| Error::io(dirs.tmp(), "remove the temporary directory", e))?;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
-    } else if !args.quiet {
+    } else if !quiet {
         print!("{}", run_text(&report));
     }
-    Ok(ExitCode::from(if failures > 0 {
+    drop(lock);
+    Ok(ExitCode::from(if failures + blocked > 0 {
         EXIT_PARTIAL
     } else {
         EXIT_OK

@@ -1,0 +1,71 @@
+//! Progress bars on a terminal, and log lines that do not break them.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+
+fn multi() -> &'static MultiProgress {
+    MULTI.get_or_init(|| {
+        let shown = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
+        let target = if shown {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        MultiProgress::with_draw_target(target)
+    })
+}
+
+/// Hides every bar (for `--quiet` and `--json`).
+pub fn hide() {
+    multi().set_draw_target(ProgressDrawTarget::hidden());
+}
+
+/// A bar counting `len` items with a message, e.g. snapshots read or groups merged.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = multi().add(ProgressBar::new(len));
+    b.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b.set_prefix(what.to_string());
+    b
+}
+
+/// A logger that suspends the bars while it writes a line.
+struct Logger(env_logger::Logger);
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        self.0.enabled(m)
+    }
+    fn log(&self, r: &log::Record) {
+        if self.0.matches(r) {
+            multi().suspend(|| self.0.log(r));
+        }
+    }
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
+/// Sets up logging: `RUST_LOG` if set, else `info` with `--verbose`, else `warn`.
+pub fn init_logging(verbose: bool) {
+    let level = if verbose { "info" } else { "warn" };
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format(|buf, record| {
+            use std::io::Write;
+            let level = record.level().to_string().to_lowercase();
+            writeln!(buf, "kompactor: {level}: {}", record.args())
+        })
+        .build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(Logger(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
