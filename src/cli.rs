@@ -76,6 +76,21 @@ pub enum Command {
         after_help = "Example:\n  kompactor purge /var/lib/influxdb3 --older-than 7d --dry-run"
     )]
     Purge(PurgeArgs),
+    /// Move the windows (UTC days) older than a cutoff out of the nodes into a Parquet archive.
+    ///
+    /// The archive is Hive-partitioned (node=/db=/table=/date=), merged, deduplicated and
+    /// sorted like compacted files, readable by any engine. Windows leave a node only after
+    /// their archived copy is verified and recorded; the node's files go to the trash, and the
+    /// run can be undone like a compaction.
+    #[command(
+        after_help = "Example:\n  kompactor archive /var/lib/influxdb3 --hosts node0 --older-than 90d --to /mnt/cold/influx --dry-run"
+    )]
+    Archive(ArchiveArgs),
+    /// Bring archived windows back into the nodes as new files.
+    #[command(
+        after_help = "Example:\n  kompactor restore /mnt/cold/influx /var/lib/influxdb3 --hosts node0 --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z"
+    )]
+    Restore(RestoreArgs),
 }
 
 /// The data dir, as a positional argument or `--data-dir` (as `influxdb3 serve` names it).
@@ -217,6 +232,62 @@ pub struct PurgeArgs {
     /// List what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    #[command(flatten)]
+    pub hosts: Hosts,
+    /// Archive the UTC days that end at or before this: an RFC 3339 time
+    /// (`2026-01-01T00:00:00Z`) or a duration back from now (`90d`).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub older_than: String,
+    /// The archive directory: new, empty, or an earlier kompactor archive.
+    #[arg(long, value_name = "ARCHIVE_DIR")]
+    pub to: PathBuf,
+    /// Database and table names for the archive's paths, as `scripts/maintenance.sh` records
+    /// them (default: DATA_DIR/.kompactor/names.json if present; else names from the Parquet
+    /// paths of releases up to 3.5, else ids).
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+    /// List the windows that would move; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// DuckDB worker threads (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+    /// DuckDB's memory budget.
+    #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
+    pub memory_limit: String,
+    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR.
+    #[arg(long)]
+    pub allow_running_server: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The archive directory written by `kompactor archive`.
+    #[arg(value_name = "ARCHIVE_DIR")]
+    pub archive_dir: PathBuf,
+    /// The InfluxDB 3 data dir to restore into.
+    #[arg(value_name = "DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub hosts: Hosts,
+    /// Restore only windows starting at or after this (RFC 3339 time, or a duration back from now).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub from: Option<String>,
+    /// Restore only windows ending at or before this.
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub to: Option<String>,
+    /// Verify and list the windows that would come back; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR.
+    #[arg(long)]
+    pub allow_running_server: bool,
 }
 
 /// Accepts DuckDB memory sizes: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).

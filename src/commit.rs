@@ -8,13 +8,15 @@
 //! rebuild. It stages them in the run directory with copies of the originals; the journal
 //! ([`crate::journal::apply`]) then puts them in place in a crash-safe order.
 
+use crate::discover::LiveFile;
 use crate::discover::{Node, STATE_DIR};
 use crate::error::{Error, Result};
+use crate::fsutil::Batch;
 use crate::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
-use crate::merge::Merged;
+use crate::merge::{Merged, Output};
 use crate::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::plan::Group;
-use crate::types::{FileId, SnapshotSeq, TableKey};
+use crate::types::{FileId, Nanos, SnapshotSeq, TableKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,10 +44,34 @@ fn rel_to_data_dir(dirs: &RunDirs, p: &Path) -> String {
         .into_owned()
 }
 
-/// Computes and stages the commit of one node's merged groups; changes nothing in the node.
+/// One change to a table: files that leave the node, and verified files that join it.
+///
+/// Compaction replaces a window's inputs by its outputs; archiving removes a window's files
+/// (their data is in the archive); restoring adds archived files back.
+pub struct Change<'a> {
+    pub table: TableKey,
+    /// The `chunk_time` the new files get: the start of their window.
+    pub chunk_time: Nanos,
+    pub removes: &'a [LiveFile],
+    pub adds: &'a [Output],
+}
+
+impl<'a> Change<'a> {
+    /// The change a merged group makes: its inputs replaced by its outputs.
+    pub fn merge(g: &'a Group, m: &'a Merged) -> Change<'a> {
+        Change {
+            table: g.table,
+            chunk_time: g.window_start,
+            removes: &g.inputs,
+            adds: &m.outputs,
+        }
+    }
+}
+
+/// Computes and stages the commit of one node's changes; changes nothing in the node.
 pub fn prepare_node(
     node: &Node,
-    merged: &[(&Group, Merged)],
+    changes: &[Change],
     dirs: &RunDirs,
 ) -> Result<(NodeManifest, Committed)> {
     let newest = node
@@ -59,21 +85,21 @@ pub fn prepare_node(
     let mut replaced = DbFiles::default();
     let mut replaced_ids = BTreeSet::new();
     let mut outputs: Vec<Move> = Vec::new();
-    for (group, m) in merged {
-        for f in &group.inputs {
-            replaced.push(group.table.db, group.table.table, f.entry.clone());
+    for c in changes {
+        for f in c.removes {
+            replaced.push(c.table.db, c.table.table, f.entry.clone());
             replaced_ids.insert(f.entry.id);
         }
-        for o in &m.outputs {
+        for o in c.adds {
             added.push(
-                group.table.db,
-                group.table.table,
+                c.table.db,
+                c.table.table,
                 FileEntry {
                     id: next_id,
                     path: o.final_path.clone(),
                     size_bytes: o.size_bytes,
                     row_count: o.row_count,
-                    chunk_time: group.window_start,
+                    chunk_time: c.chunk_time,
                     min_time: o.min_time,
                     max_time: o.max_time,
                     extra: Default::default(),
@@ -158,8 +184,10 @@ pub fn prepare_node(
     let checkpoint_writes =
         plan_checkpoints(node, &replaced_ids, &final_set, &new_snap.value, new_seq)?;
 
-    // Stage every file, and keep the original of every file that is replaced.
+    // Stage every file, with the modification time it will have, and keep the original of
+    // every file that is replaced (a second link to it: no copy, and its mtime stays).
     let mut writes = Vec::new();
+    let mut batch = Batch::default();
     let mut stage =
         |path: &Path, bytes: Vec<u8>, mtime: Option<SystemTime>, existed: bool| -> Result<()> {
             let in_node = path
@@ -168,11 +196,10 @@ pub fn prepare_node(
                 .to_string_lossy()
                 .into_owned();
             let staged = format!("staged/{}/{in_node}", node.id);
-            dirs.write_run_file(&staged, &bytes, None)?;
+            batch.write(&dirs.run().join(&staged), &bytes, mtime)?;
             let original = if existed {
                 let rel = format!("original/{}/{in_node}", node.id);
-                let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
-                dirs.write_run_file(&rel, &bytes, mtime)?;
+                batch.link(path, &dirs.run().join(&rel))?;
                 Some(rel)
             } else {
                 None
@@ -193,6 +220,7 @@ pub fn prepare_node(
     for (path, doc, mtime) in &checkpoint_writes {
         stage(path, doc.to_bytes(), *mtime, mtime.is_some())?;
     }
+    batch.finish()?;
 
     let trash = |rel: &str| format!("{STATE_DIR}/trash/{}/{rel}", dirs.run_id);
     let set_aside: Vec<Move> = [

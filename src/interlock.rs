@@ -208,3 +208,23 @@ pub fn refuse_if_in_use(data_dir: &Path, allow: bool) -> Result<()> {
     Err(Error::at(data_dir, format!("the data dir is in use: {}", list.join("; ")))
         .hint("stop the InfluxDB 3 server first; --allow-running-server overrides this check if it is wrong"))
 }
+
+/// For a command that changes the data dir: refuses while something uses it, then takes the
+/// lock. A dry run does neither (it must not create a file) and gets `None`.
+pub fn for_change(
+    data_dir: &Path,
+    dry_run: bool,
+    allow_running_server: bool,
+) -> Result<Option<Lock>> {
+    if !data_dir.is_dir() {
+        return Err(
+            Error::at(data_dir, "data dir does not exist or is not a directory")
+                .hint("pass the directory given to `influxdb3 serve --data-dir`"),
+        );
+    }
+    if dry_run {
+        return Ok(None);
+    }
+    refuse_if_in_use(data_dir, allow_running_server)?;
+    Ok(Some(lock(data_dir)?))
+}

@@ -16,12 +16,12 @@
 
 use crate::discover::STATE_DIR;
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, move_file};
+use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, Batch};
 use crate::types::SnapshotSeq;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The name of the guard file placed in `snapshots/` while a node's metadata changes.
 pub const GUARD_NAME: &str = "KOMPACTOR-COMMIT-IN-PROGRESS";
@@ -98,7 +98,7 @@ pub struct MetaWrite {
     pub dest: String,
     /// Relative to the run dir.
     pub staged: String,
-    /// Modification time to give the file (a rewritten snapshot keeps its own).
+    /// The modification time the staged file carries (a rewritten snapshot keeps its own).
     pub mtime: Option<(u64, u32)>,
     /// The copy of the file as it was, relative to the run dir; `None` if it is new.
     pub original: Option<String>,
@@ -125,19 +125,52 @@ pub struct NodeManifest {
     pub replaced: Vec<Move>,
 }
 
+/// The archive directory's part of an archive or restore run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ArchiveSide {
+    /// The archive directory (absolute).
+    pub dir: String,
+    /// Files an archive run writes into it (relative to it); removed if the run rolls back.
+    pub files: Vec<String>,
+    /// The archive run's manifest (relative to it).
+    pub manifest: String,
+    /// A restore's moves of the restored files out of the archive's partitions, done once
+    /// the node's commit is durable.
+    pub restore_moves: Vec<Move>,
+}
+
 /// `manifest.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Manifest {
     pub nodes: Vec<NodeManifest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSide>,
+}
+
+/// Moves `m.from` to `m.to` (both relative to `base`) unless that already happened.
+fn move_rel(base: &Path, m: &Move, batch: &mut Batch) -> Result<bool> {
+    let from = base.join(&m.from);
+    let to = base.join(&m.to);
+    if from.exists() {
+        if to.exists() {
+            return Err(Error::at(
+                &to,
+                format!(
+                    "cannot move {} here: the destination exists",
+                    from.display()
+                ),
+            ));
+        }
+        batch.rename(&from, &to)?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
 }
 
 pub fn to_mtime(t: SystemTime) -> (u64, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     (d.as_secs(), d.subsec_nanos())
-}
-
-fn from_mtime((s, n): (u64, u32)) -> SystemTime {
-    UNIX_EPOCH + Duration::new(s, n)
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T, tmp: &Path) -> Result<()> {
@@ -240,40 +273,28 @@ impl RunDirs {
         }
     }
 
-    /// Moves `m.from` to `m.to` unless that already happened.
-    fn move_once(&self, m: &Move) -> Result<bool> {
-        let from = self.data_dir.join(&m.from);
-        let to = self.data_dir.join(&m.to);
-        if from.exists() {
-            if to.exists() {
-                return Err(Error::at(
-                    &to,
-                    format!(
-                        "cannot move {} here: the destination exists",
-                        from.display()
-                    ),
-                ));
-            }
-            move_file(&from, &to)?;
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+    /// Moves `m.from` to `m.to` (relative to the data dir) unless that already happened.
+    fn move_once(&self, m: &Move, batch: &mut Batch) -> Result<bool> {
+        move_rel(&self.data_dir, m, batch)
     }
 
-    fn put_in_place(
-        &self,
-        w: &MetaWrite,
-        bytes_from: &Path,
-        mtime: Option<(u64, u32)>,
-    ) -> Result<()> {
-        let bytes = fs::read(bytes_from).map_err(|e| Error::io(bytes_from, "read", e))?;
-        atomic_write(
-            &self.data_dir.join(&w.dest),
-            &bytes,
-            &self.journal_tmp(),
-            mtime.map(from_mtime),
-        )
+    /// Batch a prepared file (staged, or an original for undo) over its destination. A
+    /// missing source means an earlier attempt already did it.
+    fn put_in_place(&self, w: &MetaWrite, from: &Path, batch: &mut Batch) -> Result<()> {
+        let dest = self.data_dir.join(&w.dest);
+        if from.exists() {
+            batch.rename(from, &dest)
+        } else if dest.exists() {
+            Ok(())
+        } else {
+            Err(Error::at(
+                from,
+                format!(
+                    "neither this file nor {} exists: the run's journal is damaged",
+                    dest.display()
+                ),
+            ))
+        }
     }
 }
 
@@ -302,15 +323,31 @@ pub fn apply(dirs: &RunDirs, m: &Manifest) -> Result<()> {
         dirs.place_guard(&n.node)?;
     }
     failpoint("after-guard")?;
+    let mut batch = Batch::default();
     for n in &m.nodes {
         for o in &n.outputs {
-            dirs.move_once(o)?;
+            dirs.move_once(o, &mut batch)?;
             failpoint("after-output-moved")?;
         }
     }
+    batch.finish()?;
     dirs.set_state(RunState::Committed)?;
     failpoint("after-commit-point")?;
     roll_forward(dirs, m)
+}
+
+/// Applies a commit; if that fails, brings the data dir back to a consistent state at once
+/// (back before the commit point, forward after it) and returns the error. Should that fail
+/// too, the next invocation does it.
+pub fn apply_or_recover(dirs: &RunDirs, m: &Manifest) -> Result<()> {
+    dirs.write_manifest(m)?;
+    dirs.set_state(RunState::Staged)?;
+    failpoint("after-staged")?;
+    apply(dirs, m).inspect_err(|_| {
+        if let Err(r) = recover(&dirs.data_dir, false) {
+            log::error!("recovery after the failed commit failed too: {r}");
+        }
+    })
 }
 
 /// Finishes a run past its commit point; every step can run again after a crash.
@@ -321,27 +358,40 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
         .map(|n| n.writes.len() + n.replaced.len())
         .sum();
     let bar = crate::progress::bar(steps as u64, "committing");
+    let mut batch = Batch::default();
     for n in &m.nodes {
         bar.set_message(n.node.clone());
         dirs.place_guard(&n.node)?;
         for w in &n.writes {
-            dirs.put_in_place(w, &dirs.run().join(&w.staged), w.mtime)?;
+            dirs.put_in_place(w, &dirs.run().join(&w.staged), &mut batch)?;
             bar.inc(1);
             failpoint("after-metadata-write")?;
         }
         for s in &n.set_aside {
-            dirs.move_once(s)?;
+            dirs.move_once(s, &mut batch)?;
         }
+        // The metadata is durable before the guard goes.
+        batch.finish()?;
         failpoint("after-set-aside")?;
         dirs.remove_guard(&n.node)?;
         failpoint("after-guard-removed")?;
         for r in &n.replaced {
-            dirs.move_once(r)?;
+            dirs.move_once(r, &mut batch)?;
             bar.inc(1);
             failpoint("after-trash-move")?;
         }
     }
     bar.finish_and_clear();
+    if let Some(a) = &m.archive {
+        for mv in &a.restore_moves {
+            move_rel(Path::new(&a.dir), mv, &mut batch)?;
+        }
+        let tmp = Path::new(&a.dir).join("_kompactor/tmp").join(&dirs.run_id);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
+        }
+    }
+    batch.finish()?;
     dirs.set_state(RunState::Done)?;
     remove_tmp(dirs)
 }
@@ -349,15 +399,39 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
 /// Undoes a run that did not reach its commit point: no metadata changed, so removing the
 /// run's outputs from the nodes restores the data dir.
 fn roll_back(dirs: &RunDirs, m: &Manifest) -> Result<()> {
+    let mut batch = Batch::default();
     for n in &m.nodes {
         for o in &n.outputs {
-            let at = dirs.data_dir.join(&o.to);
-            if at.exists() {
-                let dest = dirs.trash().join("rolled-back").join(&o.to);
-                move_file(&at, &dest)?;
+            let to = format!("{}/rolled-back/{}", rel_trash(dirs), o.to);
+            dirs.move_once(
+                &Move {
+                    from: o.to.clone(),
+                    to,
+                },
+                &mut batch,
+            )?;
+        }
+        batch.finish()?;
+        dirs.remove_guard(&n.node)?;
+    }
+    if let Some(a) = &m.archive {
+        let tmp = Path::new(&a.dir).join("_kompactor/tmp").join(&dirs.run_id);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
+        }
+        // The archived copies of windows that stay in the node go, so they are not counted twice.
+        for f in a
+            .files
+            .iter()
+            .chain(std::iter::once(&a.manifest))
+            .filter(|f| !f.is_empty())
+        {
+            let p = Path::new(&a.dir).join(f);
+            if p.exists() {
+                fs::remove_file(&p).map_err(|e| Error::io(&p, "remove the archived copy", e))?;
+                fsync_dir(p.parent().expect("has parent"))?;
             }
         }
-        dirs.remove_guard(&n.node)?;
     }
     dirs.set_state(RunState::RolledBack)?;
     remove_tmp(dirs)
@@ -506,27 +580,35 @@ pub fn undo(data_dir: &Path, run_id: &str) -> Result<()> {
 }
 
 fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
+    let mut batch = Batch::default();
     for n in &m.nodes {
         dirs.place_guard(&n.node)?;
         for r in &n.replaced {
-            dirs.move_once(&Move {
-                from: r.to.clone(),
-                to: r.from.clone(),
-            })?;
+            dirs.move_once(
+                &Move {
+                    from: r.to.clone(),
+                    to: r.from.clone(),
+                },
+                &mut batch,
+            )?;
         }
         for s in &n.set_aside {
-            dirs.move_once(&Move {
-                from: s.to.clone(),
-                to: s.from.clone(),
-            })?;
+            dirs.move_once(
+                &Move {
+                    from: s.to.clone(),
+                    to: s.from.clone(),
+                },
+                &mut batch,
+            )?;
         }
         // Originals back first, new files last: until the new snapshot goes, it still
         // hides the replaced files, and until then the guard stays.
         for w in n.writes.iter().filter(|w| w.original.is_some()) {
             let orig = dirs.run().join(w.original.as_ref().expect("filtered"));
-            dirs.put_in_place(w, &orig, w.mtime)?;
+            dirs.put_in_place(w, &orig, &mut batch)?;
             failpoint("undo-metadata-write")?;
         }
+        batch.finish()?;
         for w in n.writes.iter().filter(|w| w.original.is_none()) {
             let p = dirs.data_dir.join(&w.dest);
             if p.exists() {
@@ -535,18 +617,53 @@ fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
             }
         }
         for o in &n.outputs {
-            let moved = dirs.move_once(&Move {
-                from: o.to.clone(),
-                to: format!("{}/undone/{}", rel_trash(dirs), o.to),
-            })?;
-            if moved {
+            let to = format!("{}/undone/{}", rel_trash(dirs), o.to);
+            if dirs.move_once(
+                &Move {
+                    from: o.to.clone(),
+                    to,
+                },
+                &mut batch,
+            )? {
                 // The run created the output's window directory; leave no empty one behind.
                 if let Some(parent) = dirs.data_dir.join(&o.to).parent() {
                     let _ = fs::remove_dir(parent);
                 }
             }
         }
+        batch.finish()?;
         dirs.remove_guard(&n.node)?;
+    }
+    if let Some(a) = &m.archive {
+        let base = Path::new(&a.dir);
+        // An undone archive run's windows are back in the node: its archived copies leave the
+        // archive's partitions. An undone restore puts the archive's files back.
+        for f in a
+            .files
+            .iter()
+            .chain(std::iter::once(&a.manifest))
+            .filter(|f| !f.is_empty())
+        {
+            move_rel(
+                base,
+                &Move {
+                    from: f.clone(),
+                    to: format!("_kompactor/undone/{}/{f}.undone", dirs.run_id),
+                },
+                &mut batch,
+            )?;
+        }
+        for mv in &a.restore_moves {
+            move_rel(
+                base,
+                &Move {
+                    from: mv.to.clone(),
+                    to: mv.from.clone(),
+                },
+                &mut batch,
+            )?;
+        }
+        batch.finish()?;
     }
     dirs.set_state(RunState::Undone)?;
     remove_tmp(dirs)

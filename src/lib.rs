@@ -6,6 +6,7 @@
 //! crash-safely (and recovers, undoes), and [`report`] tells the operator. [`run`] drives one
 //! invocation; [`inspect`] and [`runs`] are the read-only and housekeeping subcommands.
 
+pub mod archive;
 pub mod cli;
 pub mod commit;
 pub mod discover;

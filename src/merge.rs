@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 /// The server's largest row group; DuckDB's writer never exceeds the size it is given.
 const ROW_GROUP_SIZE: u64 = 100_000;
 const RANK_COL: &str = "__kompactor_rank";
+/// DuckDB's virtual column: the position of a row's file in the `read_parquet` list.
+const FILE_INDEX: &str = "file_index";
 const MERGED: &str = "__kompactor_merged";
 
 /// How much of the machine the merge may use.
@@ -40,7 +42,8 @@ impl Engine {
     pub fn new(opts: &EngineOptions) -> Result<Engine> {
         let conn = Connection::open_in_memory()?;
         let mut setup = format!(
-            "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {};",
+            "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {}; \
+             SET parquet_metadata_cache = true;",
             sql_str(&opts.spill_dir.to_string_lossy()),
             sql_str(&opts.memory_limit)
         );
@@ -54,6 +57,13 @@ impl Engine {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Another session on the same database (same memory budget), for a parallel worker.
+    pub fn worker(&self) -> Result<Engine> {
+        Ok(Engine {
+            conn: self.conn.try_clone()?,
+        })
     }
 }
 
@@ -124,16 +134,24 @@ impl TableSchema {
         })
     }
 
+    /// Every column, cast to its type; a column the file lacks is a typed NULL.
     fn projection(&self, present: &BTreeSet<&str>) -> String {
+        self.projection_of(present, |_| true)
+    }
+
+    /// The columns `keep` selects, cast to their type; a column the file lacks is a typed NULL.
+    fn projection_of(&self, present: &BTreeSet<&str>, keep: impl Fn(&Column) -> bool) -> String {
         self.columns
             .iter()
+            .filter(|c| keep(c))
             .map(|c| {
                 let id = sql_ident(&c.name);
-                if present.contains(c.name.as_str()) {
-                    format!("CAST({id} AS {}) AS {id}", c.ty.duckdb_type())
+                let value = if present.contains(c.name.as_str()) {
+                    id.clone()
                 } else {
-                    format!("CAST(NULL AS {}) AS {id}", c.ty.duckdb_type())
-                }
+                    "NULL".to_string()
+                };
+                format!("CAST({value} AS {}) AS {id}", c.ty.duckdb_type())
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -283,22 +301,47 @@ pub fn merge_group(
     if !multi.is_empty() {
         check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
         let ranked = chunk_order(&multi);
-        let per_file: Vec<String> = ranked
+        let present: BTreeSet<&str> = ranked
             .iter()
-            .enumerate()
-            .map(|(rank, f)| {
-                let present: BTreeSet<&str> = footer_of[&f.entry.id.0]
+            .flat_map(|f| {
+                footer_of[&f.entry.id.0]
                     .columns
                     .iter()
                     .map(|c| c.name.as_str())
-                    .collect();
-                format!(
-                    "SELECT {}, {rank} AS {RANK_COL} FROM {}",
-                    schema.projection(&present),
-                    read_one(&data_dir.join(&f.entry.path))
-                )
             })
             .collect();
+        let list: Vec<String> = ranked
+            .iter()
+            .map(|f| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
+            .collect();
+        // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
+        // rank: a scan per file would hold a reader per file in memory. A table with its own
+        // `file_index` column would shadow it, so such a table gets one scan per file.
+        let source = if present.contains(FILE_INDEX) {
+            ranked
+                .iter()
+                .enumerate()
+                .map(|(rank, f)| {
+                    let mine: BTreeSet<&str> = footer_of[&f.entry.id.0]
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    format!(
+                        "SELECT {}, {rank} AS {RANK_COL} FROM {}",
+                        schema.projection(&mine),
+                        read_one(&data_dir.join(&f.entry.path))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ")
+        } else {
+            format!(
+                "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet([{}], union_by_name = true)",
+                schema.projection(&present),
+                list.join(", ")
+            )
+        };
         let keys = schema.key_columns();
         let select: Vec<String> = schema
             .columns
@@ -313,9 +356,8 @@ pub fn merge_group(
             })
             .collect();
         parts.push(format!(
-            "SELECT {} FROM ({}) GROUP BY {}",
+            "SELECT {} FROM ({source}) GROUP BY {}",
             select.join(", "),
-            per_file.join(" UNION ALL "),
             keys.join(", ")
         ));
     }
@@ -368,22 +410,10 @@ fn check_cross_chunk_collisions(
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect();
-            let key_proj: Vec<String> = schema
-                .columns
-                .iter()
-                .filter(|c| keys.contains(&sql_ident(&c.name)))
-                .map(|c| {
-                    let id = sql_ident(&c.name);
-                    if present.contains(c.name.as_str()) {
-                        format!("CAST({id} AS {}) AS {id}", c.ty.duckdb_type())
-                    } else {
-                        format!("CAST(NULL AS {}) AS {id}", c.ty.duckdb_type())
-                    }
-                })
-                .collect();
+            let key_proj = schema.projection_of(&present, |c| keys.contains(&sql_ident(&c.name)));
             format!(
                 "SELECT {}, {} AS __chunk FROM {}",
-                key_proj.join(", "),
+                key_proj,
                 f.entry.chunk_time.0,
                 read_one(&data_dir.join(&f.entry.path))
             )
@@ -427,7 +457,8 @@ fn write_and_verify(
                 .replace(".parquet", &format!("-{}.parquet", i + 1))
         };
         // Outputs of all groups share the temporary directory: name them by their full path.
-        let tmp_path = tmp_dir.join(final_path.replace('/', "__"));
+        // Not named *.parquet: a crash must not leave a file an archive glob would read.
+        let tmp_path = tmp_dir.join(format!("{}.tmp", final_path.replace('/', "__")));
         let mut filter = Vec::new();
         if let Some(lo) = lo {
             filter.push(format!("epoch_ns(\"time\") >= {}", lo.0));
@@ -451,14 +482,8 @@ fn write_and_verify(
             crate::journal::failpoint("write-output")?;
             conn.execute_batch(&copy)?;
             crate::fsutil::fsync_file(&tmp_path)?;
+            // Row count, time range and checksum are measured from the file as written.
             let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
-            let footer = read_footers(conn, std::slice::from_ref(&tmp_path))?.remove(0);
-            if footer.num_rows != back.rows {
-                return Err(Error::at(
-                    &tmp_path,
-                    "footer row count differs from the rows read back",
-                ));
-            }
             written = written.add(back);
             let size_bytes = fs::metadata(&tmp_path)
                 .map_err(|e| Error::io(&tmp_path, "stat", e))?

@@ -115,6 +115,16 @@ impl Totals {
             max_time: Nanos::MIN,
         }
     }
+
+    /// Stores the totals in a document's four summary keys.
+    fn write_to(self, size: &mut u64, rows: &mut u64, min: &mut Nanos, max: &mut Nanos) {
+        (*size, *rows, *min, *max) = (
+            self.parquet_size_bytes,
+            self.row_count,
+            self.min_time,
+            self.max_time,
+        );
+    }
 }
 
 /// A snapshot file, `snapshots/<inverted seq>.info.json`.
@@ -151,11 +161,12 @@ impl Snapshot {
 
     /// Sets `parquet_size_bytes`, `row_count`, `min_time`, `max_time` from the added files.
     pub fn recompute_totals(&mut self) {
-        let t = self.databases.totals();
-        self.parquet_size_bytes = t.parquet_size_bytes;
-        self.row_count = t.row_count;
-        self.min_time = t.min_time;
-        self.max_time = t.max_time;
+        self.databases.totals().write_to(
+            &mut self.parquet_size_bytes,
+            &mut self.row_count,
+            &mut self.min_time,
+            &mut self.max_time,
+        );
     }
 }
 
@@ -184,12 +195,14 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Sets the totals from the month's files.
     pub fn recompute_totals(&mut self) {
-        let t = self.databases.totals();
-        self.parquet_size_bytes = t.parquet_size_bytes;
-        self.row_count = t.row_count;
-        self.min_time = t.min_time;
-        self.max_time = t.max_time;
+        self.databases.totals().write_to(
+            &mut self.parquet_size_bytes,
+            &mut self.row_count,
+            &mut self.min_time,
+            &mut self.max_time,
+        );
     }
 }
 

@@ -161,29 +161,26 @@ fn read_footers_batch(conn: &Connection, paths: &[PathBuf]) -> Result<Vec<Footer
         }
         .hint("the file is damaged or not Parquet; its group is left alone")
     };
+    // One statement for both: with DuckDB's metadata cache each footer is parsed once, and
+    // the merge that follows reuses it.
     let mut rows: HashMap<String, u64> = HashMap::new();
+    let mut schemas: HashMap<String, Vec<u8>> = HashMap::new();
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT file_name, num_rows FROM parquet_file_metadata({list})"
+            "SELECT m.file_name, m.num_rows, k.value FROM parquet_file_metadata({list}) m \
+             LEFT JOIN (SELECT file_name, value FROM parquet_kv_metadata({list}) WHERE decode(key) = 'ARROW:schema') k \
+             ON m.file_name = k.file_name"
         ))
         .map_err(fail)?;
     let mut q = stmt.query([]).map_err(fail)?;
     while let Some(r) = q.next().map_err(fail)? {
         let name: String = r.get(0).map_err(fail)?;
         let n: i64 = r.get(1).map_err(fail)?;
-        rows.insert(name, n as u64);
-    }
-    let mut schemas: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT file_name, value FROM parquet_kv_metadata({list}) WHERE decode(key) = 'ARROW:schema'"
-        ))
-        .map_err(fail)?;
-    let mut q = stmt.query([]).map_err(fail)?;
-    while let Some(r) = q.next().map_err(fail)? {
-        let name: String = r.get(0).map_err(fail)?;
-        let v: Vec<u8> = r.get(1).map_err(fail)?;
-        schemas.insert(name, v);
+        let v: Option<Vec<u8>> = r.get(2).map_err(fail)?;
+        rows.insert(name.clone(), n as u64);
+        if let Some(v) = v {
+            schemas.insert(name, v);
+        }
     }
     paths
         .iter()

@@ -2,11 +2,11 @@
 //! (dry run) or merge, stage, commit and report.
 
 use crate::cli::{format_duration, Cli, Command, CompactArgs};
-use crate::commit::{prepare_node, Committed};
+use crate::commit::{prepare_node, Change, Committed};
 use crate::discover::{check_hosts, discover_node, Node};
 use crate::error::{Error, Result};
 use crate::fsutil::create_dir_all;
-use crate::interlock::{lock, refuse_if_in_use, Lock};
+use crate::interlock::{for_change, Lock};
 use crate::journal::{self, failpoint, Manifest, Recovery, RunDirs, RunState, GUARD_NAME};
 use crate::merge::{merge_group, Engine, EngineOptions, Merged};
 use crate::parquet::read_footers;
@@ -46,6 +46,8 @@ pub fn main(cli: &Cli) -> Result<ExitCode> {
         Some(Command::Runs(a)) => crate::runs::list(a),
         Some(Command::Undo(a)) => crate::runs::undo(a, cli.quiet),
         Some(Command::Purge(a)) => crate::runs::purge(a, cli.quiet),
+        Some(Command::Archive(a)) => crate::archive::archive(a, cli.quiet),
+        Some(Command::Restore(a)) => crate::archive::restore(a, cli.quiet),
     }
 }
 
@@ -86,14 +88,9 @@ fn execute(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let hosts = &args.hosts.hosts;
     check_hosts(data_dir, hosts)?;
     // A dry run takes no lock and recovers nothing: it must not create or change a file.
-    let lock = if args.dry_run {
-        None
-    } else {
-        refuse_if_in_use(data_dir, args.allow_running_server)?;
-        // Taken before reading anything, so that no other run can commit between our
-        // reading the metadata and our commit.
-        Some(lock(data_dir)?)
-    };
+    // Taken before reading anything, so that no other run can commit between our reading
+    // the metadata and our commit.
+    let lock = for_change(data_dir, args.dry_run, args.allow_running_server)?;
     recover_first(data_dir, args.dry_run, quiet)?;
     if !args.dry_run {
         refuse_orphan_guards(data_dir, hosts)?;
@@ -187,8 +184,74 @@ fn dry_run(
     Ok(ExitCode::from(EXIT_OK))
 }
 
+/// Merges every group, several at a time (small groups are dominated by per-query overhead
+/// that does not use DuckDB's threads), each worker on its own DuckDB session of one shared
+/// database, so one memory budget bounds them all. Results come back in the order of `jobs`,
+/// with the seconds each took.
+fn merge_all(
+    engine: &Engine,
+    jobs: &[&Group],
+    data_dir: &Path,
+    out_dir: &Path,
+    args: &CompactArgs,
+) -> Result<Vec<(Result<Merged>, f64)>> {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args
+        .threads
+        .map_or(cpus, |t| t as usize)
+        .clamp(1, 4)
+        .min(jobs.len().max(1));
+    let engines: Vec<Engine> = (0..workers)
+        .map(|_| engine.worker())
+        .collect::<Result<_>>()?;
+    let results: Vec<Mutex<Option<(Result<Merged>, f64)>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let (rows_done, bytes_done) = (AtomicU64::new(0), AtomicU64::new(0));
+    let bar = progress::bar(jobs.len() as u64, "merging");
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for eng in engines {
+            let (next, results, bar) = (&next, &results, &bar);
+            let (rows_done, bytes_done) = (&rows_done, &bytes_done);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(g) = jobs.get(i) else { break };
+                let t0 = Instant::now();
+                let r = merge_group(&eng, data_dir, g, out_dir, args.max_rows_per_file);
+                *results[i].lock().expect("no worker panics") =
+                    Some((r, t0.elapsed().as_secs_f64()));
+                let rows = rows_done.fetch_add(g.rows, Ordering::SeqCst) + g.rows;
+                let bytes = bytes_done.fetch_add(g.bytes, Ordering::SeqCst) + g.bytes;
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{} {} | {rows} rows, {:.1} MiB, {:.0} rows/s",
+                    g.node,
+                    g.window_start.to_rfc3339(),
+                    bytes as f64 / 1048576.0,
+                    rows as f64 / secs
+                ));
+                bar.inc(1);
+                // A crash here leaves merged outputs only in the temporary directory.
+                let _ = failpoint("after-merge-group");
+            });
+        }
+    });
+    bar.finish_and_clear();
+    Ok(results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("no worker panics")
+                .expect("every job ran")
+        })
+        .collect())
+}
+
 /// A run id: UTC time and process id, sortable and unique on one machine.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     format!(
         "{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -263,27 +326,19 @@ fn compact(
             .flat_map(|p| &p.groups)
             .map(|g| g.rows)
             .sum();
-        let bar = progress::bar(total_groups as u64, "merging");
-        let (mut rows_done, mut bytes_done) = (0u64, 0u64);
+        let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
+        let mut results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?.into_iter();
         for (node, tables) in nodes.iter().zip(&plans) {
             let mut merged: Vec<(&Group, Merged)> = Vec::new();
             let mut outcomes: BTreeMap<crate::types::TableKey, TableOutcome> = BTreeMap::new();
             for t in tables {
-                let table_started = Instant::now();
                 let o = outcomes
                     .entry(t.table)
                     .or_insert_with(|| TableOutcome::before(t));
                 for g in &t.groups {
-                    let secs = started.elapsed().as_secs_f64().max(0.001);
-                    bar.set_message(format!(
-                        "{} {} {} | {rows_done} rows, {:.1} MiB, {:.0} rows/s",
-                        node.id,
-                        t.label,
-                        g.window_start.to_rfc3339(),
-                        bytes_done as f64 / 1048576.0,
-                        rows_done as f64 / secs
-                    ));
-                    match merge_group(&engine, data_dir, g, &out_dir, args.max_rows_per_file) {
+                    let (result, secs) = results.next().expect("one result per group");
+                    o.seconds += secs;
+                    match result {
                         Ok(m) => {
                             o.merged(g, &m);
                             merged.push((g, m));
@@ -303,15 +358,12 @@ fn compact(
                             });
                         }
                     }
-                    bar.inc(1);
-                    rows_done += g.rows;
-                    bytes_done += g.bytes;
-                    failpoint("after-merge-group")?;
                 }
-                o.seconds = table_started.elapsed().as_secs_f64();
             }
             if !merged.is_empty() {
-                let (m, c) = prepare_node(node, &merged, &dirs)?;
+                let changes: Vec<Change> =
+                    merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
+                let (m, c) = prepare_node(node, &changes, &dirs)?;
                 manifest.nodes.push(m);
                 committed.insert(node.id.clone(), c);
             }
@@ -330,7 +382,6 @@ fn compact(
                     .collect(),
             });
         }
-        bar.finish_and_clear();
         drop(engine);
         log::info!(
             "merged {} of {total_groups} group(s), {rows_total} input rows",
@@ -339,17 +390,7 @@ fn compact(
         if manifest.nodes.is_empty() {
             journal::recover(data_dir, false)?;
         } else {
-            dirs.write_manifest(&manifest)?;
-            dirs.set_state(RunState::Staged)?;
-            failpoint("after-staged")?;
-            if let Err(e) = journal::apply(&dirs, &manifest) {
-                // Roll back before the commit point, forward after it; if that fails too,
-                // the next invocation does it.
-                if let Err(r) = journal::recover(data_dir, false) {
-                    log::error!("recovery after the failed commit failed too: {r}");
-                }
-                return Err(e);
-            }
+            journal::apply_or_recover(&dirs, &manifest)?;
             for n in &mut report.nodes {
                 n.committed = committed.remove(&n.node);
             }

@@ -3,7 +3,7 @@
 use crate::cli::{PurgeArgs, RunsArgs, UndoArgs};
 use crate::discover::discover_node;
 use crate::error::{Error, Result};
-use crate::interlock::{lock, refuse_if_in_use};
+use crate::interlock::for_change;
 use crate::journal::{self, dir_size, run_ids, RunDirs, RunState};
 use crate::run::{recover_first, EXIT_OK};
 use crate::types::SnapshotSeq;
@@ -90,18 +90,7 @@ pub fn list(a: &RunsArgs) -> Result<ExitCode> {
 /// `kompactor undo`.
 pub fn undo(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
-    if !data_dir.is_dir() {
-        return Err(Error::at(
-            data_dir,
-            "data dir does not exist or is not a directory",
-        ));
-    }
-    let _lock = if a.dry_run {
-        None
-    } else {
-        refuse_if_in_use(data_dir, a.allow_running_server)?;
-        Some(lock(data_dir)?)
-    };
+    let _lock = for_change(data_dir, a.dry_run, a.allow_running_server)?;
     recover_first(data_dir, a.dry_run, quiet)?;
     let newest = |node: &str| -> Result<Option<SnapshotSeq>> {
         Ok(discover_node(data_dir, node)?
@@ -139,17 +128,8 @@ pub fn undo(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
 /// `kompactor purge`.
 pub fn purge(a: &PurgeArgs, quiet: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
-    if !data_dir.is_dir() {
-        return Err(Error::at(
-            data_dir,
-            "data dir does not exist or is not a directory",
-        ));
-    }
-    let _lock = if a.dry_run {
-        None
-    } else {
-        Some(lock(data_dir)?)
-    };
+    // Purging removes only kompactor's own trash: a running server does not stop it.
+    let _lock = for_change(data_dir, a.dry_run, true)?;
     let cutoff = chrono::Utc::now().timestamp() - a.older_than.0 / 1_000_000_000;
     let mut total = 0;
     for id in run_ids(data_dir)? {

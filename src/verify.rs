@@ -8,18 +8,24 @@ use crate::error::{Error, Result};
 use crate::parquet::{sql_ident, Column, ColumnType};
 use crate::types::Nanos;
 use duckdb::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Row count, time range and a sum of row hashes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checksum {
     pub rows: u64,
     pub min_time: Nanos,
     pub max_time: Nanos,
     /// Sum of DuckDB's `hash()` of every row; a sum, unlike XOR, is not fooled by a row
     /// written twice.
-    #[serde(serialize_with = "ser_i128")]
+    /// Written as a decimal string: JSON readers would round a 128-bit number.
+    #[serde(serialize_with = "ser_i128", deserialize_with = "de_i128")]
     pub hash_sum: i128,
+}
+
+fn de_i128<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i128, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
 }
 
 fn ser_i128<S: serde::Serializer>(v: &i128, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -308,6 +308,18 @@ pub fn expected_rows(
     table: &str,
     types: &BTreeMap<String, ColumnType>,
 ) -> Vec<String> {
+    expected_rows_where(f, node, db, table, types, &|_| true)
+}
+
+/// The expected rows whose server-rendered `time` (`YYYY-MM-DDTHH:MM:SS...`) `keep` accepts.
+pub fn expected_rows_where(
+    f: &Fixture,
+    node: &str,
+    db: &str,
+    table: &str,
+    types: &BTreeMap<String, ColumnType>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
     let p = f
         .dir
         .join("expected/persisted")
@@ -317,8 +329,9 @@ pub fn expected_rows(
     let mut lines: Vec<String> = text
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| keep(v["time"].as_str().unwrap()))
+        .map(|v| {
             let mut cells: Vec<(String, String)> = v
                 .as_object()
                 .unwrap()
@@ -350,13 +363,18 @@ pub fn expected_rows(
 
 /// Checks that the data dir answers exactly the fixture's persisted dumps, table by table.
 pub fn assert_answers_match(f: &Fixture, data_dir: &Path) {
+    assert_answers_match_where(f, data_dir, &|_| true)
+}
+
+/// Like `assert_answers_match`, for the expected rows whose time `keep` accepts.
+pub fn assert_answers_match_where(f: &Fixture, data_dir: &Path, keep: &dyn Fn(&str) -> bool) {
     for node in f.nodes() {
         let names = table_names(f, &node);
         let got = read_through_metadata(data_dir, &node);
         assert_eq!(got.len(), names.len(), "{}: {node}: table count", f.name);
         for (key, (rows, types)) in got {
             let (db, table) = &names[&key];
-            let want = expected_rows(f, &node, db, table, &types);
+            let want = expected_rows_where(f, &node, db, table, &types, keep);
             if rows != want {
                 let missing: Vec<_> = want.iter().filter(|w| !rows.contains(w)).take(3).collect();
                 let extra: Vec<_> = rows.iter().filter(|r| !want.contains(r)).take(3).collect();
@@ -369,4 +387,41 @@ pub fn assert_answers_match(f: &Fixture, data_dir: &Path) {
             }
         }
     }
+}
+
+/// The rows a SQL query returns, canonicalised like `read_through_metadata` (NULLs left out),
+/// sorted; columns named in `skip` are left out.
+pub fn query_rows(conn: &duckdb::Connection, sql: &str, skip: &[&str]) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let mut rows = stmt.query([]).unwrap();
+    let names: Vec<String> = rows
+        .as_ref()
+        .unwrap()
+        .column_names()
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        let mut cells = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            if skip.contains(&n.as_str()) {
+                continue;
+            }
+            let v: Db = r.get(i).unwrap();
+            if let Some(s) = canon_db(&v) {
+                cells.push((n.clone(), s));
+            }
+        }
+        cells.sort();
+        out.push(
+            cells
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    out.sort();
+    out
 }

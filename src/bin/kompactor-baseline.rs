@@ -1,0 +1,200 @@
+//! kompactor-baseline: the floor kompactor's merge is measured against.
+//!
+//! It plans like kompactor (same discovery, same groups: every window with two or more live
+//! files, `--min-age 0`, no row cap) and then, per group, runs only the bare DuckDB statement
+//! `COPY (SELECT * FROM read_parquet([inputs], union_by_name = true) ORDER BY <tags>, time)
+//! TO '<tmp>/<n>.parquet' (FORMAT parquet, COMPRESSION zstd)`: no deduplication, no type
+//! casts, no verification, no fsync, no metadata. The outputs go to a temporary directory
+//! inside the data dir (same file system as kompactor's) that is deleted at the end. Nothing
+//! else under the data dir is touched.
+//!
+//! The ORDER BY needs the tag columns: they are taken from the `ARROW:schema` of one input per
+//! group (the newest, which has every column the table had so far), the only footer read.
+
+use clap::Parser;
+use duckdb::Connection;
+use kompactor::discover::discover_node;
+use kompactor::parquet::{read_footers, sql_ident, sql_str, ColumnType};
+use kompactor::plan::{plan_node, PlanOptions};
+use kompactor::types::Nanos;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+const ABOUT: &str = "The benchmark floor: per planned group, only a bare DuckDB sort-and-write (no dedup, no verification, no commit).
+
+Groups are planned as `kompactor --window <W> --min-age 0 --max-rows-per-file <unlimited>` would plan them.
+Outputs are written to a temporary directory in the data dir and deleted at the end.";
+
+#[derive(Parser, Debug)]
+#[command(name = "kompactor-baseline", about = ABOUT)]
+struct Args {
+    /// The data dir (as given to kompactor).
+    #[arg(value_name = "DATA_DIR")]
+    data_dir: PathBuf,
+
+    /// The node to work on.
+    #[arg(long, alias = "hosts", default_value = "node0")]
+    node: String,
+
+    /// Compaction window, as kompactor's --window (e.g. 10m, 1h, 1d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    window: i64,
+
+    /// DuckDB worker threads (default: DuckDB's, the number of CPUs).
+    #[arg(long)]
+    threads: Option<u64>,
+
+    /// DuckDB memory limit, e.g. 256MB (default: DuckDB's, 80% of RAM).
+    #[arg(long)]
+    memory_limit: Option<String>,
+
+    /// Only print the plan's totals (`groups=… files=… rows=… bytes=…`) and exit.
+    #[arg(long)]
+    plan_only: bool,
+
+    /// Print one line per group.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}`: missing unit (m, h, d)"))?;
+    let n: i64 = s[..split]
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
+    let mult: i64 = match &s[split..] {
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        "w" => 604_800_000_000_000,
+        u => return Err(format!("`{s}`: unknown unit `{u}` (use s, m, h, d, w)")),
+    };
+    if n <= 0 {
+        return Err("the window must be longer than zero".into());
+    }
+    Ok(n * mult)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kompactor-baseline: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let started = Instant::now();
+    let node = discover_node(&args.data_dir, &args.node).map_err(|e| e.to_string())?;
+    let opts = PlanOptions {
+        window: Nanos(args.window),
+        min_age: Nanos(0),
+        max_rows_per_file: u64::MAX,
+    };
+    let plans = plan_node(&node, &opts, "baseline");
+    let groups: Vec<_> = plans.iter().flat_map(|p| &p.groups).collect();
+    let files: usize = groups.iter().map(|g| g.inputs.len()).sum();
+    let rows: u64 = groups.iter().map(|g| g.rows).sum();
+    let bytes: u64 = groups.iter().map(|g| g.bytes).sum();
+    if args.plan_only {
+        println!(
+            "groups={} files={files} rows={rows} bytes={bytes}",
+            groups.len()
+        );
+        return Ok(());
+    }
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".kompactor-baseline-")
+        .tempdir_in(&args.data_dir)
+        .map_err(|e| {
+            format!(
+                "{}: could not create a temporary directory: {e}",
+                args.data_dir.display()
+            )
+        })?;
+    let conn = Connection::open_in_memory().map_err(|e| format!("DuckDB: {e}"))?;
+    let mut settings = format!(
+        "SET temp_directory = {}; SET preserve_insertion_order = true;",
+        sql_str(&tmp.path().join("spill").to_string_lossy())
+    );
+    if let Some(t) = args.threads {
+        settings += &format!(" SET threads = {t};");
+    }
+    if let Some(m) = &args.memory_limit {
+        settings += &format!(" SET memory_limit = {};", sql_str(m));
+    }
+    conn.execute_batch(&settings)
+        .map_err(|e| format!("DuckDB: {e}"))?;
+
+    let mut out_bytes = 0u64;
+    for (i, g) in groups.iter().enumerate() {
+        let paths: Vec<PathBuf> = g
+            .inputs
+            .iter()
+            .map(|f| args.data_dir.join(&f.entry.path))
+            .collect();
+        let newest = g
+            .inputs
+            .iter()
+            .zip(&paths)
+            .max_by_key(|(f, _)| f.entry.id)
+            .map(|(_, p)| p.clone())
+            .expect("a group has inputs");
+        let footer = read_footers(&conn, std::slice::from_ref(&newest))
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        let mut order: Vec<String> = footer.series_key.clone().unwrap_or_default();
+        for c in &footer.columns {
+            if c.ty == ColumnType::Tag && !order.contains(&c.name) {
+                order.push(c.name.clone());
+            }
+        }
+        order.push("time".to_string());
+        let order: Vec<String> = order.iter().map(|c| sql_ident(c)).collect();
+        let list: Vec<String> = paths
+            .iter()
+            .map(|p| sql_str(&p.to_string_lossy()))
+            .collect();
+        let out = tmp.path().join(format!("{i}.parquet"));
+        let t0 = Instant::now();
+        conn.execute_batch(&format!(
+            "COPY (SELECT * FROM read_parquet([{}], union_by_name = true) ORDER BY {}) TO {} (FORMAT parquet, COMPRESSION zstd)",
+            list.join(", "),
+            order.join(", "),
+            sql_str(&out.to_string_lossy())
+        ))
+        .map_err(|e| format!("group {i} ({} files): DuckDB: {e}", g.inputs.len()))?;
+        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        out_bytes += size;
+        if args.verbose {
+            eprintln!(
+                "group {i}: table {} window {}: {} files, {} rows, {} -> {} bytes in {:.3}s",
+                g.table,
+                g.window_start.to_rfc3339(),
+                g.inputs.len(),
+                g.rows,
+                g.bytes,
+                size,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    drop(conn);
+    tmp.close()
+        .map_err(|e| format!("could not remove the temporary directory: {e}"))?;
+    println!(
+        "baseline: {} groups, {files} input files, {rows} rows, {bytes} bytes in, {out_bytes} bytes out, {:.2}s",
+        groups.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
