@@ -315,7 +315,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     let engine = Engine::new(&EngineOptions {
         spill_dir: spill,
         threads: a.threads,
-        memory_limit: a.memory_limit.clone(),
+        memory_limit: a.memory_limit,
     })?;
     let manifest_rel = format!("{META}/manifests/{run_id}.json");
     // Recorded before the first archived file is written, so that recovery knows every file

@@ -176,10 +176,11 @@ pub struct CompactArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
-    /// DuckDB's memory budget, e.g. `256MB`, `2GB`; beyond it DuckDB spills to
-    /// DATA_DIR/.kompactor/tmp/.
+    /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets three quarters of it and spills
+    /// beyond that to DATA_DIR/.kompactor/tmp/; the rest is headroom for what it does not
+    /// count (readers, writers, threads).
     #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
-    pub memory_limit: String,
+    pub memory_limit: MemoryBudget,
 
     /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
     /// who know the detection is wrong: compacting under a running server loses data.
@@ -258,9 +259,9 @@ pub struct ArchiveArgs {
     /// DuckDB worker threads (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
-    /// DuckDB's memory budget.
+    /// Memory budget (see the default command's --memory-limit).
     #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
-    pub memory_limit: String,
+    pub memory_limit: MemoryBudget,
     /// Run even though an InfluxDB 3 server seems to be using DATA_DIR.
     #[arg(long)]
     pub allow_running_server: bool,
@@ -290,22 +291,59 @@ pub struct RestoreArgs {
     pub allow_running_server: bool,
 }
 
-/// Accepts DuckDB memory sizes: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
-pub fn parse_size(s: &str) -> Result<String, String> {
+/// A memory budget for the whole process, from `--memory-limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBudget(pub u64);
+
+impl MemoryBudget {
+    /// What DuckDB's buffer manager may use: three quarters of the budget. The rest is for
+    /// what DuckDB does not count against its limit (Parquet readers and writers, per-thread
+    /// state, the allocator's slack) and for kompactor itself.
+    pub fn duckdb_limit(self) -> String {
+        format!("{}KiB", (self.0 / 4 * 3 / 1024).max(16 * 1024))
+    }
+}
+
+impl std::fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}MiB", self.0 / (1024 * 1024))
+    }
+}
+
+impl serde::Serialize for MemoryBudget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Parses a size: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
+pub fn parse_size(s: &str) -> Result<MemoryBudget, String> {
     let t = s.trim();
     let digits = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let unit = unit.trim();
-    let ok_num = num.parse::<f64>().map(|n| n > 0.0).unwrap_or(false);
-    let units = ["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"];
-    if ok_num && units.iter().any(|u| u.eq_ignore_ascii_case(unit)) {
-        Ok(format!("{num}{unit}"))
-    } else {
-        Err(format!(
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size (expected e.g. 256MB, 2GB, 512MiB)"
+            ))
+        }
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 => Ok(MemoryBudget((n * mult) as u64)),
+        _ => Err(format!(
             "`{s}` is not a size (expected e.g. 256MB, 2GB, 512MiB)"
-        ))
+        )),
     }
 }
 
@@ -399,7 +437,8 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(Nanos(86_400_000_000_000)), "1d");
         assert_eq!(format_duration(Nanos(5_400_000_000_000)), "90m");
-        assert_eq!(parse_size("256MB"), Ok("256MB".into()));
+        assert_eq!(parse_size("256MB"), Ok(MemoryBudget(256_000_000)));
+        assert_eq!(parse_size("1GiB").unwrap().duckdb_limit(), "786432KiB");
         assert!(parse_size("256").is_err());
         assert!(parse_size("lots").is_err());
     }

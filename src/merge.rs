@@ -4,13 +4,14 @@
 use crate::discover::LiveFile;
 use crate::error::{Error, Result};
 use crate::parquet::{
-    encode_arrow_schema, read_footers, sql_ident, sql_str, Column, ColumnType, Footer,
+    encode_arrow_schema, read_footers, sql_ident, sql_str, tag_ranges, Column, ColumnType, Footer,
+    TagRange,
 };
 use crate::plan::Group;
 use crate::types::Nanos;
 use crate::verify::{checksum, Checksum};
 use duckdb::Connection;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,8 @@ pub struct EngineOptions {
     pub spill_dir: PathBuf,
     /// Worker threads; DuckDB's default (all CPUs) when `None`.
     pub threads: Option<u32>,
-    /// A DuckDB size, e.g. `1GB`.
-    pub memory_limit: String,
+    /// The process's memory budget.
+    pub memory_limit: crate::cli::MemoryBudget,
 }
 
 /// A DuckDB session for merging.
@@ -45,7 +46,7 @@ impl Engine {
             "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {}; \
              SET parquet_metadata_cache = true;",
             sql_str(&opts.spill_dir.to_string_lossy()),
-            sql_str(&opts.memory_limit)
+            sql_str(&opts.memory_limit.duckdb_limit())
         );
         if let Some(t) = opts.threads {
             setup.push_str(&format!(" SET threads = {t};"));
@@ -209,6 +210,71 @@ fn overlap_clusters(inputs: &[LiveFile]) -> Vec<Vec<&LiveFile>> {
     out
 }
 
+/// Splits time-overlap clusters further: two files can share a (series key, time) only if,
+/// for every tag, their footer statistics allow a common value. Files written for disjoint
+/// series (the usual case of several files per window) then need no deduplication.
+fn split_by_tag_ranges<'a>(
+    conn: &Connection,
+    data_dir: &Path,
+    clusters: Vec<Vec<&'a LiveFile>>,
+    schema: &TableSchema,
+) -> Result<Vec<Vec<&'a LiveFile>>> {
+    let multi: Vec<PathBuf> = clusters
+        .iter()
+        .filter(|c| c.len() > 1)
+        .flatten()
+        .map(|f| data_dir.join(&f.entry.path))
+        .collect();
+    if multi.is_empty() {
+        return Ok(clusters);
+    }
+    let ranges = tag_ranges(conn, &multi, &schema.series_key)?;
+    let mut out = Vec::new();
+    for c in clusters {
+        if c.len() == 1 {
+            out.push(c);
+            continue;
+        }
+        let r: Vec<&HashMap<String, TagRange>> = c
+            .iter()
+            .map(|f| &ranges[&data_dir.join(&f.entry.path)])
+            .collect();
+        let may_collide = |i: usize, j: usize| {
+            let (a, b) = (&c[i].entry, &c[j].entry);
+            a.min_time <= b.max_time
+                && b.min_time <= a.max_time
+                && schema
+                    .series_key
+                    .iter()
+                    .all(|t| r[i][t].may_share(&r[j][t]))
+        };
+        // Connected components of the "may collide" graph (union-find).
+        let mut root: Vec<usize> = (0..c.len()).collect();
+        fn find(root: &mut [usize], i: usize) -> usize {
+            let mut i = i;
+            while root[i] != i {
+                root[i] = root[root[i]];
+                i = root[i];
+            }
+            i
+        }
+        for i in 0..c.len() {
+            for j in i + 1..c.len() {
+                if may_collide(i, j) {
+                    let (a, b) = (find(&mut root, i), find(&mut root, j));
+                    root[a] = b;
+                }
+            }
+        }
+        let mut parts: BTreeMap<usize, Vec<&LiveFile>> = BTreeMap::new();
+        for (i, f) in c.iter().enumerate() {
+            parts.entry(find(&mut root, i)).or_default().push(f);
+        }
+        out.extend(parts.into_values());
+    }
+    Ok(out)
+}
+
 /// The server's chunk order within one chunk_time: of overlapping files, the one with the
 /// smallest `min_time` is the latest; equal `min_time`s fall back to the id (newer wins).
 /// Returns the files in order, earliest first, so that a higher index wins.
@@ -264,7 +330,7 @@ pub fn merge_group(
     let schema = TableSchema::union(&pairs)?;
     let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
 
-    let clusters = overlap_clusters(&group.inputs);
+    let clusters = split_by_tag_ranges(conn, data_dir, overlap_clusters(&group.inputs), &schema)?;
     let singles: Vec<&LiveFile> = clusters
         .iter()
         .filter(|c| c.len() == 1)
@@ -361,13 +427,27 @@ pub fn merge_group(
             keys.join(", ")
         ));
     }
-    conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
-        parts.join(" UNION ALL ")
-    ))?;
-    let result = write_and_verify(conn, &schema, group, tmp_dir, max_rows);
-    conn.execute_batch(&format!("DROP TABLE IF EXISTS {MERGED}"))?;
-    let (outputs, expected) = result?;
+    // Deduplicated rows are materialized once (the aggregate is the expensive part); rows
+    // that need no deduplication are read straight from the inputs by the checksum and the
+    // write, which costs less than materializing them.
+    let (outputs, expected) = if multi.is_empty() {
+        write_and_verify(
+            conn,
+            &schema,
+            group,
+            tmp_dir,
+            max_rows,
+            &format!("({})", parts.join(" UNION ALL ")),
+        )?
+    } else {
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
+            parts.join(" UNION ALL ")
+        ))?;
+        let result = write_and_verify(conn, &schema, group, tmp_dir, max_rows, MERGED);
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {MERGED}"))?;
+        result?
+    };
     Ok(Merged {
         rows_out: expected.rows,
         outputs,
@@ -440,9 +520,10 @@ fn write_and_verify(
     group: &Group,
     tmp_dir: &Path,
     max_rows: u64,
+    source: &str,
 ) -> Result<(Vec<Output>, Checksum)> {
-    let expected = checksum(conn, &schema.columns, MERGED)?;
-    let ranges = split_ranges(conn, expected.rows, max_rows)?;
+    let expected = checksum(conn, &schema.columns, source)?;
+    let ranges = split_ranges(conn, expected.rows, max_rows, source)?;
     let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
     let order: Vec<String> = schema.key_columns();
     let mut outputs = Vec::new();
@@ -472,7 +553,7 @@ fn write_and_verify(
             format!("WHERE {}", filter.join(" AND "))
         };
         let copy = format!(
-            "COPY (SELECT * FROM {MERGED} {filter} ORDER BY {}) TO {} \
+            "COPY (SELECT * FROM {source} {filter} ORDER BY {}) TO {} \
              (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {}}})",
             order.join(", "),
             sql_str(&tmp_path.to_string_lossy()),
@@ -532,13 +613,14 @@ fn split_ranges(
     conn: &Connection,
     rows: u64,
     max_rows: u64,
+    source: &str,
 ) -> Result<Vec<(Option<Nanos>, Option<Nanos>)>> {
     if rows <= max_rows {
         return Ok(vec![(None, None)]);
     }
     let sql = format!(
-        "SELECT DISTINCT t FROM (SELECT epoch_ns(\"time\") AS t, row_number() OVER (ORDER BY \"time\") - 1 AS rn FROM {MERGED}) \
-         WHERE rn % {max_rows} = 0 AND t > (SELECT epoch_ns(min(\"time\")) FROM {MERGED}) ORDER BY t"
+        "SELECT DISTINCT t FROM (SELECT epoch_ns(\"time\") AS t, row_number() OVER (ORDER BY \"time\") - 1 AS rn FROM {source}) \
+         WHERE rn % {max_rows} = 0 AND t > (SELECT epoch_ns(min(\"time\")) FROM {source}) ORDER BY t"
     );
     let mut stmt = conn.prepare(&sql)?;
     let bounds: Vec<Nanos> = stmt

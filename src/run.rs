@@ -263,7 +263,7 @@ fn engine_options(args: &CompactArgs, spill: PathBuf) -> EngineOptions {
     EngineOptions {
         spill_dir: spill,
         threads: args.threads,
-        memory_limit: args.memory_limit.clone(),
+        memory_limit: args.memory_limit,
     }
 }
 

@@ -183,3 +183,47 @@ fn the_run_report_matches_every_fixture() {
         }
     }
 }
+
+#[test]
+fn progress_bars_show_on_a_terminal_only() {
+    let f = fixtures()
+        .into_iter()
+        .find(|f| f.name.ends_with("3.10/small"))
+        .unwrap();
+    let args = "--hosts node0 --min-age 0 --window 10m";
+    // On a terminal (util-linux `script` gives the process one).
+    let tty = copy_fixture(&f);
+    let cmd = format!(
+        "{} {} {args}",
+        env!("CARGO_BIN_EXE_kompactor"),
+        tty.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("merging") && shown.contains("rows/s"),
+        "no progress bar on a terminal: {shown}"
+    );
+    // Piped: the same run prints only its summary.
+    let piped = copy_fixture(&f);
+    let out = kompactor(&[
+        piped.path().to_str().unwrap(),
+        "--hosts",
+        "node0",
+        "--min-age",
+        "0",
+        "--window",
+        "10m",
+    ]);
+    assert!(out.status.success());
+    let t = text(&out);
+    assert!(
+        !t.contains("merging") && !t.contains('\u{1b}'),
+        "progress output when piped: {t}"
+    );
+    assert!(t.contains("committed snapshot"), "{t}");
+}
