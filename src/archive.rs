@@ -9,7 +9,7 @@
 
 use crate::cli::{ArchiveArgs, RestoreArgs};
 use crate::commit::{prepare_node, Change};
-use crate::discover::{check_hosts, discover_node, LiveFile, Node, STATE_DIR};
+use crate::discover::{check_hosts, discover_all, LiveFile, Node, STATE_DIR};
 use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, fsync_file};
 use crate::interlock::for_change;
@@ -201,7 +201,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     check_hosts(data_dir, &a.hosts.hosts)?;
     let cutoff = parse_cutoff(&a.older_than)?.floor_to(DAY);
     let names = Names::load(data_dir, a.names.as_deref())?;
-    let _lock = for_change(data_dir, a.dry_run, a.allow_running_server)?;
+    let _lock = for_change(data_dir, a.dry_run, a.engine.allow_running_server)?;
     recover_first(data_dir, a.dry_run, quiet)?;
     if !marker(&a.to).is_file() {
         let empty = !a.to.exists()
@@ -214,12 +214,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         }
     }
     let run_id = new_run_id();
-    let nodes: Vec<Node> = a
-        .hosts
-        .hosts
-        .iter()
-        .map(|h| discover_node(data_dir, h))
-        .collect::<Result<_>>()?;
+    let nodes = discover_all(data_dir, &a.hosts.hosts)?;
 
     // The windows to archive: every live file whose UTC day ends at or before the cutoff day.
     let mut groups: Vec<(usize, Group, (String, String))> = Vec::new();
@@ -312,11 +307,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     create_dir_all(&archive_tmp)?;
     let spill = dirs.tmp().join("spill");
     create_dir_all(&spill)?;
-    let engine = Engine::new(&EngineOptions {
-        spill_dir: spill,
-        threads: a.threads,
-        memory_limit: a.memory_limit,
-    })?;
+    let engine = Engine::new(&EngineOptions::new(&a.engine, spill))?;
     let manifest_rel = format!("{META}/manifests/{run_id}.json");
     // Recorded before the first archived file is written, so that recovery knows every file
     // this run may leave in the archive (a rolled-back run removes them).
@@ -448,12 +439,7 @@ pub fn restore(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             .unwrap_or(Nanos::MAX);
     let _lock = for_change(data_dir, a.dry_run, a.allow_running_server)?;
     recover_first(data_dir, a.dry_run, quiet)?;
-    let nodes: Vec<Node> = a
-        .hosts
-        .hosts
-        .iter()
-        .map(|h| discover_node(data_dir, h))
-        .collect::<Result<_>>()?;
+    let nodes = discover_all(data_dir, &a.hosts.hosts)?;
 
     // Windows still in the archive (not restored since), in the requested range.
     let mut selected: Vec<Window> = Vec::new();

@@ -172,7 +172,15 @@ pub struct CompactArgs {
     #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows_per_file: u64,
 
-    /// DuckDB worker threads (default: the number of CPUs).
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How much of the machine a merging command may use, and the running-server override.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// DuckDB worker threads, and how many windows are merged at once (at most 4)
+    /// (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
@@ -183,7 +191,7 @@ pub struct CompactArgs {
     pub memory_limit: MemoryBudget,
 
     /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
-    /// who know the detection is wrong: compacting under a running server loses data.
+    /// who know the detection is wrong: changing a data dir under a running server loses data.
     #[arg(long)]
     pub allow_running_server: bool,
 }
@@ -256,15 +264,8 @@ pub struct ArchiveArgs {
     /// List the windows that would move; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// DuckDB worker threads (default: the number of CPUs).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub threads: Option<u32>,
-    /// Memory budget (see the default command's --memory-limit).
-    #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
-    pub memory_limit: MemoryBudget,
-    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR.
-    #[arg(long)]
-    pub allow_running_server: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug, Clone)]

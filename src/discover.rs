@@ -500,6 +500,17 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
     Ok(node)
 }
 
+/// Reads every requested node.
+pub fn discover_all(data_dir: &Path, hosts: &[String]) -> Result<Vec<Node>> {
+    hosts
+        .iter()
+        .map(|h| {
+            log::info!("reading node {h}");
+            discover_node(data_dir, h)
+        })
+        .collect()
+}
+
 /// Builds the file set exactly as the server does at startup (spec §3).
 fn compute_live(node: &mut Node) {
     let mut live: BTreeMap<FileId, LiveFile> = BTreeMap::new();

@@ -33,6 +33,17 @@ pub struct EngineOptions {
     pub memory_limit: crate::cli::MemoryBudget,
 }
 
+impl EngineOptions {
+    /// The options a merging command was given, spilling to `spill_dir`.
+    pub fn new(args: &crate::cli::EngineArgs, spill_dir: PathBuf) -> EngineOptions {
+        EngineOptions {
+            spill_dir,
+            threads: args.threads,
+            memory_limit: args.memory_limit,
+        }
+    }
+}
+
 /// A DuckDB session for merging.
 pub struct Engine {
     conn: Connection,
@@ -58,6 +69,11 @@ impl Engine {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Sets the size of DuckDB's thread pool (shared by every session of the database).
+    pub fn set_threads(&self, n: usize) -> Result<()> {
+        Ok(self.conn.execute_batch(&format!("SET threads = {n};"))?)
     }
 
     /// Another session on the same database (same memory budget), for a parallel worker.
@@ -331,16 +347,21 @@ pub fn merge_group(
     let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
 
     let clusters = split_by_tag_ranges(conn, data_dir, overlap_clusters(&group.inputs), &schema)?;
-    let singles: Vec<&LiveFile> = clusters
+    check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
+    // Only clusters where some key really occurs twice go through the aggregate, the
+    // costliest step of a merge; the others are copied through like single files.
+    let dups = clusters_with_duplicates(conn, data_dir, &schema, &clusters, &footer_of)?;
+    let (multi, singles): (Vec<(usize, &Vec<&LiveFile>)>, Vec<(usize, &Vec<&LiveFile>)>) = clusters
         .iter()
-        .filter(|c| c.len() == 1)
-        .map(|c| c[0])
+        .enumerate()
+        .partition(|(i, _)| dups.contains(i));
+    let singles: Vec<&LiveFile> = singles
+        .into_iter()
+        .flat_map(|(_, c)| c.iter().copied())
         .collect();
-    let multi: Vec<&LiveFile> = clusters
-        .iter()
-        .filter(|c| c.len() > 1)
-        .flatten()
-        .copied()
+    let multi: Vec<&LiveFile> = multi
+        .into_iter()
+        .flat_map(|(_, c)| c.iter().copied())
         .collect();
 
     let mut parts = Vec::new();
@@ -365,7 +386,6 @@ pub fn merge_group(
         ));
     }
     if !multi.is_empty() {
-        check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
         let ranked = chunk_order(&multi);
         let present: BTreeSet<&str> = ranked
             .iter()
@@ -454,6 +474,58 @@ pub fn merge_group(
         rows_in,
         checksum: expected,
     })
+}
+
+/// The indexes of the clusters (of two or more files) in which some (series key, time)
+/// occurs more than once, found with one scan of their files.
+fn clusters_with_duplicates(
+    conn: &Connection,
+    data_dir: &Path,
+    schema: &TableSchema,
+    clusters: &[Vec<&LiveFile>],
+    footer_of: &HashMap<u64, &Footer>,
+) -> Result<BTreeSet<usize>> {
+    let multi: Vec<(usize, &LiveFile)> = clusters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.len() > 1)
+        .flat_map(|(i, c)| c.iter().map(move |f| (i, *f)))
+        .collect();
+    if multi.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let present: BTreeSet<&str> = multi
+        .iter()
+        .flat_map(|(_, f)| {
+            footer_of[&f.entry.id.0]
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+        })
+        .collect();
+    if present.contains(FILE_INDEX) {
+        // `file_index` is shadowed by the table's own column: deduplicate every cluster.
+        return Ok(multi.iter().map(|(i, _)| *i).collect());
+    }
+    let keys = schema.key_columns();
+    let list: Vec<String> = multi
+        .iter()
+        .map(|(_, f)| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
+        .collect();
+    let ids: Vec<String> = multi.iter().map(|(i, _)| i.to_string()).collect();
+    let sql = format!(
+        "SELECT DISTINCT __cluster FROM (SELECT __cluster FROM (SELECT {}, ([{}])[CAST({FILE_INDEX} AS BIGINT) + 1] AS __cluster \
+         FROM read_parquet([{}], union_by_name = true)) GROUP BY {}, __cluster HAVING count(*) > 1)",
+        schema.projection_of(&present, |c| keys.contains(&sql_ident(&c.name))),
+        ids.join(", "),
+        list.join(", "),
+        keys.join(", ")
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let found = stmt
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(found.into_iter().map(|i| i as usize).collect())
 }
 
 /// A point present in two files of different chunk_time (an overwrite written after an

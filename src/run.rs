@@ -3,7 +3,7 @@
 
 use crate::cli::{format_duration, Cli, Command, CompactArgs};
 use crate::commit::{prepare_node, Change, Committed};
-use crate::discover::{check_hosts, discover_node, Node};
+use crate::discover::{check_hosts, discover_all, Node};
 use crate::error::{Error, Result};
 use crate::fsutil::create_dir_all;
 use crate::interlock::{for_change, Lock};
@@ -90,7 +90,7 @@ fn execute(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     // A dry run takes no lock and recovers nothing: it must not create or change a file.
     // Taken before reading anything, so that no other run can commit between our reading
     // the metadata and our commit.
-    let lock = for_change(data_dir, args.dry_run, args.allow_running_server)?;
+    let lock = for_change(data_dir, args.dry_run, args.engine.allow_running_server)?;
     recover_first(data_dir, args.dry_run, quiet)?;
     if !args.dry_run {
         refuse_orphan_guards(data_dir, hosts)?;
@@ -101,11 +101,7 @@ fn execute(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
         max_rows_per_file: args.max_rows_per_file,
     };
     let run_id = new_run_id();
-    let mut nodes = Vec::new();
-    for h in hosts {
-        log::info!("reading node {h}");
-        nodes.push(discover_node(data_dir, h)?);
-    }
+    let nodes = discover_all(data_dir, hosts)?;
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
     match lock {
         None => dry_run(args, quiet, verbose, &nodes, plans),
@@ -129,8 +125,8 @@ fn options_json(args: &CompactArgs) -> serde_json::Value {
         "window": format_duration(args.window),
         "min_age": format_duration(args.min_age),
         "max_rows_per_file": args.max_rows_per_file,
-        "threads": args.threads,
-        "memory_limit": args.memory_limit,
+        "threads": args.engine.threads,
+        "memory_limit": args.engine.memory_limit,
         "dry_run": args.dry_run,
     })
 }
@@ -198,11 +194,11 @@ fn merge_all(
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args
-        .threads
-        .map_or(cpus, |t| t as usize)
-        .clamp(1, 4)
-        .min(jobs.len().max(1));
+    let threads = args.engine.threads.map_or(cpus, |t| t as usize).max(1);
+    let workers = threads.clamp(1, 4).min(jobs.len().max(1));
+    // The thread budget is split: each worker's queries get an equal share of DuckDB's pool
+    // (the calling thread works too), so that workers do not fight over the cores.
+    engine.set_threads((threads / workers).max(1))?;
     let engines: Vec<Engine> = (0..workers)
         .map(|_| engine.worker())
         .collect::<Result<_>>()?;
@@ -259,14 +255,6 @@ pub fn new_run_id() -> String {
     )
 }
 
-fn engine_options(args: &CompactArgs, spill: PathBuf) -> EngineOptions {
-    EngineOptions {
-        spill_dir: spill,
-        threads: args.threads,
-        memory_limit: args.memory_limit,
-    }
-}
-
 fn compact(
     args: &CompactArgs,
     quiet: bool,
@@ -319,7 +307,7 @@ fn compact(
         let out_dir = dirs.tmp().join("out");
         create_dir_all(&spill)?;
         create_dir_all(&out_dir)?;
-        let engine = Engine::new(&engine_options(args, spill))?;
+        let engine = Engine::new(&EngineOptions::new(&args.engine, spill))?;
         let rows_total: u64 = plans
             .iter()
             .flatten()

@@ -463,16 +463,10 @@ impl Drop for Detached {
     }
 }
 
-fn node_listing(dir: &Path) -> Vec<(String, (String, std::time::SystemTime))> {
-    node_files(dir)
-}
-
-#[test]
-fn a_corrupt_input_stops_only_its_window() {
-    let f = fixture("3.10/small");
-    let copy = copy_fixture(&f);
-    let plan = kompactor(&[
-        copy.path().to_str().unwrap(),
+/// The dry-run plan of node0 with every window eligible, as JSON.
+fn plan_json(dir: &Path) -> serde_json::Value {
+    let out = kompactor(&[
+        dir.to_str().unwrap(),
         "--hosts",
         "node0",
         "--dry-run",
@@ -480,7 +474,14 @@ fn a_corrupt_input_stops_only_its_window() {
         "--min-age",
         "0",
     ]);
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_corrupt_input_stops_only_its_window() {
+    let f = fixture("3.10/small");
+    let copy = copy_fixture(&f);
+    let plan = plan_json(copy.path());
     let victim = plan["nodes"][0]["tables"][0]["groups"][1]["inputs"][0]["path"]
         .as_str()
         .unwrap()
@@ -528,16 +529,7 @@ fn a_corrupt_input_stops_only_its_window() {
 fn missing_and_resized_inputs_stop_only_their_windows() {
     let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
-    let plan = kompactor(&[
-        copy.path().to_str().unwrap(),
-        "--hosts",
-        "node0",
-        "--dry-run",
-        "--json",
-        "--min-age",
-        "0",
-    ]);
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let plan = plan_json(copy.path());
     let gone = plan["nodes"][0]["tables"][1]["groups"][0]["inputs"][0]["path"]
         .as_str()
         .unwrap()
@@ -578,11 +570,11 @@ fn a_write_failure_leaves_the_node_untouched() {
     // Stands in for ENOSPC: every output write fails.
     let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
-    let before = node_listing(copy.path());
+    let before = node_files(copy.path());
     let out = run_with_failpoint(copy.path(), "write-output=error");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("injected fault"), "{}", text(&out));
-    assert_eq!(node_listing(copy.path()), before);
+    assert_eq!(node_files(copy.path()), before);
     assert!(
         !copy
             .path()
