@@ -31,6 +31,21 @@ fn args(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// The default compaction of node0 (window 1d, every window), quiet.
+fn compact(dir: &Path) -> std::process::Output {
+    kompactor(&args(dir).iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The id of the data dir's first run.
+fn first_run(dir: &Path) -> std::ffi::OsString {
+    std::fs::read_dir(dir.join(".kompactor/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+}
+
 fn run_with_failpoint(dir: &Path, fp: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kompactor"))
         .args(args(dir))
@@ -132,12 +147,7 @@ fn a_crash_at_every_failpoint_is_recovered() {
                 "{fp}: the dry run changed something"
             );
             // The next run recovers, then compacts what is left.
-            let again = kompactor(
-                &args(copy.path())
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            );
+            let again = compact(copy.path());
             assert!(again.status.success(), "{name} {fp}: {}", text(&again));
             assert_recovered(&f, copy.path());
         }
@@ -154,23 +164,13 @@ fn recovery_interrupted_again_is_recovered() {
         assert!(!out.status.success());
         assert!(guarded(copy.path()));
     }
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("finished"), "{}", text(&out));
     assert_recovered(&f, copy.path());
     // Recovering once more changes nothing.
     let before = listing(copy.path());
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert!(out.status.success());
     let after = listing(copy.path());
     assert_eq!(before.len(), after.len());
@@ -189,12 +189,7 @@ fn kill_9_at_arbitrary_moments_is_recovered() {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         assert_server_view_safe(&f, copy.path());
-        let again = kompactor(
-            &args(copy.path())
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        );
+        let again = compact(copy.path());
         assert!(
             again.status.success(),
             "kill after {delay_ms} ms: {}",
@@ -218,19 +213,9 @@ fn undo_restores_the_original_files_and_metadata() {
         let f = fixture(name);
         let copy = copy_fixture(&f);
         let before = node_files(copy.path());
-        let out = kompactor(
-            &args(copy.path())
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        );
+        let out = compact(copy.path());
         assert!(out.status.success());
-        let run = std::fs::read_dir(copy.path().join(".kompactor/runs"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .file_name();
+        let run = first_run(copy.path());
         let run = run.to_str().unwrap();
         let d = copy.path().to_str().unwrap();
         let dry = kompactor(&["undo", d, "--run", run, "--dry-run"]);
@@ -258,14 +243,7 @@ fn undo_restores_the_original_files_and_metadata() {
 fn undo_is_refused_when_the_server_wrote_since() {
     let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
-    assert!(kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    )
-    .status
-    .success());
+    assert!(compact(copy.path()).status.success());
     // A newer snapshot, as if the server had run and persisted more data.
     let snaps = copy.path().join("node0/snapshots");
     let newest = std::fs::read_dir(&snaps)
@@ -284,12 +262,7 @@ fn undo_is_refused_when_the_server_wrote_since() {
         serde_json::to_vec(&v).unwrap(),
     )
     .unwrap();
-    let run = std::fs::read_dir(copy.path().join(".kompactor/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
+    let run = first_run(copy.path());
     let before = listing(copy.path());
     let out = kompactor(&[
         "undo",
@@ -306,14 +279,7 @@ fn undo_is_refused_when_the_server_wrote_since() {
 fn purge_removes_only_the_trash_it_names() {
     let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
-    assert!(kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    )
-    .status
-    .success());
+    assert!(compact(copy.path()).status.success());
     let d = copy.path().to_str().unwrap();
     let nodes_before = node_files(copy.path());
     // Too young: nothing to purge.
@@ -337,15 +303,7 @@ fn purge_removes_only_the_trash_it_names() {
         .is_some());
     let out = kompactor(&["purge", d, "--older-than", "0"]);
     assert!(out.status.success(), "{}", text(&out));
-    let run = copy
-        .path()
-        .join(".kompactor/runs")
-        .read_dir()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
+    let run = first_run(copy.path());
     assert!(text(&out).contains(run.to_str().unwrap()));
     assert!(copy
         .path()
@@ -373,12 +331,7 @@ fn a_second_kompactor_is_refused() {
     let held = std::fs::File::create(copy.path().join(".kompactor/lock")).unwrap();
     held.lock().unwrap();
     let before = listing(copy.path());
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("another kompactor"), "{}", text(&out));
     assert_eq!(listing(copy.path()), before);
@@ -409,12 +362,7 @@ fn a_running_server_is_refused() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let before = listing(copy.path());
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("in use") && text(&out).contains("influxdb3"),
@@ -442,12 +390,7 @@ fn a_running_server_is_refused() {
     let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let _holder = Detached(pid);
     std::thread::sleep(Duration::from_millis(300));
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("open"), "{}", text(&out));
     assert_eq!(listing(copy.path()), before);
@@ -495,12 +438,7 @@ fn a_corrupt_input_stops_only_its_window() {
         .unwrap()
         .write_all_at(&[0u8; 16], len - 16)
         .unwrap();
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains(&victim), "{}", text(&out));
     let n = discover_node(copy.path(), "node0").unwrap();
@@ -545,12 +483,7 @@ fn missing_and_resized_inputs_stop_only_their_windows() {
         .unwrap()
         .set_len(1)
         .unwrap();
-    let out = kompactor(
-        &args(copy.path())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = compact(copy.path());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("missing") && t.contains(&gone), "{t}");
