@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 /// The server's largest row group; DuckDB's writer never exceeds the size it is given.
 const ROW_GROUP_SIZE: u64 = 100_000;
 const RANK_COL: &str = "__kompactor_rank";
+/// The server's own ZSTD level (spec §5): fast to write, and what its readers expect.
+pub const ZSTD_LEVEL: u32 = 1;
 /// DuckDB's virtual column: the position of a row's file in the `read_parquet` list.
 const FILE_INDEX: &str = "file_index";
 const MERGED: &str = "__kompactor_merged";
@@ -626,7 +628,7 @@ fn write_and_verify(
         };
         let copy = format!(
             "COPY (SELECT * FROM {source} {filter} ORDER BY {}) TO {} \
-             (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {}}})",
+             (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {}}})",
             order.join(", "),
             sql_str(&tmp_path.to_string_lossy()),
             sql_str(&kv)

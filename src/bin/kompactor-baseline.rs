@@ -3,7 +3,8 @@
 //! It plans like kompactor (same discovery, same groups: every window with two or more live
 //! files, `--min-age 0`, no row cap) and then, per group, runs only the bare DuckDB statement
 //! `COPY (SELECT * FROM read_parquet([inputs], union_by_name = true) ORDER BY <tags>, time)
-//! TO '<tmp>/<n>.parquet' (FORMAT parquet, COMPRESSION zstd)`: no deduplication, no type
+//! TO '<tmp>/<n>.parquet' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)` (the same
+//! codec and level kompactor writes, the server's): no deduplication, no type
 //! casts, no verification, no fsync, no metadata. The outputs go to a temporary directory
 //! inside the data dir (same file system as kompactor's) that is deleted at the end. Nothing
 //! else under the data dir is touched.
@@ -167,10 +168,11 @@ fn run(args: &Args) -> Result<(), String> {
         let out = tmp.path().join(format!("{i}.parquet"));
         let t0 = Instant::now();
         conn.execute_batch(&format!(
-            "COPY (SELECT * FROM read_parquet([{}], union_by_name = true) ORDER BY {}) TO {} (FORMAT parquet, COMPRESSION zstd)",
+            "COPY (SELECT * FROM read_parquet([{}], union_by_name = true) ORDER BY {}) TO {} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {})",
             list.join(", "),
             order.join(", "),
-            sql_str(&out.to_string_lossy())
+            sql_str(&out.to_string_lossy()),
+            kompactor::merge::ZSTD_LEVEL
         ))
         .map_err(|e| format!("group {i} ({} files): DuckDB: {e}", g.inputs.len()))?;
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
