@@ -11,7 +11,7 @@ use crate::cli::{ArchiveArgs, RestoreArgs};
 use crate::commit::{prepare_node, Change};
 use crate::discover::{check_hosts, discover_all, LiveFile, Node, STATE_DIR};
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, fsync_file};
+use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, fsync_file, Batch};
 use crate::interlock::for_change;
 use crate::journal::{self, failpoint, ArchiveSide, Manifest, Move, RunDirs, RunState};
 use crate::merge::{merge_group, Engine, EngineOptions, Output};
@@ -328,6 +328,8 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     dirs.write_manifest(&manifest)?;
     let mut windows = Vec::new();
     let mut merged = Vec::new();
+    // The archived files are durable (their directories fsync'd) before the manifest names them.
+    let mut placed = Batch::default();
     for (ni, g, (db, table)) in &groups {
         let m = match merge_group(&engine, data_dir, g, &archive_tmp, u64::MAX) {
             Ok(m) => m,
@@ -338,11 +340,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         };
         let mut files = Vec::new();
         for o in &m.outputs {
-            let dest = a.to.join(&o.final_path);
-            create_dir_all(dest.parent().expect("has parent"))?;
-            fs::rename(&o.tmp_path, &dest)
-                .map_err(|e| Error::io(&dest, "move the archived file into place at", e))?;
-            fsync_dir(dest.parent().expect("has parent"))?;
+            placed.rename(&o.tmp_path, &a.to.join(&o.final_path))?;
             files.push(ArchivedFile {
                 path: o.final_path.clone(),
                 size_bytes: o.size_bytes,
@@ -376,6 +374,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         merged.push((*ni, g));
         failpoint("after-archive-window")?;
     }
+    placed.finish()?;
     drop(engine);
     // The archive's manifest is durable before any node changes.
     let doc = ArchiveManifest {

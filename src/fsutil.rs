@@ -77,19 +77,6 @@ pub fn atomic_write(
     result
 }
 
-/// Moves a file (a rename, so on one file system) and makes both directories durable.
-pub fn move_file(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        create_dir_all(parent)?;
-    }
-    fs::rename(from, to).map_err(|e| {
-        Error::io(from, &format!("move to {}", to.display()), e)
-            .hint("kompactor's state dir must be on the same file system as the data dir")
-    })?;
-    fsync_dir(to.parent().expect("has parent"))?;
-    fsync_dir(from.parent().expect("has parent"))
-}
-
 /// File changes made durable together: each new file is fsync'd as it is written, and every
 /// directory a change touched is fsync'd once, by `finish`, instead of once or twice per file.
 #[derive(Default)]

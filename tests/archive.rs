@@ -68,6 +68,22 @@ fn assert_archive_holds(f: &Fixture, archive: &Path, boundary_day: &str) {
     }
 }
 
+/// `kompactor archive DATA_DIR --hosts HOSTS --older-than CUT --to ARCHIVE [extra...]`.
+fn run_archive(d: &str, hosts: &str, cut: &str, to: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "archive",
+        d,
+        "--hosts",
+        hosts,
+        "--older-than",
+        cut,
+        "--to",
+        to.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    kompactor(&args)
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     kompactor(args)
 }
@@ -91,33 +107,14 @@ fn archive_then_restore_round_trips() {
         let d = copy.path().to_str().unwrap();
         let hosts = f.nodes().join(",");
         let before = state(copy.path());
-        let dry = run(&[
-            "archive",
-            d,
-            "--hosts",
-            &hosts,
-            "--older-than",
-            &cut,
-            "--to",
-            a.to_str().unwrap(),
-            "--dry-run",
-        ]);
+        let dry = run_archive(d, &hosts, &cut, &a, &["--dry-run"]);
         assert!(dry.status.success(), "{}", text(&dry));
         assert!(
             state(copy.path()) == before,
             "a dry run changed the data dir"
         );
         assert!(!a.exists(), "a dry run created the archive");
-        let out = run(&[
-            "archive",
-            d,
-            "--hosts",
-            &hosts,
-            "--older-than",
-            &cut,
-            "--to",
-            a.to_str().unwrap(),
-        ]);
+        let out = run_archive(d, &hosts, &cut, &a, &[]);
         assert!(out.status.success(), "{name}: {}", text(&out));
         assert_answers_match_where(&f, copy.path(), &|t| t >= day.as_str());
         assert_archive_holds(&f, &a, &day);
