@@ -23,8 +23,9 @@
 #   BENCH_MEMORY_LIMIT=256MB --memory-limit of both tools in the big-window scenario
 #   BENCH_THREADS          --threads of both tools in the big-window scenario (unset: not passed)
 #
-# Each measured command runs on a fresh `cp -a` copy of the dataset (copy and `sync` are not
-# measured) under /usr/bin/time -v. Medians over the runs are printed. The copies are in the
+# Each measured command runs on its own fresh `cp -a` copy of the dataset (copy and `sync` are
+# not measured; the copies are deleted at the end, so BENCH_DIR needs room for 2 x BENCH_RUNS
+# copies) under /usr/bin/time -v. Medians over the runs are printed. The copies are in the
 # page cache when measured, for both tools alike. Nothing is installed. Exit status 1 when a
 # run failed (the table then shows the medians of the successful runs).
 set -euo pipefail
@@ -125,16 +126,23 @@ field() { sed -n "s/^[[:space:]]*$2: //p" "$1" | head -1; }
 # Wall clock "h:mm:ss" or "m:ss.xx" to seconds.
 to_secs() { awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.3f", s }' <<<"$1"; }
 
-# measure <name> <run> <command...>: fresh copy, then the command under /usr/bin/time -v.
-# Appends "exit wall cpu rss_kb" to $logs/<name>.tsv; returns the command's exit status.
+# measure <name> <run> <command...>: a fresh copy of the dataset, then the command (with
+# @DIR@ standing for the copy) under /usr/bin/time -v. Appends "exit wall cpu rss_kb" to
+# $logs/<name>.tsv; returns the command's exit status.
+#
+# Every run gets its own copy and no copy is deleted before the end: ext4 allocates inodes
+# slowly for about half a minute after thousands were freed, which would charge the
+# harness's own clean-up to whichever tool creates more files (kompactor's trash and staged
+# metadata) rather than measure the tools.
 measure() {
     local name="$1" run="$2"
     shift 2
-    rm -rf "$work"
-    cp -a "$ds" "$work"
+    local dir="$work/$name-$run"
+    cp -a "$ds" "$dir"
     sync
+    local args=("${@//@DIR@/$dir}")
     local t="$logs/$name-$run.time" out="$logs/$name-$run.log" rc=0
-    /usr/bin/time -v -o "$t" "$@" >"$out" 2>&1 || rc=$?
+    /usr/bin/time -v -o "$t" "${args[@]}" >"$out" 2>&1 || rc=$?
     local wall user sys rss
     wall="$(to_secs "$(field "$t" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")"
     user="$(field "$t" 'User time (seconds)')"
@@ -150,8 +158,9 @@ measure() {
     return "$rc"
 }
 
-k_cmd=("$K" "$work" --hosts "$node" --window "$window" --min-age 0)
-b_cmd=("$B" "$work" --node "$node" --window "$window")
+mkdir -p "$work"
+k_cmd=("$K" @DIR@ --hosts "$node" --window "$window" --min-age 0)
+b_cmd=("$B" @DIR@ --node "$node" --window "$window")
 echo "== $scenario scenario: $runs run(s) each, alternating; logs in $logs"
 echo "   kompactor: kompactor <copy> --hosts $node --window $window --min-age 0 ${k_extra[*]:-}"
 echo "   baseline:  kompactor-baseline <copy> --node $node --window $window ${b_extra[*]:-}"

@@ -506,7 +506,10 @@ pub fn discover_all(data_dir: &Path, hosts: &[String]) -> Result<Vec<Node>> {
         .iter()
         .map(|h| {
             log::info!("reading node {h}");
-            discover_node(data_dir, h)
+            let t = std::time::Instant::now();
+            let node = discover_node(data_dir, h);
+            log::debug!("node {h}: reading took {:.2}s", t.elapsed().as_secs_f64());
+            node
         })
         .collect()
 }

@@ -15,14 +15,49 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The server's largest row group; DuckDB's writer never exceeds the size it is given.
-const ROW_GROUP_SIZE: u64 = 100_000;
+/// At most the server's largest row group (100,000 rows; DuckDB's writer never exceeds the
+/// size it is given), and a multiple of DuckDB's 2,048-row vectors: a size that splits a
+/// vector makes the writer copy rows, about 15% of a group's write time.
+const ROW_GROUP_SIZE: u64 = 98_304;
 const RANK_COL: &str = "__kompactor_rank";
 /// The server's own ZSTD level (spec §5): fast to write, and what its readers expect.
 pub const ZSTD_LEVEL: u32 = 1;
 /// DuckDB's virtual column: the position of a row's file in the `read_parquet` list.
 const FILE_INDEX: &str = "file_index";
 const MERGED: &str = "__kompactor_merged";
+const DUP_KEYS: &str = "__kompactor_dup_keys";
+
+/// Where a group's time goes, step by step, for `RUST_LOG=kompactor=debug`.
+struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Records the time since the previous lap under `step`.
+    fn lap(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((step, now.duration_since(self.last).as_secs_f64() * 1000.0));
+        self.last = now;
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .laps
+            .iter()
+            .map(|(s, ms)| format!("{s} {ms:.1}ms"))
+            .collect();
+        parts.join(", ")
+    }
+}
 
 /// How much of the machine the merge may use.
 #[derive(Clone, Debug)]
@@ -321,6 +356,7 @@ pub fn merge_group(
     max_rows: u64,
 ) -> Result<Merged> {
     let conn = engine.conn();
+    let mut laps = Laps::start();
     let abs: Vec<PathBuf> = group
         .inputs
         .iter()
@@ -347,129 +383,42 @@ pub fn merge_group(
     let pairs: Vec<(u64, &Footer)> = footer_of.iter().map(|(id, f)| (*id, *f)).collect();
     let schema = TableSchema::union(&pairs)?;
     let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
+    laps.lap("footers");
 
     let clusters = split_by_tag_ranges(conn, data_dir, overlap_clusters(&group.inputs), &schema)?;
+    laps.lap("tag ranges");
     check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
-    // Only clusters where some key really occurs twice go through the aggregate, the
-    // costliest step of a merge; the others are copied through like single files.
-    let dups = clusters_with_duplicates(conn, data_dir, &schema, &clusters, &footer_of)?;
-    let (multi, singles): (Vec<(usize, &Vec<&LiveFile>)>, Vec<(usize, &Vec<&LiveFile>)>) = clusters
+    laps.lap("collisions");
+    // Rows whose (series key, time) occurs once are taken as they are; only the rows of keys
+    // found in several files go through the aggregate, the costliest step of a merge.
+    let multi: Vec<&LiveFile> = clusters
         .iter()
-        .enumerate()
-        .partition(|(i, _)| dups.contains(i));
-    let singles: Vec<&LiveFile> = singles
-        .into_iter()
-        .flat_map(|(_, c)| c.iter().copied())
+        .filter(|c| c.len() > 1)
+        .flatten()
+        .copied()
         .collect();
-    let multi: Vec<&LiveFile> = multi
-        .into_iter()
-        .flat_map(|(_, c)| c.iter().copied())
-        .collect();
-
-    let mut parts = Vec::new();
-    if !singles.is_empty() {
-        let present: BTreeSet<&str> = singles
-            .iter()
-            .flat_map(|f| {
-                footer_of[&f.entry.id.0]
-                    .columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-            })
-            .collect();
-        let list: Vec<String> = singles
-            .iter()
-            .map(|f| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
-            .collect();
-        parts.push(format!(
-            "SELECT {} FROM read_parquet([{}], union_by_name = true)",
-            schema.projection(&present),
-            list.join(", ")
-        ));
+    let dups = find_duplicate_keys(conn, data_dir, &schema, &multi, &footer_of)?;
+    laps.lap("duplicate scan");
+    let all: Vec<&LiveFile> = group.inputs.iter().collect();
+    let mut rows = scan(data_dir, &schema, &all, &footer_of);
+    if dups > 0 {
+        rows = deduplicated(data_dir, &schema, &rows, &multi, &footer_of);
     }
-    if !multi.is_empty() {
-        let ranked = chunk_order(&multi);
-        let present: BTreeSet<&str> = ranked
-            .iter()
-            .flat_map(|f| {
-                footer_of[&f.entry.id.0]
-                    .columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-            })
-            .collect();
-        let list: Vec<String> = ranked
-            .iter()
-            .map(|f| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
-            .collect();
-        // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
-        // rank: a scan per file would hold a reader per file in memory. A table with its own
-        // `file_index` column would shadow it, so such a table gets one scan per file.
-        let source = if present.contains(FILE_INDEX) {
-            ranked
-                .iter()
-                .enumerate()
-                .map(|(rank, f)| {
-                    let mine: BTreeSet<&str> = footer_of[&f.entry.id.0]
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect();
-                    format!(
-                        "SELECT {}, {rank} AS {RANK_COL} FROM {}",
-                        schema.projection(&mine),
-                        read_one(&data_dir.join(&f.entry.path))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ")
-        } else {
-            format!(
-                "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet([{}], union_by_name = true)",
-                schema.projection(&present),
-                list.join(", ")
-            )
-        };
-        let keys = schema.key_columns();
-        let select: Vec<String> = schema
-            .columns
-            .iter()
-            .map(|c| {
-                let id = sql_ident(&c.name);
-                if keys.contains(&id) {
-                    id
-                } else {
-                    format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
-                }
-            })
-            .collect();
-        parts.push(format!(
-            "SELECT {} FROM ({source}) GROUP BY {}",
-            select.join(", "),
-            keys.join(", ")
-        ));
-    }
-    // Deduplicated rows are materialized once (the aggregate is the expensive part); rows
-    // that need no deduplication are read straight from the inputs by the checksum and the
-    // write, which costs less than materializing them.
-    let (outputs, expected) = if multi.is_empty() {
-        write_and_verify(
-            conn,
-            &schema,
-            group,
-            tmp_dir,
-            max_rows,
-            &format!("({})", parts.join(" UNION ALL ")),
-        )?
-    } else {
-        conn.execute_batch(&format!(
-            "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
-            parts.join(" UNION ALL ")
-        ))?;
-        let result = write_and_verify(conn, &schema, group, tmp_dir, max_rows, MERGED);
-        conn.execute_batch(&format!("DROP TABLE IF EXISTS {MERGED}"))?;
-        result?
-    };
+    // The merged rows are materialized once: the checksum and the write read the same rows,
+    // and reading them from memory costs less than evaluating the merge twice.
+    conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {MERGED} AS {rows}"))?;
+    laps.lap("merge");
+    let result = write_and_verify(conn, &schema, group, tmp_dir, max_rows, MERGED, &mut laps);
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {MERGED}; DROP TABLE IF EXISTS {DUP_KEYS}"))?;
+    let (outputs, expected) = result?;
+    log::debug!(
+        "table {} window {}: {} files, {} rows: {}",
+        group.table,
+        group.window_start.to_rfc3339(),
+        group.inputs.len(),
+        rows_in,
+        laps.summary()
+    );
     Ok(Merged {
         rows_out: expected.rows,
         outputs,
@@ -478,56 +427,128 @@ pub fn merge_group(
     })
 }
 
-/// The indexes of the clusters (of two or more files) in which some (series key, time)
-/// occurs more than once, found with one scan of their files.
-fn clusters_with_duplicates(
-    conn: &Connection,
-    data_dir: &Path,
-    schema: &TableSchema,
-    clusters: &[Vec<&LiveFile>],
-    footer_of: &HashMap<u64, &Footer>,
-) -> Result<BTreeSet<usize>> {
-    let multi: Vec<(usize, &LiveFile)> = clusters
+/// The columns of `files`, as named by their footers.
+fn present<'a>(files: &[&LiveFile], footer_of: &HashMap<u64, &'a Footer>) -> BTreeSet<&'a str> {
+    files
         .iter()
-        .enumerate()
-        .filter(|(_, c)| c.len() > 1)
-        .flat_map(|(i, c)| c.iter().map(move |f| (i, *f)))
-        .collect();
-    if multi.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let present: BTreeSet<&str> = multi
-        .iter()
-        .flat_map(|(_, f)| {
+        .flat_map(|f| {
             footer_of[&f.entry.id.0]
                 .columns
                 .iter()
                 .map(|c| c.name.as_str())
         })
+        .collect()
+}
+
+fn path_list(data_dir: &Path, files: &[&LiveFile]) -> String {
+    let list: Vec<String> = files
+        .iter()
+        .map(|f| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
         .collect();
-    if present.contains(FILE_INDEX) {
-        // `file_index` is shadowed by the table's own column: deduplicate every cluster.
-        return Ok(multi.iter().map(|(i, _)| *i).collect());
+    format!("[{}]", list.join(", "))
+}
+
+/// A query of every row of `files`, in the output's columns and types.
+fn scan(
+    data_dir: &Path,
+    schema: &TableSchema,
+    files: &[&LiveFile],
+    footer_of: &HashMap<u64, &Footer>,
+) -> String {
+    format!(
+        "SELECT {} FROM read_parquet({}, union_by_name = true)",
+        schema.projection(&present(files, footer_of)),
+        path_list(data_dir, files)
+    )
+}
+
+/// Collects into the temporary table `DUP_KEYS` every (series key, time) that occurs more
+/// than once in `files`, with one scan of their key columns; returns how many there are.
+fn find_duplicate_keys(
+    conn: &Connection,
+    data_dir: &Path,
+    schema: &TableSchema,
+    files: &[&LiveFile],
+    footer_of: &HashMap<u64, &Footer>,
+) -> Result<usize> {
+    if files.is_empty() {
+        return Ok(0);
     }
     let keys = schema.key_columns();
-    let list: Vec<String> = multi
-        .iter()
-        .map(|(_, f)| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
-        .collect();
-    let ids: Vec<String> = multi.iter().map(|(i, _)| i.to_string()).collect();
     let sql = format!(
-        "SELECT DISTINCT __cluster FROM (SELECT __cluster FROM (SELECT {}, ([{}])[CAST({FILE_INDEX} AS BIGINT) + 1] AS __cluster \
-         FROM read_parquet([{}], union_by_name = true)) GROUP BY {}, __cluster HAVING count(*) > 1)",
-        schema.projection_of(&present, |c| keys.contains(&sql_ident(&c.name))),
-        ids.join(", "),
-        list.join(", "),
-        keys.join(", ")
+        "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {k} FROM (SELECT {} FROM read_parquet({}, union_by_name = true)) \
+         GROUP BY {k} HAVING count(*) > 1",
+        schema.projection_of(&present(files, footer_of), |c| keys.contains(&sql_ident(&c.name))),
+        path_list(data_dir, files),
+        k = keys.join(", ")
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let found = stmt
-        .query_map([], |r| r.get::<_, i64>(0))?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(found.into_iter().map(|i| i as usize).collect())
+    Ok(conn.execute(&sql, [])?)
+}
+
+/// `rows` (every row of the group) deduplicated by the server's rule: rows of a key in
+/// `DUP_KEYS` are replaced by one row per key that takes, per column, the last non-null
+/// value in chunk order among `multi` (the files that can hold such keys).
+fn deduplicated(
+    data_dir: &Path,
+    schema: &TableSchema,
+    rows: &str,
+    multi: &[&LiveFile],
+    footer_of: &HashMap<u64, &Footer>,
+) -> String {
+    let ranked = chunk_order(multi);
+    // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
+    // rank: a scan per file would hold a reader per file in memory. A table with its own
+    // `file_index` column would shadow it, so such a table gets one scan per file.
+    let source = if present(&ranked, footer_of).contains(FILE_INDEX) {
+        ranked
+            .iter()
+            .enumerate()
+            .map(|(rank, f)| {
+                format!(
+                    "SELECT {}, {rank} AS {RANK_COL} FROM {}",
+                    schema.projection(&present(&[f], footer_of)),
+                    read_one(&data_dir.join(&f.entry.path))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    } else {
+        format!(
+            "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet({}, union_by_name = true)",
+            schema.projection(&present(&ranked, footer_of)),
+            path_list(data_dir, &ranked)
+        )
+    };
+    let keys = schema.key_columns();
+    let select: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            let id = sql_ident(&c.name);
+            if keys.contains(&id) {
+                id
+            } else {
+                format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
+            }
+        })
+        .collect();
+    // NULL and "" are different tags, and a NULL tag matches a NULL tag.
+    let on: Vec<String> = schema
+        .series_key
+        .iter()
+        .map(|t| {
+            let id = sql_ident(t);
+            format!("__r.{id} IS NOT DISTINCT FROM __d.{id}")
+        })
+        .chain(["__r.\"time\" = __d.\"time\"".to_string()])
+        .collect();
+    let on = on.join(" AND ");
+    format!(
+        "SELECT __r.* FROM ({rows}) __r ANTI JOIN {DUP_KEYS} __d ON {on} \
+         UNION ALL SELECT {} FROM (SELECT __r.* FROM ({source}) __r SEMI JOIN {DUP_KEYS} __d ON {on}) GROUP BY {}",
+        select.join(", "),
+        keys.join(", ")
+    )
 }
 
 /// A point present in two files of different chunk_time (an overwrite written after an
@@ -595,8 +616,10 @@ fn write_and_verify(
     tmp_dir: &Path,
     max_rows: u64,
     source: &str,
+    laps: &mut Laps,
 ) -> Result<(Vec<Output>, Checksum)> {
     let expected = checksum(conn, &schema.columns, source)?;
+    laps.lap("checksum");
     let ranges = split_ranges(conn, expected.rows, max_rows, source)?;
     let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
     let order: Vec<String> = schema.key_columns();
@@ -636,10 +659,13 @@ fn write_and_verify(
         let done = (|| -> Result<Output> {
             crate::journal::failpoint("write-output")?;
             conn.execute_batch(&copy)?;
+            laps.lap("write");
             crate::fsutil::fsync_file(&tmp_path)?;
+            laps.lap("fsync");
             // Row count, time range and checksum are measured from the file as written.
             let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
             written = written.add(back);
+            laps.lap("read back");
             let size_bytes = fs::metadata(&tmp_path)
                 .map_err(|e| Error::io(&tmp_path, "stat", e))?
                 .len();

@@ -315,7 +315,9 @@ fn compact(
             .map(|g| g.rows)
             .sum();
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
+        let t = Instant::now();
         let mut results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?.into_iter();
+        log::debug!("merging took {:.2}s", t.elapsed().as_secs_f64());
         for (node, tables) in nodes.iter().zip(&plans) {
             let mut merged: Vec<(&Group, Merged)> = Vec::new();
             let mut outcomes: BTreeMap<crate::types::TableKey, TableOutcome> = BTreeMap::new();
@@ -351,7 +353,13 @@ fn compact(
             if !merged.is_empty() {
                 let changes: Vec<Change> =
                     merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
+                let t = Instant::now();
                 let (m, c) = prepare_node(node, &changes, &dirs)?;
+                log::debug!(
+                    "node {}: staging the metadata took {:.2}s",
+                    node.id,
+                    t.elapsed().as_secs_f64()
+                );
                 manifest.nodes.push(m);
                 committed.insert(node.id.clone(), c);
             }
@@ -378,7 +386,9 @@ fn compact(
         if manifest.nodes.is_empty() {
             journal::recover(data_dir, false)?;
         } else {
+            let t = Instant::now();
             journal::apply_or_recover(&dirs, &manifest)?;
+            log::debug!("committing took {:.2}s", t.elapsed().as_secs_f64());
             for n in &mut report.nodes {
                 n.committed = committed.remove(&n.node);
             }
