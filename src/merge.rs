@@ -4,14 +4,13 @@
 use crate::discover::LiveFile;
 use crate::error::{Error, Result};
 use crate::parquet::{
-    encode_arrow_schema, read_footers, sql_ident, sql_str, tag_ranges, Column, ColumnType, Footer,
-    TagRange,
+    encode_arrow_schema, read_footers, sql_ident, sql_str, Column, ColumnType, Footer,
 };
 use crate::plan::Group;
-use crate::types::Nanos;
+use crate::types::{FileId, Nanos};
 use crate::verify::{checksum, Checksum};
 use duckdb::Connection;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +25,8 @@ pub const ZSTD_LEVEL: u32 = 1;
 const FILE_INDEX: &str = "file_index";
 const MERGED: &str = "__kompactor_merged";
 const DUP_KEYS: &str = "__kompactor_dup_keys";
+const DEDUPED: &str = "__kompactor_deduped";
+const KEY_HASH: &str = "__kompactor_key_hash";
 
 /// Where a group's time goes, step by step, for `RUST_LOG=kompactor=debug`.
 struct Laps {
@@ -263,71 +264,6 @@ fn overlap_clusters(inputs: &[LiveFile]) -> Vec<Vec<&LiveFile>> {
     out
 }
 
-/// Splits time-overlap clusters further: two files can share a (series key, time) only if,
-/// for every tag, their footer statistics allow a common value. Files written for disjoint
-/// series (the usual case of several files per window) then need no deduplication.
-fn split_by_tag_ranges<'a>(
-    conn: &Connection,
-    data_dir: &Path,
-    clusters: Vec<Vec<&'a LiveFile>>,
-    schema: &TableSchema,
-) -> Result<Vec<Vec<&'a LiveFile>>> {
-    let multi: Vec<PathBuf> = clusters
-        .iter()
-        .filter(|c| c.len() > 1)
-        .flatten()
-        .map(|f| data_dir.join(&f.entry.path))
-        .collect();
-    if multi.is_empty() {
-        return Ok(clusters);
-    }
-    let ranges = tag_ranges(conn, &multi, &schema.series_key)?;
-    let mut out = Vec::new();
-    for c in clusters {
-        if c.len() == 1 {
-            out.push(c);
-            continue;
-        }
-        let r: Vec<&HashMap<String, TagRange>> = c
-            .iter()
-            .map(|f| &ranges[&data_dir.join(&f.entry.path)])
-            .collect();
-        let may_collide = |i: usize, j: usize| {
-            let (a, b) = (&c[i].entry, &c[j].entry);
-            a.min_time <= b.max_time
-                && b.min_time <= a.max_time
-                && schema
-                    .series_key
-                    .iter()
-                    .all(|t| r[i][t].may_share(&r[j][t]))
-        };
-        // Connected components of the "may collide" graph (union-find).
-        let mut root: Vec<usize> = (0..c.len()).collect();
-        fn find(root: &mut [usize], i: usize) -> usize {
-            let mut i = i;
-            while root[i] != i {
-                root[i] = root[root[i]];
-                i = root[i];
-            }
-            i
-        }
-        for i in 0..c.len() {
-            for j in i + 1..c.len() {
-                if may_collide(i, j) {
-                    let (a, b) = (find(&mut root, i), find(&mut root, j));
-                    root[a] = b;
-                }
-            }
-        }
-        let mut parts: BTreeMap<usize, Vec<&LiveFile>> = BTreeMap::new();
-        for (i, f) in c.iter().enumerate() {
-            parts.entry(find(&mut root, i)).or_default().push(f);
-        }
-        out.extend(parts.into_values());
-    }
-    Ok(out)
-}
-
 /// The server's chunk order within one chunk_time: of overlapping files, the one with the
 /// smallest `min_time` is the latest; equal `min_time`s fall back to the id (newer wins).
 /// Returns the files in order, earliest first, so that a higher index wins.
@@ -385,31 +321,53 @@ pub fn merge_group(
     let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
     laps.lap("footers");
 
-    let clusters = split_by_tag_ranges(conn, data_dir, overlap_clusters(&group.inputs), &schema)?;
-    laps.lap("tag ranges");
+    let clusters = overlap_clusters(&group.inputs);
     check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
     laps.lap("collisions");
-    // Rows whose (series key, time) occurs once are taken as they are; only the rows of keys
-    // found in several files go through the aggregate, the costliest step of a merge.
-    let multi: Vec<&LiveFile> = clusters
+    let all: Vec<&LiveFile> = group.inputs.iter().collect();
+    let ranked = chunk_order(&all);
+    let in_multi: BTreeSet<FileId> = clusters
         .iter()
         .filter(|c| c.len() > 1)
         .flatten()
-        .copied()
+        .map(|f| f.entry.id)
         .collect();
-    let dups = find_duplicate_keys(conn, data_dir, &schema, &multi, &footer_of)?;
-    laps.lap("duplicate scan");
-    let all: Vec<&LiveFile> = group.inputs.iter().collect();
-    let mut rows = scan(data_dir, &schema, &all, &footer_of);
-    if dups > 0 {
-        rows = deduplicated(data_dir, &schema, &rows, &multi, &footer_of);
+    let multi_ranks: Vec<usize> = ranked
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| in_multi.contains(&f.entry.id))
+        .map(|(rank, _)| rank)
+        .collect();
+    // Every row is read once into memory; the checksum and the write then read the same
+    // rows, and only the rows of repeated keys are rewritten in place.
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
+        ranked_scan(
+            data_dir,
+            &schema,
+            &ranked,
+            &footer_of,
+            !multi_ranks.is_empty()
+        )
+    ))?;
+    laps.lap("read");
+    if !multi_ranks.is_empty() {
+        deduplicate(conn, &schema, &multi_ranks)?;
+        laps.lap("deduplicate");
     }
-    // The merged rows are materialized once: the checksum and the write read the same rows,
-    // and reading them from memory costs less than evaluating the merge twice.
-    conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {MERGED} AS {rows}"))?;
-    laps.lap("merge");
-    let result = write_and_verify(conn, &schema, group, tmp_dir, max_rows, MERGED, &mut laps);
-    conn.execute_batch(&format!("DROP TABLE IF EXISTS {MERGED}; DROP TABLE IF EXISTS {DUP_KEYS}"))?;
+    let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
+    let result = write_and_verify(
+        conn,
+        &schema,
+        group,
+        tmp_dir,
+        max_rows,
+        &format!("(SELECT {} FROM {MERGED})", columns.join(", ")),
+        &mut laps,
+    );
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {MERGED}; DROP TABLE IF EXISTS {DUP_KEYS}; DROP TABLE IF EXISTS {DEDUPED}"
+    ))?;
     let (outputs, expected) = result?;
     log::debug!(
         "table {} window {}: {} files, {} rows: {}",
@@ -448,65 +406,26 @@ fn path_list(data_dir: &Path, files: &[&LiveFile]) -> String {
     format!("[{}]", list.join(", "))
 }
 
-/// A query of every row of `files`, in the output's columns and types.
-fn scan(
+/// A query of every row of `ranked` (files in chunk order), in the output's columns and
+/// types, with each row's rank (its file's position) and, if `hashed`, a hash of its key.
+fn ranked_scan(
     data_dir: &Path,
     schema: &TableSchema,
-    files: &[&LiveFile],
+    ranked: &[&LiveFile],
     footer_of: &HashMap<u64, &Footer>,
+    hashed: bool,
 ) -> String {
-    format!(
-        "SELECT {} FROM read_parquet({}, union_by_name = true)",
-        schema.projection(&present(files, footer_of)),
-        path_list(data_dir, files)
-    )
-}
-
-/// Collects into the temporary table `DUP_KEYS` every (series key, time) that occurs more
-/// than once in `files`, with one scan of their key columns; returns how many there are.
-fn find_duplicate_keys(
-    conn: &Connection,
-    data_dir: &Path,
-    schema: &TableSchema,
-    files: &[&LiveFile],
-    footer_of: &HashMap<u64, &Footer>,
-) -> Result<usize> {
-    if files.is_empty() {
-        return Ok(0);
-    }
-    let keys = schema.key_columns();
-    let sql = format!(
-        "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {k} FROM (SELECT {} FROM read_parquet({}, union_by_name = true)) \
-         GROUP BY {k} HAVING count(*) > 1",
-        schema.projection_of(&present(files, footer_of), |c| keys.contains(&sql_ident(&c.name))),
-        path_list(data_dir, files),
-        k = keys.join(", ")
-    );
-    Ok(conn.execute(&sql, [])?)
-}
-
-/// `rows` (every row of the group) deduplicated by the server's rule: rows of a key in
-/// `DUP_KEYS` are replaced by one row per key that takes, per column, the last non-null
-/// value in chunk order among `multi` (the files that can hold such keys).
-fn deduplicated(
-    data_dir: &Path,
-    schema: &TableSchema,
-    rows: &str,
-    multi: &[&LiveFile],
-    footer_of: &HashMap<u64, &Footer>,
-) -> String {
-    let ranked = chunk_order(multi);
     // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
     // rank: a scan per file would hold a reader per file in memory. A table with its own
     // `file_index` column would shadow it, so such a table gets one scan per file.
-    let source = if present(&ranked, footer_of).contains(FILE_INDEX) {
+    let rows = if present(ranked, footer_of).contains(FILE_INDEX) {
         ranked
             .iter()
             .enumerate()
             .map(|(rank, f)| {
                 format!(
                     "SELECT {}, {rank} AS {RANK_COL} FROM {}",
-                    schema.projection(&present(&[f], footer_of)),
+                    schema.projection(&present(&[*f], footer_of)),
                     read_one(&data_dir.join(&f.entry.path))
                 )
             })
@@ -515,10 +434,39 @@ fn deduplicated(
     } else {
         format!(
             "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet({}, union_by_name = true)",
-            schema.projection(&present(&ranked, footer_of)),
-            path_list(data_dir, &ranked)
+            schema.projection(&present(ranked, footer_of)),
+            path_list(data_dir, ranked)
         )
     };
+    if hashed {
+        format!(
+            "SELECT *, hash({}) AS {KEY_HASH} FROM ({rows})",
+            schema.key_columns().join(", ")
+        )
+    } else {
+        rows
+    }
+}
+
+/// Replaces, in `MERGED`, the rows of every (series key, time) that occurs more than once
+/// among the files of rank `ranks` by one row per key, which takes for each column the last
+/// non-null value in chunk order: the server's rule.
+fn deduplicate(conn: &Connection, schema: &TableSchema, ranks: &[usize]) -> Result<()> {
+    let ranks: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
+    let ranks = ranks.join(", ");
+    // Repeated keys are found by a 64-bit hash of the key: grouping one integer column costs
+    // a fraction of grouping the tag strings. A collision only sends a unique row through
+    // the aggregate, which groups by the key itself and so returns that row unchanged.
+    let found = conn.execute(
+        &format!(
+            "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH} FROM {MERGED} \
+             WHERE {RANK_COL} IN ({ranks}) GROUP BY {KEY_HASH} HAVING count(*) > 1"
+        ),
+        [],
+    )?;
+    if found == 0 {
+        return Ok(());
+    }
     let keys = schema.key_columns();
     let select: Vec<String> = schema
         .columns
@@ -532,23 +480,16 @@ fn deduplicated(
             }
         })
         .collect();
-    // NULL and "" are different tags, and a NULL tag matches a NULL tag.
-    let on: Vec<String> = schema
-        .series_key
-        .iter()
-        .map(|t| {
-            let id = sql_ident(t);
-            format!("__r.{id} IS NOT DISTINCT FROM __d.{id}")
-        })
-        .chain(["__r.\"time\" = __d.\"time\"".to_string()])
-        .collect();
-    let on = on.join(" AND ");
-    format!(
-        "SELECT __r.* FROM ({rows}) __r ANTI JOIN {DUP_KEYS} __d ON {on} \
-         UNION ALL SELECT {} FROM (SELECT __r.* FROM ({source}) __r SEMI JOIN {DUP_KEYS} __d ON {on}) GROUP BY {}",
+    let repeated =
+        format!("{RANK_COL} IN ({ranks}) AND {KEY_HASH} IN (SELECT {KEY_HASH} FROM {DUP_KEYS})");
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT {} FROM {MERGED} WHERE {repeated} GROUP BY {}; \
+         DELETE FROM {MERGED} WHERE {repeated}; \
+         INSERT INTO {MERGED} BY NAME SELECT * FROM {DEDUPED};",
         select.join(", "),
         keys.join(", ")
-    )
+    ))?;
+    Ok(())
 }
 
 /// A point present in two files of different chunk_time (an overwrite written after an
@@ -740,4 +681,284 @@ fn split_ranges(
     }
     out.push((lo, None));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The server's deduplication rules, on small hand-written files.
+
+    use super::*;
+    use crate::cli::MemoryBudget;
+    use crate::model::FileEntry;
+    use crate::types::{DbId, TableId, TableKey};
+
+    const CHUNK: i64 = 0;
+
+    fn col(name: &str, ty: ColumnType) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+        }
+    }
+
+    /// A table with tags `host`, `region` (series key in that order), fields `usage` and
+    /// `count`, and `extra` (a field of the given name).
+    fn columns(extra: &str) -> Vec<Column> {
+        vec![
+            col("host", ColumnType::Tag),
+            col("region", ColumnType::Tag),
+            col("usage", ColumnType::Float),
+            col("count", ColumnType::Integer),
+            col(extra, ColumnType::Integer),
+            col("time", ColumnType::Time),
+        ]
+    }
+
+    struct Dir {
+        tmp: tempfile::TempDir,
+        conn: Connection,
+        extra: String,
+        files: Vec<LiveFile>,
+    }
+
+    impl Dir {
+        fn new(extra: &str) -> Dir {
+            Dir {
+                tmp: tempfile::tempdir().unwrap(),
+                conn: Connection::open_in_memory().unwrap(),
+                extra: extra.into(),
+                files: Vec::new(),
+            }
+        }
+
+        /// Writes file `id` of the test chunk with `rows`: (host, region, usage, count,
+        /// extra, time), NULL as `None`.
+        #[allow(clippy::type_complexity)]
+        fn file(
+            &mut self,
+            id: u64,
+            rows: &[(
+                &str,
+                Option<&str>,
+                Option<f64>,
+                Option<i64>,
+                Option<i64>,
+                i64,
+            )],
+        ) {
+            let cols = columns(&self.extra);
+            let lit = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
+            let values: Vec<String> = rows
+                .iter()
+                .map(|(h, r, u, c, e, t)| {
+                    format!(
+                        "({}, {}, {}, {}, {}, {t})",
+                        sql_str(h),
+                        lit(r.map(sql_str)),
+                        lit(u.map(|u| u.to_string())),
+                        lit(c.map(|c| c.to_string())),
+                        lit(e.map(|e| e.to_string()))
+                    )
+                })
+                .collect();
+            let select: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let v = format!("col{i}");
+                    let v = if c.ty == ColumnType::Time {
+                        format!("make_timestamp_ns({v})")
+                    } else {
+                        v
+                    };
+                    format!(
+                        "CAST({v} AS {}) AS {}",
+                        c.ty.duckdb_type(),
+                        sql_ident(&c.name)
+                    )
+                })
+                .collect();
+            let rel = format!("dbs/1/0/{id}.parquet");
+            let path = self.tmp.path().join(&rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let kv = encode_arrow_schema(&cols, &["host".into(), "region".into()]);
+            self.conn
+                .execute_batch(&format!(
+                    "COPY (SELECT {} FROM (VALUES {})) TO {} (FORMAT parquet, KV_METADATA {{'ARROW:schema': {}}})",
+                    select.join(", "),
+                    values.join(", "),
+                    sql_str(&path.to_string_lossy()),
+                    sql_str(&kv)
+                ))
+                .unwrap();
+            let times = rows.iter().map(|r| r.5);
+            self.files.push(LiveFile {
+                table: TableKey {
+                    db: DbId(1),
+                    table: TableId(0),
+                },
+                entry: FileEntry {
+                    id: FileId(id),
+                    path: rel,
+                    size_bytes: fs::metadata(&path).unwrap().len(),
+                    row_count: rows.len() as u64,
+                    chunk_time: Nanos(CHUNK),
+                    min_time: Nanos(times.clone().min().unwrap()),
+                    max_time: Nanos(times.max().unwrap()),
+                    extra: Default::default(),
+                },
+            });
+        }
+
+        /// Merges every file written so far; returns the output's rows, in file order.
+        fn merge(&self) -> Vec<String> {
+            let engine = Engine::new(&EngineOptions {
+                spill_dir: self.tmp.path().join("spill"),
+                threads: Some(1),
+                memory_limit: MemoryBudget(256 << 20),
+            })
+            .unwrap();
+            let out_dir = self.tmp.path().join("out");
+            fs::create_dir_all(&out_dir).unwrap();
+            let group = Group {
+                node: "node0".into(),
+                table: self.files[0].table,
+                window_start: Nanos(CHUNK),
+                window_end: Nanos(CHUNK + 600_000_000_000),
+                inputs: self.files.clone(),
+                rows: self.files.iter().map(|f| f.entry.row_count).sum(),
+                bytes: 0,
+                output_path: "dbs/1/0/merged.parquet".into(),
+                outputs_estimate: 1,
+            };
+            let m = merge_group(&engine, self.tmp.path(), &group, &out_dir, u64::MAX).unwrap();
+            assert_eq!(m.outputs.len(), 1);
+            let mut stmt = self
+                .conn
+                .prepare(&format!(
+                    "SELECT concat_ws(' ', host, coalesce(region, '<null>'), coalesce(usage::VARCHAR, '-'), \
+                     coalesce(count::VARCHAR, '-'), coalesce({}::VARCHAR, '-'), epoch_ns(time)) FROM {}",
+                    sql_ident(&self.extra),
+                    read_one(&m.outputs[0].tmp_path)
+                ))
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .unwrap();
+            assert_eq!(m.rows_out, rows.len() as u64);
+            rows
+        }
+    }
+
+    #[test]
+    fn each_field_takes_the_last_non_null_value_and_the_smallest_min_time_is_latest() {
+        let mut d = Dir::new("extra");
+        // File 1 starts later than file 2, so file 2 is the latest: its values win.
+        d.file(
+            1,
+            &[
+                ("a", Some("x"), Some(1.0), None, Some(10), 20),
+                ("a", Some("x"), Some(1.0), Some(5), None, 30),
+            ],
+        );
+        d.file(
+            2,
+            &[
+                ("a", Some("x"), Some(2.0), None, None, 10),
+                ("a", Some("x"), None, Some(7), None, 20),
+                ("a", Some("x"), Some(3.0), None, Some(11), 30),
+            ],
+        );
+        assert_eq!(
+            d.merge(),
+            [
+                "a x 2.0 - - 10",
+                // usage only in file 1; count only in file 2; extra only in file 1.
+                "a x 1.0 7 10 20",
+                // Both have usage: file 2 wins; count only in file 1.
+                "a x 3.0 5 11 30",
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_min_times_fall_back_to_the_higher_id() {
+        let mut d = Dir::new("extra");
+        d.file(4, &[("a", None, Some(4.0), Some(4), None, 10)]);
+        d.file(3, &[("a", None, Some(3.0), None, Some(3), 10)]);
+        assert_eq!(d.merge(), ["a <null> 4.0 4 3 10"]);
+    }
+
+    #[test]
+    fn null_and_empty_tags_are_different_series_and_output_is_sorted() {
+        let mut d = Dir::new("extra");
+        d.file(
+            1,
+            &[
+                ("b", Some(""), Some(1.0), None, None, 10),
+                ("b", None, Some(2.0), None, None, 10),
+            ],
+        );
+        d.file(
+            2,
+            &[
+                ("a", Some("z"), Some(9.0), None, None, 10),
+                ("b", None, Some(3.0), None, None, 10),
+            ],
+        );
+        // Sorted by host, then region (NULL last), then time.
+        assert_eq!(
+            d.merge(),
+            ["a z 9.0 - - 10", "b  1.0 - - 10", "b <null> 3.0 - - 10"]
+        );
+    }
+
+    #[test]
+    fn a_field_named_like_duckdbs_file_index_is_data() {
+        let mut d = Dir::new("file_index");
+        d.file(1, &[("a", Some("x"), Some(1.0), None, Some(100), 20)]);
+        d.file(
+            2,
+            &[
+                ("a", Some("x"), None, Some(2), Some(200), 10),
+                ("a", Some("x"), None, None, None, 20),
+            ],
+        );
+        assert_eq!(d.merge(), ["a x - 2 200 10", "a x 1.0 - 100 20"]);
+    }
+
+    #[test]
+    fn a_file_that_overlaps_no_other_is_not_deduplicated() {
+        // The server assumes a file holds no duplicate key and deduplicates only overlapping
+        // files; a lone file's repeated key stays twice, as the server returns it.
+        let mut d = Dir::new("extra");
+        d.file(
+            1,
+            &[
+                ("a", None, Some(1.0), None, None, 10),
+                ("a", None, Some(2.0), None, None, 10),
+            ],
+        );
+        d.file(
+            2,
+            &[
+                ("a", None, Some(3.0), None, None, 50),
+                ("a", None, None, Some(1), None, 60),
+            ],
+        );
+        d.file(3, &[("a", None, None, Some(4), None, 60)]);
+        let mut rows = d.merge();
+        rows[..2].sort();
+        assert_eq!(
+            rows,
+            [
+                "a <null> 1.0 - - 10",
+                "a <null> 2.0 - - 10",
+                "a <null> 3.0 - - 50",
+                "a <null> - 1 - 60"
+            ]
+        );
+    }
 }

@@ -9,7 +9,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use base64::Engine;
 use duckdb::Connection;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const COLUMN_TYPE_KEY: &str = "iox::column::type";
 const SERIES_KEY_V1: &str = "iox::series::key";
@@ -345,121 +345,5 @@ mod tests {
         let (back, key) = decode_arrow_schema(enc.as_bytes()).unwrap();
         assert_eq!(back, cols);
         assert_eq!(key, Some(vec!["host".to_string()]));
-    }
-}
-
-/// What a file's statistics say about the values of one tag column.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TagRange {
-    /// No usable statistics: anything is possible.
-    Unknown,
-    /// Every value is null (or the file lacks the column).
-    AllNull,
-    /// Non-null values lie in `[min, max]` (byte order); `nulls` if some are null.
-    Values {
-        min: String,
-        max: String,
-        nulls: bool,
-    },
-}
-
-impl TagRange {
-    /// Whether two files can hold the same value of this tag (null equals null here: both
-    /// are the same series key component).
-    pub fn may_share(&self, o: &TagRange) -> bool {
-        match (self, o) {
-            (TagRange::Unknown, _) | (_, TagRange::Unknown) => true,
-            (TagRange::AllNull, TagRange::AllNull) => true,
-            (TagRange::AllNull, TagRange::Values { nulls, .. })
-            | (TagRange::Values { nulls, .. }, TagRange::AllNull) => *nulls,
-            (
-                TagRange::Values {
-                    min: a0,
-                    max: a1,
-                    nulls: an,
-                },
-                TagRange::Values {
-                    min: b0,
-                    max: b1,
-                    nulls: bn,
-                },
-            ) => (*an && *bn) || (a0.as_bytes() <= b1.as_bytes() && b0.as_bytes() <= a1.as_bytes()),
-        }
-    }
-}
-
-/// The range of each tag column of each file, from the row-group statistics in the footers.
-pub fn tag_ranges(
-    conn: &Connection,
-    paths: &[PathBuf],
-    tags: &[String],
-) -> Result<HashMap<PathBuf, HashMap<String, TagRange>>> {
-    let mut out: HashMap<PathBuf, HashMap<String, TagRange>> = paths
-        .iter()
-        .map(|p| {
-            (
-                p.clone(),
-                tags.iter()
-                    .map(|t| (t.clone(), TagRange::AllNull))
-                    .collect(),
-            )
-        })
-        .collect();
-    if paths.is_empty() || tags.is_empty() {
-        return Ok(out);
-    }
-    let names: Vec<String> = tags.iter().map(|t| sql_str(t)).collect();
-    let sql = format!(
-        "SELECT file_name, path_in_schema, min(stats_min_value), max(stats_max_value), \
-         bool_or(stats_null_count IS NULL OR stats_null_count > 0), \
-         bool_or(stats_null_count IS NULL OR num_values > stats_null_count), \
-         bool_or((stats_min_value IS NULL OR stats_max_value IS NULL) AND (stats_null_count IS NULL OR num_values > stats_null_count)) \
-         FROM parquet_metadata({}) WHERE path_in_schema IN ({}) GROUP BY ALL",
-        sql_list(paths),
-        names.join(", ")
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let file: String = r.get(0)?;
-        let col: String = r.get(1)?;
-        let (min, max): (Option<String>, Option<String>) = (r.get(2)?, r.get(3)?);
-        let (nulls, values, unknown): (bool, bool, bool) = (r.get(4)?, r.get(5)?, r.get(6)?);
-        let range = match (unknown, values, min, max) {
-            (true, _, _, _) => TagRange::Unknown,
-            (false, false, _, _) => TagRange::AllNull,
-            (false, true, Some(min), Some(max)) => TagRange::Values { min, max, nulls },
-            _ => TagRange::Unknown,
-        };
-        if let Some(m) = out.get_mut(Path::new(&file)) {
-            m.insert(col, range);
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod range_tests {
-    use super::TagRange::{self, *};
-
-    fn v(min: &str, max: &str, nulls: bool) -> TagRange {
-        Values {
-            min: min.into(),
-            max: max.into(),
-            nulls,
-        }
-    }
-
-    #[test]
-    fn disjoint_ranges_and_null_series_never_collide() {
-        assert!(!v("h1", "h3", false).may_share(&v("h4", "h5", false)));
-        assert!(v("h1", "h4", false).may_share(&v("h4", "h5", false)));
-        // A null tag is a value of its own: it meets only another null.
-        assert!(!v("h1", "h3", false).may_share(&AllNull));
-        assert!(v("h1", "h3", true).may_share(&AllNull));
-        assert!(v("a", "b", true).may_share(&v("x", "y", true)));
-        // "" is a value, not a null.
-        assert!(!v("", "", false).may_share(&AllNull));
-        assert!(Unknown.may_share(&v("a", "a", false)));
     }
 }
