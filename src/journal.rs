@@ -317,6 +317,17 @@ pub fn failpoint(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether the tests asked for the named fault (`KOMPACTOR_FAILPOINT=<name>`), for faults
+/// that change data instead of stopping the process. Always false without `failpoints`.
+pub fn fault_injected(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("KOMPACTOR_FAILPOINT").is_ok_and(|v| v == name) {
+        return true;
+    }
+    let _ = name;
+    false
+}
+
 /// Applies a prepared commit from its manifest: the part of a run that changes nodes.
 pub fn apply(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     for n in &m.nodes {

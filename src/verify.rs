@@ -1,7 +1,8 @@
 //! Verification: an order-independent checksum over every column of every row.
 //!
-//! The same checksum is computed over the deduplicated rows before they are written and over
-//! the written files read back. Row count, time range and checksum must all agree before a
+//! The same checksum is computed over the merged rows before they are written (from row
+//! hashes taken as the inputs were read, and as deduplicated rows were made) and over the
+//! written files read back. Row count, time range and checksum must all agree before a
 //! group's inputs may be replaced.
 
 use crate::error::{Error, Result};
@@ -53,9 +54,34 @@ impl Checksum {
     }
 }
 
-/// Computes the checksum of `source` (a table name or a `read_parquet(...)` call).
-pub fn checksum(conn: &Connection, columns: &[Column], source: &str) -> Result<Checksum> {
+/// The SQL expression of one row's hash: DuckDB's `hash()` of every column, in order.
+pub fn row_hash(columns: &[Column]) -> String {
     let cols: Vec<String> = columns.iter().map(|c| sql_ident(&c.name)).collect();
+    format!("hash({})", cols.join(", "))
+}
+
+/// Computes the checksum of `source` (a table name, subquery or `read_parquet(...)` call).
+pub fn checksum(conn: &Connection, columns: &[Column], source: &str) -> Result<Checksum> {
+    checksum_of(conn, columns, &row_hash(columns), source)
+}
+
+/// Computes the checksum of `source`, whose column `hashes` holds each row's `row_hash`
+/// computed earlier.
+pub fn checksum_from(
+    conn: &Connection,
+    columns: &[Column],
+    hashes: &str,
+    source: &str,
+) -> Result<Checksum> {
+    checksum_of(conn, columns, &sql_ident(hashes), source)
+}
+
+fn checksum_of(
+    conn: &Connection,
+    columns: &[Column],
+    hash: &str,
+    source: &str,
+) -> Result<Checksum> {
     let time = columns
         .iter()
         .find(|c| c.ty == ColumnType::Time)
@@ -63,10 +89,9 @@ pub fn checksum(conn: &Connection, columns: &[Column], source: &str) -> Result<C
         .ok_or_else(|| Error::new("table has no time column"))?;
     let sql = format!(
         "SELECT count(*), coalesce(epoch_ns(min({time})), {max}), coalesce(epoch_ns(max({time})), {min}), \
-         coalesce(sum(hash({cols})::HUGEINT), 0) FROM {source}",
+         coalesce(sum({hash}::HUGEINT), 0) FROM {source}",
         max = i64::MAX,
         min = i64::MIN,
-        cols = cols.join(", ")
     );
     let (rows, min, max, hash): (i64, i64, i64, i128) = conn.query_row(&sql, [], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))

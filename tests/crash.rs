@@ -518,3 +518,16 @@ fn a_write_failure_leaves_the_node_untouched() {
         "temporary files left"
     );
 }
+
+#[test]
+fn a_written_file_that_differs_from_the_merge_is_refused() {
+    let f = fixture("3.10/small");
+    let copy = copy_fixture(&f);
+    let before = listing(&copy.path().join("node0"));
+    let out = run_with_failpoint(copy.path(), "corrupt-output");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("verification failed"), "{}", text(&out));
+    // Every window failed its verification: the node is as it was.
+    assert_eq!(listing(&copy.path().join("node0")), before);
+    assert_answers_match(&f, copy.path());
+}

@@ -5,9 +5,10 @@
 //! `COPY (SELECT * FROM read_parquet([inputs], union_by_name = true) ORDER BY <tags>, time)
 //! TO '<tmp>/<n>.parquet' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)` (the same
 //! codec and level kompactor writes, the server's): no deduplication, no type
-//! casts, no verification, no fsync, no metadata. The outputs go to a temporary directory
-//! inside the data dir (same file system as kompactor's) that is deleted at the end. Nothing
-//! else under the data dir is touched.
+//! casts, no verification, no fsync, no metadata. It sets up glibc's allocator as kompactor
+//! does (`merge::tune_allocator`), so that both are measured with the same malloc. The
+//! outputs go to a temporary directory inside the data dir (same file system as
+//! kompactor's) that is deleted at the end. Nothing else under the data dir is touched.
 //!
 //! The ORDER BY needs the tag columns: they are taken from the `ARROW:schema` of one input per
 //! group (the newest, which has every column the table had so far), the only footer read.
@@ -122,6 +123,13 @@ fn run(args: &Args) -> Result<(), String> {
                 args.data_dir.display()
             )
         })?;
+    // The same allocator settings as kompactor's engine, so that the floor is measured
+    // with them too (kompactor's default budget when no limit is given).
+    let budget = match &args.memory_limit {
+        Some(m) => kompactor::cli::parse_size(m)?,
+        None => kompactor::cli::MemoryBudget(1 << 30),
+    };
+    kompactor::merge::tune_allocator(budget);
     let conn = Connection::open_in_memory().map_err(|e| format!("DuckDB: {e}"))?;
     let mut settings = format!(
         "SET temp_directory = {}; SET preserve_insertion_order = true;",
