@@ -184,7 +184,7 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
-    /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets three quarters of it and spills
+    /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets four fifths of it and spills
     /// beyond that to DATA_DIR/.kompactor/tmp/; the rest is headroom for what it does not
     /// count (readers, writers, threads).
     #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
@@ -297,11 +297,11 @@ pub struct RestoreArgs {
 pub struct MemoryBudget(pub u64);
 
 impl MemoryBudget {
-    /// What DuckDB's buffer manager may use: three quarters of the budget. The rest is for
+    /// What DuckDB's buffer manager may use: four fifths of the budget. The rest is for
     /// what DuckDB does not count against its limit (Parquet readers and writers, per-thread
     /// state, the allocator's slack) and for kompactor itself.
     pub fn duckdb_limit(self) -> String {
-        format!("{}KiB", (self.0 / 4 * 3 / 1024).max(16 * 1024))
+        format!("{}KiB", (self.0 / 5 * 4 / 1024).max(16 * 1024))
     }
 }
 
@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(format_duration(Nanos(86_400_000_000_000)), "1d");
         assert_eq!(format_duration(Nanos(5_400_000_000_000)), "90m");
         assert_eq!(parse_size("256MB"), Ok(MemoryBudget(256_000_000)));
-        assert_eq!(parse_size("1GiB").unwrap().duckdb_limit(), "786432KiB");
+        assert_eq!(parse_size("1GiB").unwrap().duckdb_limit(), "838860KiB");
         assert!(parse_size("256").is_err());
         assert!(parse_size("lots").is_err());
     }

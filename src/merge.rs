@@ -47,8 +47,9 @@ impl Laps {
     /// Records the time since the previous lap under `step`.
     fn lap(&mut self, step: &'static str) {
         let now = std::time::Instant::now();
-        self.laps
-            .push((step, now.duration_since(self.last).as_secs_f64() * 1000.0));
+        let ms = now.duration_since(self.last).as_secs_f64() * 1000.0;
+        log::trace!("{step}: {ms:.1}ms");
+        self.laps.push((step, ms));
         self.last = now;
     }
 
@@ -357,31 +358,34 @@ pub fn merge_group(
         .flatten()
         .map(|f| f.entry.id)
         .collect();
-    let multi_ranks: Vec<usize> = ranked
+    let overlaps: Vec<bool> = ranked
         .iter()
-        .enumerate()
-        .filter(|(_, f)| in_multi.contains(&f.entry.id))
-        .map(|(rank, _)| rank)
+        .map(|f| in_multi.contains(&f.entry.id))
         .collect();
     // Every row is read once into memory; the checksum and the write then read the same
     // rows, and only the rows of repeated keys are rewritten in place.
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
-        ranked_scan(
-            data_dir,
-            &schema,
-            &ranked,
-            &footer_of,
-            !multi_ranks.is_empty()
-        )
+        ranked_scan(data_dir, &schema, &ranked, &footer_of, &overlaps)
     ))?;
     laps.lap("read");
-    if !multi_ranks.is_empty() {
-        deduplicate(conn, &schema, &multi_ranks)?;
-        laps.lap("deduplicate");
-    }
+    let deduped = !in_multi.is_empty() && deduplicate(conn, &schema, &mut laps)?;
     let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
-    let result = checksum_from(conn, &schema.columns, ROW_HASH, MERGED).and_then(|expected| {
+    let columns = columns.join(", ");
+    // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
+    // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
+    let rows = |extra: &str| {
+        if deduped {
+            format!(
+                "(SELECT {columns}{extra} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
+                 UNION ALL SELECT {columns}{extra} FROM {DEDUPED})"
+            )
+        } else {
+            format!("(SELECT {columns}{extra} FROM {MERGED})")
+        }
+    };
+    let with_hash = rows(&format!(", {ROW_HASH}"));
+    let result = checksum_from(conn, &schema.columns, ROW_HASH, &with_hash).and_then(|expected| {
         laps.lap("checksum");
         write_and_verify(
             conn,
@@ -389,7 +393,7 @@ pub fn merge_group(
             group,
             tmp_dir,
             max_rows,
-            &format!("(SELECT {} FROM {MERGED})", columns.join(", ")),
+            &rows(""),
             expected,
             &mut laps,
         )
@@ -436,14 +440,14 @@ fn path_list(data_dir: &Path, files: &[&LiveFile]) -> String {
 }
 
 /// A query of every row of `ranked` (files in chunk order), in the output's columns and
-/// types, with each row's rank (its file's position), its `verify::row_hash` and, if
-/// `hashed`, a hash of its key.
+/// types, with each row's rank (its file's position), its `verify::row_hash` and, if its
+/// file overlaps another (`overlaps[rank]`), a hash of its key.
 fn ranked_scan(
     data_dir: &Path,
     schema: &TableSchema,
     ranked: &[&LiveFile],
     footer_of: &HashMap<u64, &Footer>,
-    hashed: bool,
+    overlaps: &[bool],
 ) -> String {
     // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
     // rank: a scan per file would hold a reader per file in memory. A table with its own
@@ -468,10 +472,20 @@ fn ranked_scan(
             path_list(data_dir, ranked)
         )
     };
-    let key_hash = if hashed {
-        format!(", hash({}) AS {KEY_HASH}", schema.key_columns().join(", "))
-    } else {
+    let hash = format!("hash({})", schema.key_columns().join(", "));
+    let key_hash = if overlaps.iter().all(|o| !o) {
         String::new()
+    } else if overlaps.iter().all(|o| *o) {
+        format!(", {hash} AS {KEY_HASH}")
+    } else {
+        let list: Vec<&str> = overlaps
+            .iter()
+            .map(|o| if *o { "true" } else { "false" })
+            .collect();
+        format!(
+            ", CASE WHEN [{}][CAST({RANK_COL} AS BIGINT) + 1] THEN {hash} END AS {KEY_HASH}",
+            list.join(", ")
+        )
     };
     format!(
         "SELECT *, {} AS {ROW_HASH}{key_hash} FROM ({rows})",
@@ -479,24 +493,24 @@ fn ranked_scan(
     )
 }
 
-/// Replaces, in `MERGED`, the rows of every (series key, time) that occurs more than once
-/// among the files of rank `ranks` by one row per key, which takes for each column the last
-/// non-null value in chunk order: the server's rule.
-fn deduplicate(conn: &Connection, schema: &TableSchema, ranks: &[usize]) -> Result<()> {
-    let ranks: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
-    let ranks = ranks.join(", ");
+/// Collects in `DUP_KEYS` the key hash of every (series key, time) that occurs more than once
+/// among the rows of `MERGED` with a key hash, and in `DEDUPED` one row per such key, which
+/// takes for each column the last non-null value in chunk order (the server's rule).
+/// Returns false, and makes neither table, when no key repeats.
+fn deduplicate(conn: &Connection, schema: &TableSchema, laps: &mut Laps) -> Result<bool> {
     // Repeated keys are found by a 64-bit hash of the key: grouping one integer column costs
     // a fraction of grouping the tag strings. A collision only sends a unique row through
-    // the aggregate, which groups by the key itself and so returns that row unchanged.
+    // the window below, which partitions by the key itself and so returns that row unchanged.
     let found = conn.execute(
         &format!(
             "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH} FROM {MERGED} \
-             WHERE {RANK_COL} IN ({ranks}) GROUP BY {KEY_HASH} HAVING count(*) > 1"
+             WHERE {KEY_HASH} IS NOT NULL GROUP BY {KEY_HASH} HAVING count(*) > 1"
         ),
         [],
     )?;
+    laps.lap("find repeated keys");
     if found == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let keys = schema.key_columns();
     let select: Vec<String> = schema
@@ -507,21 +521,23 @@ fn deduplicate(conn: &Connection, schema: &TableSchema, ranks: &[usize]) -> Resu
             if keys.contains(&id) {
                 id
             } else {
-                format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
+                format!("last_value({id} IGNORE NULLS) OVER latest AS {id}")
             }
         })
         .collect();
-    let repeated =
-        format!("{RANK_COL} IN ({ranks}) AND {KEY_HASH} IN (SELECT {KEY_HASH} FROM {DUP_KEYS})");
+    // A window over each key's rows in chunk order, not an aggregate: DuckDB's hash
+    // aggregate keeps string values in memory and fails in a small budget, a window spills.
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT {} FROM {MERGED} WHERE {repeated} GROUP BY {}; \
-         DELETE FROM {MERGED} WHERE {repeated}; \
-         INSERT INTO {MERGED} BY NAME SELECT *, {} AS {ROW_HASH} FROM {DEDUPED};",
+        "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT *, {} AS {ROW_HASH} FROM (SELECT {} \
+         FROM (SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH})) \
+         WINDOW latest AS (PARTITION BY {k} ORDER BY {RANK_COL} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
+         QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {RANK_COL}) = 1)",
+        row_hash(&schema.columns),
         select.join(", "),
-        keys.join(", "),
-        row_hash(&schema.columns)
+        k = keys.join(", ")
     ))?;
-    Ok(())
+    laps.lap("combine");
+    Ok(true)
 }
 
 /// A point present in two files of different chunk_time (an overwrite written after an
@@ -595,6 +611,7 @@ fn write_and_verify(
     laps: &mut Laps,
 ) -> Result<(Vec<Output>, Checksum)> {
     let ranges = split_ranges(conn, expected.rows, max_rows, source)?;
+    laps.lap("split");
     let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
     let order: Vec<String> = schema.key_columns();
     let mut outputs = Vec::new();
@@ -696,8 +713,12 @@ pub fn remove_outputs(outputs: &[Output]) {
     }
 }
 
-/// Time ranges `[lo, hi)` that hold at most about `max_rows` rows each (a single timestamp
-/// is never split, so a range may exceed the cap by the rows sharing its boundary time).
+/// Time ranges `[lo, hi)` that hold at most `max_rows` rows each; a single timestamp is
+/// never split, so only a range of one timestamp can hold more.
+///
+/// Cuts come from histograms of `time` (4,096 buckets, refined where one bucket alone holds
+/// more than `max_rows`): streaming aggregates that need little memory, unlike a sort of
+/// the whole window.
 fn split_ranges(
     conn: &Connection,
     rows: u64,
@@ -707,28 +728,67 @@ fn split_ranges(
     if rows <= max_rows {
         return Ok(vec![(None, None)]);
     }
-    let sql = format!(
-        "SELECT DISTINCT t FROM (SELECT epoch_ns(\"time\") AS t, row_number() OVER (ORDER BY \"time\") - 1 AS rn FROM {source}) \
-         WHERE rn % {max_rows} = 0 AND t > (SELECT epoch_ns(min(\"time\")) FROM {source}) ORDER BY t"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let bounds: Vec<Nanos> = stmt
-        .query_map([], |r| r.get::<_, i64>(0))?
-        .collect::<std::result::Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(Nanos)
-        .collect();
+    let (min, max): (i64, i64) = conn.query_row(
+        &format!("SELECT epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) FROM {source}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut cuts = Cuts {
+        max_rows,
+        filled: 0,
+        at: Vec::new(),
+    };
+    cuts.histogram(conn, source, min as i128, max as i128 + 1)?;
     let mut out = Vec::new();
     let mut lo = None;
-    for b in bounds {
-        if lo == Some(b) {
-            continue;
-        }
-        out.push((lo, Some(b)));
-        lo = Some(b);
+    for c in cuts.at {
+        out.push((lo, Some(c)));
+        lo = Some(c);
     }
     out.push((lo, None));
     Ok(out)
+}
+
+/// The cuts of `split_ranges` so far, and the rows since the last one.
+struct Cuts {
+    max_rows: u64,
+    filled: u64,
+    at: Vec<Nanos>,
+}
+
+impl Cuts {
+    /// Adds the cuts for the rows with `lo <= time < hi`, in time order.
+    fn histogram(&mut self, conn: &Connection, source: &str, lo: i128, hi: i128) -> Result<()> {
+        const BUCKETS: i128 = 4096;
+        let width = ((hi - lo) / BUCKETS).max(1);
+        let sql = format!(
+            "SELECT (epoch_ns(\"time\")::HUGEINT - {lo}) // {width} AS b, count(*) FROM {source} \
+             WHERE epoch_ns(\"time\") >= {lo} AND epoch_ns(\"time\") < {hi} GROUP BY b ORDER BY b"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let buckets = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i128>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for (b, n) in buckets {
+            let start = lo + b * width;
+            if self.filled + n <= self.max_rows {
+                self.filled += n;
+                continue;
+            }
+            if self.filled > 0 {
+                self.at.push(Nanos(start as i64));
+                self.filled = 0;
+            }
+            if n <= self.max_rows || width == 1 {
+                self.filled = n;
+            } else {
+                self.histogram(conn, source, start, (start + width).min(hi))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
