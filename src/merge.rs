@@ -4,7 +4,7 @@
 use crate::discover::LiveFile;
 use crate::error::{Error, Result};
 use crate::parquet::{
-    encode_arrow_schema, read_footers, sql_ident, sql_str, Column, ColumnType, Footer,
+    encode_arrow_schema, read_footers, sql_ident, sql_list, sql_str, Column, ColumnType, Footer,
 };
 use crate::plan::Group;
 use crate::types::{FileId, Nanos};
@@ -217,14 +217,8 @@ impl TableSchema {
 
     /// Every column, cast to its type; a column the file lacks is a typed NULL.
     fn projection(&self, present: &BTreeSet<&str>) -> String {
-        self.projection_of(present, |_| true)
-    }
-
-    /// The columns `keep` selects, cast to their type; a column the file lacks is a typed NULL.
-    fn projection_of(&self, present: &BTreeSet<&str>, keep: impl Fn(&Column) -> bool) -> String {
         self.columns
             .iter()
-            .filter(|c| keep(c))
             .map(|c| {
                 let id = sql_ident(&c.name);
                 let value = if present.contains(c.name.as_str()) {
@@ -347,45 +341,52 @@ pub fn merge_group(
     let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
     laps.lap("footers");
 
-    let clusters = overlap_clusters(&group.inputs);
-    check_cross_chunk_collisions(conn, data_dir, &schema, &clusters, &footer_of)?;
-    laps.lap("collisions");
-    let all: Vec<&LiveFile> = group.inputs.iter().collect();
-    let ranked = chunk_order(&all);
-    let in_multi: BTreeSet<FileId> = clusters
-        .iter()
-        .filter(|c| c.len() > 1)
-        .flatten()
-        .map(|f| f.entry.id)
-        .collect();
-    let overlaps: Vec<bool> = ranked
-        .iter()
-        .map(|f| in_multi.contains(&f.entry.id))
-        .collect();
-    // Every row is read once into memory; the checksum and the write then read the same
-    // rows, and only the rows of repeated keys are rewritten in place.
-    conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
-        ranked_scan(data_dir, &schema, &ranked, &footer_of, &overlaps)
-    ))?;
-    laps.lap("read");
-    let deduped = !in_multi.is_empty() && deduplicate(conn, &schema, &mut laps)?;
-    let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
-    let columns = columns.join(", ");
-    // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
-    // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
-    let rows = |extra: &str| {
-        if deduped {
-            format!(
-                "(SELECT {columns}{extra} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
-                 UNION ALL SELECT {columns}{extra} FROM {DEDUPED})"
-            )
-        } else {
-            format!("(SELECT {columns}{extra} FROM {MERGED})")
-        }
-    };
-    let with_hash = rows(&format!(", {ROW_HASH}"));
-    let result = checksum_from(conn, &schema.columns, ROW_HASH, &with_hash).and_then(|expected| {
+    // The temporary tables go whatever happens: a failed window must not hold its rows in
+    // DuckDB's memory (or spill files) while the next ones are merged.
+    let result = (|| {
+        let clusters = overlap_clusters(&group.inputs);
+        let all: Vec<&LiveFile> = group.inputs.iter().collect();
+        let ranked = chunk_order(&all);
+        let in_multi: BTreeSet<FileId> = clusters
+            .iter()
+            .filter(|c| c.len() > 1)
+            .flatten()
+            .map(|f| f.entry.id)
+            .collect();
+        let overlaps: Vec<bool> = ranked
+            .iter()
+            .map(|f| in_multi.contains(&f.entry.id))
+            .collect();
+        // Every row is read once into memory; the checks, the checksum and the write then
+        // read the same rows.
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
+            ranked_scan(data_dir, &schema, &ranked, &footer_of, &overlaps)
+        ))?;
+        laps.lap("read");
+        check_cross_chunk_collisions(conn, &schema, &clusters, &ranked)?;
+        laps.lap("collisions");
+        let deduped = !in_multi.is_empty() && deduplicate(conn, &schema, &mut laps)?;
+        let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
+        let columns = columns.join(", ");
+        // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
+        // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
+        let rows = |extra: &str| {
+            if deduped {
+                format!(
+                    "(SELECT {columns}{extra} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
+                     UNION ALL SELECT {columns}{extra} FROM {DEDUPED})"
+                )
+            } else {
+                format!("(SELECT {columns}{extra} FROM {MERGED})")
+            }
+        };
+        let expected = checksum_from(
+            conn,
+            &schema.columns,
+            ROW_HASH,
+            &rows(&format!(", {ROW_HASH}")),
+        )?;
         laps.lap("checksum");
         write_and_verify(
             conn,
@@ -397,7 +398,7 @@ pub fn merge_group(
             expected,
             &mut laps,
         )
-    });
+    })();
     conn.execute_batch(&format!(
         "DROP TABLE IF EXISTS {MERGED}; DROP TABLE IF EXISTS {DUP_KEYS}; DROP TABLE IF EXISTS {DEDUPED}"
     ))?;
@@ -431,12 +432,10 @@ fn present<'a>(files: &[&LiveFile], footer_of: &HashMap<u64, &'a Footer>) -> BTr
         .collect()
 }
 
-fn path_list(data_dir: &Path, files: &[&LiveFile]) -> String {
-    let list: Vec<String> = files
-        .iter()
-        .map(|f| sql_str(&data_dir.join(&f.entry.path).to_string_lossy()))
-        .collect();
-    format!("[{}]", list.join(", "))
+/// `values[rank]` of the row's rank, as SQL: a list literal indexed by the rank column.
+fn by_rank(values: impl Iterator<Item = String>) -> String {
+    let values: Vec<String> = values.collect();
+    format!("[{}][CAST({RANK_COL} AS BIGINT) + 1]", values.join(", "))
 }
 
 /// A query of every row of `ranked` (files in chunk order), in the output's columns and
@@ -469,7 +468,12 @@ fn ranked_scan(
         format!(
             "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet({}, union_by_name = true)",
             schema.projection(&present(ranked, footer_of)),
-            path_list(data_dir, ranked)
+            sql_list(
+                &ranked
+                    .iter()
+                    .map(|f| data_dir.join(&f.entry.path))
+                    .collect::<Vec<_>>()
+            )
         )
     };
     let hash = format!("hash({})", schema.key_columns().join(", "));
@@ -478,14 +482,8 @@ fn ranked_scan(
     } else if overlaps.iter().all(|o| *o) {
         format!(", {hash} AS {KEY_HASH}")
     } else {
-        let list: Vec<&str> = overlaps
-            .iter()
-            .map(|o| if *o { "true" } else { "false" })
-            .collect();
-        format!(
-            ", CASE WHEN [{}][CAST({RANK_COL} AS BIGINT) + 1] THEN {hash} END AS {KEY_HASH}",
-            list.join(", ")
-        )
+        let overlapping = by_rank(overlaps.iter().map(|o| o.to_string()));
+        format!(", CASE WHEN {overlapping} THEN {hash} END AS {KEY_HASH}")
     };
     format!(
         "SELECT *, {} AS {ROW_HASH}{key_hash} FROM ({rows})",
@@ -545,12 +543,11 @@ fn deduplicate(conn: &Connection, schema: &TableSchema, laps: &mut Laps) -> Resu
 /// once. That changes an answer, so such a group is refused.
 fn check_cross_chunk_collisions(
     conn: &Connection,
-    data_dir: &Path,
     schema: &TableSchema,
     clusters: &[Vec<&LiveFile>],
-    footer_of: &HashMap<u64, &Footer>,
+    ranked: &[&LiveFile],
 ) -> Result<()> {
-    let mixed: Vec<&LiveFile> = clusters
+    let mixed: BTreeSet<FileId> = clusters
         .iter()
         .filter(|c| {
             c.iter()
@@ -560,33 +557,21 @@ fn check_cross_chunk_collisions(
                 > 1
         })
         .flatten()
-        .copied()
+        .map(|f| f.entry.id)
         .collect();
     if mixed.is_empty() {
         return Ok(());
     }
-    let keys = schema.key_columns();
-    let per_file: Vec<String> = mixed
-        .iter()
-        .map(|f| {
-            let present: BTreeSet<&str> = footer_of[&f.entry.id.0]
-                .columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            let key_proj = schema.projection_of(&present, |c| keys.contains(&sql_ident(&c.name)));
-            format!(
-                "SELECT {}, {} AS __chunk FROM {}",
-                key_proj,
-                f.entry.chunk_time.0,
-                read_one(&data_dir.join(&f.entry.path))
-            )
-        })
-        .collect();
+    let in_mixed = by_rank(
+        ranked
+            .iter()
+            .map(|f| mixed.contains(&f.entry.id).to_string()),
+    );
+    let chunk = by_rank(ranked.iter().map(|f| f.entry.chunk_time.0.to_string()));
     let sql = format!(
-        "SELECT count(*) FROM (SELECT 1 FROM ({}) GROUP BY {} HAVING count(DISTINCT __chunk) > 1)",
-        per_file.join(" UNION ALL "),
-        keys.join(", ")
+        "SELECT count(*) FROM (SELECT 1 FROM {MERGED} WHERE {in_mixed} GROUP BY {} \
+         HAVING count(DISTINCT {chunk}) > 1)",
+        schema.key_columns().join(", ")
     );
     let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
     if n > 0 {
@@ -822,6 +807,16 @@ mod tests {
         ]
     }
 
+    /// (host, region, usage, count, extra, time), NULL as `None`.
+    type Row<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+        i64,
+    );
+
     struct Dir {
         tmp: tempfile::TempDir,
         conn: Connection,
@@ -839,21 +834,13 @@ mod tests {
             }
         }
 
-        /// Writes file `id` of the test chunk with `rows`: (host, region, usage, count,
-        /// extra, time), NULL as `None`.
-        #[allow(clippy::type_complexity)]
-        fn file(
-            &mut self,
-            id: u64,
-            rows: &[(
-                &str,
-                Option<&str>,
-                Option<f64>,
-                Option<i64>,
-                Option<i64>,
-                i64,
-            )],
-        ) {
+        /// Writes file `id` of the test chunk with `rows`.
+        fn file(&mut self, id: u64, rows: &[Row]) {
+            self.file_in(id, CHUNK, rows)
+        }
+
+        /// Writes file `id` of chunk `chunk` with `rows`.
+        fn file_in(&mut self, id: u64, chunk: i64, rows: &[Row]) {
             let cols = columns(&self.extra);
             let lit = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
             let values: Vec<String> = rows
@@ -910,7 +897,7 @@ mod tests {
                     path: rel,
                     size_bytes: fs::metadata(&path).unwrap().len(),
                     row_count: rows.len() as u64,
-                    chunk_time: Nanos(CHUNK),
+                    chunk_time: Nanos(chunk),
                     min_time: Nanos(times.clone().min().unwrap()),
                     max_time: Nanos(times.max().unwrap()),
                     extra: Default::default(),
@@ -920,6 +907,10 @@ mod tests {
 
         /// Merges every file written so far; returns the output's rows, in file order.
         fn merge(&self) -> Vec<String> {
+            self.try_merge().unwrap()
+        }
+
+        fn try_merge(&self) -> Result<Vec<String>> {
             let engine = Engine::new(&EngineOptions {
                 spill_dir: self.tmp.path().join("spill"),
                 threads: Some(1),
@@ -939,7 +930,7 @@ mod tests {
                 output_path: "dbs/1/0/merged.parquet".into(),
                 outputs_estimate: 1,
             };
-            let m = merge_group(&engine, self.tmp.path(), &group, &out_dir, u64::MAX).unwrap();
+            let m = merge_group(&engine, self.tmp.path(), &group, &out_dir, u64::MAX)?;
             assert_eq!(m.outputs.len(), 1);
             let mut stmt = self
                 .conn
@@ -956,7 +947,7 @@ mod tests {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .unwrap();
             assert_eq!(m.rows_out, rows.len() as u64);
-            rows
+            Ok(rows)
         }
     }
 
@@ -1068,5 +1059,33 @@ mod tests {
                 "a <null> - 1 - 60"
             ]
         );
+    }
+
+    #[test]
+    fn a_point_in_two_chunk_times_is_refused() {
+        // After a wide-window compaction, an overwrite lands in a file of another chunk_time:
+        // the server returns both rows, so merging them into one would change an answer.
+        let mut d = Dir::new("extra");
+        d.file_in(
+            1,
+            0,
+            &[
+                ("a", None, Some(1.0), None, None, 10),
+                ("a", None, Some(1.0), None, None, 30),
+            ],
+        );
+        d.file_in(2, 20, &[("a", None, Some(2.0), None, None, 20)]);
+        assert_eq!(
+            d.merge(),
+            [
+                "a <null> 1.0 - - 10",
+                "a <null> 2.0 - - 20",
+                "a <null> 1.0 - - 30"
+            ],
+            "overlapping files of two chunk_times without a common point merge"
+        );
+        d.file_in(3, 20, &[("a", None, Some(3.0), None, None, 30)]);
+        let e = d.try_merge().unwrap_err().to_string();
+        assert!(e.contains("different chunk_time"), "{e}");
     }
 }

@@ -128,7 +128,8 @@ pub fn read_footers(conn: &Connection, paths: &[PathBuf]) -> Result<Vec<Footer>>
     }
 }
 
-fn sql_list(paths: &[PathBuf]) -> String {
+/// A SQL list of file paths, for `read_parquet` and the metadata functions.
+pub fn sql_list(paths: &[PathBuf]) -> String {
     let items: Vec<String> = paths
         .iter()
         .map(|p| sql_str(&p.to_string_lossy()))
