@@ -40,8 +40,8 @@ struct Args {
     node: String,
 
     /// Compaction window, as kompactor's --window (e.g. 10m, 1h, 1d).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    window: i64,
+    #[arg(long, default_value = "1h", value_parser = kompactor::cli::parse_duration)]
+    window: Nanos,
 
     /// DuckDB worker threads (default: DuckDB's, the number of CPUs).
     #[arg(long)]
@@ -60,28 +60,6 @@ struct Args {
     verbose: bool,
 }
 
-fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{s}`: missing unit (m, h, d)"))?;
-    let n: i64 = s[..split]
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration"))?;
-    let mult: i64 = match &s[split..] {
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        "w" => 604_800_000_000_000,
-        u => return Err(format!("`{s}`: unknown unit `{u}` (use s, m, h, d, w)")),
-    };
-    if n <= 0 {
-        return Err("the window must be longer than zero".into());
-    }
-    Ok(n * mult)
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -95,9 +73,12 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
+    if args.window.0 <= 0 {
+        return Err("--window must be longer than zero".into());
+    }
     let node = discover_node(&args.data_dir, &args.node).map_err(|e| e.to_string())?;
     let opts = PlanOptions {
-        window: Nanos(args.window),
+        window: args.window,
         min_age: Nanos(0),
         max_rows_per_file: u64::MAX,
     };

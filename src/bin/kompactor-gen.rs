@@ -104,8 +104,8 @@ struct Args {
     rows: Option<u64>,
 
     /// Time between two points of a series; must divide 10m (e.g. 1s, 5s, 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    interval: i64,
+    #[arg(long, default_value = "10s", value_parser = kompactor::cli::parse_duration)]
+    interval: Nanos,
 
     /// Files per table and 10-minute window, one per series group (plus overwrite files).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
@@ -138,32 +138,6 @@ struct Args {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{s}`: missing unit (ms, s, m, h)"))?;
-    let n: i64 = s[..split]
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration"))?;
-    let mult = match &s[split..] {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        u => {
-            return Err(format!(
-                "`{s}`: unknown unit `{u}` (use ns, us, ms, s, m, h)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|d| *d > 0)
-        .ok_or_else(|| format!("`{s}` is out of range"))
 }
 
 /// What a file is made of.
@@ -255,7 +229,7 @@ impl Cfg {
     fn copy_sql(&self, job: &FileJob, path: &Path) -> String {
         let a = &self.args;
         let (seed, db, t) = (a.seed, job.db, job.table);
-        let iv = self.args.interval;
+        let iv = self.args.interval.0;
         let ppw = self.points_per_window;
         let ws = self.window_start(job.window);
         let h = |salt: &str| format!("hash({seed}, {db}, {t}, s, k, '{salt}')");
@@ -339,7 +313,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
-    if args.interval <= 0 || GEN1 % args.interval != 0 {
+    if args.interval.0 <= 0 || GEN1 % args.interval.0 != 0 {
         return Err("--interval must divide 10m (e.g. 1s, 5s, 10s, 30s, 1m)".into());
     }
     if !(0.0..=1.0).contains(&args.checkpoint_frac) {
@@ -357,7 +331,7 @@ fn run(args: Args) -> Result<(), String> {
         .timestamp_nanos_opt()
         .ok_or("--start is out of range")?;
     let windows = args.days * (DAY / GEN1) as u64;
-    let points_per_window = (GEN1 / args.interval) as u64;
+    let points_per_window = (GEN1 / args.interval.0) as u64;
     let series = match (args.series, args.rows) {
         (Some(s), _) => s,
         (None, Some(rows)) => {
