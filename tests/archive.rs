@@ -150,16 +150,7 @@ fn bad_archive_inputs_are_refused_and_change_nothing() {
     // A directory that holds something else.
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("precious.txt"), b"x").unwrap();
-    let out = run(&[
-        "archive",
-        d,
-        "--hosts",
-        "node0",
-        "--older-than",
-        &cut,
-        "--to",
-        other.path().to_str().unwrap(),
-    ]);
+    let out = run_archive(d, "node0", &cut, other.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("not a kompactor archive"),
@@ -168,16 +159,7 @@ fn bad_archive_inputs_are_refused_and_change_nothing() {
     );
     // A cutoff before all data.
     let empty = tempfile::tempdir().unwrap();
-    let out = run(&[
-        "archive",
-        d,
-        "--hosts",
-        "node0",
-        "--older-than",
-        "2000-01-01T00:00:00Z",
-        "--to",
-        empty.path().to_str().unwrap(),
-    ]);
+    let out = run_archive(d, "node0", "2000-01-01T00:00:00Z", empty.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("selects nothing"), "{}", text(&out));
     assert!(
@@ -187,18 +169,7 @@ fn bad_archive_inputs_are_refused_and_change_nothing() {
 
     // Restoring a window that is live again, and an archive whose manifest does not match.
     let a = empty.path().join("cold");
-    assert!(run(&[
-        "archive",
-        d,
-        "--hosts",
-        "node0",
-        "--older-than",
-        &cut,
-        "--to",
-        a.to_str().unwrap()
-    ])
-    .status
-    .success());
+    assert!(run_archive(d, "node0", &cut, &a, &[]).status.success());
     let fresh = copy_fixture(&f);
     let before = state(fresh.path());
     let out = run(&[
