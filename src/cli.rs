@@ -168,7 +168,9 @@ pub struct CompactArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub min_age: Nanos,
 
-    /// Split a window's output by time so that no file holds more rows than this.
+    /// Split a window's output by time so that no file holds more rows than this (rows that
+    /// share one timestamp are never split, so only a file of a single timestamp can hold
+    /// more).
     #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows_per_file: u64,
 
