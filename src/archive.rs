@@ -15,7 +15,7 @@ use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, fsync_file, Batch};
 use crate::interlock::for_change;
 use crate::journal::{self, failpoint, ArchiveSide, Manifest, Move, RunDirs, RunState};
 use crate::merge::{merge_group, Engine, EngineOptions, Output};
-use crate::parquet::{read_footers, sql_str};
+use crate::parquet::{read_footer, sql_str};
 use crate::plan::Group;
 use crate::run::{new_run_id, recover_first, EXIT_OK};
 use crate::types::{DbId, FileId, Nanos, TableId, TableKey};
@@ -486,7 +486,7 @@ pub fn restore(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         let mut sum = Checksum::empty();
         for f in &w.files {
             let p = a.archive_dir.join(&f.path);
-            let footer = read_footers(&conn, std::slice::from_ref(&p))?.remove(0);
+            let footer = read_footer(&p)?;
             sum = sum.add(checksum(
                 &conn,
                 &footer.columns,

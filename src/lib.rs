@@ -12,6 +12,7 @@ pub mod commit;
 pub mod discover;
 pub mod error;
 pub mod fsutil;
+pub mod heap;
 pub mod inspect;
 pub mod interlock;
 pub mod journal;

@@ -14,10 +14,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// At most the server's largest row group (100,000 rows; DuckDB's writer never exceeds the
-/// size it is given), and a multiple of DuckDB's 2,048-row vectors: a size that splits a
-/// vector makes the writer copy rows, about 15% of a group's write time.
-const ROW_GROUP_SIZE: u64 = 98_304;
+/// The largest row group written: at most the server's largest (100,000 rows; DuckDB's
+/// writer never exceeds the size it is given), and a multiple of DuckDB's 2,048-row vectors.
+const MAX_ROW_GROUP: u64 = 98_304;
+const VECTOR: u64 = 2_048;
 const RANK_COL: &str = "__kompactor_rank";
 /// The server's own ZSTD level (spec §5): fast to write, and what its readers expect.
 pub const ZSTD_LEVEL: u32 = 1;
@@ -85,41 +85,25 @@ impl EngineOptions {
     }
 }
 
-/// Keeps glibc's malloc from handing DuckDB's freed buffers back to the kernel between
-/// windows: each window allocates and frees tens of megabytes, and with glibc's defaults
-/// every reuse faults the pages in again, which doubled the kernel time of a run.
-///
-/// Allocations up to 32 MiB come from the heap (glibc's own upper bound for its adaptive
-/// threshold), and up to an eighth of `budget` (16 to 128 MiB) of free heap is kept for
-/// reuse. Process-wide; a no-op where the C library is not glibc.
-pub fn tune_allocator(budget: crate::cli::MemoryBudget) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const MIB: u64 = 1 << 20;
-        let trim = (budget.0 / 8).clamp(16 * MIB, 128 * MIB);
-        // SAFETY: mallopt only changes allocator parameters, under glibc's own locks.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, (32 * MIB) as libc::c_int);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, trim as libc::c_int);
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = budget;
-}
-
 /// A DuckDB session for merging.
 pub struct Engine {
     conn: Connection,
+    /// Up to this many repeated rows a window are combined by a hash aggregate, which is
+    /// quick but holds them all in memory; more go through a window, which spills.
+    aggregate_rows: u64,
 }
+
+/// The memory a repeated row may take in the hash aggregate, in the worst case: a row of
+/// long strings, with the aggregate's own overhead.
+const AGGREGATE_ROW_BYTES: u64 = 64 << 10;
 
 impl Engine {
     /// Opens an in-memory DuckDB bounded by `opts`.
     pub fn new(opts: &EngineOptions) -> Result<Engine> {
-        tune_allocator(opts.memory_limit);
+        crate::heap::tune(opts.memory_limit);
         let conn = Connection::open_in_memory()?;
         let mut setup = format!(
-            "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {}; \
-             SET parquet_metadata_cache = true;",
+            "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {};",
             sql_str(&opts.spill_dir.to_string_lossy()),
             sql_str(&opts.memory_limit.duckdb_limit())
         );
@@ -128,7 +112,10 @@ impl Engine {
         }
         conn.execute_batch(&setup)
             .map_err(|e| Error::new(format!("could not configure DuckDB ({setup}): {e}")))?;
-        Ok(Engine { conn })
+        Ok(Engine {
+            conn,
+            aggregate_rows: opts.memory_limit.0 / AGGREGATE_ROW_BYTES,
+        })
     }
 
     pub fn conn(&self) -> &Connection {
@@ -144,6 +131,7 @@ impl Engine {
     pub fn worker(&self) -> Result<Engine> {
         Ok(Engine {
             conn: self.conn.try_clone()?,
+            aggregate_rows: self.aggregate_rows,
         })
     }
 }
@@ -318,7 +306,7 @@ pub fn merge_group(
         .iter()
         .map(|f| data_dir.join(&f.entry.path))
         .collect();
-    let footers = read_footers(conn, &abs)?;
+    let footers = read_footers(&abs)?;
     for (f, ft) in group.inputs.iter().zip(&footers) {
         if ft.num_rows != f.entry.row_count {
             return Err(Error::at(
@@ -366,37 +354,31 @@ pub fn merge_group(
         laps.lap("read");
         check_cross_chunk_collisions(conn, &schema, &clusters, &ranked)?;
         laps.lap("collisions");
-        let deduped = !in_multi.is_empty() && deduplicate(conn, &schema, &mut laps)?;
+        let read = checksum_from(conn, &schema.columns, ROW_HASH, MERGED)?;
+        laps.lap("checksum");
+        let replaced = if in_multi.is_empty() {
+            None
+        } else {
+            deduplicate(conn, &schema, engine.aggregate_rows, &mut laps)?
+        };
         let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
         let columns = columns.join(", ");
         // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
         // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
-        let rows = |extra: &str| {
-            if deduped {
+        // Their checksum is worked out from the parts rather than taken from this query, so
+        // that the write is checked against rows counted apart from it.
+        let (rows, expected) = match replaced {
+            Some(r) => (
                 format!(
-                    "(SELECT {columns}{extra} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
-                     UNION ALL SELECT {columns}{extra} FROM {DEDUPED})"
-                )
-            } else {
-                format!("(SELECT {columns}{extra} FROM {MERGED})")
-            }
+                    "(SELECT {columns} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
+                     UNION ALL SELECT {columns} FROM {DEDUPED})"
+                ),
+                read.without(r.rows, r.hash_sum).add(r.combined),
+            ),
+            None => (format!("(SELECT {columns} FROM {MERGED})"), read),
         };
-        let expected = checksum_from(
-            conn,
-            &schema.columns,
-            ROW_HASH,
-            &rows(&format!(", {ROW_HASH}")),
-        )?;
-        laps.lap("checksum");
         write_and_verify(
-            conn,
-            &schema,
-            group,
-            tmp_dir,
-            max_rows,
-            &rows(""),
-            expected,
-            &mut laps,
+            conn, &schema, group, tmp_dir, max_rows, &rows, expected, &mut laps,
         )
     })();
     conn.execute_batch(&format!(
@@ -491,25 +473,50 @@ fn ranked_scan(
     )
 }
 
+/// The rows of `MERGED` that deduplication replaces, and what replaces them.
+struct Replaced {
+    /// How many rows of `MERGED` have a repeated key.
+    rows: u64,
+    /// The sum of their row hashes.
+    hash_sum: i128,
+    /// The checksum of `DEDUPED`, one row per repeated key.
+    combined: Checksum,
+}
+
 /// Collects in `DUP_KEYS` the key hash of every (series key, time) that occurs more than once
 /// among the rows of `MERGED` with a key hash, and in `DEDUPED` one row per such key, which
-/// takes for each column the last non-null value in chunk order (the server's rule).
-/// Returns false, and makes neither table, when no key repeats.
-fn deduplicate(conn: &Connection, schema: &TableSchema, laps: &mut Laps) -> Result<bool> {
+/// takes for each column the last non-null value in chunk order (the server's rule): by a hash
+/// aggregate up to `aggregate_rows` repeated rows, by a window beyond.
+/// Returns `None`, and makes neither table, when no key repeats.
+fn deduplicate(
+    conn: &Connection,
+    schema: &TableSchema,
+    aggregate_rows: u64,
+    laps: &mut Laps,
+) -> Result<Option<Replaced>> {
     // Repeated keys are found by a 64-bit hash of the key: grouping one integer column costs
     // a fraction of grouping the tag strings. A collision only sends a unique row through
-    // the window below, which partitions by the key itself and so returns that row unchanged.
+    // the combining below, which groups by the key itself and so returns that row unchanged.
     let found = conn.execute(
         &format!(
-            "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH} FROM {MERGED} \
+            "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH}, count(*) AS n, \
+             sum({ROW_HASH}::HUGEINT) AS s FROM {MERGED} \
              WHERE {KEY_HASH} IS NOT NULL GROUP BY {KEY_HASH} HAVING count(*) > 1"
         ),
         [],
     )?;
     laps.lap("find repeated keys");
     if found == 0 {
-        return Ok(false);
+        return Ok(None);
     }
+    let (rows, hash_sum): (i64, i128) = conn.query_row(
+        &format!("SELECT sum(n)::BIGINT, sum(s) FROM {DUP_KEYS}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let rows = rows as u64;
+    // Each field: its value in the row of the highest rank where it is not null.
+    let by_aggregate = rows <= aggregate_rows;
     let keys = schema.key_columns();
     let select: Vec<String> = schema
         .columns
@@ -518,24 +525,38 @@ fn deduplicate(conn: &Connection, schema: &TableSchema, laps: &mut Laps) -> Resu
             let id = sql_ident(&c.name);
             if keys.contains(&id) {
                 id
+            } else if by_aggregate {
+                format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
             } else {
                 format!("last_value({id} IGNORE NULLS) OVER latest AS {id}")
             }
         })
         .collect();
-    // A window over each key's rows in chunk order, not an aggregate: DuckDB's hash
-    // aggregate keeps string values in memory and fails in a small budget, a window spills.
+    let repeated = format!("(SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))");
+    let k = keys.join(", ");
+    // DuckDB's hash aggregate keeps string values in memory, so it fails in a small budget
+    // where a window spills; it is used only for as many rows as the budget allows.
+    let combine = if by_aggregate {
+        format!("SELECT {} FROM {repeated} GROUP BY {k}", select.join(", "))
+    } else {
+        format!(
+            "SELECT {} FROM {repeated} \
+             WINDOW latest AS (PARTITION BY {k} ORDER BY {RANK_COL} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
+             QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {RANK_COL}) = 1",
+            select.join(", ")
+        )
+    };
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT *, {} AS {ROW_HASH} FROM (SELECT {} \
-         FROM (SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH})) \
-         WINDOW latest AS (PARTITION BY {k} ORDER BY {RANK_COL} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
-         QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {RANK_COL}) = 1)",
+        "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT *, {} AS {ROW_HASH} FROM ({combine})",
         row_hash(&schema.columns),
-        select.join(", "),
-        k = keys.join(", ")
     ))?;
+    let combined = checksum_from(conn, &schema.columns, ROW_HASH, DEDUPED)?;
     laps.lap("combine");
-    Ok(true)
+    Ok(Some(Replaced {
+        rows,
+        hash_sum,
+        combined,
+    }))
 }
 
 /// A point present in two files of different chunk_time (an overwrite written after an
@@ -602,7 +623,7 @@ fn write_and_verify(
     let mut outputs = Vec::new();
     let mut written = Checksum::empty();
     let n = ranges.len();
-    for (i, (lo, hi)) in ranges.into_iter().enumerate() {
+    for (i, Range { lo, hi, rows }) in ranges.into_iter().enumerate() {
         let final_path = if n == 1 {
             group.output_path.clone()
         } else {
@@ -627,9 +648,10 @@ fn write_and_verify(
         };
         let copy = format!(
             "COPY (SELECT * FROM {source} {filter} ORDER BY {}) TO {} \
-             (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {}}})",
+             (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, ROW_GROUP_SIZE {}, KV_METADATA {{'ARROW:schema': {}}})",
             order.join(", "),
             sql_str(&tmp_path.to_string_lossy()),
+            row_group_size(rows),
             sql_str(&kv)
         );
         let done = (|| -> Result<Output> {
@@ -698,20 +720,37 @@ pub fn remove_outputs(outputs: &[Output]) {
     }
 }
 
-/// Time ranges `[lo, hi)` that hold at most `max_rows` rows each; a single timestamp is
-/// never split, so only a range of one timestamp can hold more.
+/// Row groups of equal size for a file of `rows` rows (each a whole number of vectors, at
+/// most `MAX_ROW_GROUP`): DuckDB's sorted writer spends about 7% more on a file split into
+/// a full row group and a short remainder than on the same rows in even halves.
+fn row_group_size(rows: u64) -> u64 {
+    let groups = rows.div_ceil(MAX_ROW_GROUP).max(1);
+    rows.div_ceil(groups)
+        .next_multiple_of(VECTOR)
+        .clamp(VECTOR, MAX_ROW_GROUP)
+}
+
+/// The rows of one output file: `lo <= time < hi` (unbounded where `None`).
+#[derive(Debug, PartialEq)]
+struct Range {
+    lo: Option<Nanos>,
+    hi: Option<Nanos>,
+    rows: u64,
+}
+
+/// Time ranges that hold at most `max_rows` rows each; a single timestamp is never split,
+/// so only a range of one timestamp can hold more.
 ///
 /// Cuts come from histograms of `time` (4,096 buckets, refined where one bucket alone holds
 /// more than `max_rows`): streaming aggregates that need little memory, unlike a sort of
 /// the whole window.
-fn split_ranges(
-    conn: &Connection,
-    rows: u64,
-    max_rows: u64,
-    source: &str,
-) -> Result<Vec<(Option<Nanos>, Option<Nanos>)>> {
+fn split_ranges(conn: &Connection, rows: u64, max_rows: u64, source: &str) -> Result<Vec<Range>> {
     if rows <= max_rows {
-        return Ok(vec![(None, None)]);
+        return Ok(vec![Range {
+            lo: None,
+            hi: None,
+            rows,
+        }]);
     }
     let (min, max): (i64, i64) = conn.query_row(
         &format!("SELECT epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) FROM {source}"),
@@ -726,19 +765,28 @@ fn split_ranges(
     cuts.histogram(conn, source, min as i128, max as i128 + 1)?;
     let mut out = Vec::new();
     let mut lo = None;
-    for c in cuts.at {
-        out.push((lo, Some(c)));
+    for (c, rows) in cuts.at {
+        out.push(Range {
+            lo,
+            hi: Some(c),
+            rows,
+        });
         lo = Some(c);
     }
-    out.push((lo, None));
+    out.push(Range {
+        lo,
+        hi: None,
+        rows: cuts.filled,
+    });
     Ok(out)
 }
 
-/// The cuts of `split_ranges` so far, and the rows since the last one.
+/// The cuts of `split_ranges` so far (each with the rows since the one before), and the rows
+/// since the last one.
 struct Cuts {
     max_rows: u64,
     filled: u64,
-    at: Vec<Nanos>,
+    at: Vec<(Nanos, u64)>,
 }
 
 impl Cuts {
@@ -763,7 +811,7 @@ impl Cuts {
                 continue;
             }
             if self.filled > 0 {
-                self.at.push(Nanos(start as i64));
+                self.at.push((Nanos(start as i64), self.filled));
                 self.filled = 0;
             }
             if n <= self.max_rows || width == 1 {
@@ -910,6 +958,8 @@ mod tests {
             self.try_merge().unwrap()
         }
 
+        /// Merges with repeated rows combined both ways (hash aggregate and window), which
+        /// must agree.
         fn try_merge(&self) -> Result<Vec<String>> {
             let engine = Engine::new(&EngineOptions {
                 spill_dir: self.tmp.path().join("spill"),
@@ -917,6 +967,19 @@ mod tests {
                 memory_limit: MemoryBudget(256 << 20),
             })
             .unwrap();
+            let by_aggregate = self.merge_with(&engine)?;
+            let by_window = self.merge_with(&Engine {
+                aggregate_rows: 0,
+                ..engine
+            })?;
+            assert_eq!(
+                by_aggregate, by_window,
+                "the aggregate and the window disagree"
+            );
+            Ok(by_window)
+        }
+
+        fn merge_with(&self, engine: &Engine) -> Result<Vec<String>> {
             let out_dir = self.tmp.path().join("out");
             fs::create_dir_all(&out_dir).unwrap();
             let group = Group {
@@ -930,7 +993,7 @@ mod tests {
                 output_path: "dbs/1/0/merged.parquet".into(),
                 outputs_estimate: 1,
             };
-            let m = merge_group(&engine, self.tmp.path(), &group, &out_dir, u64::MAX)?;
+            let m = merge_group(engine, self.tmp.path(), &group, &out_dir, u64::MAX)?;
             assert_eq!(m.outputs.len(), 1);
             let mut stmt = self
                 .conn
@@ -1059,6 +1122,27 @@ mod tests {
                 "a <null> - 1 - 60"
             ]
         );
+    }
+
+    #[test]
+    fn row_groups_are_even_whole_vectors_within_the_servers_limit() {
+        assert_eq!(row_group_size(0), VECTOR);
+        assert_eq!(row_group_size(1), VECTOR);
+        assert_eq!(row_group_size(MAX_ROW_GROUP), MAX_ROW_GROUP);
+        // 104,892 rows: two groups of 26 vectors (53,248 and 51,644), not 98,304 + 6,588.
+        assert_eq!(row_group_size(104_892), 53_248);
+        for rows in [98_305, 196_608, 196_609, 1_000_000, 20_250_000] {
+            let size = row_group_size(rows);
+            assert!(
+                size <= MAX_ROW_GROUP && size % VECTOR == 0,
+                "{rows}: {size}"
+            );
+            assert_eq!(
+                rows.div_ceil(size),
+                rows.div_ceil(MAX_ROW_GROUP),
+                "{rows}: {size}"
+            );
+        }
     }
 
     #[test]

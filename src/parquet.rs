@@ -7,9 +7,10 @@
 use crate::error::{Error, Result};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use base64::Engine;
-use duckdb::Connection;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+mod thrift;
 
 const COLUMN_TYPE_KEY: &str = "iox::column::type";
 const SERIES_KEY_V1: &str = "iox::series::key";
@@ -111,21 +112,76 @@ pub struct Footer {
     pub series_key: Option<Vec<String>>,
 }
 
-/// Reads the footers of `paths` with one DuckDB query; on failure, finds the file at fault.
-pub fn read_footers(conn: &Connection, paths: &[PathBuf]) -> Result<Vec<Footer>> {
-    if paths.is_empty() {
-        return Ok(Vec::new());
+/// Reads the footers of `paths`, in order.
+pub fn read_footers(paths: &[PathBuf]) -> Result<Vec<Footer>> {
+    paths.iter().map(|p| read_footer(p)).collect()
+}
+
+/// Reads one file's footer: its row count, and its columns from `ARROW:schema`.
+pub fn read_footer(path: &Path) -> Result<Footer> {
+    let damaged = |what: String| {
+        Error::at(path, format!("unreadable Parquet footer: {what}"))
+            .hint("the file is damaged or not Parquet; its group is left alone")
+    };
+    let md = thrift::decode_file_metadata(&footer_bytes(path)?).map_err(damaged)?;
+    let num_rows = u64::try_from(md.num_rows)
+        .map_err(|_| damaged(format!("a row count of {}", md.num_rows)))?;
+    let raw = md
+        .key_value
+        .iter()
+        .find(|(k, _)| k == b"ARROW:schema")
+        .and_then(|(_, v)| v.as_ref())
+        .ok_or_else(|| {
+            Error::at(path, "the file has no ARROW:schema entry, so its tag columns cannot be told from string fields")
+                .hint("only files written by InfluxDB 3 or kompactor can be merged")
+        })?;
+    let (columns, series_key) = decode_arrow_schema(raw).map_err(|e| Error::at(path, e))?;
+    Ok(Footer {
+        path: path.to_path_buf(),
+        num_rows,
+        columns,
+        series_key,
+    })
+}
+
+/// The Thrift-encoded `FileMetaData` at the end of a Parquet file:
+/// `<metadata> <metadata length: u32 LE> PAR1`.
+fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let damaged = |what: &str| {
+        Error::at(path, format!("unreadable Parquet footer: {what}"))
+            .hint("the file is damaged or not Parquet; its group is left alone")
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(path, "stat", e))?
+        .len();
+    let mut tail = [0u8; 8];
+    if len < 12 {
+        return Err(damaged("the file is too short to be Parquet"));
     }
-    match read_footers_batch(conn, paths) {
-        Ok(v) => Ok(v),
-        Err(batch_err) if paths.len() > 1 => {
-            for p in paths {
-                read_footers_batch(conn, std::slice::from_ref(p))?;
-            }
-            Err(batch_err)
+    file.read_exact_at(&mut tail, len - 8)
+        .map_err(|e| Error::io(path, "read", e))?;
+    match &tail[4..] {
+        b"PAR1" => {}
+        b"PARE" => return Err(damaged("the footer is encrypted")),
+        _ => {
+            return Err(damaged(
+                "the file does not end with the Parquet magic bytes",
+            ))
         }
-        Err(e) => Err(e),
     }
+    let n = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+    if n + 12 > len {
+        return Err(damaged(
+            "the footer length points before the start of the file",
+        ));
+    }
+    let mut buf = vec![0u8; n as usize];
+    file.read_exact_at(&mut buf, len - 8 - n)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok(buf)
 }
 
 /// A SQL list of file paths, for `read_parquet` and the metadata functions.
@@ -145,57 +201,6 @@ pub fn sql_str(s: &str) -> String {
 /// A SQL identifier.
 pub fn sql_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn read_footers_batch(conn: &Connection, paths: &[PathBuf]) -> Result<Vec<Footer>> {
-    let list = sql_list(paths);
-    let fail = |e: duckdb::Error| {
-        let at = if paths.len() == 1 {
-            Some(paths[0].clone())
-        } else {
-            None
-        };
-        Error {
-            what: format!("unreadable Parquet footer: {e}"),
-            path: at,
-            hint: None,
-        }
-        .hint("the file is damaged or not Parquet; its group is left alone")
-    };
-    // One statement for both: with DuckDB's metadata cache each footer is parsed once, and
-    // the merge that follows reuses it.
-    let mut rows: HashMap<String, u64> = HashMap::new();
-    let mut schemas: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT m.file_name, m.num_rows, k.value FROM parquet_file_metadata({list}) m \
-             LEFT JOIN (SELECT file_name, value FROM parquet_kv_metadata({list}) WHERE decode(key) = 'ARROW:schema') k \
-             ON m.file_name = k.file_name"
-        ))
-        .map_err(fail)?;
-    let mut q = stmt.query([]).map_err(fail)?;
-    while let Some(r) = q.next().map_err(fail)? {
-        let name: String = r.get(0).map_err(fail)?;
-        let n: i64 = r.get(1).map_err(fail)?;
-        let v: Option<Vec<u8>> = r.get(2).map_err(fail)?;
-        rows.insert(name.clone(), n as u64);
-        if let Some(v) = v {
-            schemas.insert(name, v);
-        }
-    }
-    paths
-        .iter()
-        .map(|p| {
-            let key = p.to_string_lossy().into_owned();
-            let num_rows = *rows.get(&key).ok_or_else(|| Error::at(p, "DuckDB returned no footer for this file"))?;
-            let raw = schemas.get(&key).ok_or_else(|| {
-                Error::at(p, "the file has no ARROW:schema entry, so its tag columns cannot be told from string fields")
-                    .hint("only files written by InfluxDB 3 or kompactor can be merged")
-            })?;
-            let (columns, series_key) = decode_arrow_schema(raw).map_err(|e| Error::at(p, e))?;
-            Ok(Footer { path: p.clone(), num_rows, columns, series_key })
-        })
-        .collect()
 }
 
 /// Decodes the base64 IPC schema message of an `ARROW:schema` entry.

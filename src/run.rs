@@ -139,7 +139,6 @@ fn dry_run(
     plans: Vec<Vec<TablePlan>>,
 ) -> Result<ExitCode> {
     // Read every input footer now, so that a file the run could not merge shows up here.
-    let conn = duckdb::Connection::open_in_memory()?;
     let data_dir = args.data_dir.path();
     for p in plans.iter().flatten() {
         for g in &p.groups {
@@ -148,7 +147,7 @@ fn dry_run(
                 .iter()
                 .map(|f| data_dir.join(&f.entry.path))
                 .collect();
-            read_footers(&conn, &paths)?;
+            read_footers(&paths)?;
         }
     }
     let reports: Vec<NodeReport> = nodes
@@ -317,7 +316,11 @@ fn compact(
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
         let t = Instant::now();
         let mut results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?.into_iter();
-        log::debug!("merging took {:.2}s", t.elapsed().as_secs_f64());
+        log::debug!(
+            "merging took {:.2}s ({} heap trims skipped)",
+            t.elapsed().as_secs_f64(),
+            crate::heap::trims_skipped()
+        );
         for (node, tables) in nodes.iter().zip(&plans) {
             let mut merged: Vec<(&Group, Merged)> = Vec::new();
             let mut outcomes: BTreeMap<crate::types::TableKey, TableOutcome> = BTreeMap::new();

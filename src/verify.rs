@@ -52,6 +52,16 @@ impl Checksum {
             hash_sum: self.hash_sum.wrapping_add(o.hash_sum),
         }
     }
+
+    /// Takes away `rows` rows whose hashes sum to `hash_sum`: rows being replaced by others
+    /// of the same keys and times, so the time range stays.
+    pub fn without(self, rows: u64, hash_sum: i128) -> Checksum {
+        Checksum {
+            rows: self.rows - rows,
+            hash_sum: self.hash_sum.wrapping_sub(hash_sum),
+            ..self
+        }
+    }
 }
 
 /// The SQL expression of one row's hash: DuckDB's `hash()` of every column, in order.

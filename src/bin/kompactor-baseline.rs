@@ -6,7 +6,7 @@
 //! TO '<tmp>/<n>.parquet' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)` (the same
 //! codec and level kompactor writes, the server's): no deduplication, no type
 //! casts, no verification, no fsync, no metadata. It sets up glibc's allocator as kompactor
-//! does (`merge::tune_allocator`), so that both are measured with the same malloc. The
+//! does (`heap::tune`), so that both are measured with the same malloc. The
 //! outputs go to a temporary directory inside the data dir (same file system as
 //! kompactor's) that is deleted at the end. Nothing else under the data dir is touched.
 //!
@@ -16,7 +16,7 @@
 use clap::Parser;
 use duckdb::Connection;
 use kompactor::discover::discover_node;
-use kompactor::parquet::{read_footers, sql_ident, sql_str, ColumnType};
+use kompactor::parquet::{read_footer, sql_ident, sql_str, ColumnType};
 use kompactor::plan::{plan_node, PlanOptions};
 use kompactor::types::Nanos;
 use std::path::PathBuf;
@@ -110,7 +110,7 @@ fn run(args: &Args) -> Result<(), String> {
         Some(m) => kompactor::cli::parse_size(m)?,
         None => kompactor::cli::MemoryBudget(1 << 30),
     };
-    kompactor::merge::tune_allocator(budget);
+    kompactor::heap::tune(budget);
     let conn = Connection::open_in_memory().map_err(|e| format!("DuckDB: {e}"))?;
     let mut settings = format!(
         "SET temp_directory = {}; SET preserve_insertion_order = true;",
@@ -139,9 +139,7 @@ fn run(args: &Args) -> Result<(), String> {
             .max_by_key(|(f, _)| f.entry.id)
             .map(|(_, p)| p.clone())
             .expect("a group has inputs");
-        let footer = read_footers(&conn, std::slice::from_ref(&newest))
-            .map_err(|e| e.to_string())?
-            .remove(0);
+        let footer = read_footer(&newest).map_err(|e| e.to_string())?;
         let mut order: Vec<String> = footer.series_key.clone().unwrap_or_default();
         for c in &footer.columns {
             if c.ty == ColumnType::Tag && !order.contains(&c.name) {

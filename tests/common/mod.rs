@@ -214,7 +214,7 @@ pub fn read_through_metadata(
     let mut out = BTreeMap::new();
     for (key, files) in &n.live {
         let paths: Vec<PathBuf> = files.iter().map(|f| data_dir.join(&f.entry.path)).collect();
-        let footers = read_footers(&conn, &paths).unwrap();
+        let footers = read_footers(&paths).unwrap();
         let pairs: Vec<(u64, &kompactor::parquet::Footer)> = files
             .iter()
             .map(|f| f.entry.id.0)
