@@ -127,6 +127,13 @@ impl Batch {
         Ok(())
     }
 
+    /// Adds a file written some other way (and its directory) to what `finish` makes durable.
+    pub fn adopt(&mut self, path: &Path) {
+        self.files.push(path.to_path_buf());
+        self.dirs
+            .insert(path.parent().expect("file has a parent").to_path_buf());
+    }
+
     /// Links `to` to the file at `from` (a second name for the same content and mtime).
     pub fn link(&mut self, from: &Path, to: &Path) -> Result<()> {
         let parent = to.parent().expect("file has a parent");

@@ -29,6 +29,10 @@ const DEDUPED: &str = "__kompactor_deduped";
 const KEY_HASH: &str = "__kompactor_key_hash";
 /// Each merged row's `verify::row_hash`, taken once as it is read or made.
 const ROW_HASH: &str = "__kompactor_row_hash";
+/// In `DEDUPED`: how many rows of `MERGED` each combined row replaces, and their row hashes'
+/// sum.
+const REPLACED_ROWS: &str = "__kompactor_replaced_rows";
+const REPLACED_SUM: &str = "__kompactor_replaced_sum";
 
 /// Where a group's time goes, step by step, for `RUST_LOG=kompactor=debug`.
 struct Laps {
@@ -88,14 +92,14 @@ impl EngineOptions {
 /// A DuckDB session for merging.
 pub struct Engine {
     conn: Connection,
-    /// Up to this many repeated rows a window are combined by a hash aggregate, which is
-    /// quick but holds them all in memory; more go through a window, which spills.
-    aggregate_rows: u64,
+    /// Up to this many repeated keys a window are combined by a hash aggregate, which is
+    /// quick but holds a row per key in memory; more go through a window, which spills.
+    aggregate_keys: u64,
 }
 
-/// The memory a repeated row may take in the hash aggregate, in the worst case: a row of
+/// The memory a repeated key may take in the hash aggregate, in the worst case: a row of
 /// long strings, with the aggregate's own overhead.
-const AGGREGATE_ROW_BYTES: u64 = 64 << 10;
+const AGGREGATE_KEY_BYTES: u64 = 64 << 10;
 
 impl Engine {
     /// Opens an in-memory DuckDB bounded by `opts`.
@@ -114,7 +118,7 @@ impl Engine {
             .map_err(|e| Error::new(format!("could not configure DuckDB ({setup}): {e}")))?;
         Ok(Engine {
             conn,
-            aggregate_rows: opts.memory_limit.0 / AGGREGATE_ROW_BYTES,
+            aggregate_keys: opts.memory_limit.0 / AGGREGATE_KEY_BYTES,
         })
     }
 
@@ -131,7 +135,7 @@ impl Engine {
     pub fn worker(&self) -> Result<Engine> {
         Ok(Engine {
             conn: self.conn.try_clone()?,
-            aggregate_rows: self.aggregate_rows,
+            aggregate_keys: self.aggregate_keys,
         })
     }
 }
@@ -291,7 +295,7 @@ fn read_one(path: &Path) -> String {
 }
 
 /// Merges, writes and verifies one group. Nothing under the node changes: outputs are left
-/// in `tmp_dir` for the commit.
+/// in `tmp_dir` for the commit, not yet fsynced (the caller makes them durable together).
 pub fn merge_group(
     engine: &Engine,
     data_dir: &Path,
@@ -359,7 +363,7 @@ pub fn merge_group(
         let replaced = if in_multi.is_empty() {
             None
         } else {
-            deduplicate(conn, &schema, engine.aggregate_rows, &mut laps)?
+            deduplicate(conn, &schema, engine.aggregate_keys, &mut laps)?
         };
         let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
         let columns = columns.join(", ");
@@ -447,8 +451,15 @@ fn ranked_scan(
             .collect::<Vec<_>>()
             .join(" UNION ALL ")
     } else {
+        // Matching columns by name costs a little per file; needed only if the files differ.
+        let columns = |f: &&LiveFile| &footer_of[&f.entry.id.0].columns;
+        let by_name = if ranked.iter().all(|f| columns(f) == columns(&ranked[0])) {
+            ""
+        } else {
+            ", union_by_name = true"
+        };
         format!(
-            "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet({}, union_by_name = true)",
+            "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet({}{by_name})",
             schema.projection(&present(ranked, footer_of)),
             sql_list(
                 &ranked
@@ -486,12 +497,12 @@ struct Replaced {
 /// Collects in `DUP_KEYS` the key hash of every (series key, time) that occurs more than once
 /// among the rows of `MERGED` with a key hash, and in `DEDUPED` one row per such key, which
 /// takes for each column the last non-null value in chunk order (the server's rule): by a hash
-/// aggregate up to `aggregate_rows` repeated rows, by a window beyond.
+/// aggregate up to `aggregate_keys` repeated keys, by a window beyond.
 /// Returns `None`, and makes neither table, when no key repeats.
 fn deduplicate(
     conn: &Connection,
     schema: &TableSchema,
-    aggregate_rows: u64,
+    aggregate_keys: u64,
     laps: &mut Laps,
 ) -> Result<Option<Replaced>> {
     // Repeated keys are found by a 64-bit hash of the key: grouping one integer column costs
@@ -499,8 +510,7 @@ fn deduplicate(
     // the combining below, which groups by the key itself and so returns that row unchanged.
     let found = conn.execute(
         &format!(
-            "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH}, count(*) AS n, \
-             sum({ROW_HASH}::HUGEINT) AS s FROM {MERGED} \
+            "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH} FROM {MERGED} \
              WHERE {KEY_HASH} IS NOT NULL GROUP BY {KEY_HASH} HAVING count(*) > 1"
         ),
         [],
@@ -509,15 +519,11 @@ fn deduplicate(
     if found == 0 {
         return Ok(None);
     }
-    let (rows, hash_sum): (i64, i128) = conn.query_row(
-        &format!("SELECT sum(n)::BIGINT, sum(s) FROM {DUP_KEYS}"),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let rows = rows as u64;
-    // Each field: its value in the row of the highest rank where it is not null.
-    let by_aggregate = rows <= aggregate_rows;
+    // Each field: its value in the row of the highest rank where it is not null. Each key
+    // also counts and sums the rows it replaces, for the checksum.
+    let by_aggregate = found as u64 <= aggregate_keys;
     let keys = schema.key_columns();
+    let over = if by_aggregate { "" } else { " OVER latest" };
     let select: Vec<String> = schema
         .columns
         .iter()
@@ -531,6 +537,10 @@ fn deduplicate(
                 format!("last_value({id} IGNORE NULLS) OVER latest AS {id}")
             }
         })
+        .chain([
+            format!("count(*){over} AS {REPLACED_ROWS}"),
+            format!("sum({ROW_HASH}){over} AS {REPLACED_SUM}"),
+        ])
         .collect();
     let repeated = format!("(SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))");
     let k = keys.join(", ");
@@ -550,10 +560,15 @@ fn deduplicate(
         "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT *, {} AS {ROW_HASH} FROM ({combine})",
         row_hash(&schema.columns),
     ))?;
+    let (rows, hash_sum): (i64, i128) = conn.query_row(
+        &format!("SELECT sum({REPLACED_ROWS})::BIGINT, sum({REPLACED_SUM}) FROM {DEDUPED}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let combined = checksum_from(conn, &schema.columns, ROW_HASH, DEDUPED)?;
     laps.lap("combine");
     Ok(Some(Replaced {
-        rows,
+        rows: rows as u64,
         hash_sum,
         combined,
     }))
@@ -658,8 +673,6 @@ fn write_and_verify(
             crate::journal::failpoint("write-output")?;
             conn.execute_batch(&copy)?;
             laps.lap("write");
-            crate::fsutil::fsync_file(&tmp_path)?;
-            laps.lap("fsync");
             if crate::journal::fault_injected("corrupt-output") {
                 drop_first_row(conn, &tmp_path)?;
             }
@@ -688,7 +701,6 @@ fn write_and_verify(
             }
         }
     }
-    crate::fsutil::fsync_dir(tmp_dir)?;
     if written != expected {
         remove_outputs(&outputs);
         return Err(Error::new(format!(
@@ -969,7 +981,7 @@ mod tests {
             .unwrap();
             let by_aggregate = self.merge_with(&engine)?;
             let by_window = self.merge_with(&Engine {
-                aggregate_rows: 0,
+                aggregate_keys: 0,
                 ..engine
             })?;
             assert_eq!(

@@ -315,7 +315,17 @@ fn compact(
             .sum();
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
         let t = Instant::now();
-        let mut results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?.into_iter();
+        let results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?;
+        // The outputs were written without an fsync each (a worker would wait for the disk
+        // once a window); they are made durable together, before anything refers to them.
+        let mut outputs = crate::fsutil::Batch::default();
+        for (m, _) in &results {
+            for o in m.iter().flat_map(|m| &m.outputs) {
+                outputs.adopt(&o.tmp_path);
+            }
+        }
+        outputs.finish()?;
+        let mut results = results.into_iter();
         log::debug!(
             "merging took {:.2}s ({} heap trims skipped)",
             t.elapsed().as_secs_f64(),
