@@ -487,11 +487,12 @@ pub fn restore(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         for f in &w.files {
             let p = a.archive_dir.join(&f.path);
             let footer = read_footer(&p)?;
-            sum = sum.add(checksum(
-                &conn,
-                &footer.columns,
-                &format!("read_parquet({})", sql_str(&p.to_string_lossy())),
-            )?);
+            sum = sum
+                + checksum(
+                    &conn,
+                    &footer.columns,
+                    &format!("read_parquet({})", sql_str(&p.to_string_lossy())),
+                )?;
         }
         if sum != w.checksum {
             return Err(Error::at(&a.archive_dir, format!(

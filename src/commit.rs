@@ -268,6 +268,9 @@ pub fn prepare_node(
     Ok((manifest, committed))
 }
 
+/// A metadata file to write: where, what, and the modification time to keep (if any).
+type CheckpointWrite = (PathBuf, Doc<Checkpoint>, Option<SystemTime>);
+
 /// Checkpoint files to write: every existing one without the replaced files, plus one for
 /// the newest month whose `last_snapshot_sequence_number` is the new snapshot, so that the
 /// checkpoints cover the commit (spec §3.3) and merge to exactly the final file set.
@@ -277,7 +280,7 @@ fn plan_checkpoints(
     final_set: &BTreeMap<FileId, (TableKey, FileEntry)>,
     new_snap: &Snapshot,
     new_seq: SnapshotSeq,
-) -> Result<Vec<(PathBuf, Doc<Checkpoint>, Option<SystemTime>)>> {
+) -> Result<Vec<CheckpointWrite>> {
     if node.checkpoints.is_empty() {
         return Ok(Vec::new());
     }

@@ -377,7 +377,7 @@ pub fn merge_group(
                     "(SELECT {columns} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
                      UNION ALL SELECT {columns} FROM {DEDUPED})"
                 ),
-                read.without(r.rows, r.hash_sum).add(r.combined),
+                read.without(r.rows, r.hash_sum) + r.combined,
             ),
             None => (format!("(SELECT {columns} FROM {MERGED})"), read),
         };
@@ -678,7 +678,7 @@ fn write_and_verify(
             }
             // Row count, time range and checksum are measured from the file as written.
             let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
-            written = written.add(back);
+            written = written + back;
             laps.lap("read back");
             let size_bytes = fs::metadata(&tmp_path)
                 .map_err(|e| Error::io(&tmp_path, "stat", e))?
@@ -1146,7 +1146,7 @@ mod tests {
         for rows in [98_305, 196_608, 196_609, 1_000_000, 20_250_000] {
             let size = row_group_size(rows);
             assert!(
-                size <= MAX_ROW_GROUP && size % VECTOR == 0,
+                size <= MAX_ROW_GROUP && size.is_multiple_of(VECTOR),
                 "{rows}: {size}"
             );
             assert_eq!(

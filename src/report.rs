@@ -157,15 +157,8 @@ pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
         );
         let _ = writeln!(
             s,
-            "  {:<24} {:>14} {:>10} {:>11} {:>8} {:>6} {:>8}  {}",
-            "table",
-            "files now→after",
-            "rows",
-            "bytes",
-            "windows",
-            "merge",
-            "skipped",
-            format!("{QUERY_FILE_LIMIT}-file limit now→after")
+            "  {:<24} {:>14} {:>10} {:>11} {:>8} {:>6} {:>8}  {QUERY_FILE_LIMIT}-file limit now→after",
+            "table", "files now→after", "rows", "bytes", "windows", "merge", "skipped",
         );
         for t in &n.tables {
             let _ = writeln!(

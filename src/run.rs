@@ -183,13 +183,16 @@ fn dry_run(
 /// that does not use DuckDB's threads), each worker on its own DuckDB session of one shared
 /// database, so one memory budget bounds them all. Results come back in the order of `jobs`,
 /// with the seconds each took.
+/// What merging one group gave, and how long it took (seconds).
+type GroupResult = (Result<Merged>, f64);
+
 fn merge_all(
     engine: &Engine,
     jobs: &[&Group],
     data_dir: &Path,
     out_dir: &Path,
     args: &CompactArgs,
-) -> Result<Vec<(Result<Merged>, f64)>> {
+) -> Result<Vec<GroupResult>> {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -201,8 +204,7 @@ fn merge_all(
     let engines: Vec<Engine> = (0..workers)
         .map(|_| engine.worker())
         .collect::<Result<_>>()?;
-    let results: Vec<Mutex<Option<(Result<Merged>, f64)>>> =
-        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<GroupResult>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let (rows_done, bytes_done) = (AtomicU64::new(0), AtomicU64::new(0));
     let bar = progress::bar(jobs.len() as u64, "merging");

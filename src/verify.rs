@@ -43,16 +43,6 @@ impl Checksum {
         }
     }
 
-    /// Combines the checksums of disjoint sets of rows.
-    pub fn add(self, o: Checksum) -> Checksum {
-        Checksum {
-            rows: self.rows + o.rows,
-            min_time: self.min_time.min(o.min_time),
-            max_time: self.max_time.max(o.max_time),
-            hash_sum: self.hash_sum.wrapping_add(o.hash_sum),
-        }
-    }
-
     /// Takes away `rows` rows whose hashes sum to `hash_sum`: rows being replaced by others
     /// of the same keys and times, so the time range stays.
     pub fn without(self, rows: u64, hash_sum: i128) -> Checksum {
@@ -60,6 +50,20 @@ impl Checksum {
             rows: self.rows - rows,
             hash_sum: self.hash_sum.wrapping_sub(hash_sum),
             ..self
+        }
+    }
+}
+
+/// Combines the checksums of disjoint sets of rows.
+impl std::ops::Add for Checksum {
+    type Output = Checksum;
+
+    fn add(self, o: Checksum) -> Checksum {
+        Checksum {
+            rows: self.rows + o.rows,
+            min_time: self.min_time.min(o.min_time),
+            max_time: self.max_time.max(o.max_time),
+            hash_sum: self.hash_sum.wrapping_add(o.hash_sum),
         }
     }
 }

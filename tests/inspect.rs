@@ -185,6 +185,35 @@ fn the_run_report_matches_every_fixture() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let f = fixtures()
+        .into_iter()
+        .find(|f| f.name.ends_with("3.10/multi"))
+        .unwrap();
+    let dir = copy_fixture(&f);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kompactor"))
+        .args([dir.path().to_str().unwrap(), "--hosts", "node0,node1"])
+        .args(["--dry-run", "--json", "--min-age", "0", "--window", "10m"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -c 1`: read one byte, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    std::io::Read::read_exact(&mut stdout, &mut [0u8; 1]).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {err}",
+        out.status
+    );
+}
+
+#[test]
 fn progress_bars_show_on_a_terminal_only() {
     let f = fixtures()
         .into_iter()

@@ -6,12 +6,15 @@
 //! skipped. Reading this directly costs microseconds a file, where asking DuckDB costs a
 //! query (about 2 ms per window of a dozen files).
 
+/// A key-value metadata entry: key, and value if it has one.
+pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
 /// What a footer says that kompactor uses.
 #[derive(Debug, Default, PartialEq)]
 pub struct FileMetaData {
     pub num_rows: i64,
     /// `(key, value)` pairs in file order; a pair without a value has `None`.
-    pub key_value: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub key_value: Vec<KeyValue>,
 }
 
 /// Thrift compact type ids.
@@ -39,10 +42,7 @@ pub fn decode_file_metadata(buf: &[u8]) -> Result<FileMetaData, String> {
     let mut out = FileMetaData::default();
     let mut seen_rows = false;
     let mut last = 0i16;
-    loop {
-        let Some((id, ty)) = r.field_header(&mut last)? else {
-            break;
-        };
+    while let Some((id, ty)) = r.field_header(&mut last)? {
         match (id, ty) {
             (3, I64) => {
                 out.num_rows = r.varint_i64()?;
@@ -133,7 +133,7 @@ impl Reader<'_> {
         Ok((n, b & 0x0f))
     }
 
-    fn key_values(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, String> {
+    fn key_values(&mut self) -> Result<Vec<KeyValue>, String> {
         let (n, ty) = self.list_header()?;
         if ty != STRUCT {
             return Err("key_value_metadata is not a list of structs".into());

@@ -166,9 +166,9 @@ fn render_time(ns: i64) -> String {
     let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
     if nsec == 0 {
         base
-    } else if nsec % 1_000_000 == 0 {
+    } else if nsec.is_multiple_of(1_000_000) {
         format!("{base}.{:03}", nsec / 1_000_000)
-    } else if nsec % 1_000 == 0 {
+    } else if nsec.is_multiple_of(1_000) {
         format!("{base}.{:06}", nsec / 1_000)
     } else {
         format!("{base}.{nsec:09}")
