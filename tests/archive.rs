@@ -7,13 +7,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-fn fixture(name: &str) -> Fixture {
-    fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with(name))
-        .unwrap()
-}
-
 /// A cutoff inside the fixture: 05:00 on the day after its first day; the archive then holds
 /// every day before that day.
 fn cutoff(f: &Fixture) -> (String, String) {

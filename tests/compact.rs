@@ -193,10 +193,7 @@ fn every_fixture_compacts_to_the_same_answers_with_ten_minute_windows() {
 #[test]
 fn new_files_after_a_compaction_touch_only_their_window() {
     // Compact only the older days, then let the newest day "arrive" by lowering min-age.
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.10/small"))
-        .unwrap();
+    let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
     compact(copy.path(), "node0", &["--window", "1d", "--min-age", "1d"]);
     let first = discover_node(copy.path(), "node0").unwrap();
@@ -226,10 +223,7 @@ fn new_files_after_a_compaction_touch_only_their_window() {
 
 #[test]
 fn row_cap_splits_a_window_by_time() {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.10/small"))
-        .unwrap();
+    let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
     compact(
         copy.path(),

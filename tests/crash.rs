@@ -11,13 +11,6 @@ use std::time::Duration;
 
 const GUARD: &str = "KOMPACTOR-COMMIT-IN-PROGRESS";
 
-fn fixture(name: &str) -> Fixture {
-    fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with(name))
-        .unwrap()
-}
-
 fn args(dir: &Path) -> Vec<String> {
     vec![
         dir.display().to_string(),

@@ -59,10 +59,7 @@ fn status_and_verify_agree_with_every_fixture() {
 
 #[test]
 fn verify_names_each_problem() {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.10/small"))
-        .unwrap();
+    let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
     let n = discover_node(copy.path(), "node0").unwrap();
     let files: Vec<_> = n
@@ -186,10 +183,7 @@ fn the_run_report_matches_every_fixture() {
 
 #[test]
 fn a_reader_that_stops_early_ends_the_output_quietly() {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.10/multi"))
-        .unwrap();
+    let f = fixture("3.10/multi");
     let dir = copy_fixture(&f);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kompactor"))
         .args([dir.path().to_str().unwrap(), "--hosts", "node0,node1"])
@@ -215,10 +209,7 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
 
 #[test]
 fn progress_bars_show_on_a_terminal_only() {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.10/small"))
-        .unwrap();
+    let f = fixture("3.10/small");
     let args = "--hosts node0 --min-age 0 --window 10m";
     // On a terminal (util-linux `script` gives the process one).
     let tty = copy_fixture(&f);

@@ -96,10 +96,7 @@ fn generations_are_detected() {
 
 #[test]
 fn min_age_and_window_shape_the_plan() {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.10/small"))
-        .unwrap();
+    let f = fixture("3.10/small");
     let all = dry_run_json(&f.dir, "node0", &["--min-age", "0", "--window", "1d"]);
     let recent = dry_run_json(&f.dir, "node0", &["--min-age", "2d", "--window", "1d"]);
     let ten = dry_run_json(&f.dir, "node0", &["--min-age", "0", "--window", "10m"]);
@@ -149,10 +146,7 @@ fn assert_refused(dir: &Path, args: &[&str], needles: &[&str]) {
 }
 
 fn small_copy() -> tempfile::TempDir {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.8.3/small"))
-        .unwrap();
+    let f = fixture("3.8.3/small");
     copy_fixture(&f)
 }
 
@@ -267,10 +261,7 @@ fn compaction_without_dry_run_is_not_confused_with_a_plan() {
 /// Builds a small data dir in the alpha or 3.0 snapshot shape (spec §2) from real files of
 /// the 3.0.3 fixture: the oldest six snapshots, rewritten by hand.
 pub fn handmade(alpha: bool) -> tempfile::TempDir {
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name.ends_with("3.0.3/small"))
-        .unwrap();
+    let f = fixture("3.0.3/small");
     let tmp = tempfile::tempdir().unwrap();
     let src = f.dir.join("node0/snapshots");
     let mut snaps: Vec<_> = std::fs::read_dir(&src)

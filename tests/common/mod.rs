@@ -70,6 +70,14 @@ pub fn fixtures() -> Vec<Fixture> {
     out
 }
 
+/// The fixture whose name ends with `name` (e.g. "3.10/small").
+pub fn fixture(name: &str) -> Fixture {
+    fixtures()
+        .into_iter()
+        .find(|f| f.name.ends_with(name))
+        .unwrap_or_else(|| panic!("no fixture named *{name}"))
+}
+
 pub fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
