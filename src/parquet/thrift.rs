@@ -155,6 +155,16 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// Skips one element of a list, set or map: as `skip`, except that a boolean, whose
+    /// value a struct field carries in its header, takes a byte of its own here.
+    fn skip_element(&mut self, ty: u8, depth: usize) -> Result<(), String> {
+        if matches!(ty, TRUE | FALSE) {
+            self.byte().map(drop)
+        } else {
+            self.skip(ty, depth)
+        }
+    }
+
     /// Skips one value of type `ty`, `depth` levels down.
     fn skip(&mut self, ty: u8, depth: usize) -> Result<(), String> {
         if depth > MAX_DEPTH {
@@ -178,12 +188,7 @@ impl Reader<'_> {
             LIST | SET => {
                 let (n, elem) = self.list_header()?;
                 for _ in 0..n {
-                    // Booleans in a list take a byte each.
-                    if matches!(elem, TRUE | FALSE) {
-                        self.byte()?;
-                    } else {
-                        self.skip(elem, depth + 1)?;
-                    }
+                    self.skip_element(elem, depth + 1)?;
                 }
             }
             MAP => {
@@ -191,8 +196,8 @@ impl Reader<'_> {
                 if n > 0 {
                     let kv = self.byte()?;
                     for _ in 0..n {
-                        self.skip(kv >> 4, depth + 1)?;
-                        self.skip(kv & 0x0f, depth + 1)?;
+                        self.skip_element(kv >> 4, depth + 1)?;
+                        self.skip_element(kv & 0x0f, depth + 1)?;
                     }
                 }
             }
@@ -254,6 +259,10 @@ mod tests {
         buf.push((BINARY << 4) | DOUBLE);
         buf.extend(string("k"));
         buf.extend([0u8; 8]);
+        buf.push(field(1, MAP)); // a map of booleans: a byte each
+        buf.push(2);
+        buf.push((I32 << 4) | TRUE);
+        buf.extend([zigzag(1)[0], 1, zigzag(2)[0], 2]);
         buf.push(STOP);
         buf.push(field(1, I64));
         buf.extend(zigzag(104_892)); // 3: num_rows
