@@ -328,7 +328,8 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     dirs.write_manifest(&manifest)?;
     let mut windows = Vec::new();
     let mut merged = Vec::new();
-    // The archived files are durable (their directories fsync'd) before the manifest names them.
+    // The archived files are durable (contents and directories) before the manifest names
+    // them; merge_group leaves its outputs unsynced.
     let mut placed = Batch::default();
     for (ni, g, (db, table)) in &groups {
         let m = match merge_group(&engine, data_dir, g, &archive_tmp, u64::MAX) {
@@ -340,7 +341,9 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         };
         let mut files = Vec::new();
         for o in &m.outputs {
-            placed.rename(&o.tmp_path, &a.to.join(&o.final_path))?;
+            let dest = a.to.join(&o.final_path);
+            placed.rename(&o.tmp_path, &dest)?;
+            placed.adopt(&dest);
             files.push(ArchivedFile {
                 path: o.final_path.clone(),
                 size_bytes: o.size_bytes,

@@ -360,6 +360,16 @@ pub fn merge_group(
         laps.lap("collisions");
         let read = checksum_from(conn, &schema.columns, ROW_HASH, MERGED)?;
         laps.lap("checksum");
+        // Everything after this is checked against what was read: a row the reader missed
+        // would vanish unnoticed, so the count is held against the footers.
+        if read.rows != rows_in {
+            return Err(Error::new(format!(
+                "DuckDB read {} rows from the {} inputs, but their footers hold {rows_in}",
+                read.rows,
+                group.inputs.len()
+            ))
+            .hint("the inputs were left in place; please report this"));
+        }
         let replaced = if in_multi.is_empty() {
             None
         } else {
