@@ -189,7 +189,7 @@ pub struct EngineArgs {
     /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets four fifths of it and spills
     /// beyond that to DATA_DIR/.kompactor/tmp/; the rest is headroom for what it does not
     /// count (readers, writers, threads).
-    #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MEMORY_LIMIT, value_parser = parse_size)]
     pub memory_limit: MemoryBudget,
 
     /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
@@ -293,6 +293,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub allow_running_server: bool,
 }
+
+/// `--memory-limit` when none is given.
+pub const DEFAULT_MEMORY_LIMIT: &str = "1GB";
 
 /// A memory budget for the whole process, from `--memory-limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -555,7 +555,7 @@ fn deduplicate(
     let repeated = format!("(SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))");
     let k = keys.join(", ");
     // DuckDB's hash aggregate keeps string values in memory, so it fails in a small budget
-    // where a window spills; it is used only for as many rows as the budget allows.
+    // where a window spills; it is used only for as many keys as the budget allows.
     let combine = if by_aggregate {
         format!("SELECT {} FROM {repeated} GROUP BY {k}", select.join(", "))
     } else {

@@ -119,13 +119,9 @@ pub fn read_footers(paths: &[PathBuf]) -> Result<Vec<Footer>> {
 
 /// Reads one file's footer: its row count, and its columns from `ARROW:schema`.
 pub fn read_footer(path: &Path) -> Result<Footer> {
-    let damaged = |what: String| {
-        Error::at(path, format!("unreadable Parquet footer: {what}"))
-            .hint("the file is damaged or not Parquet; its group is left alone")
-    };
-    let md = thrift::decode_file_metadata(&footer_bytes(path)?).map_err(damaged)?;
+    let md = thrift::decode_file_metadata(&footer_bytes(path)?).map_err(|e| damaged(path, &e))?;
     let num_rows = u64::try_from(md.num_rows)
-        .map_err(|_| damaged(format!("a row count of {}", md.num_rows)))?;
+        .map_err(|_| damaged(path, &format!("a row count of {}", md.num_rows)))?;
     let raw = md
         .key_value
         .iter()
@@ -148,10 +144,7 @@ pub fn read_footer(path: &Path) -> Result<Footer> {
 /// `<metadata> <metadata length: u32 LE> PAR1`.
 fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let damaged = |what: &str| {
-        Error::at(path, format!("unreadable Parquet footer: {what}"))
-            .hint("the file is damaged or not Parquet; its group is left alone")
-    };
+    let damaged = |what: &str| damaged(path, what);
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
     let len = file
         .metadata()
@@ -184,7 +177,13 @@ fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A SQL list of file paths, for `read_parquet` and the metadata functions.
+/// The error for a file whose footer cannot be read.
+fn damaged(path: &Path, what: &str) -> Error {
+    Error::at(path, format!("unreadable Parquet footer: {what}"))
+        .hint("the file is damaged or not Parquet; its group is left alone")
+}
+
+/// A SQL list of file paths, for `read_parquet`.
 pub fn sql_list(paths: &[PathBuf]) -> String {
     let items: Vec<String> = paths
         .iter()

@@ -179,13 +179,13 @@ fn dry_run(
     Ok(ExitCode::from(EXIT_OK))
 }
 
+/// What merging one group gave, and how long it took (seconds).
+type GroupResult = (Result<Merged>, f64);
+
 /// Merges every group, several at a time (small groups are dominated by per-query overhead
 /// that does not use DuckDB's threads), each worker on its own DuckDB session of one shared
 /// database, so one memory budget bounds them all. Results come back in the order of `jobs`,
 /// with the seconds each took.
-/// What merging one group gave, and how long it took (seconds).
-type GroupResult = (Result<Merged>, f64);
-
 fn merge_all(
     engine: &Engine,
     jobs: &[&Group],

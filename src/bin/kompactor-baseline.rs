@@ -106,10 +106,11 @@ fn run(args: &Args) -> Result<(), String> {
         })?;
     // The same allocator settings as kompactor's engine, so that the floor is measured
     // with them too (kompactor's default budget when no limit is given).
-    let budget = match &args.memory_limit {
-        Some(m) => kompactor::cli::parse_size(m)?,
-        None => kompactor::cli::MemoryBudget(1 << 30),
-    };
+    let budget = kompactor::cli::parse_size(
+        args.memory_limit
+            .as_deref()
+            .unwrap_or(kompactor::cli::DEFAULT_MEMORY_LIMIT),
+    )?;
     kompactor::heap::tune(budget);
     let conn = Connection::open_in_memory().map_err(|e| format!("DuckDB: {e}"))?;
     let mut settings = format!(
