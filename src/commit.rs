@@ -35,6 +35,12 @@ pub struct Committed {
     pub checkpoints_written: usize,
     pub table_index_set_aside: bool,
     pub trash_bytes: u64,
+    /// Entries of files the server had purged, dropped from every snapshot and checkpoint.
+    pub purged_entries_dropped: usize,
+    /// Bytes of the snapshot and checkpoint files this commit rewrites, before and after
+    /// (the new snapshot and checkpoint not counted).
+    pub metadata_bytes_before: u64,
+    pub metadata_bytes_after: u64,
 }
 
 fn rel_to_data_dir(dirs: &RunDirs, p: &Path) -> String {
@@ -126,12 +132,19 @@ pub fn prepare_node(
         None
     };
     let live_ids: BTreeSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
+    let purged_ids: BTreeSet<FileId> = node
+        .purged
+        .values()
+        .flat_map(|t| t.entries.iter().map(|f| f.id))
+        .collect();
+    let dropped = |f: &FileEntry| replaced_ids.contains(&f.id) || purged_ids.contains(&f.id);
     for s in &node.snapshots {
         let mut doc = s.doc.clone();
-        let mut n = doc
-            .value
-            .databases
-            .retain_files(|f| !replaced_ids.contains(&f.id));
+        let mut n = doc.value.databases.retain_files(|f| !dropped(f));
+        // A removal of a purged file is stale too: nothing lists that file any more.
+        if let Some(r) = &mut doc.value.removed_files {
+            n += r.retain_files(|f| !purged_ids.contains(&f.id));
+        }
         if Some(s.seq) == falls_out {
             // Keep the snapshot's still-live files visible by listing them in the new one.
             let keep: Vec<(crate::types::DbId, crate::types::TableId, FileEntry)> = doc
@@ -182,7 +195,14 @@ pub fn prepare_node(
         final_set.insert(f.id, (TableKey { db, table }, f.clone()));
     }
     let checkpoint_writes =
-        plan_checkpoints(node, &replaced_ids, &final_set, &new_snap.value, new_seq)?;
+        plan_checkpoints(node, &dropped, &final_set, &new_snap.value, new_seq)?;
+    let old_size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let metadata_bytes_before = rewrites.iter().map(|(p, _, _)| old_size(p)).sum::<u64>()
+        + checkpoint_writes
+            .iter()
+            .filter(|(_, _, mtime)| mtime.is_some())
+            .map(|(p, _, _)| old_size(p))
+            .sum::<u64>();
 
     // Stage every file, with the modification time it will have, and keep the original of
     // every file that is replaced (a second link to it: no copy, and its mtime stays).
@@ -214,11 +234,18 @@ pub fn prepare_node(
         };
     // The new snapshot goes first: from then on no row can be missing.
     stage(&new_snap_path, new_snap.to_bytes(), None, false)?;
+    let mut metadata_bytes_after = 0u64;
     for (path, doc, mtime) in &rewrites {
-        stage(path, doc.to_bytes(), Some(*mtime), true)?;
+        let bytes = doc.to_bytes();
+        metadata_bytes_after += bytes.len() as u64;
+        stage(path, bytes, Some(*mtime), true)?;
     }
     for (path, doc, mtime) in &checkpoint_writes {
-        stage(path, doc.to_bytes(), *mtime, mtime.is_some())?;
+        let bytes = doc.to_bytes();
+        if mtime.is_some() {
+            metadata_bytes_after += bytes.len() as u64;
+        }
+        stage(path, bytes, *mtime, mtime.is_some())?;
     }
     batch.finish()?;
 
@@ -256,6 +283,9 @@ pub fn prepare_node(
         checkpoints_written: checkpoint_writes.len(),
         table_index_set_aside: !set_aside.is_empty(),
         trash_bytes: replaced.iter().map(|(_, _, f)| f.size_bytes).sum(),
+        purged_entries_dropped: purged_ids.len(),
+        metadata_bytes_before,
+        metadata_bytes_after,
     };
     let manifest = NodeManifest {
         node: node.id.clone(),
@@ -271,12 +301,12 @@ pub fn prepare_node(
 /// A metadata file to write: where, what, and the modification time to keep (if any).
 type CheckpointWrite = (PathBuf, Doc<Checkpoint>, Option<SystemTime>);
 
-/// Checkpoint files to write: every existing one without the replaced files, plus one for
+/// Checkpoint files to write: every existing one without the dropped files, plus one for
 /// the newest month whose `last_snapshot_sequence_number` is the new snapshot, so that the
 /// checkpoints cover the commit (spec §3.3) and merge to exactly the final file set.
 fn plan_checkpoints(
     node: &Node,
-    replaced: &BTreeSet<FileId>,
+    dropped: &dyn Fn(&FileEntry) -> bool,
     final_set: &BTreeMap<FileId, (TableKey, FileEntry)>,
     new_snap: &Snapshot,
     new_seq: SnapshotSeq,
@@ -288,14 +318,8 @@ fn plan_checkpoints(
     let mut rewritten: BTreeMap<PathBuf, Checkpoint> = BTreeMap::new();
     for c in &node.checkpoints {
         let mut doc = c.doc.clone();
-        let n = doc
-            .value
-            .databases
-            .retain_files(|f| !replaced.contains(&f.id))
-            + doc
-                .value
-                .pending_removed_files
-                .retain_files(|f| !replaced.contains(&f.id));
+        let n = doc.value.databases.retain_files(|f| !dropped(f))
+            + doc.value.pending_removed_files.retain_files(|f| !dropped(f));
         if n > 0 {
             doc.value.recompute_totals();
             writes.push((c.path.clone(), doc.clone(), Some(c.mtime)));

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
+use crate::purged::{find_purged, PurgedTable};
 use crate::types::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use serde::Serialize;
 use serde_json::Value;
@@ -89,8 +90,18 @@ pub struct LiveFile {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finding {
-    /// A live file whose Parquet file is not on disk.
+    /// A live file whose Parquet file is not on disk, and that nothing marks as removed: lost.
     Missing { id: FileId, path: String },
+    /// Entries of one table whose files the server removed (retention, hard delete); the
+    /// next compaction drops them from the metadata. Information, not damage.
+    Purged {
+        table: TableKey,
+        entries: usize,
+        bytes: u64,
+        rows: u64,
+        min_time: Nanos,
+        max_time: Nanos,
+    },
     /// A live file whose size on disk differs from its `size_bytes`.
     SizeMismatch {
         id: FileId,
@@ -120,7 +131,15 @@ impl Finding {
     /// One line for the report.
     pub fn describe(&self) -> String {
         match self {
-            Finding::Missing { id, path } => format!("file {id} is referenced but missing: {path}"),
+            Finding::Missing { id, path } => format!(
+                "file {id} is lost: live in the metadata but missing on disk, and neither the table index nor any removal says the server deleted it: {path}"
+            ),
+            Finding::Purged { table, entries, bytes, rows, min_time, max_time } => format!(
+                "table {table}: {entries} entr{} of files the server removed (retention or a deleted table) are still listed ({rows} rows, {bytes} bytes, {} .. {}); a compaction drops them from the metadata",
+                if *entries == 1 { "y" } else { "ies" },
+                min_time.to_rfc3339(),
+                max_time.to_rfc3339()
+            ),
             Finding::SizeMismatch { id, path, recorded, on_disk } => format!(
                 "file {id} is {on_disk} bytes on disk but the metadata records {recorded}: {path}"
             ),
@@ -176,6 +195,8 @@ pub struct Node {
     pub findings: Vec<Finding>,
     /// Snapshots the server loads (all when checkpoints are used).
     pub loaded_snapshots: usize,
+    /// Entries of files the server purged (retention, hard deletes), per table; not in `live`.
+    pub purged: BTreeMap<TableKey, PurgedTable>,
 }
 
 impl Node {
@@ -494,8 +515,10 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
         live: BTreeMap::new(),
         findings,
         loaded_snapshots: 0,
+        purged: BTreeMap::new(),
     };
     compute_live(&mut node);
+    set_purged_aside(&mut node, data_dir);
     check_files(&mut node);
     Ok(node)
 }
@@ -582,6 +605,32 @@ fn compute_live(node: &mut Node) {
         by_table.entry(f.table).or_default().push(f);
     }
     node.live = by_table;
+}
+
+/// Takes the entries the server purged out of the live set: they hold no row a query can
+/// return (expired, or of a deleted table), and they are not damage.
+fn set_purged_aside(node: &mut Node, data_dir: &Path) {
+    node.purged = find_purged(node, data_dir);
+    let ids: BTreeSet<FileId> = node
+        .purged
+        .values()
+        .flat_map(|t| t.entries.iter().map(|f| f.id))
+        .collect();
+    for files in node.live.values_mut() {
+        files.retain(|f| !ids.contains(&f.entry.id));
+    }
+    node.live.retain(|_, files| !files.is_empty());
+    for (table, p) in &node.purged {
+        let (min_time, max_time) = p.time_range();
+        node.findings.push(Finding::Purged {
+            table: *table,
+            entries: p.entries.len(),
+            bytes: p.bytes(),
+            rows: p.rows(),
+            min_time,
+            max_time,
+        });
+    }
 }
 
 fn check_files(node: &mut Node) {

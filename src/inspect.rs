@@ -7,7 +7,7 @@ use crate::journal::{dir_size, run_ids, RunDirs, RunState};
 use crate::parquet::read_footer;
 use crate::plan::QUERY_FILE_LIMIT;
 use crate::run::{EXIT_INCONSISTENT, EXIT_OK};
-use crate::types::{FileId, Nanos, SnapshotSeq};
+use crate::types::{FileId, Nanos, SnapshotSeq, TableKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -27,6 +27,16 @@ struct TableStatus {
     /// Files a query over the whole table scans, against the server's default limit.
     full_table_query_files: usize,
     over_query_file_limit: bool,
+    /// Entries of files the server removed (retention, hard delete) that the metadata still
+    /// lists; not counted in `files`. The next compaction drops them.
+    purged_entries: usize,
+    /// Time range of the purged entries' data (empty strings when there are none).
+    purged_min_time: String,
+    purged_max_time: String,
+    /// Live files missing on disk that nothing marks as removed: damage.
+    lost_files: usize,
+    /// The oldest data time among the live files that are on disk.
+    oldest_time_on_disk: String,
 }
 
 #[derive(Serialize)]
@@ -54,10 +64,19 @@ fn unfinished_runs(data_dir: &Path) -> Result<Vec<(String, RunState)>> {
 }
 
 fn node_status(n: &Node) -> NodeStatus {
-    let tables = n
-        .live
+    let lost: BTreeSet<FileId> = n
+        .findings
         .iter()
-        .map(|(k, files)| {
+        .filter_map(|f| match f {
+            Finding::Missing { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let keys: BTreeSet<TableKey> = n.live.keys().chain(n.purged.keys()).copied().collect();
+    let tables = keys
+        .into_iter()
+        .map(|k| {
+            let files = n.live.get(&k).map_or(&[][..], Vec::as_slice);
             let min = files
                 .iter()
                 .map(|f| f.entry.min_time)
@@ -68,17 +87,30 @@ fn node_status(n: &Node) -> NodeStatus {
                 .map(|f| f.entry.max_time)
                 .max()
                 .unwrap_or(Nanos::MIN);
+            let on_disk_min = files
+                .iter()
+                .filter(|f| !lost.contains(&f.entry.id))
+                .map(|f| f.entry.min_time)
+                .min();
+            let purged = n.purged.get(&k);
+            let (pmin, pmax) = purged.map_or((Nanos::MAX, Nanos::MIN), |p| p.time_range());
+            let time = |t: Nanos, none: bool| if none { String::new() } else { t.to_rfc3339() };
             TableStatus {
-                table: n.table_label(*k),
+                table: n.table_label(k),
                 db_id: k.db.0,
                 table_id: k.table.0,
                 files: files.len(),
                 rows_in_files: files.iter().map(|f| f.entry.row_count).sum(),
                 bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
-                min_time: min.to_rfc3339(),
-                max_time: max.to_rfc3339(),
+                min_time: time(min, files.is_empty()),
+                max_time: time(max, files.is_empty()),
                 full_table_query_files: files.len(),
                 over_query_file_limit: files.len() > QUERY_FILE_LIMIT,
+                purged_entries: purged.map_or(0, |p| p.entries.len()),
+                purged_min_time: time(pmin, purged.is_none()),
+                purged_max_time: time(pmax, purged.is_none()),
+                lost_files: files.iter().filter(|f| lost.contains(&f.entry.id)).count(),
+                oldest_time_on_disk: on_disk_min.map_or(String::new(), Nanos::to_rfc3339),
             }
         })
         .collect();
@@ -155,6 +187,18 @@ pub fn status(a: &InspectArgs) -> Result<ExitCode> {
                     "ok".into()
                 }
             );
+            if t.purged_entries > 0 || t.lost_files > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} purged entries still listed: {} ({} .. {}); lost files: {}; oldest data on disk: {}",
+                    "",
+                    t.purged_entries,
+                    t.purged_min_time,
+                    t.purged_max_time,
+                    t.lost_files,
+                    if t.oldest_time_on_disk.is_empty() { "none" } else { &t.oldest_time_on_disk }
+                );
+            }
         }
         if !n.snapshots_outside_load_window.is_empty() {
             let _ = writeln!(
@@ -166,7 +210,9 @@ pub fn status(a: &InspectArgs) -> Result<ExitCode> {
         for f in &n.findings {
             if !matches!(
                 f,
-                Finding::Unreferenced { .. } | Finding::OutsideLoadWindow { .. }
+                Finding::Unreferenced { .. }
+                    | Finding::OutsideLoadWindow { .. }
+                    | Finding::Purged { .. }
             ) {
                 let _ = writeln!(s, "  - {}", f.describe());
             }
@@ -246,6 +292,9 @@ pub fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
                 from_snapshots.remove(&f.id);
             }
         }
+        for f in n.purged.values().flat_map(|t| &t.entries) {
+            from_snapshots.remove(&f.id);
+        }
         let live: BTreeSet<FileId> = n.live.values().flatten().map(|f| f.entry.id).collect();
         let only_cp: Vec<_> = live.difference(&from_snapshots).collect();
         let only_snap: Vec<_> = from_snapshots.difference(&live).collect();
@@ -291,16 +340,20 @@ pub fn verify(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
     check_hosts(data_dir, &a.hosts.hosts)?;
     let mut all: Vec<(String, Vec<String>)> = Vec::new();
+    // Normal state worth knowing, that does not make the data dir inconsistent.
+    let mut info: Vec<(String, Vec<String>)> = Vec::new();
     for h in &a.hosts.hosts {
         let n = discover_node(data_dir, h)?;
         all.push((h.clone(), problems(data_dir, &n)?));
+        let purged = n.findings.iter().filter(|f| matches!(f, Finding::Purged { .. }));
+        info.push((h.clone(), purged.map(Finding::describe).collect()));
     }
     let unfinished = unfinished_runs(data_dir)?;
     let total: usize = all.iter().map(|(_, p)| p.len()).sum::<usize>() + unfinished.len();
     if a.json {
         let doc = serde_json::json!({
             "consistent": total == 0,
-            "nodes": all.iter().map(|(n, p)| serde_json::json!({"node": n, "problems": p})).collect::<Vec<_>>(),
+            "nodes": all.iter().zip(&info).map(|((n, p), (_, i))| serde_json::json!({"node": n, "problems": p, "information": i})).collect::<Vec<_>>(),
             "unfinished_runs": unfinished.iter().map(|(id, st)| serde_json::json!({"run_id": id, "state": st})).collect::<Vec<_>>(),
         });
         println!(
@@ -311,6 +364,13 @@ pub fn verify(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
         for (node, ps) in &all {
             for p in ps {
                 println!("node {node}: {p}");
+            }
+        }
+        if !quiet {
+            for (node, is) in &info {
+                for i in is {
+                    println!("node {node}: (information) {i}");
+                }
             }
         }
         for (id, st) in &unfinished {

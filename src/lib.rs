@@ -20,6 +20,7 @@ pub mod merge;
 pub mod model;
 pub mod parquet;
 pub mod plan;
+pub mod purged;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -252,13 +252,25 @@ pub fn run_text(r: &RunReport) -> String {
                     c.checkpoints_written,
                     if c.table_index_set_aside { "; table index set aside for the server to rebuild" } else { "" }
                 );
-                let _ = writeln!(
-                    s,
-                    "  replaced files ({}) are in {}/.kompactor/trash/{}/",
-                    human_bytes(c.trash_bytes),
-                    r.data_dir,
-                    r.run_id
-                );
+                if c.files_replaced > 0 {
+                    let _ = writeln!(
+                        s,
+                        "  replaced files ({}) are in {}/.kompactor/trash/{}/",
+                        human_bytes(c.trash_bytes),
+                        r.data_dir,
+                        r.run_id
+                    );
+                }
+                if c.purged_entries_dropped > 0 {
+                    let _ = writeln!(
+                        s,
+                        "  dropped {} entr{} of files the server had purged; the rewritten metadata went from {} to {}",
+                        c.purged_entries_dropped,
+                        if c.purged_entries_dropped == 1 { "y" } else { "ies" },
+                        human_bytes(c.metadata_bytes_before),
+                        human_bytes(c.metadata_bytes_after)
+                    );
+                }
             }
             None => {
                 let _ = writeln!(s, "\nnode {}: nothing to do", n.node);

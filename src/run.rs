@@ -270,9 +270,19 @@ fn compact(
     let dirs = RunDirs::new(data_dir, run_id);
     for n in nodes {
         for f in &n.findings {
-            log::warn!("node {}: {}", n.id, f.describe());
+            if matches!(f, crate::discover::Finding::Purged { .. }) {
+                log::info!("node {}: {}", n.id, f.describe());
+            } else {
+                log::warn!("node {}: {}", n.id, f.describe());
+            }
         }
     }
+    // Purged entries alone are worth a commit: it drops them from the metadata.
+    let purged_entries: usize = nodes
+        .iter()
+        .flat_map(|n| n.purged.values())
+        .map(|t| t.entries.len())
+        .sum();
     let total_groups: usize = plans.iter().flatten().map(|p| p.groups.len()).sum();
     let blocked: usize = plans
         .iter()
@@ -291,7 +301,7 @@ fn compact(
     let mut failures = 0;
     let mut manifest = Manifest::default();
     let mut committed: BTreeMap<String, Committed> = BTreeMap::new();
-    if total_groups > 0 {
+    if total_groups > 0 || purged_entries > 0 {
         lock.record_holder();
         dirs.set_state(RunState::Merging)?;
         let plan_doc: Vec<NodeReport> = nodes
@@ -365,7 +375,7 @@ fn compact(
                     }
                 }
             }
-            if !merged.is_empty() {
+            if !merged.is_empty() || !node.purged.is_empty() {
                 let changes: Vec<Change> =
                     merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
                 let t = Instant::now();
@@ -424,7 +434,7 @@ fn compact(
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.finished = chrono::Utc::now().to_rfc3339();
-    if total_groups > 0 {
+    if total_groups > 0 || purged_entries > 0 {
         dirs.write_run_file(
             "report.json",
             &serde_json::to_vec_pretty(&report).expect("report serialises"),

@@ -33,40 +33,34 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every fixture under `../shared/fixtures/` (when present) and `fixtures/`.
+/// Every fixture under the repo's `fixtures/<release>/<name>/` (tests never read outside the repo).
 pub fn fixtures() -> Vec<Fixture> {
+    let root = repo().join("fixtures");
     let mut out = Vec::new();
-    for (prefix, root) in [
-        ("shared", repo().join("../shared/fixtures")),
-        ("repo", repo().join("fixtures")),
-    ] {
-        let Ok(releases) = std::fs::read_dir(&root) else {
-            continue;
-        };
-        let mut releases: Vec<_> = releases
+    let mut releases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    releases.sort();
+    for rel in releases {
+        let mut names: Vec<_> = std::fs::read_dir(&rel)
+            .unwrap()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.is_dir())
             .collect();
-        releases.sort();
-        for rel in releases {
-            let mut names: Vec<_> = std::fs::read_dir(&rel)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            names.sort();
-            for dir in names.into_iter().filter(|p| p.join("expected").is_dir()) {
-                let name = format!(
-                    "{prefix}:{}/{}",
-                    rel.file_name().unwrap().to_string_lossy(),
-                    dir.file_name().unwrap().to_string_lossy()
-                );
-                out.push(Fixture { name, dir });
-            }
+        names.sort();
+        for dir in names.into_iter().filter(|p| p.join("expected").is_dir()) {
+            let name = format!(
+                "{}/{}",
+                rel.file_name().unwrap().to_string_lossy(),
+                dir.file_name().unwrap().to_string_lossy()
+            );
+            out.push(Fixture { name, dir });
         }
     }
-    assert!(!out.is_empty(), "no fixtures found");
+    assert!(!out.is_empty(), "no fixtures found under {}", root.display());
     out
 }
 

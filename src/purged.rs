@@ -1,0 +1,145 @@
+//! Files the server removed (retention, hard deletes) that snapshots and checkpoints still list.
+//!
+//! The server deletes expired files and the files of hard-deleted tables, but often leaves
+//! their entries in snapshots and checkpoints (spec §3a). Such an entry is normal state, not
+//! damage: this module tells it apart from a lost file, so that discovery can leave it out of
+//! the live set and the commit can drop it from the metadata.
+
+use crate::discover::Node;
+use crate::model::{FileEntry, TableIndex};
+use crate::types::{FileId, Nanos, SnapshotSeq, TableKey};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+/// What the table index (3.3+) says about the node's files.
+struct TableIndexView {
+    /// Snapshots up to this sequence number have been folded into the index.
+    seen_up_to: SnapshotSeq,
+    /// Every file id the index still lists (`db-indices/` and `table-snapshots/`).
+    listed: HashSet<FileId>,
+}
+
+impl TableIndexView {
+    /// Reads the index, or `None` when the node has none (3.0 to 3.2) or it cannot be read,
+    /// in which case no file is judged purged by it.
+    fn read(node: &Node) -> Option<TableIndexView> {
+        let marker = node.table_index_marker.as_ref()?;
+        let mut listed = HashSet::new();
+        for p in &node.table_index_files {
+            let bytes = std::fs::read(p).ok()?;
+            if p.to_string_lossy().ends_with("index.info.json")
+                && p.starts_with(node.dir.join("db-indices"))
+            {
+                let doc = crate::model::Doc::<TableIndex>::parse(&bytes).ok()?;
+                listed.extend(doc.value.files.iter().map(|f| f.id));
+            } else {
+                // A table snapshot not yet folded into the index: every file entry it names
+                // counts as listed, so that nothing it may still hold is taken for purged.
+                let v: Value = serde_json::from_slice(&bytes).ok()?;
+                collect_entry_ids(&v, &mut listed);
+            }
+        }
+        Some(TableIndexView {
+            seen_up_to: marker.last_sequence_number,
+            listed,
+        })
+    }
+}
+
+/// Adds the id of every object in `v` that looks like a file entry (has `id` and `path`).
+fn collect_entry_ids(v: &Value, out: &mut HashSet<FileId>) {
+    match v {
+        Value::Object(m) => {
+            if let (Some(id), Some(Value::String(_))) = (m.get("id").and_then(Value::as_u64), m.get("path")) {
+                out.insert(FileId(id));
+            }
+            m.values().for_each(|x| collect_entry_ids(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_entry_ids(x, out)),
+        _ => {}
+    }
+}
+
+/// The purged entries of one table: files the metadata lists that the server removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PurgedTable {
+    /// The entries, one per file id, ordered by id.
+    pub entries: Vec<FileEntry>,
+}
+
+impl PurgedTable {
+    /// The bytes the removed files held.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|f| f.size_bytes).sum()
+    }
+
+    /// The rows the removed files held.
+    pub fn rows(&self) -> u64 {
+        self.entries.iter().map(|f| f.row_count).sum()
+    }
+
+    /// The time range of the removed files' data.
+    pub fn time_range(&self) -> (Nanos, Nanos) {
+        let min = self.entries.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
+        let max = self.entries.iter().map(|f| f.max_time).max().unwrap_or(Nanos::MIN);
+        (min, max)
+    }
+}
+
+/// Finds the entries the server purged: listed in a snapshot or checkpoint, missing on disk,
+/// and either named by a later removal or no longer listed by a table index that has seen them.
+///
+/// A missing file that the table index still lists, or that nothing marks as removed on a
+/// node without a table index, is lost, not purged: it is left to the damage checks.
+pub fn find_purged(node: &Node, data_dir: &Path) -> BTreeMap<TableKey, PurgedTable> {
+    let mut removal_named: HashSet<FileId> = HashSet::new();
+    for s in &node.snapshots {
+        for (_, _, f) in s.doc.value.removed_files.iter().flat_map(|r| r.iter()) {
+            removal_named.insert(f.id);
+        }
+    }
+    for c in &node.checkpoints {
+        for (_, _, f) in c.doc.value.pending_removed_files.iter() {
+            removal_named.insert(f.id);
+        }
+    }
+    let index = TableIndexView::read(node);
+
+    // Each listed entry with the earliest snapshot that covers it.
+    let mut listed: HashMap<FileId, (TableKey, &FileEntry, SnapshotSeq)> = HashMap::new();
+    let mut note = |table: TableKey, f: &'_ FileEntry, seq: SnapshotSeq| {
+        let e = listed.entry(f.id).or_insert((table, f, seq));
+        e.2 = e.2.min(seq);
+    };
+    for s in &node.snapshots {
+        for (db, table, f) in s.doc.value.databases.iter() {
+            note(TableKey { db, table }, f, s.seq);
+        }
+    }
+    for c in &node.checkpoints {
+        let seq = c.doc.value.last_snapshot_sequence_number;
+        for (db, table, f) in c.doc.value.databases.iter() {
+            note(TableKey { db, table }, f, seq);
+        }
+    }
+
+    let mut out: BTreeMap<TableKey, PurgedTable> = BTreeMap::new();
+    for (id, (table, f, first_seq)) in listed {
+        let on_disk = node.parquet_on_disk.contains_key(&f.path) || data_dir.join(&f.path).exists();
+        if on_disk {
+            continue;
+        }
+        let by_index = index
+            .as_ref()
+            .is_some_and(|ix| first_seq <= ix.seen_up_to && !ix.listed.contains(&id));
+        if removal_named.contains(&id) || by_index {
+            out.entry(table).or_default().entries.push(f.clone());
+        }
+    }
+    for t in out.values_mut() {
+        t.entries.sort_by_key(|f| f.id);
+    }
+    out
+}
