@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The maintenance routine around kompactor: count every table's rows on the running InfluxDB 3
-# Core server, stop it, check and compact its data dir, start it again, count again and compare.
+# The maintenance routine around kompactor: measure every table on the running InfluxDB 3 Core
+# server, stop it, check and compact its data dir, start it again, measure again and compare.
 # Run it with --help for the options. Needs bash, curl and python3.
 set -euo pipefail
 
@@ -14,17 +14,25 @@ Usage: $PROG --data-dir DIR --hosts NODE[,NODE...]
          [-- KOMPACTOR-ARGS...]
 
 Compacts the data dir of an InfluxDB 3 Core server with kompactor, with the server stopped,
-and checks that every table returns as many rows afterwards as before:
+and checks that every table answers the same afterwards as before:
 
-  1. counts the rows of every table of every database (except _internal) on the running
-     server, and writes DIR/.kompactor/names.json (database and table names, with their ids
-     when the server shows them); a table over the query file limit is noted "over-limit"
+  1. measures every table of every database (except _internal) on the running server: row
+     count, min and max time, and per field the number of values (not null) and, for
+     integer and float fields, their sum. A table over the server's query file limit is
+     measured in time slices that each touch at most that many files (from the files' time
+     ranges in system.parquet_files), added up. A table that cannot be measured stops the
+     maintenance here (nothing changed). Also writes DIR/.kompactor/names.json (database
+     and table names, with their ids when the server shows them)
   2. stops the server and waits until its process has exited
   3. runs 'kompactor verify DIR --hosts NODES'; if it fails, starts the server again and
      stops: nothing was compacted
   4. runs 'kompactor DIR --hosts NODES [KOMPACTOR-ARGS]'
   5. starts the server and waits until GET URL/health answers 200
-  6. counts again and compares; the last line is 'VERDICT: OK' or 'VERDICT: FAILED (...)'
+  6. measures every table again and compares: every table must be there with the same row
+     count, min and max time, value counts and sums (integers exactly; floats within the
+     rounding error that adding them in another order can cause); a table missing, new or
+     not measurable afterwards is a failure. The last line is 'VERDICT: OK (what was
+     compared)' or 'VERDICT: FAILED (which tables differ, how)'
 
 Options:
   --data-dir DIR         the server's --data-dir (each node in DIR/<node-id>/)
@@ -44,21 +52,21 @@ Options:
   -- KOMPACTOR-ARGS      passed to the compaction run, e.g. -- --window 1d --min-age 1h
   -h, --help             this help
 
-Stop the writers first: rows written between the first count and the stop make the counts
-differ. The counts, kompactor's output and the comparison are kept in
-DIR/.kompactor/maintenance/<time>/.
+Stop the writers first: rows written between the first measurement and the stop make the
+tables differ. The measurements (before.json, after.json), kompactor's output and the
+comparison are kept in DIR/.kompactor/maintenance/<time>/.
 
 Exit status:
-  0  VERDICT: OK; every table has as many rows as before (compacted, partially compacted
-     or nothing to do; the output says which)
+  0  VERDICT: OK; every table compared and equal (compacted, partially compacted or nothing
+     to do; the output says which)
   1  not compacted, nothing changed: a check before the compaction failed (server not
-     running, a count failed, the server did not stop in time, 'kompactor verify' failed,
-     or kompactor refused); a server this script had stopped is started again, and the
-     verdict says whether it runs
+     running, a table could not be measured, the server did not stop in time, 'kompactor
+     verify' failed, or kompactor refused); a server this script had stopped is started
+     again, and the verdict says whether it runs
   2  invalid command line
-  3  compacted, but the check afterwards failed (the server did not come back, or the counts
-     differ), or kompactor ended abnormally (the server is then left stopped): everything is
-     left in place and the output says how to undo the run
+  3  compacted, but the check afterwards failed (the server did not come back, or a table
+     differs or could not be measured), or kompactor ended abnormally (the server is then
+     left stopped): everything is left in place and the output says how to undo the run
 
 Examples:
   INFLUXDB3_AUTH_TOKEN=\$(cat /etc/influxdb3/token) \\
@@ -184,110 +192,431 @@ RUN_ID=
 
 PY=$(
     cat <<'PYEOF'
-import json, re, sys
+import datetime, http.client, json, math, os, re, sys, time
+import urllib.error, urllib.parse, urllib.request
 
-def rows(path):
-    with open(path, "rb") as f:
-        text = f.read().decode("utf-8", "replace").strip()
-    if not text:
-        return []
-    v = json.loads(text)
-    if not isinstance(v, list):
-        raise ValueError("expected a JSON array, got: " + text[:200])
-    return v
+# What is measured per table, on the running server, before and after:
+#   rows                 count(*)
+#   min_time, max_time   min(time), max(time), as integer nanoseconds
+#   per field            count(field) (values that are not null), and for Int64, UInt64 and
+#                        Float64 fields sum(field); for Float64 also sum(abs(field)), which
+#                        bounds the rounding error of the sum (see compare_sum)
+# A table over the server's query file limit is measured in time slices: its files' time
+# ranges (system.parquet_files) are cut so that no slice touches more files than the limit,
+# and the slices' aggregates are added up.
 
-def tsv(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+NUMERIC = ("Int64", "UInt64", "Float64")
+MOD64 = 1 << 64
+LIMIT_RE = re.compile(r"exceed(?:ing|s)?\s+(?:the\s+)?file\s+limit", re.I)
+LIMIT_N_RE = re.compile(r"(\d+)\s+parquet\s+files", re.I)
 
-def dir_id(part):
-    """'1' (3.6+ paths) or 'cpu-1' (older paths) -> 1."""
-    m = re.fullmatch(r"(?:.*-)?(\d+)", part)
-    return int(m.group(1)) if m else None
+
+class NoAnswer(Exception):
+    pass
+
+
+class QueryError(Exception):
+    def __init__(self, status, text):
+        super().__init__(f"HTTP {status}: {' '.join(text.split())[:300]}")
+        self.status, self.text = status, text
+
+    def file_limit(self):
+        """The server's query file limit if this is the file-limit error, else None (0 if the
+        message does not say the number)."""
+        if not LIMIT_RE.search(self.text):
+            return None
+        m = LIMIT_N_RE.search(self.text)
+        return int(m.group(1)) if m else 0
+
+
+class Unsliceable(Exception):
+    pass
+
+
+class Http:
+    def __init__(self, url, token, timeout):
+        self.url, self.timeout = url, timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.requests = 0
+
+    def get(self, path, params):
+        """(status, body text). A refused or reset connection is tried 3 times, a second
+        apart; a request that gets no answer within the timeout is not repeated."""
+        url = self.url + path + "?" + urllib.parse.urlencode(params)
+        req = urllib.request.Request(url, headers=self.headers)
+        for attempt in range(3):
+            self.requests += 1
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                    return r.status, r.read().decode("utf-8", "replace")
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode("utf-8", "replace")
+            except http.client.HTTPException as e:  # the answer broke off, or is not HTTP
+                raise NoAnswer(f"the answer from {self.url} broke off ({type(e).__name__}; "
+                               "the server's log may say why)")
+            except (TimeoutError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                    raise NoAnswer(f"no answer from {self.url} within {self.timeout}s")
+                last = f"no answer from {self.url} ({reason})"
+            if attempt < 2:
+                time.sleep(1)
+        raise NoAnswer(last)
+
+    def rows(self, path, params):
+        status, text = self.get(path, params)
+        if status != 200:
+            raise QueryError(status, text)
+        text = text.strip()
+        v = json.loads(text) if text else []
+        if not isinstance(v, list):
+            raise QueryError(status, "expected a JSON array, got: " + text[:200])
+        return v
+
+    def query(self, db, sql):
+        return self.rows("/api/v3/query_sql", {"db": db, "q": sql, "format": "json"})
+
+
+def ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(s):
+    return "'" + s.replace("'", "''") + "'"
+
+
+def ts_lit(ns):
+    """Integer nanoseconds -> an exact RFC 3339 literal the server compares with `time`."""
+    s, frac = divmod(ns, 10**9)
+    t = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=s)
+    return lit(t.strftime("%Y-%m-%dT%H:%M:%S") + ".%09dZ" % frac)
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "-"
+    s, frac = divmod(ns, 10**9)
+    t = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=s)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (".%09d" % frac).rstrip("0").rstrip(".") + "Z"
+
+
+def plan_slices(files, budget):
+    """Cut time into slices [lo, hi) (None: unbounded) so that no slice touches more than
+    `budget` of `files` ([(min_time, max_time)]), the first and last slices open-ended so that
+    rows outside every file (the server's write buffer) are counted too. A file touches
+    [lo, hi) if min_time < hi and max_time >= lo (checked on 3.0.3 and 3.10); the cut is one
+    nanosecond earlier than needed, so a server that also counted a file starting exactly at
+    hi would still be within the budget."""
+    slices, lo = [], None
+    while True:
+        live = sorted(mn for mn, mx in files if lo is None or mx >= lo)
+        if len(live) <= budget:
+            slices.append((lo, None))
+            return slices
+        hi = live[budget] - 1  # the files starting before it: at most `budget`
+        if lo is not None and hi <= lo:
+            n = sum(1 for mn, mx in files if mn <= lo + 1 and mx >= lo)
+            raise Unsliceable(
+                f"{n} files overlap the time {fmt_ns(lo)}, more than the query file limit "
+                f"allows in one query")
+        slices.append((lo, hi))
+        lo = hi
+
+
+def agg_sql(table, fields, lo, hi):
+    cols = ["count(*) AS n", "CAST(min(time) AS BIGINT) AS t0", "CAST(max(time) AS BIGINT) AS t1"]
+    for i, (name, typ) in enumerate(fields):
+        f = ident(name)
+        cols.append(f"count({f}) AS c{i}")
+        if typ in NUMERIC:
+            cols.append(f"sum({f}) AS s{i}")
+        if typ == "Float64":
+            cols.append(f"sum(abs({f})) AS a{i}")
+    where = []
+    if lo is not None:
+        where.append(f"time >= {ts_lit(lo)}")
+    if hi is not None:
+        where.append(f"time < {ts_lit(hi)}")
+    return (f"SELECT {', '.join(cols)} FROM {ident(table)}"
+            + (f" WHERE {' AND '.join(where)}" if where else ""))
+
+
+def num(v):
+    """A JSON number (the server may write big integers or decimals as strings)."""
+    if v is None or isinstance(v, (int, float)):
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
+def measure_table(srv, db, table):
+    res = {"db": db, "table": table, "error": None, "files": None, "slices": None,
+           "limit": None, "ids": None}
+    cols = srv.query(db, "SELECT column_name, data_type FROM information_schema.columns "
+                          f"WHERE table_schema = 'iox' AND table_name = {lit(table)}")
+    fields = sorted((c["column_name"], c["data_type"]) for c in cols
+                    if c["column_name"] != "time" and not c["data_type"].startswith("Dictionary"))
+    # Always filter system.parquet_files by table_name: unfiltered, 3.10 labels other
+    # databases' files with this database's table names.
+    files = srv.query(db, "SELECT min_time, max_time, path FROM system.parquet_files "
+                           f"WHERE table_name = {lit(table)}")
+    res["files"] = len(files)
+    if files:
+        segs = files[0].get("path", "").split("/")
+        if "dbs" in segs and len(segs) > segs.index("dbs") + 2:
+            i = segs.index("dbs")
+            ids = [re.fullmatch(r"(?:.*-)?(\d+)", p) for p in segs[i + 1:i + 3]]
+            if all(ids):
+                res["ids"] = [int(m.group(1)) for m in ids]
+    spans = [(int(f["min_time"]), int(f["max_time"])) for f in files]
+
+    slices, budget = [(None, None)], None
+    while True:
+        try:
+            parts = [srv.query(db, agg_sql(table, fields, lo, hi)) for lo, hi in slices]
+            break
+        except QueryError as e:
+            limit = e.file_limit()
+            if limit is None:
+                raise
+            if budget is None:  # the whole table is over the limit: slice it
+                res["limit"] = limit or None
+                budget = limit if limit > 0 else max(1, len(spans) // 2)
+            elif budget > 1 and len(slices) > 1:  # new files since the listing? narrower
+                budget //= 2
+            else:
+                raise Unsliceable(f"a slice of at most {budget} file(s) still exceeds the "
+                                  f"query file limit: {e}")
+            slices = plan_slices(spans, budget)
+    res["slices"] = len(slices)
+
+    rows, t0, t1 = 0, None, None
+    acc = {name: {"type": typ, "count": 0, "sum": [], "abs": []} for name, typ in fields}
+    for part in parts:
+        r = part[0] if part else {}
+        n = num(r.get("n")) or 0
+        rows += n
+        if n == 0:
+            continue
+        v0, v1 = num(r.get("t0")), num(r.get("t1"))
+        if v0 is not None:
+            t0 = v0 if t0 is None else min(t0, v0)
+        if v1 is not None:
+            t1 = v1 if t1 is None else max(t1, v1)
+        for i, (name, typ) in enumerate(fields):
+            a = acc[name]
+            c = num(r.get(f"c{i}")) or 0
+            a["count"] += c
+            if typ in NUMERIC and c:
+                a["sum"].append(num(r.get(f"s{i}")))
+                if typ == "Float64":
+                    a["abs"].append(num(r.get(f"a{i}")))
+    out = {}
+    for name, a in acc.items():
+        f = {"type": a["type"], "count": a["count"]}
+        if a["type"] in ("Int64", "UInt64"):
+            # The server's integer sums wrap around, modulo 2^64, and so does the total of
+            # the slices here: exact, and the same in any order.
+            v = None if None in a["sum"] else sum(int(v) for v in a["sum"]) % MOD64
+            if v is not None and a["type"] == "Int64" and v >= MOD64 // 2:
+                v -= MOD64
+            f["sum"] = v
+        elif a["type"] == "Float64":
+            # null: the sum is not finite (the server writes inf and NaN as null)
+            f["sum"] = None if None in a["sum"] else math.fsum(a["sum"])
+            f["abs"] = None if None in a["abs"] else math.fsum(a["abs"])
+        out[name] = f
+    res.update(rows=rows, min_time=t0, max_time=t1, fields=out)
+    return res
+
+
+def measure(url, token, timeout, out_path, names_path):
+    """Measures every table of every database; writes out_path; exit 0 if every table was
+    measured, 1 if some were not (each has its error), 2 if the listing failed."""
+    srv = Http(url, token, timeout)
+    started = time.monotonic()
+    results, dbs_seen = [], []
+    try:
+        dbs = set()
+        for r in srv.rows("/api/v3/configure/database", {"format": "json"}):
+            name = r.get("iox::database") if isinstance(r, dict) else r
+            if not isinstance(name, str):
+                raise QueryError(200, "no iox::database in " + json.dumps(r))
+            deleted = isinstance(r, dict) and str(r.get("deleted", "")).lower() == "true"
+            if name != "_internal" and not deleted:
+                dbs.add(name)
+        for db in sorted(dbs):
+            tables = srv.query(db, "SELECT table_name FROM information_schema.tables "
+                                    "WHERE table_schema = 'iox'")
+            dbs_seen.append(db)
+            for t in sorted({r["table_name"] for r in tables}):
+                try:
+                    res = measure_table(srv, db, t)
+                except (QueryError, NoAnswer, Unsliceable) as e:
+                    res = {"db": db, "table": t, "error": str(e)}
+                except Exception as e:  # an answer of an unexpected shape, say
+                    res = {"db": db, "table": t, "error": f"{type(e).__name__}: {e}"}
+                results.append(res)
+                # One line for each table that took more than one query or failed.
+                label = f"{db}.{t}"
+                if res["error"]:
+                    print(f"  {label}: NOT MEASURED: {res['error']}", flush=True)
+                elif res["slices"] > 1:
+                    print(f"  {label}: {res['rows']} rows, over the query file limit "
+                          f"({res['files']} files, limit {res['limit'] or '?'}): measured in "
+                          f"{res['slices']} time slices", flush=True)
+    except Exception as e:
+        print(f"error: listing the databases and tables: {e}", file=sys.stderr)
+        return 2
+    seconds = round(time.monotonic() - started, 1)
+    ok = [r for r in results if not r["error"]]
+    print(f"  {len(ok)} of {len(results)} table(s) in {len(dbs_seen)} database(s) measured: "
+          f"{sum(r['rows'] for r in ok)} rows, {srv.requests} requests, {seconds} s",
+          flush=True)
+    doc = {"url": url, "seconds": seconds, "requests": srv.requests,
+           "databases": dbs_seen, "tables": results}
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    if names_path:
+        write_names(doc, names_path)
+    return 1 if any(r["error"] for r in results) else 0
+
+
+def write_names(doc, out):
+    dbs = {db: {"id": None, "tables": {}} for db in doc["databases"]}
+    for r in doc["tables"]:
+        d = dbs.setdefault(r["db"], {"id": None, "tables": {}})
+        ids = r.get("ids")
+        if ids and d["id"] is None:
+            d["id"] = ids[0]
+        d["tables"][r["table"]] = {"id": ids[1] if ids else None}
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"url": doc["url"],
+                   "written_at": datetime.datetime.now(datetime.timezone.utc)
+                   .strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "databases": dbs}, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, out)
+
+
+def compare_sum(typ, b, a):
+    """Integer sums: exactly equal (modulo 2^64). Float sums: DataFusion adds in no fixed
+    order (partitions, row groups, and here slices), so two correct sums of the same values
+    can differ in the last bits. Any order of adding n values is within (n-1)*u*S of the
+    exact sum (u = 2^-53, S = the sum of the absolute values), so two correct sums differ by
+    less than 2*n*u*S; we accept twice that, 4*n*u*S. That is far below any real change
+    (for a million values, 4.4e-10 of S), while a lost or changed row also shows in the
+    count."""
+    if typ != "Float64":
+        return b["sum"] == a["sum"]
+    if b["sum"] is None or a["sum"] is None:  # not finite: the same only if both are not
+        return b["sum"] is None and a["sum"] is None
+    s = max(b.get("abs") or 0.0, a.get("abs") or 0.0)
+    n = max(b["count"], a["count"])
+    return abs(b["sum"] - a["sum"]) <= 4 * n * 2.0**-53 * s
+
+
+def show_sum(v):
+    return "not finite" if v is None else repr(v)
+
+
+def compare(before_path, after_path, reason_path):
+    with open(before_path, encoding="utf-8") as f:
+        before = {(r["db"], r["table"]): r for r in json.load(f)["tables"]}
+    with open(after_path, encoding="utf-8") as f:
+        after = {(r["db"], r["table"]): r for r in json.load(f)["tables"]}
+    lines, bad, sliced = [], [], []
+    totals = {"fields": 0, "sums_int": 0, "sums_float": 0}
+    for key in sorted(set(before) | set(after)):
+        name = ".".join(key)
+        b, a = before.get(key), after.get(key)
+        diffs = []
+        if b is None:
+            diffs.append("NEW table after the restart (written during the maintenance?)")
+        elif a is None:
+            diffs.append("MISSING after the restart")
+        elif b.get("error"):
+            diffs.append(f"NOT MEASURED before: {b['error']}")
+        elif a.get("error"):
+            diffs.append(f"NOT MEASURED after: {a['error']}")
+        else:
+            if b["rows"] != a["rows"]:
+                diffs.append(f"rows {b['rows']} -> {a['rows']} ({a['rows'] - b['rows']:+d})")
+            if b["min_time"] != a["min_time"]:
+                diffs.append(f"min time {fmt_ns(b['min_time'])} -> {fmt_ns(a['min_time'])}")
+            if b["max_time"] != a["max_time"]:
+                diffs.append(f"max time {fmt_ns(b['max_time'])} -> {fmt_ns(a['max_time'])}")
+            bf, af = b["fields"], a["fields"]
+            for fname in sorted(set(bf) | set(af)):
+                if fname not in af or fname not in bf:
+                    diffs.append(f"field {fname} only {'before' if fname in bf else 'after'}")
+                    continue
+                fb, fa = bf[fname], af[fname]
+                if fb["type"] != fa["type"]:
+                    diffs.append(f"field {fname} type {fb['type']} -> {fa['type']}")
+                    continue
+                if fb["count"] != fa["count"]:
+                    diffs.append(f"count({fname}) {fb['count']} -> {fa['count']}")
+                if "sum" in fb and not compare_sum(fb["type"], fb, fa):
+                    diffs.append(f"sum({fname}) {show_sum(fb['sum'])} -> "
+                                 f"{show_sum(fa['sum'])}")
+            nsum = sum(1 for f in bf.values() if "sum" in f)
+            totals["fields"] += len(bf)
+            totals["sums_int"] += sum(1 for f in bf.values() if f["type"] in ("Int64", "UInt64"))
+            totals["sums_float"] += sum(1 for f in bf.values() if f["type"] == "Float64")
+            if b["slices"] > 1:
+                sliced.append(name)
+        if diffs:
+            bad.append((name, diffs))
+
+        def col(r, k):
+            return "-" if r is None or r.get(k) is None else str(r[k])
+
+        lines.append((name, col(b, "rows"), col(a, "rows"),
+                      f"{col(b, 'files')} -> {col(a, 'files')}",
+                      f"{col(b, 'slices')} -> {col(a, 'slices')}",
+                      "ok" if not diffs else "FAILED: " + "; ".join(diffs)))
+    head = ("table", "rows before", "rows after", "files", "queries", "result")
+    widths = [max(len(l[i]) for l in lines + [head]) for i in range(5)]
+    for l in [head] + lines:
+        print("  " + "  ".join(v.rjust(w) if i in (1, 2) else v.ljust(w)
+                               for i, (v, w) in enumerate(zip(l, widths))) + "  " + l[5])
+    n = len(lines)
+    names = ", ".join(l[0] for l in lines[:8]) + (", ..." if n > 8 else "")
+    if bad:
+        first = "; ".join(f"{nm}: {ds[0]}" + (f" and {len(ds) - 1} more" if len(ds) > 1 else "")
+                          for nm, ds in bad[:3])
+        reason = (f"{len(bad)} of {n} table(s) not equal after the compaction: {first}"
+                  + (f"; and {len(bad) - 3} more table(s)" if len(bad) > 3 else ""))
+    elif n == 0:
+        reason = "no tables to compare: the server lists none"
+    else:
+        reason = (f"{n} table(s) compared and equal ({names})"
+                  + (f", {len(sliced)} of them counted in time slices under the query file "
+                     f"limit ({', '.join(sliced[:8])}{', ...' if len(sliced) > 8 else ''})"
+                     if sliced else "")
+                  + f": row count, min and max time, non-null count of {totals['fields']} "
+                  f"field(s), sum of {totals['sums_int']} integer field(s) (exact) and "
+                  f"{totals['sums_float']} float field(s) (within the rounding bound)")
+    with open(reason_path, "w", encoding="utf-8") as f:
+        f.write(reason)
+    return 1 if bad else 0
+
 
 cmd, args = sys.argv[1], sys.argv[2:]
-if cmd == "dbs":  # /api/v3/configure/database?format=json -> one name a line
-    names = set()
-    for r in rows(args[0]):
-        name = r.get("iox::database") if isinstance(r, dict) else r
-        if not isinstance(name, str):
-            raise ValueError("no iox::database in " + json.dumps(r))
-        deleted = isinstance(r, dict) and str(r.get("deleted", "")).lower() == "true"
-        if name != "_internal" and not deleted:
-            names.add(name)
-    print("\n".join(sorted(names)))
-elif cmd == "tables":  # information_schema.tables -> one name a line
-    print("\n".join(sorted({r["table_name"] for r in rows(args[0])})))
-elif cmd == "count":  # [{"n": 123}] -> 123
-    r = rows(args[0])
-    n = r[0].get("n", next(iter(r[0].values()))) if r and r[0] else None
-    if isinstance(n, bool) or not isinstance(n, (int, str)) or not str(n).isdigit():
-        raise ValueError("no row count in the answer")
-    print(int(n))
-elif cmd == "ids":  # a path of system.parquet_files -> "db_id TAB table_id" (or nothing)
-    r = rows(args[0])
-    path = r[0].get("path", "") if r and isinstance(r[0], dict) else ""
-    parts = path.split("/")
-    if "dbs" in parts and len(parts) > parts.index("dbs") + 2:
-        i = parts.index("dbs")
-        db_id, table_id = dir_id(parts[i + 1]), dir_id(parts[i + 2])
-        if db_id is not None and table_id is not None:
-            print(f"{db_id}\t{table_id}")
-elif cmd == "names":  # names.tsv (db, db_id, table, table_id) url time -> names.json
-    src, out, url, when = args
-    dbs = {}
-    for db, db_id, table, table_id in tsv(src):
-        d = dbs.setdefault(db, {"id": None, "tables": {}})
-        if db_id and d["id"] is None:
-            d["id"] = int(db_id)
-        if table:
-            d["tables"][table] = {"id": int(table_id) if table_id else None}
-    with open(out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"url": url, "written_at": when, "databases": dbs}, f, indent=2)
-        f.write("\n")
-    import os
-    os.replace(out + ".tmp", out)
-elif cmd == "compare":  # before.tsv after.tsv reason-file -> table on stdout, exit 0 if equal
-    before = {(d, t): v for d, t, v in tsv(args[0])}
-    after = {(d, t): v for d, t, v in tsv(args[1])}
-    lines, bad, notes = [], [], []
-    for key in sorted(set(before) | set(after)):
-        b, a = before.get(key, "(none)"), after.get(key, "(none)")
-        name = ".".join(key)
-        if a.startswith("error") or a == "over-limit":
-            verdict = "FAILED: the count fails after the compaction"
-        elif key not in after:
-            verdict = "MISSING after the restart"
-        elif key not in before:
-            verdict = "NEW table (written during the maintenance?)"
-        elif b == "over-limit":
-            verdict = "accepted: not counted before (over the query file limit)"
-            notes.append(name)
-        elif a == b:
-            verdict = "ok"
-        else:
-            verdict = f"DIFFERS ({int(a) - int(b):+d})"
-        if verdict[0].isupper():
-            bad.append(name)
-        lines.append((name, b, a if not a.startswith("error") else "error", verdict))
-    w = max([len("table")] + [len(l[0]) for l in lines])
-    wb = max([len("before")] + [len(l[1]) for l in lines])
-    wa = max([len("after")] + [len(l[2]) for l in lines])
-    print(f"  {'table':<{w}}  {'before':>{wb}}  {'after':>{wa}}")
-    for name, b, a, verdict in lines:
-        print(f"  {name:<{w}}  {b:>{wb}}  {a:>{wa}}  {verdict}")
-    for d, t, v in tsv(args[1]):
-        if v.startswith("error"):
-            print(f"  {d}.{t}: {v}")
-    with open(args[2], "w", encoding="utf-8") as f:
-        if bad:
-            f.write(f"row counts differ for {len(bad)} table(s): {', '.join(bad[:5])}"
-                    + (", ..." if len(bad) > 5 else ""))
-        else:
-            f.write(f"{len(lines) - len(notes)} table(s) with the same row count"
-                    + (f", {len(notes)} over the query file limit before and counted now"
-                       if notes else ""))
-    sys.exit(1 if bad else 0)
+if cmd == "measure":  # URL TIMEOUT OUT-JSON [NAMES-JSON]; token in $KOMPACTOR_MAINT_TOKEN
+    sys.exit(measure(args[0], os.environ.get("KOMPACTOR_MAINT_TOKEN", ""), float(args[1]),
+                     args[2], args[3] if len(args) > 3 else None))
+elif cmd == "unmeasured":  # OUT-JSON -> "N table(s): db.t, ..." (those with an error)
+    with open(args[0], encoding="utf-8") as f:
+        bad = [f"{r['db']}.{r['table']}" for r in json.load(f)["tables"] if r.get("error")]
+    print(f"{len(bad)} table(s): {', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}")
+elif cmd == "compare":  # BEFORE-JSON AFTER-JSON REASON-FILE -> table on stdout, 0 if equal
+    sys.exit(compare(*args))
 else:
     sys.exit("unknown command " + cmd)
 PYEOF
@@ -329,61 +658,14 @@ describe() {
     fi
 }
 
-query() { # query DB SQL BODY-FILE -> HTTP status
-    http_get /api/v3/query_sql "$3" --data-urlencode "db=$1" --data-urlencode format=json \
-        --data-urlencode "q=$2"
-}
-
 healthy() { [[ $(HTTP_TRIES=1 http_get /health "$WORK/health" --max-time 5) == 200 ]]; }
 
-# collect_counts OUT-TSV before|after: one line per table, "db TAB table TAB count", where the
-# count is a number, "over-limit" or "error: ..." (after only). Before, any failure other than
-# the file limit returns 1; before, the names file is written too.
-collect_counts() {
-    local out=$1 pass=$2 body=$WORK/body code db t n sql ids
-    : >"$out"
-    : >"$WORK/names.tsv"
-    code=$(http_get /api/v3/configure/database "$body" --data-urlencode format=json)
-    if [[ $code != 200 ]]; then
-        err "listing the databases: $(describe "$code" "$body")"
-        return 1
-    fi
-    py dbs "$body" >"$WORK/dbs" || { err "listing the databases: unexpected answer"; return 1; }
-    while IFS= read -r -u 3 db; do
-        code=$(query "$db" "SELECT table_name FROM information_schema.tables WHERE table_schema = 'iox'" "$body")
-        if [[ $code != 200 ]] || ! py tables "$body" >"$WORK/tables"; then
-            err "listing the tables of $db: $(describe "$code" "$body")"
-            return 1
-        fi
-        [[ -s $WORK/tables ]] || printf '%s\t\t\t\n' "$db" >>"$WORK/names.tsv"
-        while IFS= read -r -u 4 t; do
-            sql="SELECT count(*) AS n FROM \"${t//\"/\"\"}\""
-            code=$(query "$db" "$sql" "$body")
-            if [[ $code == 200 ]] && n=$(py count "$body" 2>/dev/null); then
-                :
-            elif [[ $code != 000 ]] && grep -qiE 'exceed(ing)? (the )?file limit' "$body"; then
-                n=over-limit
-            elif [[ $pass == before ]]; then
-                err "counting $db.$t: $(describe "$code" "$body")"
-                return 1
-            else
-                n="error: $(describe "$code" "$body")"
-            fi
-            printf '%s\t%s\t%s\n' "$db" "$t" "$n" >>"$out"
-            printf '  %-40s %s\n' "$db.$t" "${n%%:*}"
-            if [[ $pass == before ]]; then
-                ids=
-                code=$(query "$db" "SELECT path FROM system.parquet_files WHERE table_name = '${t//\'/\'\'}' LIMIT 1" "$body")
-                [[ $code != 200 ]] || ids=$(py ids "$body" 2>/dev/null) || ids=
-                printf '%s\t%s\t%s\t%s\n' "$db" "${ids%%$'\t'*}" "$t" "${ids#*$'\t'}" >>"$WORK/names.tsv"
-            fi
-        done 4<"$WORK/tables"
-    done 3<"$WORK/dbs"
-    if [[ $pass == before ]]; then
-        py names "$WORK/names.tsv" "$NAMES_FILE" "$URL" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" ||
-            warn "could not write $NAMES_FILE"
-    fi
-    [[ -s $out ]] || say "  (no tables)"
+# measure_tables OUT-JSON [NAMES-JSON]: measures every table on the running server (one line
+# per table on stdout) into OUT-JSON; the token goes to python3 through its environment, never
+# on a command line. Returns 0 if every table was measured, 1 if some were not (each has its
+# error in OUT-JSON and on its line), 2 if the databases or tables could not be listed.
+measure_tables() {
+    KOMPACTOR_MAINT_TOKEN=$TOKEN py measure "$URL" "$TIMEOUT" "$@"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -575,15 +857,20 @@ runs_list() { find "$STATE_DIR/runs" -mindepth 1 -maxdepth 1 -type d -printf '%f
 new_run_id() { LC_ALL=C comm -13 "$WORK/runs.before" <(runs_list) | tail -n 1; }
 
 # run_logged LOG CMD...: runs CMD, output to the terminal (indented) and to LOG; prints nothing
-# else; returns CMD's status.
+# else; returns CMD's status. While CMD runs, nothing of this script but the script itself
+# holds a file under the data dir open (the log is written in $WORK and copied afterwards, the
+# lock's descriptor is closed): kompactor takes any other process with a file open there for a
+# server, and only its own ancestors and siblings are exempt, so a --kompactor that is a
+# wrapper (nice, timeout, a script that does not exec) would otherwise refuse to run.
 run_logged() {
-    local log=$1 rc
+    local log=$1 rc tmp=$WORK/${1##*/}
     shift
     say "\$ $*"
     set +e
-    "$@" 2>&1 | tee "$log" | sed 's/^/  | /'
+    "$@" 2>&1 9>&- | tee "$tmp" 9>&- | sed 's/^/  | /' 9>&-
     rc=${PIPESTATUS[0]}
     set -e
+    cp -- "$tmp" "$log" || warn "could not copy $tmp to $log"
     return "$rc"
 }
 
@@ -594,15 +881,23 @@ say "kompactor maintenance of $DATA_DIR (nodes $HOSTS) at $STAMP"
 say "server: $URL, $([[ $MODE == systemd ]] && echo "systemd unit $UNIT" || echo "pid file $PID_FILE")"
 say "kompactor: $KOMPACTOR"
 
-step "1/6 counting rows on the running server"
+step "1/6 measuring every table on the running server"
 server_running || not_compacted "the server is not running"
 code=$(http_get /health "$WORK/h")
 [[ $code == 200 ]] || not_compacted "$URL/health does not answer 200 ($(describe "$code" "$WORK/h"))"
-collect_counts "$RECORD/counts-before.tsv" before || not_compacted "the counts before failed"
-say "names: $NAMES_FILE"
-if grep -q $'\tover-limit$' "$RECORD/counts-before.tsv"; then
-    say "(over-limit: the count failed on the query file limit; after compaction it must succeed)"
-fi
+rc=0
+measure_tables "$RECORD/before.json" "$NAMES_FILE" || rc=$?
+[[ -s $RECORD/before.json ]] || rc=2
+case $rc in
+0) say "names: $NAMES_FILE" ;;
+1)
+    say "A table that cannot be measured now cannot be compared after the compaction. If the"
+    say "query file limit is the cause (more of the table's files overlap one moment than the"
+    say "limit allows), start the server once with a higher --query-file-limit and run again."
+    not_compacted "could not measure $(py unmeasured "$RECORD/before.json")"
+    ;;
+*) not_compacted "the databases and tables could not be listed, or the measurement failed (see above)" ;;
+esac
 
 step "2/6 stopping the server"
 if ! stop_server; then
@@ -661,14 +956,16 @@ if ! start_server; then
     finish 3 "FAILED (${RUN_ID:+compacted by run $RUN_ID, but }the server did not answer $URL/health within ${TIMEOUT}s of the start)"
 fi
 
-step "6/6 counting rows again and comparing"
-if ! collect_counts "$RECORD/counts-after.tsv" after; then
+step "6/6 measuring again and comparing"
+rc=0
+measure_tables "$RECORD/after.json" || rc=$?
+if ((rc > 1)) || [[ ! -s $RECORD/after.json ]]; then
     undo_help
-    finish 3 "FAILED (${RUN_ID:+compacted by run $RUN_ID, but }the counts after the restart failed)"
+    finish 3 "FAILED (${RUN_ID:+compacted by run $RUN_ID, but }the databases and tables could not be listed after the restart, or the measurement failed: see above)"
 fi
 say ""
 rc=0
-py compare "$RECORD/counts-before.tsv" "$RECORD/counts-after.tsv" "$WORK/reason" | tee "$RECORD/comparison.txt" || rc=$?
+py compare "$RECORD/before.json" "$RECORD/after.json" "$WORK/reason" | tee "$RECORD/comparison.txt" || rc=$?
 reason=$(cat "$WORK/reason" 2>/dev/null || echo "the comparison failed")
 if ((rc != 0)); then
     undo_help

@@ -1,34 +1,52 @@
-//! `scripts/maintenance.sh` end to end, against a fake server (`tests/fake_influxdb3.py`) and a
-//! fake kompactor (a shell script that logs its arguments), all on 127.0.0.1:
+//! `scripts/maintenance.sh` end to end against the real InfluxDB 3 Core server (3.10 line from
+//! `$INFLUXDB3_BIN`, 3.0.x from `$INFLUXDB3_BIN_3_0`; see `tests/common/server.rs`), with the
+//! real kompactor or a stand-in around it, all on 127.0.0.1:
 //!
-//! - the whole routine: counts (one table over the query file limit before), stop, verify,
-//!   compaction with extra arguments, restart (new pid), recount, `VERDICT: OK`;
-//! - the counts differ after the restart: `VERDICT: FAILED`, exit 3, how to undo the run;
+//! - every fixture the servers read (3.10 small, with an API token, and multi, node by node;
+//!   3.5.0 and 3.8.3 with the 3.10 server; 3.0.3 with the 3.0.3 server), served with the
+//!   default query file limit of 432, so that the big tables are over it before: every table is
+//!   measured before (those over the limit in time slices) and after, with numbers that are
+//!   equal, and `VERDICT: OK`; on 3.10 small the sliced measurements equal what one query
+//!   returns on a server without the limit;
+//! - a stand-in that runs kompactor, then drops one row of `metrics.cpu`'s compacted file
+//!   (the file rewritten with one row fewer, its size and row count fixed in the metadata, so
+//!   that the server reads it without complaint): exit 3, the verdict names `metrics.cpu`;
+//! - a stand-in that runs kompactor, then deletes one compacted file of `events.log`: the
+//!   table cannot be measured after the restart; exit 3, the verdict names it;
+//! - a server whose query file limit (1) no time slice can meet: nothing is stopped or
+//!   compacted, exit 1, the tables are named;
 //! - `kompactor verify` fails: no compaction, the server is started again, exit 1;
-//! - the same routine with `--systemd-unit`, through a fake `systemctl` on PATH.
+//! - `--systemd-unit`, through a fake `systemctl` on PATH that stops and starts the real
+//!   server; run twice (the second finds nothing to compact);
+//! - bad command lines (no server).
 //!
-//! Every process a case starts is ended when the case ends, passed or failed (`Procs`).
-//! Linux only: processes are found and checked through /proc.
+//! No fake server is left: every failure mode above is one the real server shows (an
+//! unreadable file, a limit no slice meets, a token it requires). Without the servers each
+//! test says so in one line on stderr and returns (under CI, `$CI` set, it fails instead).
+//!
+//! Every wait is bounded: the server's start (180 s, in `Server::start`), the script (900 s,
+//! then its whole process group is killed), the stand-in waiting for the damage (120 s). Every
+//! server a case started, or that the script started for it, is stopped when the case ends,
+//! passed or failed (`Guard`). Linux only: processes are found through /proc.
 
+mod common;
+
+use common::server::{fixture_flags, log_tail, Serve, Server, ServerBin, LARGE_FILE_LIMIT};
+use common::{copy_fixture, fixture, read_json, Fixture};
+use kompactor::parquet::sql_str;
+use serde_json::Value;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-const RUN_ID: &str = "20260101T000000Z-4242";
-/// The state the server starts with: `events.log` is over the query file limit (432).
-const BEFORE: &str =
-    r#"{"metrics": {"cpu": 100, "mem": 20}, "events": {"log": {"count": 6061, "files": 448}}}"#;
-/// After a good compaction: the same rows, in few files.
-const AFTER_OK: &str =
-    r#"{"metrics": {"cpu": 100, "mem": 20}, "events": {"log": {"count": 6061, "files": 3}}}"#;
-/// After a bad one: rows of metrics.cpu lost.
-const AFTER_LOST: &str =
-    r#"{"metrics": {"cpu": 90, "mem": 20}, "events": {"log": {"count": 6061, "files": 3}}}"#;
+/// The longest the script may run (a first compaction on a slow machine included).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
+/// The longest a server may take to exit after SIGTERM before the guard kills it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,279 +57,369 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Running and not a zombie (an exited child not yet reaped).
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            !matches!(stat.rsplit_once(')'), Some((_, rest)) if rest.trim_start().starts_with('Z'))
-        }
-        Err(_) => false,
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// The processes a case started: the fake servers (found by their command line, which holds
-/// the case's temporary directory) and the children spawned here. All are ended on drop.
-struct Procs {
-    marker: String,
-    children: Vec<Child>,
-}
-
-impl Procs {
-    fn fake_servers(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == std::process::id() {
-                continue;
-            }
-            if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd);
-                if cmd.contains("fake_influxdb3.py") && cmd.contains(&self.marker) {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let pids = self.fake_servers();
-        for &p in &pids {
-            signal(p, "-TERM");
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-            sleep(Duration::from_millis(50));
-        }
-        for &p in pids.iter().filter(|&&p| alive(p)) {
-            signal(p, "-KILL");
-        }
-    }
-}
-
-/// `GET /health` answered 200.
-fn healthy(port: u16, token: Option<&str>) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!("GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n");
-    let mut answer = String::new();
-    s.write_all(req.as_bytes()).is_ok()
-        && s.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
-}
-
-fn wait_healthy(port: u16, token: Option<&str>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !healthy(port, token) {
-        assert!(
-            Instant::now() < deadline,
-            "the fake server on port {port} never answered /health"
-        );
-        sleep(Duration::from_millis(100));
-    }
-}
-
 fn write_exe(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// One case: a data dir with node0, a fake server running on a free port, a fake kompactor.
-struct Case {
-    procs: Procs, // dropped first: processes end before their directory goes
-    port: u16,
-    token: Option<&'static str>,
-    data: PathBuf,
+/// The process's command line, if it runs and is not a zombie.
+fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    if matches!(stat.rsplit_once(')'), Some((_, rest)) if rest.trim_start().starts_with('Z')) {
+        return None;
+    }
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    cmdline(pid).is_some()
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid (or process group) this test started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// The server process listening on `port` (found by its `--http-bind` argument).
+fn server_pid(port: u16) -> u32 {
+    let bind = format!("127.0.0.1:{port}");
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(argv) = cmdline(pid) {
+            if argv.iter().any(|a| a == "serve") && argv.iter().any(|a| *a == bind) {
+                return pid;
+            }
+        }
+    }
+    panic!("no server process with --http-bind {bind}")
+}
+
+/// `GET /health` answered 200 (with the token, if any).
+fn healthy(port: u16, token: Option<&str>) -> bool {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}/health"));
+    cmd.output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "200")
+}
+
+/// Stops, when the case ends, the servers it started itself (`children`, reaped) and the one
+/// the script left running (named by the pid file, and only if its command line names the
+/// case's data dir).
+struct Guard {
     pid_file: PathBuf,
-    calls: PathBuf,
-    kompactor: PathBuf,
+    data_dir: String,
+    children: Vec<Child>,
+}
+
+impl Guard {
+    fn stop(pid: u32, mut exited: impl FnMut() -> bool) {
+        signal(pid as i32, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !exited() && Instant::now() < deadline {
+            sleep(Duration::from_millis(100));
+        }
+        if !exited() {
+            signal(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            if c.try_wait().ok().flatten().is_none() {
+                let pid = c.id();
+                Self::stop(pid, || c.try_wait().ok().flatten().is_some());
+                let _ = c.wait();
+            }
+        }
+        let pid = fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            let ours = |pid| cmdline(pid).is_some_and(|a| a.iter().any(|x| x == &self.data_dir));
+            if ours(pid) {
+                Self::stop(pid, || !ours(pid));
+            }
+        }
+    }
+}
+
+/// How a case's first server runs.
+#[derive(Clone, Copy, Default)]
+struct Opts {
+    /// `--query-file-limit` (None: the default, 432).
+    file_limit: Option<u64>,
+    /// Require an API token (an offline admin token, `--admin-token-file`).
+    token: bool,
+}
+
+/// One case: a copy of a fixture served by a real server on a free port, a pid file naming it
+/// and the command that starts it again.
+struct Case {
+    _guard: Guard, // dropped first: the servers stop before their directories go
+    _first: Option<Server>,
+    f: Fixture,
+    node: String,
+    port: u16,
+    token: Option<String>,
+    pid_file: PathBuf,
     start_cmd: String,
     first_pid: u32,
-    tmp: tempfile::TempDir,
+    bin: ServerBin,
+    work: tempfile::TempDir,
+    data: tempfile::TempDir,
+    started: Instant,
 }
 
 impl Case {
-    /// `verify_rc`: what the fake `kompactor verify` exits with; `after`: the server state the
-    /// fake compaction leaves (None: unchanged).
-    fn new(token: Option<&'static str>, verify_rc: i32, after: Option<&str>) -> Case {
-        let tmp = tempfile::Builder::new()
+    /// None (after one line on stderr) when the server for the fixture is not available.
+    fn new(fixture_name: &str, opts: Opts) -> Option<Case> {
+        let f = fixture(fixture_name);
+        let bin = ServerBin::for_fixture(&f)?;
+        let data = copy_fixture(&f);
+        Some(Case::on(f, bin, data, "node0", opts))
+    }
+
+    /// Starts a server for `node` of `data` (a copy of `f`).
+    fn on(f: Fixture, bin: ServerBin, data: tempfile::TempDir, node: &str, opts: Opts) -> Case {
+        let started = Instant::now();
+        let work = tempfile::Builder::new()
             .prefix("kompactor-maintenance-test")
             .tempdir()
             .unwrap();
-        let t = tmp.path();
-        let data = t.join("data");
-        fs::create_dir_all(data.join("node0")).unwrap();
-        let state = t.join("state.json");
-        fs::write(&state, BEFORE).unwrap();
-        let pid_file = t.join("influxdb3.pid");
-        let calls = t.join("kompactor-calls.log");
-        let port = free_port();
-
-        let mut server = vec![
-            "python3".to_string(),
-            repo().join("tests/fake_influxdb3.py").display().to_string(),
-            "--port".into(),
-            port.to_string(),
-            "--state".into(),
-            state.display().to_string(),
-            "--pid-file".into(),
-            pid_file.display().to_string(),
-        ];
-        if let Some(tok) = token {
-            server.extend(["--token".into(), tok.to_string()]);
-        }
-        // The restarted server takes a moment to listen, as a real one loading its catalog.
-        let start_cmd = server
-            .iter()
-            .chain(["--start-delay".to_string(), "0.5".to_string()].iter())
-            .map(|a| sh_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ");
-
-        let after_cmd = match after {
-            Some(json) => {
-                let next = t.join("state-after.json");
-                fs::write(&next, json).unwrap();
-                format!(
-                    "cp {} {}",
-                    sh_quote(&next.display().to_string()),
-                    sh_quote(&state.display().to_string())
-                )
-            }
-            None => ":".into(),
+        let serve = Serve {
+            file_limit: opts.file_limit,
+            extra: fixture_flags(&f),
+            ..Serve::default()
         };
-        let kompactor = t.join("fake-kompactor");
-        write_exe(
-            &kompactor,
-            &format!(
-                r#"#!/bin/sh
-# fake kompactor: logs its arguments; "verify" exits {verify_rc}; a compaction records run
-# {RUN_ID} and leaves the state the restarted fake server will serve.
-printf '%s\n' "$*" >> {calls}
-if [ "$1" = verify ]; then
-    if [ {verify_rc} -ne 0 ]; then echo "error: fake verify fails" >&2; fi
-    exit {verify_rc}
-fi
-mkdir -p "$1/.kompactor/runs/{RUN_ID}"
-{after_cmd}
-echo "kompactor run {RUN_ID} on $1"
-"#,
-                calls = sh_quote(&calls.display().to_string()),
-            ),
-        );
-
-        let mut procs = Procs {
-            marker: t.display().to_string(),
+        let log = work.path().join("first-server.log");
+        let server = Server::start(&bin, data.path(), node, &serve, &log)
+            .unwrap_or_else(|e| panic!("{}: the server did not start: {e:?}", f.name));
+        let port = server.port;
+        let pid = server_pid(port);
+        // The exact command line the server runs with is the one the script starts it with.
+        let mut argv = cmdline(pid).unwrap();
+        let pid_file = work.path().join("influxdb3.pid");
+        let mut guard = Guard {
+            pid_file: pid_file.clone(),
+            data_dir: data.path().display().to_string(),
             children: Vec::new(),
         };
-        let log = fs::File::create(t.join("first-server.log")).unwrap();
-        let child = Command::new(&server[0])
-            .args(&server[1..])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let first_pid = child.id();
-        procs.children.push(child);
-        wait_healthy(port, token);
+        let (first, first_pid, token) = if opts.token {
+            server.stop();
+            let token_file = work.path().join("admin-token.json");
+            let out = Command::new(&bin.path)
+                .args(["create", "token", "--admin", "--offline", "--output-file"])
+                .arg(&token_file)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let token = read_json(&token_file)["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            argv.retain(|a| a != "--without-auth");
+            argv.extend([
+                "--admin-token-file".into(),
+                token_file.display().to_string(),
+            ]);
+            let out = fs::File::create(&log).unwrap();
+            let child = Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            guard.children.push(child);
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while !healthy(port, Some(&token)) {
+                assert!(
+                    Instant::now() < deadline && alive(pid),
+                    "the server with a token did not answer\n{}",
+                    log_tail(&log, 30)
+                );
+                sleep(Duration::from_millis(200));
+            }
+            (None, pid, Some(token))
+        } else {
+            (Some(server), pid, None)
+        };
+        fs::write(&pid_file, format!("{first_pid}\n")).unwrap();
+        let start_cmd = format!(
+            "exec {}",
+            argv.iter()
+                .map(|a| sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         Case {
-            procs,
+            _guard: guard,
+            _first: first,
+            f,
+            node: node.to_string(),
             port,
             token,
-            data,
             pid_file,
-            calls,
-            kompactor,
             start_cmd,
             first_pid,
-            tmp,
+            bin,
+            work,
+            data,
+            started,
         }
     }
 
     fn data(&self) -> String {
-        self.data.display().to_string()
+        self.data.path().display().to_string()
     }
 
-    /// The pid-file form of the command line (without the kompactor's extra arguments).
-    fn pid_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--data-dir".to_string(),
-            self.data(),
-            "--hosts".into(),
-            "node0".into(),
-            "--pid-file".into(),
-            self.pid_file.display().to_string(),
-            "--start-cmd".into(),
-            self.start_cmd.clone(),
-            "--url".into(),
-            format!("http://127.0.0.1:{}", self.port),
-            "--kompactor".into(),
-            self.kompactor.display().to_string(),
-            "--timeout".into(),
-            "20".into(),
-        ];
-        if let Some(t) = self.token {
-            a.extend(["--token".into(), t.to_string()]);
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The pid-file form of the command line, with `kompactor` as the kompactor.
+    fn pid_args(&self, kompactor: &Path) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--data-dir",
+            &self.data(),
+            "--hosts",
+            &self.node,
+            "--pid-file",
+            &self.pid_file.display().to_string(),
+            "--start-cmd",
+            &self.start_cmd,
+            "--url",
+            &self.url(),
+            "--kompactor",
+            &kompactor.display().to_string(),
+            "--timeout",
+            "180",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(t) = &self.token {
+            a.extend(["--token".into(), t.clone()]);
         }
         a
     }
 
-    /// Runs scripts/maintenance.sh (at most 120 s): its exit code and its output (stdout and
-    /// stderr together).
-    fn run(&mut self, args: &[String], path: Option<String>) -> (i32, String) {
-        let out_path = self.tmp.path().join("maintenance-output.txt");
+    /// A stand-in kompactor: logs its arguments to `kompactor-calls.log`, then runs `body`
+    /// (sh; `$REAL` is the real kompactor, `$W` the case's work directory).
+    fn stand_in(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.work.path().join(name);
+        write_exe(
+            &path,
+            &format!(
+                "#!/bin/sh\nREAL={}\nW={}\nprintf '%s\\n' \"$*\" >> \"$W/kompactor-calls.log\"\n{body}\n",
+                sh_quote(env!("CARGO_BIN_EXE_kompactor")),
+                sh_quote(&self.work.path().display().to_string()),
+            ),
+        );
+        path
+    }
+
+    /// The real kompactor, its calls logged.
+    fn real_kompactor(&self) -> PathBuf {
+        self.stand_in("kompactor", "exec \"$REAL\" \"$@\"")
+    }
+
+    /// Runs kompactor, then (a compaction that succeeded) asks the test to damage the data
+    /// dir and waits for it (at most 120 s): see `run`'s `damage`.
+    fn damaging_kompactor(&self) -> PathBuf {
+        self.stand_in(
+            "damaging-kompactor",
+            r#""$REAL" "$@" || exit $?
+[ "$1" = verify ] && exit 0
+: > "$W/damage-request"
+i=0
+while [ ! -e "$W/damage-done" ]; do
+    i=$((i + 1))
+    if [ $i -gt 1200 ]; then echo "stand-in: the test did not damage the data dir" >&2; exit 70; fi
+    sleep 0.1
+done
+echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-done")""#,
+        )
+    }
+
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.work.path().join("kompactor-calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Runs scripts/maintenance.sh (at most `SCRIPT_TIMEOUT`, in its own process group, which
+    /// is killed on timeout): its exit code and its output (stdout and stderr together). When
+    /// a stand-in asks for it, `damage` is called on the data dir and what it returns is
+    /// handed back to the stand-in.
+    fn run(
+        &mut self,
+        args: &[String],
+        path: Option<String>,
+        damage: Option<&dyn Fn(&Path) -> String>,
+    ) -> (i32, String) {
+        let out_path = self.work.path().join("maintenance-output.txt");
         let out = fs::File::create(&out_path).unwrap();
         let mut cmd = Command::new(repo().join("scripts/maintenance.sh"));
         cmd.args(args)
             .env_remove("INFLUXDB3_AUTH_TOKEN")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out);
+            .stderr(out)
+            .process_group(0);
         if let Some(p) = path {
             cmd.env("PATH", p);
         }
-        self.procs.children.push(cmd.spawn().unwrap());
-        let child = self.procs.children.last_mut().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + SCRIPT_TIMEOUT;
+        let request = self.work.path().join("damage-request");
+        let done = self.work.path().join("damage-done");
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
+            if let Some(d) = damage {
+                if request.exists() && !done.exists() {
+                    let what = d(self.data.path());
+                    fs::write(&done, what).unwrap();
+                }
+            }
             if Instant::now() > deadline {
-                let _ = child.kill();
+                signal(-(child.id() as i32), libc::SIGKILL);
                 let _ = child.wait();
                 panic!(
-                    "maintenance.sh still running after 120 s:\n{}",
+                    "maintenance.sh still running after {SCRIPT_TIMEOUT:?}:\n{}",
                     fs::read_to_string(&out_path).unwrap_or_default()
                 );
             }
@@ -322,21 +430,18 @@ echo "kompactor run {RUN_ID} on $1"
         (status.code().unwrap_or(-1), text)
     }
 
-    fn calls(&self) -> Vec<String> {
-        fs::read_to_string(&self.calls)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
+    /// The pid the pid file names now.
+    fn pid(&self) -> u32 {
+        fs::read_to_string(&self.pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// The server runs again, as a new process named by the pid file.
     fn assert_restarted(&self, out: &str) {
-        let pid: u32 = fs::read_to_string(&self.pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = self.pid();
         assert_ne!(
             pid, self.first_pid,
             "the pid file still names the first server\n{out}"
@@ -347,9 +452,31 @@ echo "kompactor run {RUN_ID} on $1"
             "the restarted server (pid {pid}) is not running\n{out}"
         );
         assert!(
-            healthy(self.port, self.token),
+            healthy(self.port, self.token.as_deref()),
             "the restarted server does not answer\n{out}"
         );
+    }
+
+    /// The measurements the last run recorded (`before` or `after`).
+    fn measured(&self, which: &str) -> Value {
+        let root = self.data.path().join(".kompactor/maintenance");
+        let mut runs: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        runs.sort();
+        read_json(&runs.last().unwrap().join(format!("{which}.json")))
+    }
+
+    /// One line on stderr with the case's figures (the test harness does not capture it).
+    fn report(&self, what: &str) {
+        common::server::skip_notice(&format!(
+            "maintenance: {} {}: {what} in {:.1?}",
+            self.f.name,
+            self.node,
+            self.started.elapsed()
+        ));
     }
 }
 
@@ -360,88 +487,497 @@ fn last_line(out: &str) -> &str {
         .unwrap_or("")
 }
 
-#[test]
-fn routine_compacts_restarts_and_compares() {
-    let mut c = Case::new(Some("apiv3_test-token"), 0, Some(AFTER_OK));
-    let mut args = c.pid_args();
-    args.extend(["--", "--window", "1d", "--min-age", "1h"].map(String::from));
-    let (code, out) = c.run(&args, None);
+/// The tables of a measurement, by "db.table".
+fn tables(m: &Value) -> Vec<(String, &Value)> {
+    m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                format!(
+                    "{}.{}",
+                    t["db"].as_str().unwrap(),
+                    t["table"].as_str().unwrap()
+                ),
+                t,
+            )
+        })
+        .collect()
+}
 
+/// The whole routine with the real kompactor on a case: exit 0, `VERDICT: OK`, and every table
+/// measured before and after with equal numbers. Returns a one-line summary of what was
+/// compared.
+fn assert_routine_ok(c: &mut Case) -> String {
+    let k = c.real_kompactor();
+    let args = c.pid_args(&k);
+    let (code, out) = c.run(&args, None, None);
     assert_eq!(code, 0, "{out}");
-    assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
+    let verdict = last_line(&out);
+    assert!(verdict.starts_with("VERDICT: OK"), "{out}");
+    assert!(verdict.contains("row count, min and max time"), "{out}");
     assert_eq!(
         c.calls(),
         [
-            format!("verify {} --hosts node0", c.data()),
-            format!("{} --hosts node0 --window 1d --min-age 1h", c.data()),
+            format!("verify {} --hosts {}", c.data(), c.node),
+            format!("{} --hosts {}", c.data(), c.node),
         ],
         "{out}"
     );
-    c.assert_restarted(&out);
-    // The table over the file limit before is counted after, and reported.
-    let log = out
-        .lines()
-        .find(|l| l.contains("events.log") && l.contains("accepted"));
+    let run_id = verdict
+        .rsplit_once("; run ")
+        .map(|(_, r)| r.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("no run in the verdict: compacted nothing?\n{out}"));
     assert!(
-        log.is_some_and(|l| l.contains("over-limit") && l.contains("6061")),
+        c.data.path().join(".kompactor/runs").join(&run_id).is_dir(),
         "{out}"
     );
-    assert!(out.contains(RUN_ID), "{out}");
-    let names = fs::read_to_string(c.data.join(".kompactor/names.json")).unwrap();
-    for n in ["\"metrics\"", "\"cpu\"", "\"mem\"", "\"events\"", "\"log\""] {
-        assert!(names.contains(n), "{n} not in names.json: {names}");
+    c.assert_restarted(&out);
+
+    let (before, after) = (c.measured("before"), c.measured("after"));
+    let (tb, ta) = (tables(&before), tables(&after));
+    assert!(!tb.is_empty(), "no tables measured\n{out}");
+    assert_eq!(
+        tb.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        ta.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        "{out}"
+    );
+    let mut sliced = Vec::new();
+    for ((name, b), (_, a)) in tb.iter().zip(&ta) {
+        assert!(
+            b["error"].is_null() && a["error"].is_null(),
+            "{name}\n{out}"
+        );
+        let rows = b["rows"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: no rows\n{out}"));
+        assert!(rows > 0, "{name}\n{out}");
+        for k in ["rows", "min_time", "max_time", "fields"] {
+            assert!(!b[k].is_null(), "{name}: {k}\n{out}");
+            if k != "fields" {
+                assert_eq!(b[k], a[k], "{name}: {k}\n{out}");
+            }
+        }
+        for (field, fb) in b["fields"].as_object().unwrap() {
+            let fa = &a["fields"][field];
+            assert_eq!(fb["count"], fa["count"], "{name}.{field}\n{out}");
+            if fb["type"] == "Int64" || fb["type"] == "UInt64" {
+                assert_eq!(fb["sum"], fa["sum"], "{name}.{field}\n{out}");
+            }
+        }
+        if b["slices"].as_u64().unwrap() > 1 {
+            sliced.push(format!(
+                "{name} ({} files, {} slices)",
+                b["files"], b["slices"]
+            ));
+        }
+        assert!(
+            verdict.contains(name.as_str()) || tb.len() > 8,
+            "{name}\n{out}"
+        );
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")) && l.ends_with(" ok"));
+        assert!(line.is_some(), "no 'ok' line for {name}\n{out}");
     }
-    assert!(!names.contains("_internal"), "{names}");
-    // The start command's output went to the log in .kompactor/.
-    let log = fs::read_to_string(c.data.join(".kompactor/server.log")).unwrap();
-    assert!(log.contains("fake influxdb3 listening"), "{log}");
+    format!(
+        "{} tables, {} over the limit before: {}",
+        tb.len(),
+        sliced.len(),
+        sliced.join(", ")
+    )
 }
 
 #[test]
-fn differing_counts_fail_and_say_how_to_undo() {
-    let mut c = Case::new(None, 0, Some(AFTER_LOST));
-    let args = c.pid_args();
-    let (code, out) = c.run(&args, None);
+fn every_table_compared_on_3_10_small_with_a_token() {
+    let Some(mut c) = Case::new(
+        "influxdb3-3.10/small",
+        Opts {
+            token: true,
+            ..Opts::default()
+        },
+    ) else {
+        return;
+    };
+    // What one query returns on a server without the limit.
+    let reference = reference_answers(&c);
+    let summary = assert_routine_ok(&mut c);
+    let before = c.measured("before");
+    for (name, t) in tables(&before) {
+        let r = &reference[&name];
+        assert_eq!(t["rows"], r["n"], "{name}: sliced vs one query");
+        assert_eq!(t["min_time"], r["t0"], "{name}");
+        assert_eq!(t["max_time"], r["t1"], "{name}");
+    }
+    // The two big tables were over the limit before, and counted in slices.
+    for name in ["events.log", "metrics.cpu"] {
+        let t = tables(&before)
+            .into_iter()
+            .find(|t| t.0 == name)
+            .unwrap()
+            .1
+            .clone();
+        assert!(t["slices"].as_u64().unwrap() > 1, "{name}: {t}");
+        assert_eq!(t["limit"], 432, "{name}: {t}");
+    }
+    c.report(&summary);
+}
+
+/// `count(*)`, min and max time per table ("db.table") of a fresh copy of the case's fixture,
+/// served with no file limit.
+fn reference_answers(c: &Case) -> serde_json::Map<String, Value> {
+    let copy = copy_fixture(&c.f);
+    let serve = Serve {
+        file_limit: Some(LARGE_FILE_LIMIT),
+        extra: fixture_flags(&c.f),
+        ..Serve::default()
+    };
+    let log = c.work.path().join("reference-server.log");
+    let s = Server::start(&c.bin, copy.path(), &c.node, &serve, &log)
+        .unwrap_or_else(|e| panic!("reference server: {e:?}"));
+    let mut out = serde_json::Map::new();
+    for db in s.databases() {
+        let names = s
+            .query(
+                &db,
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'iox'",
+            )
+            .unwrap();
+        for t in names {
+            let t = t["table_name"].as_str().unwrap();
+            let sql = format!(
+                "SELECT count(*) AS n, CAST(min(time) AS BIGINT) AS t0, \
+                 CAST(max(time) AS BIGINT) AS t1 FROM \"{}\"",
+                t.replace('"', "\"\"")
+            );
+            let row = s
+                .query(&db, &sql)
+                .unwrap_or_else(|e| panic!("{db}.{t}: {e}"));
+            out.insert(format!("{db}.{t}"), row[0].clone());
+        }
+    }
+    out
+}
+
+fn routine_ok_on(fixture_name: &str, node: &str) {
+    let f = fixture(fixture_name);
+    let Some(bin) = ServerBin::for_fixture(&f) else {
+        return;
+    };
+    let data = copy_fixture(&f);
+    let mut c = Case::on(f, bin, data, node, Opts::default());
+    let summary = assert_routine_ok(&mut c);
+    c.report(&summary);
+}
+
+#[test]
+fn every_table_compared_on_3_10_multi_node0() {
+    routine_ok_on("influxdb3-3.10/multi", "node0");
+}
+
+#[test]
+fn every_table_compared_on_3_10_multi_node1() {
+    routine_ok_on("influxdb3-3.10/multi", "node1");
+}
+
+#[test]
+fn every_table_compared_on_3_5_0_small() {
+    routine_ok_on("influxdb3-3.5.0/small", "node0");
+}
+
+#[test]
+fn every_table_compared_on_3_8_3_small() {
+    routine_ok_on("influxdb3-3.8.3/small", "node0");
+}
+
+#[test]
+fn every_table_compared_on_3_0_3_small() {
+    routine_ok_on("influxdb3-3.0.3/small", "node0");
+}
+
+/// The last numeric segment of a path segment: "1" (3.6+) or "cpu-1" (up to 3.5) -> 1.
+fn dir_id(seg: &str) -> Option<u64> {
+    seg.rsplit('-').next()?.parse().ok()
+}
+
+/// The compacted files (`kompactor-*.parquet`) of `db.table` on `node`, found by the ids the
+/// script recorded in `.kompactor/names.json`.
+fn compacted_files(data: &Path, node: &str, db: &str, table: &str) -> Vec<PathBuf> {
+    let names = read_json(&data.join(".kompactor/names.json"));
+    let db_id = names["databases"][db]["id"].as_u64().unwrap();
+    let table_id = names["databases"][db]["tables"][table]["id"]
+        .as_u64()
+        .unwrap();
+    let dbs = data.join(node).join("dbs");
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(&dbs)
+        .into_iter()
+        .flatten()
+        .map(|e| e.into_path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            let rel: Vec<String> = p
+                .strip_prefix(&dbs)
+                .unwrap()
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            name.starts_with("kompactor-")
+                && name.ends_with(".parquet")
+                && rel.len() > 2
+                && dir_id(&rel[0]) == Some(db_id)
+                && dir_id(&rel[1]) == Some(table_id)
+        })
+        .collect();
+    out.sort();
+    assert!(
+        !out.is_empty(),
+        "no compacted file of {db}.{table} under {}",
+        dbs.display()
+    );
+    out
+}
+
+/// In every JSON file of the node that lists `rel` (snapshots, checkpoints, table index), sets
+/// that entry's `size_bytes` and `row_count`, and the document's totals by the same amounts;
+/// each file keeps its modification time. Returns how many files were changed.
+fn fix_metadata(data: &Path, node: &str, rel: &str, size: u64, rows_removed: u64) -> usize {
+    fn fix(v: &mut Value, rel: &str, size: u64, rows_removed: u64, delta: &mut (i64, u64)) {
+        match v {
+            Value::Object(m) => {
+                if m.get("path").and_then(Value::as_str) == Some(rel) {
+                    let old = m["size_bytes"].as_u64().unwrap();
+                    delta.0 += size as i64 - old as i64;
+                    delta.1 += rows_removed;
+                    m["size_bytes"] = size.into();
+                    m["row_count"] = (m["row_count"].as_u64().unwrap() - rows_removed).into();
+                    return;
+                }
+                m.values_mut()
+                    .for_each(|x| fix(x, rel, size, rows_removed, delta));
+            }
+            Value::Array(a) => a
+                .iter_mut()
+                .for_each(|x| fix(x, rel, size, rows_removed, delta)),
+            _ => {}
+        }
+    }
+    let mut changed = 0;
+    for e in walkdir::WalkDir::new(data.join(node)).into_iter().flatten() {
+        let p = e.path();
+        if !e.file_type().is_file() || p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let text = fs::read_to_string(p).unwrap();
+        if !text.contains(rel) {
+            continue;
+        }
+        let mtime = fs::metadata(p).unwrap().modified().unwrap();
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        let mut delta = (0i64, 0u64);
+        fix(&mut v, rel, size, rows_removed, &mut delta);
+        if let Some(m) = v.as_object_mut() {
+            if let Some(n) = m.get("row_count").and_then(Value::as_u64) {
+                m["row_count"] = (n - delta.1).into();
+            }
+            if let Some(n) = m.get("parquet_size_bytes").and_then(Value::as_u64) {
+                m["parquet_size_bytes"] = ((n as i64 + delta.0) as u64).into();
+            }
+        }
+        fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        changed += 1;
+    }
+    changed
+}
+
+/// Rewrites the first compacted file of `db.table` without one row (one whose time lies
+/// strictly inside the file's time range, so the table's min and max time stay), with the
+/// file's own `ARROW:schema`, and fixes its size and row count in the metadata: the server
+/// reads it as it reads any file, one row short.
+fn drop_one_row(data: &Path, node: &str, db: &str, table: &str) -> String {
+    let path = compacted_files(data, node, db, table).remove(0);
+    let p = sql_str(&path.to_string_lossy());
+    let src = format!("read_parquet({p}, file_row_number = true)");
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let schema: String = conn
+        .query_row(
+            &format!(
+                "SELECT decode(value) FROM parquet_kv_metadata({p}) \
+                 WHERE decode(key) = 'ARROW:schema'"
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (rows, victim): (i64, i64) = conn
+        .query_row(
+            &format!(
+                "SELECT (SELECT count(*) FROM {src}), min(file_row_number) FROM {src} \
+                 WHERE time > (SELECT min(time) FROM {src}) \
+                 AND time < (SELECT max(time) FROM {src})"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let tmp = path.with_extension("damaged");
+    conn.execute_batch(&format!(
+        "COPY (SELECT * EXCLUDE (file_row_number) FROM {src} WHERE file_row_number <> {victim} \
+         ORDER BY file_row_number) TO {} \
+         (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{'ARROW:schema': {}}})",
+        sql_str(&tmp.to_string_lossy()),
+        sql_str(&schema)
+    ))
+    .unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    let left: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM read_parquet({p})"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, rows - 1);
+    let size = fs::metadata(&path).unwrap().len();
+    let rel = path
+        .strip_prefix(data)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let fixed = fix_metadata(data, node, &rel, size, 1);
+    assert!(fixed > 0, "no metadata lists {rel}");
+    format!("row {victim} of {rel} dropped ({rows} -> {left} rows), {fixed} metadata file(s) fixed")
+}
+
+#[test]
+fn a_dropped_row_fails_and_names_the_table() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let k = c.damaging_kompactor();
+    let args = c.pid_args(&k);
+    let damage = |d: &Path| drop_one_row(d, "node0", "metrics", "cpu");
+    let (code, out) = c.run(&args, None, Some(&damage));
 
     assert_eq!(code, 3, "{out}");
-    assert!(last_line(&out).starts_with("VERDICT: FAILED"), "{out}");
-    assert!(last_line(&out).contains("metrics.cpu"), "{out}");
-    assert!(out.contains("DIFFERS (-10)"), "{out}");
-    let undo = format!("undo {} --run {RUN_ID}", c.data());
-    assert!(out.contains("kompactor") && out.contains(&undo), "{out}");
-    assert_eq!(c.calls().len(), 2, "{out}");
+    let verdict = last_line(&out);
+    assert!(
+        verdict.starts_with("VERDICT: FAILED (1 of 3 table(s)"),
+        "{out}"
+    );
+    assert!(verdict.contains("metrics.cpu: rows "), "{out}");
+    assert!(verdict.contains("(-1)"), "{out}");
+    for ok in ["events.log", "metrics.mem"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{ok} ")) && l.ends_with(" ok")),
+            "{ok} should compare equal\n{out}"
+        );
+    }
+    assert!(out.contains("stand-in: the data dir was damaged"), "{out}");
+    assert!(out.contains(&format!("undo {} --run ", c.data())), "{out}");
     c.assert_restarted(&out);
-    // Everything is left in place.
-    assert!(c.data.join(".kompactor/runs").join(RUN_ID).is_dir());
+    c.report("one row dropped from metrics.cpu: exit 3, named");
+}
+
+#[test]
+fn a_lost_file_fails_and_names_the_table() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let k = c.damaging_kompactor();
+    let args = c.pid_args(&k);
+    let damage = |d: &Path| {
+        let f = compacted_files(d, "node0", "events", "log").remove(0);
+        fs::remove_file(&f).unwrap();
+        format!("{} deleted", f.display())
+    };
+    let (code, out) = c.run(&args, None, Some(&damage));
+
+    assert_eq!(code, 3, "{out}");
+    let verdict = last_line(&out);
+    assert!(
+        verdict.starts_with("VERDICT: FAILED (1 of 3 table(s)"),
+        "{out}"
+    );
+    assert!(verdict.contains("events.log: NOT MEASURED after"), "{out}");
+    c.assert_restarted(&out);
+    c.report("a compacted file of events.log deleted: exit 3, named");
+}
+
+#[test]
+fn a_file_limit_no_slice_meets_stops_before_anything() {
+    // With a limit of 1, the overlapping files of every table cannot be sliced apart.
+    let opts = Opts {
+        file_limit: Some(1),
+        ..Opts::default()
+    };
+    let Some(mut c) = Case::new("influxdb3-3.10/small", opts) else {
+        return;
+    };
+    let k = c.real_kompactor();
+    let args = c.pid_args(&k);
+    let (code, out) = c.run(&args, None, None);
+
+    assert_eq!(code, 1, "{out}");
+    let verdict = last_line(&out);
+    assert!(
+        verdict.starts_with("VERDICT: FAILED (not compacted: could not measure 3 table(s): events.log, metrics.cpu, metrics.mem"),
+        "{out}"
+    );
+    assert!(
+        out.contains("more than the query file limit allows"),
+        "{out}"
+    );
+    assert!(c.calls().is_empty(), "kompactor was called\n{out}");
+    assert_eq!(c.pid(), c.first_pid, "{out}");
+    assert!(alive(c.first_pid), "the server was stopped\n{out}");
+    assert!(!c.data.path().join(".kompactor/runs").exists(), "{out}");
+    c.report("limit 1: exit 1, nothing stopped");
 }
 
 #[test]
 fn failed_verify_restarts_without_compacting() {
-    let mut c = Case::new(None, 1, Some(AFTER_OK));
-    let args = c.pid_args();
-    let (code, out) = c.run(&args, None);
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let k = c.stand_in(
+        "failing-verify-kompactor",
+        r#"if [ "$1" = verify ]; then echo "error: stand-in verify fails" >&2; exit 4; fi
+exec "$REAL" "$@""#,
+    );
+    let args = c.pid_args(&k);
+    let (code, out) = c.run(&args, None, None);
 
     assert_eq!(code, 1, "{out}");
     assert!(
         last_line(&out).starts_with("VERDICT: FAILED (not compacted"),
         "{out}"
     );
-    assert!(out.contains("not compacted"), "{out}");
-    assert!(out.contains("fake verify fails"), "{out}");
+    assert!(out.contains("stand-in verify fails"), "{out}");
     assert_eq!(
         c.calls(),
         [format!("verify {} --hosts node0", c.data())],
         "{out}"
     );
     c.assert_restarted(&out);
+    c.report("verify fails: exit 1, restarted");
 }
 
 #[test]
 fn systemd_unit_mode() {
-    let mut c = Case::new(None, 0, Some(AFTER_OK));
-    let bin = c.tmp.path().join("bin");
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let bin = c.work.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
-    let systemctl_log = c.tmp.path().join("systemctl-calls.log");
+    let systemctl_log = c.work.path().join("systemctl-calls.log");
     // A fake systemctl for one unit: the process named by the pid file is the unit.
     write_exe(
         &bin.join("systemctl"),
@@ -454,7 +990,7 @@ running() {{
 }}
 case "$1" in
 stop) running && kill -TERM "$(cat {pid})"; exit 0 ;;
-start) nohup sh -c {start} </dev/null >>{server_log} 2>&1 & exit 0 ;;
+start) nohup sh -c {start} </dev/null >>{server_log} 2>&1 & echo $! > {pid}; exit 0 ;;
 show) if running; then echo active; else echo inactive; fi ;;
 *) echo "fake systemctl: unexpected $*" >&2; exit 1 ;;
 esac
@@ -462,9 +998,10 @@ esac
             log = sh_quote(&systemctl_log.display().to_string()),
             pid = sh_quote(&c.pid_file.display().to_string()),
             start = sh_quote(&c.start_cmd),
-            server_log = sh_quote(&c.tmp.path().join("unit.log").display().to_string()),
+            server_log = sh_quote(&c.work.path().join("unit.log").display().to_string()),
         ),
     );
+    let k = c.real_kompactor();
     let args: Vec<String> = [
         "--data-dir",
         &c.data(),
@@ -473,11 +1010,11 @@ esac
         "--systemd-unit",
         "influxdb3",
         "--url",
-        &format!("http://127.0.0.1:{}", c.port),
+        &c.url(),
         "--kompactor",
-        &c.kompactor.display().to_string(),
+        &k.display().to_string(),
         "--timeout",
-        "20",
+        "180",
     ]
     .map(String::from)
     .to_vec();
@@ -486,10 +1023,11 @@ esac
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let (code, out) = c.run(&args, Some(path.clone()));
+    let (code, out) = c.run(&args, Some(path.clone()), None);
 
     assert_eq!(code, 0, "{out}");
     assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
+    assert!(last_line(&out).contains("; run "), "{out}");
     assert_eq!(c.calls().len(), 2, "{out}");
     let sc = fs::read_to_string(&systemctl_log).unwrap();
     assert!(sc.contains("stop --no-block -- influxdb3"), "{sc}");
@@ -498,11 +1036,12 @@ esac
 
     // Again: the restarted server does not hold the script's lock, and a run that finds
     // nothing new to compact is OK too.
-    let (code, out) = c.run(&args, Some(path));
+    let (code, out) = c.run(&args, Some(path), None);
     assert_eq!(code, 0, "{out}");
     assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
     assert!(last_line(&out).contains("nothing to compact"), "{out}");
     assert_eq!(c.calls().len(), 4, "{out}");
+    c.report("systemd mode, twice");
 }
 
 #[test]

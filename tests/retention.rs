@@ -58,7 +58,7 @@ fn purge(
             deleted.push(path.to_string());
         }
         let sum = |k: &str| kept.iter().map(|f| f[k].as_u64().unwrap()).sum::<u64>();
-        let times = |k: &str| kept.iter().map(|f| f[k].as_i64().unwrap());
+        let times = |k: &'static str| kept.iter().map(move |f| f[k].as_i64().unwrap());
         doc["parquet_size_bytes"] = sum("size_bytes").into();
         doc["row_count"] = sum("row_count").into();
         doc["min_time"] = times("min_time").min().unwrap_or(i64::MAX).into();

@@ -2,6 +2,8 @@
 //! dir back through its metadata the way the server does.
 #![allow(dead_code)]
 
+pub mod server;
+
 use duckdb::types::{TimeUnit, Value as Db};
 use kompactor::discover::{discover_node, list_nodes};
 use kompactor::merge::TableSchema;

@@ -1,0 +1,439 @@
+//! A real InfluxDB 3 Core server for the tests: found through `$INFLUXDB3_BIN` (3.10 line) or
+//! `$INFLUXDB3_BIN_3_0` (3.0.x), started on a data dir on a free loopback port, queried and
+//! written to over HTTP with `curl`, and always stopped, also when a test panics.
+
+use super::Fixture;
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer `/health` (a busy two-core machine is slow).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a single HTTP request may take.
+const REQUEST_TIMEOUT_SECS: &str = "300";
+/// The `--query-file-limit` used where every file must be readable (before compaction).
+pub const LARGE_FILE_LIMIT: u64 = 1_000_000;
+
+/// A server binary and the release line it belongs to.
+#[derive(Clone, Debug)]
+pub struct ServerBin {
+    pub path: PathBuf,
+    /// The environment variable it came from.
+    pub var: &'static str,
+    /// A 3.0.x server (its flags differ slightly).
+    pub v3_0: bool,
+}
+
+impl ServerBin {
+    /// The server that reads `f`: `$INFLUXDB3_BIN_3_0` for a fixture written by 3.0.x, else
+    /// `$INFLUXDB3_BIN`. `None`, after one line on stderr saying so, when the variable is not
+    /// set; under CI (`$CI` set) a missing server fails the test instead.
+    pub fn for_fixture(f: &Fixture) -> Option<ServerBin> {
+        let version = std::fs::read_to_string(f.dir.join("SERVER_VERSION")).unwrap_or_default();
+        let v3_0 = version.trim().starts_with("3.0.");
+        let var = if v3_0 {
+            "INFLUXDB3_BIN_3_0"
+        } else {
+            "INFLUXDB3_BIN"
+        };
+        match std::env::var_os(var).filter(|v| !v.is_empty()) {
+            Some(p) => {
+                let path = PathBuf::from(p);
+                assert!(path.is_file(), "${var} = {} is not a file", path.display());
+                Some(ServerBin { path, var, v3_0 })
+            }
+            None if std::env::var_os("CI").is_some() => {
+                panic!("${var} is not set: CI must run the real-server tests (see .ci/run)")
+            }
+            None => {
+                skip_notice_once(var);
+                None
+            }
+        }
+    }
+}
+
+/// Says once per test process, for each missing variable, that the tests needing it skip.
+fn skip_notice_once(var: &'static str) {
+    static SAID: std::sync::Mutex<Vec<&str>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.contains(&var) {
+        said.push(var);
+        skip_notice(&format!("real-server tests skipped: {var} not set"));
+    }
+}
+
+/// One line on the test process's stderr that the test harness does not capture.
+pub fn skip_notice(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// How to start a server.
+#[derive(Clone, Debug, Default)]
+pub struct Serve {
+    /// `--query-file-limit`; `None` leaves the server's default (432).
+    pub file_limit: Option<u64>,
+    /// Snapshot after every WAL flush and whenever anything is buffered, so new writes reach
+    /// Parquet files within seconds.
+    pub fast_snapshots: bool,
+    /// Further `serve` flags (a fixture's `SERVER_FLAGS`).
+    pub extra: Vec<String>,
+}
+
+/// Why a server did not come up.
+#[derive(Debug)]
+pub enum StartError {
+    /// It exited before answering `/health` (it refused the data dir, for example).
+    Exited { status: String, log_tail: String },
+    /// It did not answer `/health` in time; it was killed.
+    NotReady { log_tail: String },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Exited { status, log_tail } => {
+                write!(
+                    f,
+                    "it exited ({status}) before answering /health\n{log_tail}"
+                )
+            }
+            StartError::NotReady { log_tail } => write!(
+                f,
+                "no answer from /health within {READY_TIMEOUT:?}; killed\n{log_tail}"
+            ),
+        }
+    }
+}
+
+/// An HTTP request the server answered with an error (or that failed).
+#[derive(Debug)]
+pub struct HttpError {
+    /// The HTTP status, 0 if there was no answer.
+    pub status: u16,
+    pub body: String,
+}
+
+impl HttpError {
+    /// Whether the query was refused for scanning too many Parquet files (3.8+: "Query
+    /// would scan 432 Parquet files, exceeding the file limit"; 3.0-3.7: "Query would
+    /// exceed file limit of 432 parquet files").
+    pub fn hits_file_limit(&self) -> bool {
+        self.body.contains("file limit")
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.hits_file_limit() {
+            " (the query file limit)"
+        } else {
+            ""
+        };
+        write!(f, "HTTP {}{what}: {}", self.status, self.body.trim())
+    }
+}
+
+/// A running server; dropping it stops it (SIGTERM, then SIGKILL after a timeout).
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub node: String,
+    /// The server's stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `bin` on node `node` of `data_dir` with its output in `log`, and waits until it
+    /// answers `/health`. A port taken between choosing and binding it is retried.
+    pub fn start(
+        bin: &ServerBin,
+        data_dir: &Path,
+        node: &str,
+        opts: &Serve,
+        log: &Path,
+    ) -> Result<Server, StartError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::start_once(bin, data_dir, node, opts, log) {
+                Err(StartError::Exited { log_tail, .. })
+                    if attempts < 3 && log_tail.contains("in use") =>
+                {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(
+        bin: &ServerBin,
+        data_dir: &Path,
+        node: &str,
+        opts: &Serve,
+        log: &Path,
+    ) -> Result<Server, StartError> {
+        let port = free_port();
+        let out = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new(&bin.path)
+            .args(serve_args(bin, data_dir, node, port, opts))
+            .env_remove("INFLUXDB3_DB_DIR")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.path.display()));
+        let mut server = Server {
+            child,
+            port,
+            node: node.to_string(),
+            log: log.to_path_buf(),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Polls `/health` until it answers, the process exits, or the timeout passes.
+    fn wait_ready(&mut self) -> Result<(), StartError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(StartError::Exited {
+                    status: status.to_string(),
+                    log_tail: self.log_tail(40),
+                });
+            }
+            if self.get("/health").is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.terminate();
+                return Err(StartError::NotReady {
+                    log_tail: self.log_tail(40),
+                });
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `GET path` with URL-encoded query parameters; the body on a 2xx answer.
+    fn get_with(&self, path: &str, params: &[(&str, &str)]) -> Result<String, HttpError> {
+        let mut args: Vec<String> = vec!["-G".into(), self.url(path)];
+        for (k, v) in params {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        curl(&args)
+    }
+
+    fn get(&self, path: &str) -> Result<String, HttpError> {
+        self.get_with(path, &[])
+    }
+
+    /// The names of the node's databases (`_internal` left out).
+    pub fn databases(&self) -> Vec<String> {
+        let body = self
+            .get_with("/api/v3/configure/database", &[("format", "json")])
+            .unwrap_or_else(|e| panic!("{}: listing databases: {e}", self.node));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let mut dbs: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["iox::database"].as_str().unwrap().to_string())
+            .filter(|d| d != "_internal")
+            .collect();
+        dbs.sort();
+        dbs
+    }
+
+    /// The rows `sql` returns on database `db`, one JSON object each (NULL columns absent).
+    pub fn query(&self, db: &str, sql: &str) -> Result<Vec<Value>, HttpError> {
+        let body = self.get_with(
+            "/api/v3/query_sql",
+            &[("db", db), ("q", sql), ("format", "jsonl")],
+        )?;
+        Ok(body
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{sql}: {e}: {l}")))
+            .collect())
+    }
+
+    /// Writes line protocol (nanosecond timestamps) to database `db`.
+    pub fn write_lp(&self, db: &str, lines: &str) -> Result<(), HttpError> {
+        let url = self.url(&format!(
+            "/api/v3/write_lp?db={}&precision=nanosecond",
+            percent_encode(db)
+        ));
+        curl(&[
+            "-X".into(),
+            "POST".into(),
+            url,
+            "--data-binary".into(),
+            lines.into(),
+        ])
+        .map(|_| ())
+    }
+
+    /// The last `n` lines of the server's log, with its path.
+    pub fn log_tail(&self, n: usize) -> String {
+        log_tail(&self.log, n)
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `STOP_TIMEOUT`; reaps it either way.
+    fn terminate(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// The `serve` command line.
+fn serve_args(bin: &ServerBin, data_dir: &Path, node: &str, port: u16, o: &Serve) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "serve",
+        "--node-id",
+        node,
+        "--object-store",
+        "file",
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--http-bind",
+        &format!("127.0.0.1:{port}"),
+        "--without-auth",
+        "--disable-telemetry-upload",
+        "--datafusion-config",
+        "datafusion.execution.skip_physical_aggregate_schema_check:true",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(limit) = o.file_limit {
+        a.extend(["--query-file-limit".into(), limit.to_string()]);
+    }
+    if o.fast_snapshots {
+        // 3.0.x takes the threshold without a unit.
+        let threshold = if bin.v3_0 { "0" } else { "1b" };
+        for s in [
+            "--wal-snapshot-size",
+            "1",
+            "--force-snapshot-mem-threshold",
+            threshold,
+            "--wal-flush-interval",
+            "1s",
+            "--gen1-duration",
+            "10m",
+        ] {
+            a.push(s.into());
+        }
+    }
+    a.extend(o.extra.iter().cloned());
+    a
+}
+
+/// Runs `curl` with `args`; the body on a 2xx status, else the status and body.
+fn curl(args: &[String]) -> Result<String, HttpError> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            REQUEST_TIMEOUT_SECS,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let status = code.trim().parse::<u16>().unwrap_or(0);
+    if out.status.success() && (200..300).contains(&status) {
+        Ok(body.to_string())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(HttpError {
+            status,
+            body: format!("{body}{err}"),
+        })
+    }
+}
+
+/// `s` with every byte but the URL-unreserved ones percent-encoded.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The last `n` lines of a log file, headed by its path.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    format!(
+        "--- last {} lines of {} ---\n{}",
+        lines.len() - from,
+        path.display(),
+        lines[from..].join("\n")
+    )
+}
+
+/// The extra `serve` flags a fixture needs (its `SERVER_FLAGS`, if any).
+pub fn fixture_flags(f: &Fixture) -> Vec<String> {
+    std::fs::read_to_string(f.dir.join("SERVER_FLAGS"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
