@@ -12,7 +12,7 @@
 //!
 //! Everything here is a no-op where the C library is not glibc.
 
-use crate::cli::MemoryBudget;
+use crate::units::MemoryBudget;
 
 /// Sets glibc's allocator up for a process that merges with a memory budget of `budget`.
 ///

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kompactor::discover::discover_node;
+use kompactor::pipeline::discover::discover_node;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -22,10 +22,10 @@ fn assert_metadata_consistent(dir: &Path, node: &str, window_ns: i64) {
     assert!(
         n.findings.iter().all(|f| !matches!(
             f,
-            kompactor::discover::Finding::Missing { .. }
-                | kompactor::discover::Finding::SizeMismatch { .. }
-                | kompactor::discover::Finding::DuplicateId { .. }
-                | kompactor::discover::Finding::StraySnapshotEntry { .. }
+            kompactor::pipeline::discover::Finding::Missing { .. }
+                | kompactor::pipeline::discover::Finding::SizeMismatch { .. }
+                | kompactor::pipeline::discover::Finding::DuplicateId { .. }
+                | kompactor::pipeline::discover::Finding::StraySnapshotEntry { .. }
         )),
         "{:#?}",
         n.findings

@@ -3,13 +3,13 @@
 mod common;
 
 use common::*;
-use kompactor::discover::discover_node;
+use kompactor::pipeline::discover::discover_node;
 use serde_json::Value;
 
-fn key_of(t: &Value) -> kompactor::types::TableKey {
-    kompactor::types::TableKey {
-        db: kompactor::types::DbId(t["db_id"].as_u64().unwrap()),
-        table: kompactor::types::TableId(t["table_id"].as_u64().unwrap()),
+fn key_of(t: &Value) -> kompactor::format::ids::TableKey {
+    kompactor::format::ids::TableKey {
+        db: kompactor::format::ids::DbId(t["db_id"].as_u64().unwrap()),
+        table: kompactor::format::ids::TableId(t["table_id"].as_u64().unwrap()),
     }
 }
 
@@ -140,9 +140,9 @@ fn the_run_report_matches_every_fixture() {
             let names = table_names(&f, &node);
             let after = discover_node(copy.path(), &node).unwrap();
             for t in n["tables"].as_array().unwrap() {
-                let key = kompactor::types::TableKey {
-                    db: kompactor::types::DbId(t[1]["db"].as_u64().unwrap()),
-                    table: kompactor::types::TableId(t[1]["table"].as_u64().unwrap()),
+                let key = kompactor::format::ids::TableKey {
+                    db: kompactor::format::ids::DbId(t[1]["db"].as_u64().unwrap()),
+                    table: kompactor::format::ids::TableId(t[1]["table"].as_u64().unwrap()),
                 };
                 let o = &t[2];
                 let (db, table) = &names[&key];

@@ -54,9 +54,9 @@ fn plan_file_counts_equal_the_servers_for_every_fixture() {
             let tables = node_plan["tables"].as_array().unwrap();
             assert_eq!(tables.len(), names.len(), "{}: tables", f.name);
             for t in tables {
-                let key = kompactor::types::TableKey {
-                    db: kompactor::types::DbId(t["table"]["db"].as_u64().unwrap()),
-                    table: kompactor::types::TableId(t["table"]["table"].as_u64().unwrap()),
+                let key = kompactor::format::ids::TableKey {
+                    db: kompactor::format::ids::DbId(t["table"]["db"].as_u64().unwrap()),
+                    table: kompactor::format::ids::TableId(t["table"]["table"].as_u64().unwrap()),
                 };
                 let (db, table) = &names[&key];
                 assert_eq!(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use kompactor::discover::discover_node;
+use kompactor::pipeline::discover::discover_node;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -3,10 +3,10 @@
 #![allow(dead_code)]
 
 use duckdb::types::{TimeUnit, Value as Db};
-use kompactor::discover::{discover_node, list_nodes};
-use kompactor::merge::TableSchema;
-use kompactor::parquet::{read_footers, sql_ident, sql_str, ColumnType};
-use kompactor::types::TableKey;
+use kompactor::pipeline::discover::{discover_node, list_nodes};
+use kompactor::pipeline::merge::TableSchema;
+use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
+use kompactor::format::ids::TableKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -145,8 +145,8 @@ pub fn table_names(f: &Fixture, node: &str) -> BTreeMap<TableKey, (String, Strin
                     .unwrap()
             };
             let key = TableKey {
-                db: kompactor::types::DbId(id(&ids["db_id"])),
-                table: kompactor::types::TableId(id(&ids["table_id"])),
+                db: kompactor::format::ids::DbId(id(&ids["db_id"])),
+                table: kompactor::format::ids::TableId(id(&ids["table_id"])),
             };
             out.insert(key, (db.clone(), table.clone()));
         }
@@ -217,7 +217,7 @@ pub fn read_through_metadata(
     for (key, files) in &n.live {
         let paths: Vec<PathBuf> = files.iter().map(|f| data_dir.join(&f.entry.path)).collect();
         let footers = read_footers(&paths).unwrap();
-        let pairs: Vec<(u64, &kompactor::parquet::Footer)> = files
+        let pairs: Vec<(u64, &kompactor::format::parquet::Footer)> = files
             .iter()
             .map(|f| f.entry.id.0)
             .zip(footers.iter())

@@ -1,7 +1,7 @@
 //! The planner: which files of which table are merged into what.
 
-use crate::discover::{newest_time, LiveFile, Node};
-use crate::types::{FileId, Nanos, TableKey};
+use crate::pipeline::discover::{newest_time, LiveFile, Node};
+use crate::format::ids::{FileId, Nanos, TableKey};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -174,6 +174,6 @@ fn output_path(inputs: &[LiveFile], start: Nanos, window: Nanos, run_id: &str) -
     format!(
         "{prefix}/{}/kompactor-{}-{run_id}.parquet",
         t.format("%Y-%m-%d/%H-%M"),
-        crate::cli::format_duration(window)
+        crate::units::format_duration(window)
     )
 }

@@ -14,10 +14,10 @@
 //! idempotent). While a node's metadata may be inconsistent, a guard file in its
 //! `snapshots/` makes any InfluxDB 3 server refuse to start.
 
-use crate::discover::STATE_DIR;
+use crate::pipeline::discover::STATE_DIR;
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, Batch};
-use crate::types::SnapshotSeq;
+use crate::durable::fsutil::{atomic_write, create_dir_all, fsync_dir, Batch};
+use crate::format::ids::SnapshotSeq;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! Interlocks: one kompactor at a time per data dir, and none while a server uses it.
 
 use crate::error::{Error, Result};
-use crate::fsutil::create_dir_all;
-use crate::journal::RunDirs;
+use crate::durable::fsutil::create_dir_all;
+use crate::durable::journal::RunDirs;
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -1,13 +1,13 @@
 //! Read-only looks at a data dir: `status` (what is there) and `verify` (is it consistent).
 
-use crate::cli::InspectArgs;
-use crate::discover::{check_hosts, discover_node, Finding, Node, STATE_DIR};
+use crate::commands::InspectArgs;
+use crate::pipeline::discover::{check_hosts, discover_node, Finding, Node, STATE_DIR};
 use crate::error::Result;
-use crate::journal::{dir_size, run_ids, RunDirs, RunState};
-use crate::parquet::read_footer;
-use crate::plan::QUERY_FILE_LIMIT;
-use crate::run::{EXIT_INCONSISTENT, EXIT_OK};
-use crate::types::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::durable::journal::{dir_size, run_ids, RunDirs, RunState};
+use crate::format::parquet::read_footer;
+use crate::pipeline::plan::QUERY_FILE_LIMIT;
+use crate::commands::compact::{EXIT_INCONSISTENT, EXIT_OK};
+use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -311,7 +311,7 @@ pub fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
     // The table index may only name files that exist.
     for p in &n.table_index_files {
         if p.to_string_lossy().ends_with("index.info.json") {
-            if let Ok(doc) = crate::model::Doc::<crate::model::TableIndex>::parse(
+            if let Ok(doc) = crate::format::model::Doc::<crate::format::model::TableIndex>::parse(
                 &std::fs::read(p).unwrap_or_default(),
             ) {
                 for f in &doc.value.files {

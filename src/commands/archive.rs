@@ -7,19 +7,19 @@
 //! Windows leave a node only after their archived files are verified and the manifest is
 //! durable, through the same journaled commit as compaction.
 
-use crate::cli::{ArchiveArgs, RestoreArgs};
-use crate::commit::{prepare_node, Change};
-use crate::discover::{check_hosts, discover_all, LiveFile, Node, STATE_DIR};
+use crate::commands::{ArchiveArgs, RestoreArgs};
+use crate::pipeline::commit::{prepare_node, Change};
+use crate::pipeline::discover::{check_hosts, discover_all, LiveFile, Node, STATE_DIR};
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, create_dir_all, fsync_dir, fsync_file, Batch};
-use crate::interlock::for_change;
-use crate::journal::{self, failpoint, ArchiveSide, Manifest, Move, RunDirs, RunState};
-use crate::merge::{merge_group, Engine, EngineOptions, Output};
-use crate::parquet::{read_footer, sql_str};
-use crate::plan::Group;
-use crate::run::{new_run_id, recover_first, EXIT_OK};
-use crate::types::{DbId, FileId, Nanos, TableId, TableKey};
-use crate::verify::{checksum, Checksum};
+use crate::durable::fsutil::{atomic_write, create_dir_all, fsync_dir, fsync_file, Batch};
+use crate::durable::interlock::for_change;
+use crate::durable::journal::{self, failpoint, ArchiveSide, Manifest, Move, RunDirs, RunState};
+use crate::pipeline::merge::{merge_group, Engine, EngineOptions, Output};
+use crate::format::parquet::{read_footer, sql_str};
+use crate::pipeline::plan::Group;
+use crate::commands::compact::{new_run_id, recover_first, EXIT_OK};
+use crate::format::ids::{DbId, FileId, Nanos, TableId, TableKey};
+use crate::pipeline::checksum::{checksum, Checksum};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -129,7 +129,7 @@ fn parse_cutoff(s: &str) -> Result<Nanos> {
             .map(Nanos)
             .ok_or_else(|| Error::new(format!("`{s}` is out of range")));
     }
-    let d = crate::cli::parse_duration(s)
+    let d = crate::units::parse_duration(s)
         .map_err(|e| Error::new(format!("--older-than: {e} (or give an RFC 3339 time)")))?;
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     Ok(Nanos(now - d.0))
@@ -307,7 +307,7 @@ pub fn archive(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     create_dir_all(&archive_tmp)?;
     let spill = dirs.tmp().join("spill");
     create_dir_all(&spill)?;
-    let engine = Engine::new(&EngineOptions::new(&a.engine, spill))?;
+    let engine = Engine::new(&a.engine.engine_options(spill))?;
     let manifest_rel = format!("{META}/manifests/{run_id}.json");
     // Recorded before the first archived file is written, so that recovery knows every file
     // this run may leave in the archive (a rolled-back run removes them).

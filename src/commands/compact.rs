@@ -1,18 +1,19 @@
 //! One invocation: recover what an earlier run left unfinished, then plan, and either report
 //! (dry run) or merge, stage, commit and report.
 
-use crate::cli::{format_duration, Cli, Command, CompactArgs};
-use crate::commit::{prepare_node, Change, Committed};
-use crate::discover::{check_hosts, discover_all, Node};
+use crate::commands::{Cli, Command, CompactArgs};
+use crate::units::format_duration;
+use crate::pipeline::commit::{prepare_node, Change, Committed};
+use crate::pipeline::discover::{check_hosts, discover_all, Node};
 use crate::error::{Error, Result};
-use crate::fsutil::create_dir_all;
-use crate::interlock::{for_change, Lock};
-use crate::journal::{self, failpoint, Manifest, Recovery, RunDirs, RunState, GUARD_NAME};
-use crate::merge::{merge_group, Engine, EngineOptions, Merged};
-use crate::parquet::read_footers;
-use crate::plan::{plan_node, Group, PlanOptions, TablePlan};
+use crate::durable::fsutil::create_dir_all;
+use crate::durable::interlock::{for_change, Lock};
+use crate::durable::journal::{self, failpoint, Manifest, Recovery, RunDirs, RunState, GUARD_NAME};
+use crate::pipeline::merge::{merge_group, Engine, EngineOptions, Merged};
+use crate::format::parquet::read_footers;
+use crate::pipeline::plan::{plan_node, Group, PlanOptions, TablePlan};
 use crate::progress;
-use crate::report::{
+use crate::pipeline::report::{
     plan_text, run_text, GroupFailure, NodeReport, NodeRun, RunReport, TableOutcome,
 };
 use std::collections::BTreeMap;
@@ -41,13 +42,13 @@ pub fn main(cli: &Cli) -> Result<ExitCode> {
     }
     match &cli.command {
         None => execute(&cli.compact, cli.quiet, cli.verbose),
-        Some(Command::Status(a)) => crate::inspect::status(a),
-        Some(Command::Verify(a)) => crate::inspect::verify(a, cli.quiet),
-        Some(Command::Runs(a)) => crate::runs::list(a),
-        Some(Command::Undo(a)) => crate::runs::undo(a, cli.quiet),
-        Some(Command::Purge(a)) => crate::runs::purge(a, cli.quiet),
-        Some(Command::Archive(a)) => crate::archive::archive(a, cli.quiet),
-        Some(Command::Restore(a)) => crate::archive::restore(a, cli.quiet),
+        Some(Command::Status(a)) => crate::commands::inspect::status(a),
+        Some(Command::Verify(a)) => crate::commands::inspect::verify(a, cli.quiet),
+        Some(Command::Runs(a)) => crate::commands::runs::list(a),
+        Some(Command::Undo(a)) => crate::commands::runs::undo(a, cli.quiet),
+        Some(Command::Purge(a)) => crate::commands::runs::purge(a, cli.quiet),
+        Some(Command::Archive(a)) => crate::commands::archive::archive(a, cli.quiet),
+        Some(Command::Restore(a)) => crate::commands::archive::restore(a, cli.quiet),
     }
 }
 
@@ -270,7 +271,7 @@ fn compact(
     let dirs = RunDirs::new(data_dir, run_id);
     for n in nodes {
         for f in &n.findings {
-            if matches!(f, crate::discover::Finding::Purged { .. }) {
+            if matches!(f, crate::pipeline::discover::Finding::Purged { .. }) {
                 log::info!("node {}: {}", n.id, f.describe());
             } else {
                 log::warn!("node {}: {}", n.id, f.describe());
@@ -318,7 +319,7 @@ fn compact(
         let out_dir = dirs.tmp().join("out");
         create_dir_all(&spill)?;
         create_dir_all(&out_dir)?;
-        let engine = Engine::new(&EngineOptions::new(&args.engine, spill))?;
+        let engine = Engine::new(&args.engine.engine_options(spill))?;
         let rows_total: u64 = plans
             .iter()
             .flatten()
@@ -330,7 +331,7 @@ fn compact(
         let results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?;
         // The outputs were written without an fsync each (a worker would wait for the disk
         // once a window); they are made durable together, before anything refers to them.
-        let mut outputs = crate::fsutil::Batch::default();
+        let mut outputs = crate::durable::fsutil::Batch::default();
         for (m, _) in &results {
             for o in m.iter().flat_map(|m| &m.outputs) {
                 outputs.adopt(&o.tmp_path);
@@ -345,7 +346,7 @@ fn compact(
         );
         for (node, tables) in nodes.iter().zip(&plans) {
             let mut merged: Vec<(&Group, Merged)> = Vec::new();
-            let mut outcomes: BTreeMap<crate::types::TableKey, TableOutcome> = BTreeMap::new();
+            let mut outcomes: BTreeMap<crate::format::ids::TableKey, TableOutcome> = BTreeMap::new();
             for t in tables {
                 let o = outcomes
                     .entry(t.table)

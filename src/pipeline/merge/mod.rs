@@ -1,14 +1,14 @@
 //! Merging one group with DuckDB: union the columns, deduplicate by the server's rule, write
 //! sorted ZSTD Parquet, and verify what was written.
 
-use crate::discover::LiveFile;
+use crate::pipeline::discover::LiveFile;
 use crate::error::{Error, Result};
-use crate::parquet::{
+use crate::format::parquet::{
     encode_arrow_schema, read_footers, sql_ident, sql_list, sql_str, Column, ColumnType, Footer,
 };
-use crate::plan::Group;
-use crate::types::{FileId, Nanos};
-use crate::verify::{checksum, checksum_from, row_hash, Checksum};
+use crate::pipeline::plan::Group;
+use crate::format::ids::{FileId, Nanos};
+use crate::pipeline::checksum::{checksum, checksum_from, row_hash, Checksum};
 use duckdb::Connection;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -75,18 +75,7 @@ pub struct EngineOptions {
     /// Worker threads; DuckDB's default (all CPUs) when `None`.
     pub threads: Option<u32>,
     /// The process's memory budget.
-    pub memory_limit: crate::cli::MemoryBudget,
-}
-
-impl EngineOptions {
-    /// The options a merging command was given, spilling to `spill_dir`.
-    pub fn new(args: &crate::cli::EngineArgs, spill_dir: PathBuf) -> EngineOptions {
-        EngineOptions {
-            spill_dir,
-            threads: args.threads,
-            memory_limit: args.memory_limit,
-        }
-    }
+    pub memory_limit: crate::units::MemoryBudget,
 }
 
 /// A DuckDB session for merging.
@@ -680,10 +669,10 @@ fn write_and_verify(
             sql_str(&kv)
         );
         let done = (|| -> Result<Output> {
-            crate::journal::failpoint("write-output")?;
+            crate::durable::journal::failpoint("write-output")?;
             conn.execute_batch(&copy)?;
             laps.lap("write");
-            if crate::journal::fault_injected("corrupt-output") {
+            if crate::durable::journal::fault_injected("corrupt-output") {
                 drop_first_row(conn, &tmp_path)?;
             }
             // Row count, time range and checksum are measured from the file as written.
@@ -851,9 +840,9 @@ mod tests {
     //! The server's deduplication rules, on small hand-written files.
 
     use super::*;
-    use crate::cli::MemoryBudget;
-    use crate::model::FileEntry;
-    use crate::types::{DbId, TableId, TableKey};
+    use crate::units::MemoryBudget;
+    use crate::format::model::FileEntry;
+    use crate::format::ids::{DbId, TableId, TableKey};
 
     const CHUNK: i64 = 0;
 

@@ -1,12 +1,12 @@
 //! The runs of a data dir: `runs` lists them, `undo` reverses one, `purge` frees their trash.
 
-use crate::cli::{PurgeArgs, RunsArgs, UndoArgs};
-use crate::discover::discover_node;
+use crate::commands::{PurgeArgs, RunsArgs, UndoArgs};
+use crate::pipeline::discover::discover_node;
 use crate::error::{Error, Result};
-use crate::interlock::for_change;
-use crate::journal::{self, dir_size, run_ids, RunDirs, RunState};
-use crate::run::{recover_first, EXIT_OK};
-use crate::types::SnapshotSeq;
+use crate::durable::interlock::for_change;
+use crate::durable::journal::{self, dir_size, run_ids, RunDirs, RunState};
+use crate::commands::compact::{recover_first, EXIT_OK};
+use crate::format::ids::SnapshotSeq;
 use serde::Serialize;
 use std::fs;
 use std::process::ExitCode;

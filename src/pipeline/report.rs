@@ -1,10 +1,10 @@
 //! What the operator sees: the plan, the findings, and the summary of a run.
 
-use crate::commit::Committed;
-use crate::discover::{Finding, Generation, Node};
-use crate::merge::Merged;
-use crate::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
-use crate::types::TableKey;
+use crate::pipeline::commit::Committed;
+use crate::pipeline::discover::{Finding, Generation, Node};
+use crate::pipeline::merge::Merged;
+use crate::pipeline::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
+use crate::format::ids::TableKey;
 use serde::Serialize;
 use std::fmt::Write;
 

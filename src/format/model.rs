@@ -4,7 +4,7 @@
 //! keep their order, unknown keys are kept in `extra` and written back, and a document is
 //! written back with its keys in the order it was read.
 
-use crate::types::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
+use crate::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -1,11 +1,11 @@
 //! Discovery: everything a node keeps on disk, and the file set the server would load from it.
 
 use crate::error::{Error, Result};
-use crate::model::{
+use crate::format::model::{
     Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
-use crate::purged::{find_purged, PurgedTable};
-use crate::types::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
+use crate::pipeline::purged::{find_purged, PurgedTable};
+use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -540,7 +540,7 @@ pub fn discover_all(data_dir: &Path, hosts: &[String]) -> Result<Vec<Node>> {
 /// Builds the file set exactly as the server does at startup (spec §3).
 fn compute_live(node: &mut Node) {
     let mut live: BTreeMap<FileId, LiveFile> = BTreeMap::new();
-    let add = |live: &mut BTreeMap<FileId, LiveFile>, files: &crate::model::DbFiles| {
+    let add = |live: &mut BTreeMap<FileId, LiveFile>, files: &crate::format::model::DbFiles| {
         for (db, table, f) in files.iter() {
             live.insert(
                 f.id,
@@ -551,7 +551,7 @@ fn compute_live(node: &mut Node) {
             );
         }
     };
-    let remove = |live: &mut BTreeMap<FileId, LiveFile>, files: &crate::model::DbFiles| {
+    let remove = |live: &mut BTreeMap<FileId, LiveFile>, files: &crate::format::model::DbFiles| {
         for (_, _, f) in files.iter() {
             live.remove(&f.id);
         }
