@@ -115,6 +115,19 @@ pub fn parse_duration(s: &str) -> Result<Nanos, String> {
     Ok(Nanos(total as i64))
 }
 
+/// Parses a point in time: an RFC 3339 time, or a duration back from now (`90d`).
+pub fn parse_time_or_age(s: &str) -> Result<Nanos, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return t
+            .timestamp_nanos_opt()
+            .map(Nanos)
+            .ok_or_else(|| format!("`{s}` is out of range"));
+    }
+    let d = parse_duration(s).map_err(|e| format!("{e} (or give an RFC 3339 time)"))?;
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    Ok(Nanos(now.saturating_sub(d.0)))
+}
+
 /// Renders a duration the way `parse_duration` reads it, in its largest exact unit.
 pub fn format_duration(d: Nanos) -> String {
     const UNITS: [(i64, &str); 8] = [

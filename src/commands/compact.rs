@@ -1,71 +1,77 @@
-//! One invocation: recover what an earlier run left unfinished, then plan, and either report
-//! (dry run) or merge, stage, commit and report.
+//! The default command: plan, then either show the plan (dry run) or merge, verify, commit
+//! and report.
 
-use crate::commands::{Cli, Command, CompactArgs};
-use crate::units::format_duration;
-use crate::pipeline::commit::{prepare_node, Change, Committed};
-use crate::pipeline::discover::{check_hosts, discover_all, Node};
+use crate::commands::args::{DataDir, EngineArgs, Hosts};
+use crate::commands::{new_run_id, start, EXIT_OK, EXIT_PARTIAL};
+use crate::durable::apply::{apply_or_recover, recover};
+use crate::durable::fsutil::{create_dir_all, Batch};
+use crate::durable::interlock::Lock;
+use crate::durable::journal::{Manifest, RunDirs, RunState, GUARD_NAME};
 use crate::error::{Error, Result};
-use crate::durable::fsutil::create_dir_all;
-use crate::durable::interlock::{for_change, Lock};
-use crate::durable::journal::{self, failpoint, Manifest, Recovery, RunDirs, RunState, GUARD_NAME};
-use crate::pipeline::merge::{merge_group, Engine, EngineOptions, Merged};
+use crate::format::ids::{Nanos, TableKey};
+use crate::format::layout::check_hosts;
 use crate::format::parquet::read_footers;
+use crate::json;
+use crate::pipeline::commit::{prepare_node, Change, Committed};
+use crate::pipeline::discover::{discover_all, Finding, Node};
+use crate::pipeline::merge::{Engine, Merged};
 use crate::pipeline::plan::{plan_node, Group, PlanOptions, TablePlan};
-use crate::progress;
 use crate::pipeline::report::{
-    plan_text, run_text, GroupFailure, NodeReport, NodeRun, RunReport, TableOutcome,
+    plan_text, run_text, GroupFailure, NodeReport, NodeRun, PlanDoc, RunOptions, RunReport,
+    TableOutcome, TableRun,
 };
+use crate::pipeline::workers::merge_all;
+use crate::units::{format_duration, parse_duration};
+use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// Exit status: everything planned was done (or there was nothing to do).
-pub const EXIT_OK: u8 = 0;
-/// Exit status: an error stopped the run; nothing was changed (or recovery can finish it).
-pub const EXIT_ERROR: u8 = 1;
-/// Exit status: some groups were merged, others were skipped (the summary says why).
-pub const EXIT_PARTIAL: u8 = 3;
-/// Exit status of `verify`: the data dir has problems.
-pub const EXIT_INCONSISTENT: u8 = 4;
+/// The default command: plan and compact.
+#[derive(Args, Debug, Clone)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
 
-/// Runs the command line.
-pub fn main(cli: &Cli) -> Result<ExitCode> {
-    let json = match &cli.command {
-        None => cli.compact.json,
-        Some(Command::Status(a) | Command::Verify(a)) => a.json,
-        Some(_) => false,
-    };
-    if cli.quiet || json {
-        progress::hide();
-    }
-    match &cli.command {
-        None => execute(&cli.compact, cli.quiet, cli.verbose),
-        Some(Command::Status(a)) => crate::commands::inspect::status(a),
-        Some(Command::Verify(a)) => crate::commands::inspect::verify(a, cli.quiet),
-        Some(Command::Runs(a)) => crate::commands::runs::list(a),
-        Some(Command::Undo(a)) => crate::commands::runs::undo(a, cli.quiet),
-        Some(Command::Purge(a)) => crate::commands::runs::purge(a, cli.quiet),
-        Some(Command::Archive(a)) => crate::commands::archive::archive(a, cli.quiet),
-        Some(Command::Restore(a)) => crate::commands::archive::restore(a, cli.quiet),
-    }
-}
+    #[command(flatten)]
+    pub hosts: Hosts,
 
-/// Brings unfinished runs to an end (or, for a dry run, says it would), under the lock.
-pub fn recover_first(data_dir: &Path, report_only: bool, quiet: bool) -> Result<Vec<Recovery>> {
-    let done = journal::recover(data_dir, report_only)?;
-    for r in &done {
-        let verb = if report_only { "would be" } else { "was" };
-        let action = r.action;
-        // Shown even with --quiet: the operator must know an earlier run was interrupted.
-        let _ = quiet;
-        eprintln!(
-            "kompactor: recovery: unfinished run {} ({:?}) {verb} {action}",
-            r.run_id, r.was
-        );
-    }
-    Ok(done)
+    /// Print the plan and change nothing under DATA_DIR.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the plan (or the run's report) as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Compaction window: files are merged only with files of the same window.
+    ///
+    /// `10m` keeps the server's own gen1 windows: the output keeps the inputs' chunk_time, so a
+    /// point overwritten after compaction is still deduplicated by the server. Wider windows
+    /// (`1h`, `1d`) give fewer files; a later overwrite of a point inside a merged window is
+    /// then not deduplicated against it (the server would return both rows).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub window: Nanos,
+
+    /// Leave alone windows holding data less than this older than the table's newest data.
+    ///
+    /// Late writes and overwrites land in the most recent windows, and rows still only in the
+    /// WAL belong to them too; merging those windows wider than 10m could make a later
+    /// overwrite show up twice. One hour covers the server's own persistence delay and
+    /// typical late-arriving data; raise it if your writers backfill further back. `0` merges
+    /// every window.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_age: Nanos,
+
+    /// Split a window's output by time so that no file holds more rows than this (rows that
+    /// share one timestamp are never split, so only a file of a single timestamp can hold
+    /// more).
+    #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_file: u64,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Errors if a guard is left in a node that no unfinished run explains.
@@ -81,18 +87,17 @@ fn refuse_orphan_guards(data_dir: &Path, hosts: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn execute(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
+/// `kompactor <DATA_DIR> --hosts ...`: plans, then compacts or (dry run) shows the plan.
+pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     if args.window.0 <= 0 {
         return Err(Error::new("--window must be longer than zero"));
     }
     let data_dir = args.data_dir.path();
     let hosts = &args.hosts.hosts;
     check_hosts(data_dir, hosts)?;
-    // A dry run takes no lock and recovers nothing: it must not create or change a file.
-    // Taken before reading anything, so that no other run can commit between our reading
+    // Locked before reading anything, so that no other run can commit between our reading
     // the metadata and our commit.
-    let lock = for_change(data_dir, args.dry_run, args.engine.allow_running_server)?;
-    recover_first(data_dir, args.dry_run, quiet)?;
+    let lock = start(data_dir, args.dry_run, args.engine.allow_running_server, quiet)?;
     if !args.dry_run {
         refuse_orphan_guards(data_dir, hosts)?;
     }
@@ -120,16 +125,26 @@ fn header(args: &CompactArgs, what: &str) -> String {
     )
 }
 
-fn options_json(args: &CompactArgs) -> serde_json::Value {
-    serde_json::json!({
-        "hosts": args.hosts.hosts,
-        "window": format_duration(args.window),
-        "min_age": format_duration(args.min_age),
-        "max_rows_per_file": args.max_rows_per_file,
-        "threads": args.engine.threads,
-        "memory_limit": args.engine.memory_limit,
-        "dry_run": args.dry_run,
-    })
+fn options(args: &CompactArgs) -> RunOptions {
+    RunOptions {
+        hosts: args.hosts.hosts.clone(),
+        window: format_duration(args.window),
+        min_age: format_duration(args.min_age),
+        max_rows_per_file: args.max_rows_per_file,
+        threads: args.engine.threads,
+        memory_limit: args.engine.memory_limit.to_string(),
+        dry_run: args.dry_run,
+    }
+}
+
+fn plan_doc(args: &CompactArgs, nodes: Vec<NodeReport>) -> PlanDoc {
+    PlanDoc {
+        format_version: json::FORMAT_VERSION,
+        data_dir: args.data_dir.path().display().to_string(),
+        dry_run: args.dry_run,
+        options: options(args),
+        nodes,
+    }
 }
 
 fn dry_run(
@@ -157,16 +172,7 @@ fn dry_run(
         .map(|(n, t)| NodeReport::new(n, t))
         .collect();
     if args.json {
-        let doc = serde_json::json!({
-            "data_dir": data_dir.display().to_string(),
-            "dry_run": true,
-            "options": options_json(args),
-            "nodes": reports,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("plan serialises")
-        );
+        json::print(&plan_doc(args, reports));
     } else if !quiet {
         print!(
             "{}",
@@ -178,83 +184,6 @@ fn dry_run(
         );
     }
     Ok(ExitCode::from(EXIT_OK))
-}
-
-/// What merging one group gave, and how long it took (seconds).
-type GroupResult = (Result<Merged>, f64);
-
-/// Merges every group, several at a time (small groups are dominated by per-query overhead
-/// that does not use DuckDB's threads), each worker on its own DuckDB session of one shared
-/// database, so one memory budget bounds them all. Results come back in the order of `jobs`,
-/// with the seconds each took.
-fn merge_all(
-    engine: &Engine,
-    jobs: &[&Group],
-    data_dir: &Path,
-    out_dir: &Path,
-    args: &CompactArgs,
-) -> Result<Vec<GroupResult>> {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.engine.threads.map_or(cpus, |t| t as usize).max(1);
-    let workers = threads.clamp(1, 4).min(jobs.len().max(1));
-    // The thread budget is split: each worker's queries get an equal share of DuckDB's pool
-    // (the calling thread works too), so that workers do not fight over the cores.
-    engine.set_threads((threads / workers).max(1))?;
-    let engines: Vec<Engine> = (0..workers)
-        .map(|_| engine.worker())
-        .collect::<Result<_>>()?;
-    let results: Vec<Mutex<Option<GroupResult>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let (rows_done, bytes_done) = (AtomicU64::new(0), AtomicU64::new(0));
-    let bar = progress::bar(jobs.len() as u64, "merging");
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for eng in engines {
-            let (next, results, bar) = (&next, &results, &bar);
-            let (rows_done, bytes_done) = (&rows_done, &bytes_done);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(g) = jobs.get(i) else { break };
-                let t0 = Instant::now();
-                let r = merge_group(&eng, data_dir, g, out_dir, args.max_rows_per_file);
-                *results[i].lock().expect("no worker panics") =
-                    Some((r, t0.elapsed().as_secs_f64()));
-                let rows = rows_done.fetch_add(g.rows, Ordering::SeqCst) + g.rows;
-                let bytes = bytes_done.fetch_add(g.bytes, Ordering::SeqCst) + g.bytes;
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!(
-                    "{} {} | {rows} rows, {:.1} MiB, {:.0} rows/s",
-                    g.node,
-                    g.window_start.to_rfc3339(),
-                    bytes as f64 / 1048576.0,
-                    rows as f64 / secs
-                ));
-                bar.inc(1);
-                // A crash here leaves merged outputs only in the temporary directory.
-                let _ = failpoint("after-merge-group");
-            });
-        }
-    });
-    bar.finish_and_clear();
-    Ok(results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .expect("no worker panics")
-                .expect("every job ran")
-        })
-        .collect())
-}
-
-/// A run id: UTC time and process id, sortable and unique on one machine.
-pub fn new_run_id() -> String {
-    format!(
-        "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-        std::process::id()
-    )
 }
 
 fn compact(
@@ -271,7 +200,7 @@ fn compact(
     let dirs = RunDirs::new(data_dir, run_id);
     for n in nodes {
         for f in &n.findings {
-            if matches!(f, crate::pipeline::discover::Finding::Purged { .. }) {
+            if matches!(f, Finding::Purged { .. }) {
                 log::info!("node {}: {}", n.id, f.describe());
             } else {
                 log::warn!("node {}: {}", n.id, f.describe());
@@ -291,12 +220,13 @@ fn compact(
         .map(|p| p.skipped.iter().filter(|k| k.blocked).count())
         .sum();
     let mut report = RunReport {
+        format_version: json::FORMAT_VERSION,
         run_id: run_id.to_string(),
         data_dir: data_dir.display().to_string(),
         started: started_at.to_rfc3339(),
         finished: String::new(),
         seconds: 0.0,
-        options: options_json(args),
+        options: options(args),
         nodes: Vec::new(),
     };
     let mut failures = 0;
@@ -305,16 +235,13 @@ fn compact(
     if total_groups > 0 || purged_entries > 0 {
         lock.record_holder();
         dirs.set_state(RunState::Merging)?;
-        let plan_doc: Vec<NodeReport> = nodes
+        let reports: Vec<NodeReport> = nodes
             .iter()
             .zip(plans.iter())
             .map(|(n, t)| NodeReport::new(n, t.clone()))
             .collect();
-        dirs.write_run_file(
-            "plan.json",
-            &serde_json::to_vec_pretty(&plan_doc).expect("plan serialises"),
-            None,
-        )?;
+        let plan = json::to_string(&plan_doc(args, reports));
+        dirs.write_run_file("plan.json", plan.as_bytes(), None)?;
         let spill = dirs.tmp().join("spill");
         let out_dir = dirs.tmp().join("out");
         create_dir_all(&spill)?;
@@ -328,10 +255,17 @@ fn compact(
             .sum();
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
         let t = Instant::now();
-        let results = merge_all(&engine, &jobs, data_dir, &out_dir, args)?;
+        let results = merge_all(
+            &engine,
+            &jobs,
+            data_dir,
+            &out_dir,
+            args.engine.threads,
+            args.max_rows_per_file,
+        )?;
         // The outputs were written without an fsync each (a worker would wait for the disk
         // once a window); they are made durable together, before anything refers to them.
-        let mut outputs = crate::durable::fsutil::Batch::default();
+        let mut outputs = Batch::default();
         for (m, _) in &results {
             for o in m.iter().flat_map(|m| &m.outputs) {
                 outputs.adopt(&o.tmp_path);
@@ -346,7 +280,7 @@ fn compact(
         );
         for (node, tables) in nodes.iter().zip(&plans) {
             let mut merged: Vec<(&Group, Merged)> = Vec::new();
-            let mut outcomes: BTreeMap<crate::format::ids::TableKey, TableOutcome> = BTreeMap::new();
+            let mut outcomes: BTreeMap<TableKey, TableOutcome> = BTreeMap::new();
             for t in tables {
                 let o = outcomes
                     .entry(t.table)
@@ -394,13 +328,7 @@ fn compact(
                 committed: None,
                 tables: tables
                     .iter()
-                    .map(|t| {
-                        (
-                            t.label.clone(),
-                            t.table,
-                            outcomes.remove(&t.table).unwrap_or_default(),
-                        )
-                    })
+                    .map(|t| TableRun::new(t, outcomes.remove(&t.table).unwrap_or_default()))
                     .collect(),
             });
         }
@@ -410,10 +338,10 @@ fn compact(
             total_groups - failures
         );
         if manifest.nodes.is_empty() {
-            journal::recover(data_dir, false)?;
+            recover(data_dir, false)?;
         } else {
             let t = Instant::now();
-            journal::apply_or_recover(&dirs, &manifest)?;
+            apply_or_recover(&dirs, &manifest)?;
             log::debug!("committing took {:.2}s", t.elapsed().as_secs_f64());
             for n in &mut report.nodes {
                 n.committed = committed.remove(&n.node);
@@ -428,7 +356,7 @@ fn compact(
                 committed: None,
                 tables: tables
                     .iter()
-                    .map(|t| (t.label.clone(), t.table, TableOutcome::before(t)))
+                    .map(|t| TableRun::new(t, TableOutcome::before(t)))
                     .collect(),
             })
             .collect();
@@ -436,17 +364,10 @@ fn compact(
     report.seconds = started.elapsed().as_secs_f64();
     report.finished = chrono::Utc::now().to_rfc3339();
     if total_groups > 0 || purged_entries > 0 {
-        dirs.write_run_file(
-            "report.json",
-            &serde_json::to_vec_pretty(&report).expect("report serialises"),
-            None,
-        )?;
+        dirs.write_run_file("report.json", json::to_string(&report).as_bytes(), None)?;
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
+        json::print(&report);
     } else if !quiet {
         print!("{}", run_text(&report));
     }

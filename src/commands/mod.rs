@@ -1,9 +1,24 @@
-//! The command line: options, their defaults, and why those defaults.
+//! The commands: the command line, one module per subcommand, and what they share.
+//!
+//! Each command module owns its arguments and returns its exit status; [`run`] dispatches,
+//! and [`start`] is the common opening of every command that changes a data dir.
 
-use crate::format::ids::Nanos;
-use crate::units::{parse_duration, parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
-use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+pub mod archive;
+pub mod args;
+pub mod compact;
+pub mod purge;
+pub mod restore;
+pub mod runs;
+pub mod status;
+pub mod undo;
+pub mod verify;
+
+use crate::durable::apply::{recover, Recovery};
+use crate::durable::interlock::{for_change, Lock};
+use crate::error::Result;
+use clap::{Parser, Subcommand};
+use std::path::Path;
+use std::process::ExitCode;
 
 const ABOUT: &str = "Compacts the Parquet files of a stopped InfluxDB 3 Core node.
 
@@ -41,7 +56,7 @@ pub struct Cli {
     pub command: Option<Command>,
 
     #[command(flatten)]
-    pub compact: CompactArgs,
+    pub compact: compact::CompactArgs,
 
     /// Log each step (RUST_LOG=debug for more).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -56,27 +71,27 @@ pub struct Cli {
 pub enum Command {
     /// Show each table's files, rows, bytes, time range and query-limit status; read-only.
     #[command(after_help = "Example:\n  kompactor status /var/lib/influxdb3 --hosts node0 --json")]
-    Status(InspectArgs),
+    Status(status::StatusArgs),
     /// Check a data dir's consistency (files, sizes, rows, ids, snapshots/); read-only.
     ///
     /// Exits 0 when consistent, 4 when problems were found (each is listed), 1 on error.
     #[command(
         after_help = "Example:\n  kompactor verify /var/lib/influxdb3 --hosts node0 && echo consistent"
     )]
-    Verify(InspectArgs),
+    Verify(verify::VerifyArgs),
     /// List kompactor's runs on a data dir, with their state and trash size.
     #[command(after_help = "Example:\n  kompactor runs /var/lib/influxdb3")]
-    Runs(RunsArgs),
+    Runs(runs::RunsArgs),
     /// Restore the data dir as it was before a finished run.
     #[command(
         after_help = "Example:\n  kompactor undo /var/lib/influxdb3 --run 20261121T080000Z-4242 --dry-run"
     )]
-    Undo(UndoArgs),
+    Undo(undo::UndoArgs),
     /// Delete the trash of runs older than a duration (they can then no longer be undone).
     #[command(
         after_help = "Example:\n  kompactor purge /var/lib/influxdb3 --older-than 7d --dry-run"
     )]
-    Purge(PurgeArgs),
+    Purge(purge::PurgeArgs),
     /// Move the windows (UTC days) older than a cutoff out of the nodes into a Parquet archive.
     ///
     /// The archive is Hive-partitioned (node=/db=/table=/date=), merged, deduplicated and
@@ -86,223 +101,85 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  kompactor archive /var/lib/influxdb3 --hosts node0 --older-than 90d --to /mnt/cold/influx --dry-run"
     )]
-    Archive(ArchiveArgs),
+    Archive(archive::ArchiveArgs),
     /// Bring archived windows back into the nodes as new files.
     #[command(
         after_help = "Example:\n  kompactor restore /mnt/cold/influx /var/lib/influxdb3 --hosts node0 --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z"
     )]
-    Restore(RestoreArgs),
+    Restore(restore::RestoreArgs),
 }
 
-/// The data dir, as a positional argument or `--data-dir` (as `influxdb3 serve` names it).
-#[derive(Args, Debug, Clone)]
-pub struct DataDir {
-    /// The InfluxDB 3 data dir: the directory given to `influxdb3 serve --data-dir`.
-    #[arg(value_name = "DATA_DIR", required_unless_present = "data_dir_flag")]
-    data_dir: Option<PathBuf>,
+/// Exit status: everything planned was done (or there was nothing to do).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: an error stopped the run; nothing was changed (or recovery can finish it).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: some groups were merged, others were skipped (the summary says why).
+pub const EXIT_PARTIAL: u8 = 3;
+/// Exit status of `verify`: the data dir has problems.
+pub const EXIT_INCONSISTENT: u8 = 4;
 
-    /// Same as DATA_DIR.
-    #[arg(
-        long = "data-dir",
-        value_name = "DATA_DIR",
-        conflicts_with = "data_dir"
-    )]
-    data_dir_flag: Option<PathBuf>,
-}
-
-impl DataDir {
-    pub fn path(&self) -> &Path {
-        self.data_dir
-            .as_deref()
-            .or(self.data_dir_flag.as_deref())
-            .expect("clap requires one")
+/// Runs the command line.
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    let json = match &cli.command {
+        None => cli.compact.json,
+        Some(Command::Status(a)) => a.json,
+        Some(Command::Verify(a)) => a.json,
+        Some(Command::Runs(a)) => a.json,
+        Some(Command::Undo(a)) => a.json,
+        Some(Command::Purge(a)) => a.json,
+        Some(Command::Archive(a)) => a.json,
+        Some(Command::Restore(a)) => a.json,
+    };
+    // With --json, stdout carries the document alone: no progress, no chatter.
+    let quiet = cli.quiet || json;
+    if quiet {
+        crate::progress::hide();
+    }
+    match &cli.command {
+        None => compact::run(&cli.compact, quiet, cli.verbose),
+        Some(Command::Status(a)) => status::run(a),
+        Some(Command::Verify(a)) => verify::run(a, quiet),
+        Some(Command::Runs(a)) => runs::run(a),
+        Some(Command::Undo(a)) => undo::run(a, quiet),
+        Some(Command::Purge(a)) => purge::run(a, quiet),
+        Some(Command::Archive(a)) => archive::run(a, quiet),
+        Some(Command::Restore(a)) => restore::run(a, quiet),
     }
 }
 
-/// The nodes to work on.
-#[derive(Args, Debug, Clone)]
-pub struct Hosts {
-    /// Node ids, comma-separated (the `--node-id` the server runs with).
-    #[arg(
-        long = "hosts",
-        alias = "node-id",
-        value_name = "NODE[,NODE...]",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub hosts: Vec<String>,
+/// The common opening of a command that changes a data dir: checks the data dir, refuses a
+/// running server and takes kompactor's lock (a dry run does neither: it must not create a
+/// file), then brings unfinished runs to an end (a dry run only says it would).
+pub fn start(
+    data_dir: &Path,
+    dry_run: bool,
+    allow_running_server: bool,
+    quiet: bool,
+) -> Result<Option<Lock>> {
+    let lock = for_change(data_dir, dry_run, allow_running_server)?;
+    recover_first(data_dir, dry_run, quiet)?;
+    Ok(lock)
 }
 
-/// The default command: plan and compact.
-#[derive(Args, Debug, Clone)]
-pub struct CompactArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-
-    #[command(flatten)]
-    pub hosts: Hosts,
-
-    /// Print the plan and change nothing under DATA_DIR.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Print the plan (or the run's report) as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Compaction window: files are merged only with files of the same window.
-    ///
-    /// `10m` keeps the server's own gen1 windows: the output keeps the inputs' chunk_time, so a
-    /// point overwritten after compaction is still deduplicated by the server. Wider windows
-    /// (`1h`, `1d`) give fewer files; a later overwrite of a point inside a merged window is
-    /// then not deduplicated against it (the server would return both rows).
-    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
-    pub window: Nanos,
-
-    /// Leave alone windows holding data less than this older than the table's newest data.
-    ///
-    /// Late writes and overwrites land in the most recent windows, and rows still only in the
-    /// WAL belong to them too; merging those windows wider than 10m could make a later
-    /// overwrite show up twice. One hour covers the server's own persistence delay and
-    /// typical late-arriving data; raise it if your writers backfill further back. `0` merges
-    /// every window.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
-    pub min_age: Nanos,
-
-    /// Split a window's output by time so that no file holds more rows than this (rows that
-    /// share one timestamp are never split, so only a file of a single timestamp can hold
-    /// more).
-    #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_rows_per_file: u64,
-
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-/// How much of the machine a merging command may use, and the running-server override.
-#[derive(Args, Debug, Clone)]
-pub struct EngineArgs {
-    /// DuckDB worker threads, and how many windows are merged at once (at most 4)
-    /// (default: the number of CPUs).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub threads: Option<u32>,
-
-    /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets four fifths of it and spills
-    /// beyond that to DATA_DIR/.kompactor/tmp/; the rest is headroom for what it does not
-    /// count (readers, writers, threads).
-    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MEMORY_LIMIT, value_parser = parse_size)]
-    pub memory_limit: MemoryBudget,
-
-    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
-    /// who know the detection is wrong: changing a data dir under a running server loses data.
-    #[arg(long)]
-    pub allow_running_server: bool,
-}
-
-impl EngineArgs {
-    /// The merge engine's options, spilling to `spill_dir`.
-    pub fn engine_options(&self, spill_dir: PathBuf) -> crate::pipeline::merge::EngineOptions {
-        crate::pipeline::merge::EngineOptions {
-            spill_dir,
-            threads: self.threads,
-            memory_limit: self.memory_limit,
-        }
+/// Brings unfinished runs to an end (or, for a dry run, says it would), under the lock.
+pub fn recover_first(data_dir: &Path, report_only: bool, _quiet: bool) -> Result<Vec<Recovery>> {
+    let done = recover(data_dir, report_only)?;
+    for r in &done {
+        let verb = if report_only { "would be" } else { "was" };
+        // Shown even with --quiet: the operator must know an earlier run was interrupted.
+        eprintln!(
+            "kompactor: recovery: unfinished run {} ({:?}) {verb} {}",
+            r.run_id, r.was, r.action
+        );
     }
+    Ok(done)
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct InspectArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    #[command(flatten)]
-    pub hosts: Hosts,
-    /// Print the result as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+/// A run id: UTC time and process id, sortable and unique on one machine.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    )
 }
-
-#[derive(Args, Debug, Clone)]
-pub struct RunsArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    /// Print the list as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct UndoArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    /// The run to undo (see `kompactor runs`).
-    #[arg(long, value_name = "RUN_ID")]
-    pub run: String,
-    /// Say whether the run can be undone and what would change; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Undo even though an InfluxDB 3 server seems to be using DATA_DIR.
-    #[arg(long)]
-    pub allow_running_server: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct PurgeArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    /// Delete the trash of finished runs that started longer ago than this (e.g. `7d`).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub older_than: Nanos,
-    /// List what would be deleted; delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ArchiveArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    #[command(flatten)]
-    pub hosts: Hosts,
-    /// Archive the UTC days that end at or before this: an RFC 3339 time
-    /// (`2026-01-01T00:00:00Z`) or a duration back from now (`90d`).
-    #[arg(long, value_name = "TIME|DURATION")]
-    pub older_than: String,
-    /// The archive directory: new, empty, or an earlier kompactor archive.
-    #[arg(long, value_name = "ARCHIVE_DIR")]
-    pub to: PathBuf,
-    /// Database and table names for the archive's paths, as `scripts/maintenance.sh` records
-    /// them (default: DATA_DIR/.kompactor/names.json if present; else names from the Parquet
-    /// paths of releases up to 3.5, else ids).
-    #[arg(long, value_name = "FILE")]
-    pub names: Option<PathBuf>,
-    /// List the windows that would move; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RestoreArgs {
-    /// The archive directory written by `kompactor archive`.
-    #[arg(value_name = "ARCHIVE_DIR")]
-    pub archive_dir: PathBuf,
-    /// The InfluxDB 3 data dir to restore into.
-    #[arg(value_name = "DATA_DIR")]
-    pub data_dir: PathBuf,
-    #[command(flatten)]
-    pub hosts: Hosts,
-    /// Restore only windows starting at or after this (RFC 3339 time, or a duration back from now).
-    #[arg(long, value_name = "TIME|DURATION")]
-    pub from: Option<String>,
-    /// Restore only windows ending at or before this.
-    #[arg(long, value_name = "TIME|DURATION")]
-    pub to: Option<String>,
-    /// Verify and list the windows that would come back; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR.
-    #[arg(long)]
-    pub allow_running_server: bool,
-}
-

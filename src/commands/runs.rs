@@ -1,16 +1,35 @@
-//! The runs of a data dir: `runs` lists them, `undo` reverses one, `purge` frees their trash.
+//! `kompactor runs`: kompactor's runs on a data dir, with their state and trash size.
 
-use crate::commands::{PurgeArgs, RunsArgs, UndoArgs};
-use crate::pipeline::discover::discover_node;
-use crate::error::{Error, Result};
-use crate::durable::interlock::for_change;
-use crate::durable::journal::{self, dir_size, run_ids, RunDirs, RunState};
-use crate::commands::compact::{recover_first, EXIT_OK};
-use crate::format::ids::SnapshotSeq;
+use crate::commands::args::DataDir;
+use crate::commands::EXIT_OK;
+use crate::durable::journal::{dir_size, run_ids, RunDirs, RunState};
+use crate::error::Result;
+use crate::format::layout::check_data_dir;
+use crate::json;
+use clap::Args;
 use serde::Serialize;
-use std::fs;
 use std::process::ExitCode;
 
+/// `kompactor runs` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// Print the list as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `runs --json` document.
+#[derive(Serialize)]
+struct RunsDoc {
+    format_version: u32,
+    data_dir: String,
+    /// Oldest first.
+    runs: Vec<RunInfo>,
+}
+
+/// One run in `runs`.
 #[derive(Serialize)]
 struct RunInfo {
     run_id: String,
@@ -21,6 +40,7 @@ struct RunInfo {
     purged: bool,
 }
 
+/// What is known of one run.
 fn info(data_dir: &std::path::Path, id: &str) -> Result<RunInfo> {
     let dirs = RunDirs::new(data_dir, id);
     let st = dirs.read_state()?;
@@ -43,23 +63,19 @@ fn info(data_dir: &std::path::Path, id: &str) -> Result<RunInfo> {
 }
 
 /// `kompactor runs`.
-pub fn list(a: &RunsArgs) -> Result<ExitCode> {
+pub fn run(a: &RunsArgs) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
-    if !data_dir.is_dir() {
-        return Err(Error::at(
-            data_dir,
-            "data dir does not exist or is not a directory",
-        ));
-    }
+    check_data_dir(data_dir)?;
     let runs: Vec<RunInfo> = run_ids(data_dir)?
         .iter()
         .map(|id| info(data_dir, id))
         .collect::<Result<_>>()?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&runs).expect("runs serialise")
-        );
+        json::print(&RunsDoc {
+            format_version: json::FORMAT_VERSION,
+            data_dir: data_dir.display().to_string(),
+            runs,
+        });
     } else if runs.is_empty() {
         println!("no kompactor runs in {}", data_dir.display());
     } else {
@@ -87,80 +103,3 @@ pub fn list(a: &RunsArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
-/// `kompactor undo`.
-pub fn undo(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
-    let data_dir = a.data_dir.path();
-    let _lock = for_change(data_dir, a.dry_run, a.allow_running_server)?;
-    recover_first(data_dir, a.dry_run, quiet)?;
-    let newest = |node: &str| -> Result<Option<SnapshotSeq>> {
-        Ok(discover_node(data_dir, node)?
-            .newest_snapshot()
-            .map(|s| s.seq))
-    };
-    if let Some(why) = journal::undo_blocker(data_dir, &a.run, &newest)? {
-        return Err(Error::at(
-            data_dir,
-            format!("run {} cannot be undone: {why}", a.run),
-        ));
-    }
-    let m = RunDirs::new(data_dir, &a.run).read_manifest()?;
-    let (mut files, mut restored, mut removed) = (0, 0, 0);
-    for n in &m.nodes {
-        files += n.replaced.len();
-        restored += n.writes.iter().filter(|w| w.original.is_some()).count();
-        removed += n.writes.iter().filter(|w| w.original.is_none()).count();
-    }
-    let what = format!(
-        "{files} replaced file(s) back from the trash, {restored} metadata file(s) restored, {removed} created by the run removed, its {} output file(s) moved to its trash",
-        m.nodes.iter().map(|n| n.outputs.len()).sum::<usize>()
-    );
-    if a.dry_run {
-        println!("run {} can be undone: {what}", a.run);
-        return Ok(ExitCode::from(EXIT_OK));
-    }
-    journal::undo(data_dir, &a.run)?;
-    if !quiet {
-        println!("run {} undone: {what}", a.run);
-    }
-    Ok(ExitCode::from(EXIT_OK))
-}
-
-/// `kompactor purge`.
-pub fn purge(a: &PurgeArgs, quiet: bool) -> Result<ExitCode> {
-    let data_dir = a.data_dir.path();
-    // Purging removes only kompactor's own trash: a running server does not stop it.
-    let _lock = for_change(data_dir, a.dry_run, true)?;
-    let cutoff = chrono::Utc::now().timestamp() - a.older_than.0 / 1_000_000_000;
-    let mut total = 0;
-    for id in run_ids(data_dir)? {
-        let dirs = RunDirs::new(data_dir, &id);
-        let mut st = dirs.read_state()?;
-        let finished = matches!(
-            st.state,
-            RunState::Done | RunState::RolledBack | RunState::Undone
-        );
-        if !finished || st.started as i64 > cutoff || !dirs.trash().exists() {
-            continue;
-        }
-        let bytes = dir_size(&dirs.trash());
-        total += bytes;
-        if a.dry_run {
-            println!("would delete {} ({bytes} bytes)", dirs.trash().display());
-            continue;
-        }
-        // Marked first: a run whose trash may be partly gone must never be undone.
-        st.purged = true;
-        dirs.write_state(&st)?;
-        fs::remove_dir_all(dirs.trash()).map_err(|e| Error::io(dirs.trash(), "delete", e))?;
-        if !quiet {
-            println!("deleted {} ({bytes} bytes)", dirs.trash().display());
-        }
-    }
-    if !quiet {
-        println!(
-            "{} {total} bytes",
-            if a.dry_run { "would free" } else { "freed" }
-        );
-    }
-    Ok(ExitCode::from(EXIT_OK))
-}

@@ -216,12 +216,7 @@ pub fn for_change(
     dry_run: bool,
     allow_running_server: bool,
 ) -> Result<Option<Lock>> {
-    if !data_dir.is_dir() {
-        return Err(
-            Error::at(data_dir, "data dir does not exist or is not a directory")
-                .hint("pass the directory given to `influxdb3 serve --data-dir`"),
-        );
-    }
+    crate::format::layout::check_data_dir(data_dir)?;
     if dry_run {
         return Ok(None);
     }

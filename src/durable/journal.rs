@@ -14,10 +14,10 @@
 //! idempotent). While a node's metadata may be inconsistent, a guard file in its
 //! `snapshots/` makes any InfluxDB 3 server refuse to start.
 
-use crate::pipeline::discover::STATE_DIR;
+use crate::durable::fsutil::{atomic_write, create_dir_all};
 use crate::error::{Error, Result};
-use crate::durable::fsutil::{atomic_write, create_dir_all, fsync_dir, Batch};
 use crate::format::ids::SnapshotSeq;
+use crate::format::layout::STATE_DIR;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,13 @@ pub enum RunState {
     Undone,
 }
 
+impl RunState {
+    /// Whether the run has come to an end (nothing for recovery to do).
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunState::Done | RunState::RolledBack | RunState::Undone)
+    }
+}
+
 /// `state.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StateFile {
@@ -130,6 +137,13 @@ pub struct NodeManifest {
 pub struct ArchiveSide {
     /// The archive directory (absolute).
     pub dir: String,
+    /// The run's scratch directory inside the archive (relative to it), removed when the run
+    /// ends either way.
+    #[serde(default)]
+    pub tmp: String,
+    /// Where an undo moves the run's archived files (relative to the archive directory).
+    #[serde(default)]
+    pub undone: String,
     /// Files an archive run writes into it (relative to it); removed if the run rolls back.
     pub files: Vec<String>,
     /// The archive run's manifest (relative to it).
@@ -139,33 +153,33 @@ pub struct ArchiveSide {
     pub restore_moves: Vec<Move>,
 }
 
+impl ArchiveSide {
+    /// The run's scratch directory in the archive; runs journaled before `tmp` was recorded
+    /// used the archive's own default.
+    pub fn tmp_dir(&self, run_id: &str) -> String {
+        if self.tmp.is_empty() {
+            format!("_kompactor/tmp/{run_id}")
+        } else {
+            self.tmp.clone()
+        }
+    }
+
+    /// Where an undo moves the run's archived files; same fallback as [`Self::tmp_dir`].
+    pub fn undone_dir(&self, run_id: &str) -> String {
+        if self.undone.is_empty() {
+            format!("_kompactor/undone/{run_id}")
+        } else {
+            self.undone.clone()
+        }
+    }
+}
+
 /// `manifest.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Manifest {
     pub nodes: Vec<NodeManifest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSide>,
-}
-
-/// Moves `m.from` to `m.to` (both relative to `base`) unless that already happened.
-fn move_rel(base: &Path, m: &Move, batch: &mut Batch) -> Result<bool> {
-    let from = base.join(&m.from);
-    let to = base.join(&m.to);
-    if from.exists() {
-        if to.exists() {
-            return Err(Error::at(
-                &to,
-                format!(
-                    "cannot move {} here: the destination exists",
-                    from.display()
-                ),
-            ));
-        }
-        batch.rename(&from, &to)?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
 }
 
 pub fn to_mtime(t: SystemTime) -> (u64, u32) {
@@ -191,7 +205,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 impl RunDirs {
-    fn journal_tmp(&self) -> PathBuf {
+    pub(crate) fn journal_tmp(&self) -> PathBuf {
         Self::state_dir(&self.data_dir)
             .join("tmp")
             .join(format!("{}-journal", self.run_id))
@@ -201,14 +215,17 @@ impl RunDirs {
         read_json(&self.run().join("state.json"))
     }
 
+    /// Moves the run to `state`; starts `state.json` for a new run, and refuses to overwrite
+    /// a damaged one (it is the only record of where the run was).
     pub fn set_state(&self, state: RunState) -> Result<()> {
-        let mut s = match self.read_state() {
-            Ok(s) => s,
-            Err(_) => StateFile {
+        let mut s = if self.run().join("state.json").exists() {
+            self.read_state()?
+        } else {
+            StateFile {
                 state,
                 started: to_mtime(SystemTime::now()).0,
                 purged: false,
-            },
+            }
         };
         s.state = state;
         self.write_state(&s)
@@ -237,222 +254,6 @@ impl RunDirs {
         atomic_write(&self.run().join(rel), bytes, &self.run(), mtime)
     }
 
-    fn guard(&self, node: &str) -> PathBuf {
-        self.data_dir.join(node).join("snapshots").join(GUARD_NAME)
-    }
-
-    /// Places the guard that keeps a server from starting on `node` mid-change.
-    pub fn place_guard(&self, node: &str) -> Result<()> {
-        use std::io::Write;
-        let path = self.guard(node);
-        let text = format!(
-            "kompactor run {} is changing this node's metadata (or was interrupted doing so).\n\
-             Do not start the server: run `kompactor {} --hosts {node}` first; it finishes or\n\
-             rolls back the interrupted run and removes this file.\n",
-            self.run_id,
-            self.data_dir.display()
-        );
-        let mut f =
-            fs::File::create(&path).map_err(|e| Error::io(&path, "create the commit guard", e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&path, "write the commit guard", e))?;
-        fsync_dir(path.parent().expect("has parent"))
-    }
-
-    /// Removes this run's guard from `node`, if present.
-    pub fn remove_guard(&self, node: &str) -> Result<()> {
-        let path = self.guard(node);
-        match fs::read_to_string(&path) {
-            Ok(text) if text.contains(&format!("run {} ", self.run_id)) => {
-                fs::remove_file(&path)
-                    .map_err(|e| Error::io(&path, "remove the commit guard", e))?;
-                fsync_dir(path.parent().expect("has parent"))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Moves `m.from` to `m.to` (relative to the data dir) unless that already happened.
-    fn move_once(&self, m: &Move, batch: &mut Batch) -> Result<bool> {
-        move_rel(&self.data_dir, m, batch)
-    }
-
-    /// Batch a prepared file (staged, or an original for undo) over its destination. A
-    /// missing source means an earlier attempt already did it.
-    fn put_in_place(&self, w: &MetaWrite, from: &Path, batch: &mut Batch) -> Result<()> {
-        let dest = self.data_dir.join(&w.dest);
-        if from.exists() {
-            batch.rename(from, &dest)
-        } else if dest.exists() {
-            Ok(())
-        } else {
-            Err(Error::at(
-                from,
-                format!(
-                    "neither this file nor {} exists: the run's journal is damaged",
-                    dest.display()
-                ),
-            ))
-        }
-    }
-}
-
-/// Named places where tests make the process fail as a crash (or a fault) would.
-///
-/// Built only with the `failpoints` feature; `KOMPACTOR_FAILPOINT=<name>` aborts the
-/// process there, `KOMPACTOR_FAILPOINT=<name>=error` returns an error instead.
-pub fn failpoint(name: &str) -> Result<()> {
-    if fault_injected(name) {
-        eprintln!("kompactor: failpoint {name}: aborting");
-        std::process::abort();
-    }
-    if fault_injected(&format!("{name}=error")) {
-        return Err(Error::new(format!("injected fault at failpoint {name}")));
-    }
-    Ok(())
-}
-
-/// Whether the tests asked for the named fault (`KOMPACTOR_FAILPOINT=<name>`); also for
-/// faults that change data instead of stopping the process. Always false without the
-/// `failpoints` feature.
-pub fn fault_injected(name: &str) -> bool {
-    #[cfg(feature = "failpoints")]
-    if std::env::var("KOMPACTOR_FAILPOINT").is_ok_and(|v| v == name) {
-        return true;
-    }
-    let _ = name;
-    false
-}
-
-/// Applies a prepared commit from its manifest: the part of a run that changes nodes.
-pub fn apply(dirs: &RunDirs, m: &Manifest) -> Result<()> {
-    for n in &m.nodes {
-        dirs.place_guard(&n.node)?;
-    }
-    failpoint("after-guard")?;
-    let mut batch = Batch::default();
-    for n in &m.nodes {
-        for o in &n.outputs {
-            dirs.move_once(o, &mut batch)?;
-            failpoint("after-output-moved")?;
-        }
-    }
-    batch.finish()?;
-    dirs.set_state(RunState::Committed)?;
-    failpoint("after-commit-point")?;
-    roll_forward(dirs, m)
-}
-
-/// Applies a commit; if that fails, brings the data dir back to a consistent state at once
-/// (back before the commit point, forward after it) and returns the error. Should that fail
-/// too, the next invocation does it.
-pub fn apply_or_recover(dirs: &RunDirs, m: &Manifest) -> Result<()> {
-    dirs.write_manifest(m)?;
-    dirs.set_state(RunState::Staged)?;
-    failpoint("after-staged")?;
-    apply(dirs, m).inspect_err(|_| {
-        if let Err(r) = recover(&dirs.data_dir, false) {
-            log::error!("recovery after the failed commit failed too: {r}");
-        }
-    })
-}
-
-/// Finishes a run past its commit point; every step can run again after a crash.
-fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
-    let steps: usize = m
-        .nodes
-        .iter()
-        .map(|n| n.writes.len() + n.replaced.len())
-        .sum();
-    let bar = crate::progress::bar(steps as u64, "committing");
-    let mut batch = Batch::default();
-    for n in &m.nodes {
-        bar.set_message(n.node.clone());
-        dirs.place_guard(&n.node)?;
-        for w in &n.writes {
-            dirs.put_in_place(w, &dirs.run().join(&w.staged), &mut batch)?;
-            bar.inc(1);
-            failpoint("after-metadata-write")?;
-        }
-        for s in &n.set_aside {
-            dirs.move_once(s, &mut batch)?;
-        }
-        // The metadata is durable before the guard goes.
-        batch.finish()?;
-        failpoint("after-set-aside")?;
-        dirs.remove_guard(&n.node)?;
-        failpoint("after-guard-removed")?;
-        for r in &n.replaced {
-            dirs.move_once(r, &mut batch)?;
-            bar.inc(1);
-            failpoint("after-trash-move")?;
-        }
-    }
-    bar.finish_and_clear();
-    if let Some(a) = &m.archive {
-        for mv in &a.restore_moves {
-            move_rel(Path::new(&a.dir), mv, &mut batch)?;
-        }
-        let tmp = Path::new(&a.dir).join("_kompactor/tmp").join(&dirs.run_id);
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
-        }
-    }
-    batch.finish()?;
-    dirs.set_state(RunState::Done)?;
-    remove_tmp(dirs)
-}
-
-/// Undoes a run that did not reach its commit point: no metadata changed, so removing the
-/// run's outputs from the nodes restores the data dir.
-fn roll_back(dirs: &RunDirs, m: &Manifest) -> Result<()> {
-    let mut batch = Batch::default();
-    for n in &m.nodes {
-        for o in &n.outputs {
-            let to = format!("{}/rolled-back/{}", rel_trash(dirs), o.to);
-            dirs.move_once(
-                &Move {
-                    from: o.to.clone(),
-                    to,
-                },
-                &mut batch,
-            )?;
-        }
-        batch.finish()?;
-        dirs.remove_guard(&n.node)?;
-    }
-    if let Some(a) = &m.archive {
-        let tmp = Path::new(&a.dir).join("_kompactor/tmp").join(&dirs.run_id);
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
-        }
-        // The archived copies of windows that stay in the node go, so they are not counted twice.
-        for f in a
-            .files
-            .iter()
-            .chain(std::iter::once(&a.manifest))
-            .filter(|f| !f.is_empty())
-        {
-            let p = Path::new(&a.dir).join(f);
-            if p.exists() {
-                fs::remove_file(&p).map_err(|e| Error::io(&p, "remove the archived copy", e))?;
-                fsync_dir(p.parent().expect("has parent"))?;
-            }
-        }
-    }
-    dirs.set_state(RunState::RolledBack)?;
-    remove_tmp(dirs)
-}
-
-fn remove_tmp(dirs: &RunDirs) -> Result<()> {
-    for p in [dirs.tmp(), dirs.journal_tmp()] {
-        if p.exists() {
-            fs::remove_dir_all(&p)
-                .map_err(|e| Error::io(&p, "remove the temporary directory", e))?;
-        }
-    }
-    Ok(())
 }
 
 /// Lists the ids of the runs in a data dir, oldest first.
@@ -471,215 +272,11 @@ pub fn run_ids(data_dir: &Path) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// What recovery found and did about one run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Recovery {
-    pub run_id: String,
-    pub was: RunState,
-    pub action: &'static str,
-}
-
-/// Brings every unfinished run to an end: back before the commit point, forward after it.
-/// With `report_only`, says what it would do and changes nothing.
-pub fn recover(data_dir: &Path, report_only: bool) -> Result<Vec<Recovery>> {
-    let mut out = Vec::new();
-    for id in run_ids(data_dir)? {
-        let dirs = RunDirs::new(data_dir, &id);
-        let st = dirs.read_state()?;
-        let action = match st.state {
-            RunState::Merging | RunState::Staged => {
-                "rolled back (the commit point was not reached)"
-            }
-            RunState::Committed => "finished (the commit point was passed)",
-            RunState::Undoing => "undo finished",
-            RunState::Done | RunState::RolledBack | RunState::Undone => continue,
-        };
-        if !report_only {
-            let m = dirs.read_manifest()?;
-            match st.state {
-                RunState::Merging | RunState::Staged => roll_back(&dirs, &m)?,
-                RunState::Committed => roll_forward(&dirs, &m)?,
-                RunState::Undoing => undo_steps(&dirs, &m)?,
-                _ => unreachable!(),
-            }
-        }
-        out.push(Recovery {
-            run_id: id,
-            was: st.state,
-            action,
-        });
+impl RunDirs {
+    /// The run's trash directory relative to the data dir.
+    pub fn rel_trash(&self) -> String {
+        format!("{STATE_DIR}/trash/{}", self.run_id)
     }
-    Ok(out)
-}
-
-/// Why a finished run cannot be undone, if it cannot.
-pub fn undo_blocker(
-    data_dir: &Path,
-    run_id: &str,
-    newest_snapshots: &dyn Fn(&str) -> Result<Option<SnapshotSeq>>,
-) -> Result<Option<String>> {
-    let dirs = RunDirs::new(data_dir, run_id);
-    if !dirs.run().join("state.json").is_file() {
-        let known = run_ids(data_dir)?;
-        return Ok(Some(format!(
-            "there is no run `{run_id}` (runs: {})",
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            }
-        )));
-    }
-    let st = dirs.read_state()?;
-    if st.state != RunState::Done {
-        return Ok(Some(format!(
-            "the run is {:?}, not done; only a finished run can be undone",
-            st.state
-        )));
-    }
-    if st.purged {
-        return Ok(Some(
-            "its trash was purged, so the replaced files are gone".into(),
-        ));
-    }
-    let m = dirs.read_manifest()?;
-    for later in run_ids(data_dir)?
-        .into_iter()
-        .filter(|id| id.as_str() > run_id)
-    {
-        let l = RunDirs::new(data_dir, &later);
-        if l.read_state()?.state == RunState::Done {
-            let lm = l.read_manifest()?;
-            if lm
-                .nodes
-                .iter()
-                .any(|n| m.nodes.iter().any(|x| x.node == n.node))
-            {
-                return Ok(Some(format!(
-                    "run {later} was made after it on the same node(s); undo that one first"
-                )));
-            }
-        }
-    }
-    for n in &m.nodes {
-        let newest = newest_snapshots(&n.node)?;
-        if newest != Some(n.new_snapshot) {
-            return Ok(Some(format!(
-                "node {} has snapshots newer than this run's ({}): the server wrote data since, which undo would hide",
-                n.node, n.new_snapshot
-            )));
-        }
-        for r in &n.replaced {
-            if !dirs.data_dir.join(&r.to).exists() {
-                return Ok(Some(format!("{} is no longer in the trash", r.to)));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Restores the data dir as it was before a finished run.
-pub fn undo(data_dir: &Path, run_id: &str) -> Result<()> {
-    let dirs = RunDirs::new(data_dir, run_id);
-    let m = dirs.read_manifest()?;
-    dirs.set_state(RunState::Undoing)?;
-    failpoint("undo-started")?;
-    undo_steps(&dirs, &m)
-}
-
-fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
-    let mut batch = Batch::default();
-    for n in &m.nodes {
-        dirs.place_guard(&n.node)?;
-        for r in &n.replaced {
-            dirs.move_once(
-                &Move {
-                    from: r.to.clone(),
-                    to: r.from.clone(),
-                },
-                &mut batch,
-            )?;
-        }
-        for s in &n.set_aside {
-            dirs.move_once(
-                &Move {
-                    from: s.to.clone(),
-                    to: s.from.clone(),
-                },
-                &mut batch,
-            )?;
-        }
-        // Originals back first, new files last: until the new snapshot goes, it still
-        // hides the replaced files, and until then the guard stays.
-        for w in n.writes.iter().filter(|w| w.original.is_some()) {
-            let orig = dirs.run().join(w.original.as_ref().expect("filtered"));
-            dirs.put_in_place(w, &orig, &mut batch)?;
-            failpoint("undo-metadata-write")?;
-        }
-        batch.finish()?;
-        for w in n.writes.iter().filter(|w| w.original.is_none()) {
-            let p = dirs.data_dir.join(&w.dest);
-            if p.exists() {
-                fs::remove_file(&p).map_err(|e| Error::io(&p, "remove", e))?;
-                fsync_dir(p.parent().expect("has parent"))?;
-            }
-        }
-        for o in &n.outputs {
-            let to = format!("{}/undone/{}", rel_trash(dirs), o.to);
-            if dirs.move_once(
-                &Move {
-                    from: o.to.clone(),
-                    to,
-                },
-                &mut batch,
-            )? {
-                // The run created the output's window directory; leave no empty one behind.
-                if let Some(parent) = dirs.data_dir.join(&o.to).parent() {
-                    let _ = fs::remove_dir(parent);
-                }
-            }
-        }
-        batch.finish()?;
-        dirs.remove_guard(&n.node)?;
-    }
-    if let Some(a) = &m.archive {
-        let base = Path::new(&a.dir);
-        // An undone archive run's windows are back in the node: its archived copies leave the
-        // archive's partitions. An undone restore puts the archive's files back.
-        for f in a
-            .files
-            .iter()
-            .chain(std::iter::once(&a.manifest))
-            .filter(|f| !f.is_empty())
-        {
-            move_rel(
-                base,
-                &Move {
-                    from: f.clone(),
-                    to: format!("_kompactor/undone/{}/{f}.undone", dirs.run_id),
-                },
-                &mut batch,
-            )?;
-        }
-        for mv in &a.restore_moves {
-            move_rel(
-                base,
-                &Move {
-                    from: mv.to.clone(),
-                    to: mv.from.clone(),
-                },
-                &mut batch,
-            )?;
-        }
-        batch.finish()?;
-    }
-    dirs.set_state(RunState::Undone)?;
-    remove_tmp(dirs)
-}
-
-/// The run's trash directory relative to the data dir.
-pub fn rel_trash(dirs: &RunDirs) -> String {
-    format!("{STATE_DIR}/trash/{}", dirs.run_id)
 }
 
 /// Total size of the files under `dir`.

@@ -245,7 +245,11 @@ pub struct Doc<T> {
 impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// Parses JSON text; the error is serde_json's, with line and column.
     pub fn parse(text: &[u8]) -> Result<Doc<T>, serde_json::Error> {
-        let raw: Value = serde_json::from_slice(text)?;
+        Doc::from_value(serde_json::from_slice(text)?)
+    }
+
+    /// Interprets an already parsed JSON value, keeping its key order.
+    pub fn from_value(raw: Value) -> Result<Doc<T>, serde_json::Error> {
         let key_order = match &raw {
             Value::Object(m) => m.keys().cloned().collect(),
             _ => Vec::new(),

@@ -9,7 +9,8 @@
 //! ([`crate::durable::journal::apply`]) then puts them in place in a crash-safe order.
 
 use crate::pipeline::discover::LiveFile;
-use crate::pipeline::discover::{Node, STATE_DIR};
+use crate::format::layout::STATE_DIR;
+use crate::pipeline::discover::Node;
 use crate::error::{Error, Result};
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};

@@ -1,5 +1,6 @@
 //! The planner: which files of which table are merged into what.
 
+use crate::format::layout::{window_dirs, ParquetPath};
 use crate::pipeline::discover::{newest_time, LiveFile, Node};
 use crate::format::ids::{FileId, Nanos, TableKey};
 use serde::Serialize;
@@ -65,13 +66,33 @@ pub struct TablePlan {
     pub skipped: Vec<Skipped>,
 }
 
-/// Plans one node's tables.
-pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan> {
-    let blocked: BTreeMap<FileId, String> = node
-        .findings
+/// The files that are unsafe to merge (missing, resized, id reused), with why.
+pub fn blocked_files(node: &Node) -> BTreeMap<FileId, String> {
+    node.findings
         .iter()
         .filter_map(|f| f.blocks_file().map(|id| (id, f.describe())))
-        .collect();
+        .collect()
+}
+
+/// A table's files by the `window`-long interval (aligned to the epoch) their `chunk_time`
+/// falls in.
+pub fn by_window<'a>(
+    files: impl IntoIterator<Item = &'a LiveFile>,
+    window: Nanos,
+) -> BTreeMap<Nanos, Vec<LiveFile>> {
+    let mut windows: BTreeMap<Nanos, Vec<LiveFile>> = BTreeMap::new();
+    for f in files {
+        windows
+            .entry(f.entry.chunk_time.floor_to(window))
+            .or_default()
+            .push(f.clone());
+    }
+    windows
+}
+
+/// Plans one node's tables.
+pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan> {
+    let blocked = blocked_files(node);
     node.live
         .iter()
         .map(|(key, files)| plan_table(node, *key, files, opts, run_id, &blocked))
@@ -88,17 +109,11 @@ fn plan_table(
 ) -> TablePlan {
     let newest = newest_time(files);
     let cutoff = Nanos(newest.0.saturating_sub(opts.min_age.0));
-    let mut windows: BTreeMap<Nanos, Vec<LiveFile>> = BTreeMap::new();
-    for f in files {
-        windows
-            .entry(f.entry.chunk_time.floor_to(opts.window))
-            .or_default()
-            .push(f.clone());
-    }
+    let windows = by_window(files, opts.window);
     let mut groups = Vec::new();
     let mut skipped = Vec::new();
     let mut files_after = files.len();
-    for (start, mut inputs) in windows.iter().map(|(s, v)| (*s, v.clone())) {
+    for (start, mut inputs) in windows {
         let end = Nanos(start.0.saturating_add(opts.window.0));
         if inputs.len() < 2 {
             continue;
@@ -167,13 +182,11 @@ fn plan_table(
 /// the files it replaces, in the naming the node already uses. The server never writes a
 /// name that is not ten digits, so this cannot collide with a file it writes later.
 fn output_path(inputs: &[LiveFile], start: Nanos, window: Nanos, run_id: &str) -> String {
-    let segs: Vec<&str> = inputs[0].entry.path.split('/').collect();
-    let prefix = segs[..4.min(segs.len())].join("/");
-    let t =
-        chrono::DateTime::from_timestamp(start.0.div_euclid(1_000_000_000), 0).unwrap_or_default();
+    let path = &inputs[0].entry.path;
+    let table_dir = ParquetPath::parse(path).map_or(path.as_str(), |p| p.table_dir);
     format!(
-        "{prefix}/{}/kompactor-{}-{run_id}.parquet",
-        t.format("%Y-%m-%d/%H-%M"),
+        "{table_dir}/{}/kompactor-{}-{run_id}.parquet",
+        window_dirs(start),
         crate::units::format_duration(window)
     )
 }

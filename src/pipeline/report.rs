@@ -4,7 +4,7 @@ use crate::pipeline::commit::Committed;
 use crate::pipeline::discover::{Finding, Generation, Node};
 use crate::pipeline::merge::Merged;
 use crate::pipeline::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
-use crate::format::ids::TableKey;
+use crate::format::ids::{DbId, TableId};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -91,9 +91,36 @@ pub struct GroupFailure {
     pub reason: String,
 }
 
-/// Everything a run did, per node and table.
+/// The options a compaction was started with, as the operator would type them.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOptions {
+    pub hosts: Vec<String>,
+    /// `--window`, e.g. `1d`.
+    pub window: String,
+    /// `--min-age`, e.g. `1h`.
+    pub min_age: String,
+    pub max_rows_per_file: u64,
+    /// `--threads`; `null` for all CPUs.
+    pub threads: Option<u32>,
+    /// `--memory-limit`, in MiB, e.g. `953MiB`.
+    pub memory_limit: String,
+    pub dry_run: bool,
+}
+
+/// The plan of a compaction: the `--dry-run --json` document and a run's `plan.json`.
+#[derive(Debug, Serialize)]
+pub struct PlanDoc {
+    pub format_version: u32,
+    pub data_dir: String,
+    pub dry_run: bool,
+    pub options: RunOptions,
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Everything a run did, per node and table: `report.json` and the `--json` document.
 #[derive(Debug, Serialize)]
 pub struct RunReport {
+    pub format_version: u32,
     pub run_id: String,
     pub data_dir: String,
     /// RFC 3339 UTC.
@@ -101,15 +128,40 @@ pub struct RunReport {
     pub finished: String,
     pub seconds: f64,
     /// The options the run was started with.
-    pub options: serde_json::Value,
+    pub options: RunOptions,
     pub nodes: Vec<NodeRun>,
 }
 
+/// What a run did on one node.
 #[derive(Debug, Serialize)]
 pub struct NodeRun {
     pub node: String,
+    /// The commit, when anything on the node changed.
     pub committed: Option<Committed>,
-    pub tables: Vec<(String, TableKey, TableOutcome)>,
+    pub tables: Vec<TableRun>,
+}
+
+/// What a run did to one table.
+#[derive(Debug, Serialize)]
+pub struct TableRun {
+    /// `db.table` (names from paths up to 3.5) or `db_id/table_id`.
+    pub table: String,
+    pub db_id: DbId,
+    pub table_id: TableId,
+    #[serde(flatten)]
+    pub outcome: TableOutcome,
+}
+
+impl TableRun {
+    /// The outcome of a planned table.
+    pub fn new(plan: &TablePlan, outcome: TableOutcome) -> TableRun {
+        TableRun {
+            table: plan.label.clone(),
+            db_id: plan.table.db,
+            table_id: plan.table.table,
+            outcome,
+        }
+    }
 }
 
 fn human_bytes(n: u64) -> String {
@@ -278,7 +330,7 @@ pub fn run_text(r: &RunReport) -> String {
         }
         if n.tables
             .iter()
-            .any(|(_, _, o)| o.groups_merged > 0 || !o.groups_failed.is_empty())
+            .any(|t| t.outcome.groups_merged > 0 || !t.outcome.groups_failed.is_empty())
         {
             let _ = writeln!(
                 s,
@@ -286,7 +338,7 @@ pub fn run_text(r: &RunReport) -> String {
                 "table", "files", "rows in files", "dups", "bytes"
             );
         }
-        for (label, _, o) in &n.tables {
+        for TableRun { table: label, outcome: o, .. } in &n.tables {
             if o.groups_merged == 0
                 && o.groups_failed.is_empty()
                 && !o.windows_skipped.iter().any(|k| k.blocked)

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use duckdb::types::{TimeUnit, Value as Db};
-use kompactor::pipeline::discover::{discover_node, list_nodes};
+use kompactor::format::layout::list_nodes;
+use kompactor::pipeline::discover::discover_node;
 use kompactor::pipeline::merge::TableSchema;
 use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
 use kompactor::format::ids::TableKey;

@@ -1,226 +1,43 @@
-//! Merging one group with DuckDB: union the columns, deduplicate by the server's rule, write
-//! sorted ZSTD Parquet, and verify what was written.
+//! Merging one group with DuckDB: union, deduplicate, write sorted ZSTD Parquet, verify.
+//!
+//! `merge_group` runs the steps in order: `schema` unions the inputs' columns, `dedup` reads
+//! every row in chunk order and combines repeated keys by the server's rule, `split` cuts the
+//! rows into outputs of at most `max_rows`, and `write` writes and verifies them, all in the
+//! DuckDB session of `engine`.
 
-use crate::pipeline::discover::LiveFile;
+mod dedup;
+mod engine;
+mod schema;
+mod split;
+mod write;
+
+pub use dedup::chunk_order;
+pub use engine::{Engine, EngineOptions};
+pub use schema::TableSchema;
+pub use write::ZSTD_LEVEL;
+
 use crate::error::{Error, Result};
-use crate::format::parquet::{
-    encode_arrow_schema, read_footers, sql_ident, sql_list, sql_str, Column, ColumnType, Footer,
-};
-use crate::pipeline::plan::Group;
 use crate::format::ids::{FileId, Nanos};
-use crate::pipeline::checksum::{checksum, checksum_from, row_hash, Checksum};
-use duckdb::Connection;
+use crate::format::parquet::{read_footers, sql_ident, sql_str, Footer};
+use crate::pipeline::checksum::{checksum_from, Checksum};
+use crate::pipeline::discover::LiveFile;
+use crate::pipeline::plan::Group;
+use dedup::{check_cross_chunk_collisions, deduplicate, overlap_clusters, ranked_scan};
+use engine::Laps;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use write::{write_and_verify, WriteJob};
 
-/// The largest row group written: at most the server's largest (100,000 rows; DuckDB's
-/// writer never exceeds the size it is given), and a multiple of DuckDB's 2,048-row vectors.
-const MAX_ROW_GROUP: u64 = 98_304;
-const VECTOR: u64 = 2_048;
-const RANK_COL: &str = "__kompactor_rank";
-/// The server's own ZSTD level (spec §5): fast to write, and what its readers expect.
-pub const ZSTD_LEVEL: u32 = 1;
-/// DuckDB's virtual column: the position of a row's file in the `read_parquet` list.
-const FILE_INDEX: &str = "file_index";
+// The temporary tables and columns the steps share: `MERGED` holds every row read (made by
+// `merge_group` from `dedup::ranked_scan`), `DUP_KEYS` and `DEDUPED` the repeated keys and
+// their combined rows (made by `dedup::deduplicate`).
 const MERGED: &str = "__kompactor_merged";
 const DUP_KEYS: &str = "__kompactor_dup_keys";
 const DEDUPED: &str = "__kompactor_deduped";
 const KEY_HASH: &str = "__kompactor_key_hash";
-/// Each merged row's `verify::row_hash`, taken once as it is read or made.
+/// Each merged row's `checksum::row_hash`, taken once as it is read or made.
 const ROW_HASH: &str = "__kompactor_row_hash";
-/// In `DEDUPED`: how many rows of `MERGED` each combined row replaces, and their row hashes'
-/// sum.
-const REPLACED_ROWS: &str = "__kompactor_replaced_rows";
-const REPLACED_SUM: &str = "__kompactor_replaced_sum";
-
-/// Where a group's time goes, step by step, for `RUST_LOG=kompactor=debug`.
-struct Laps {
-    last: std::time::Instant,
-    laps: Vec<(&'static str, f64)>,
-}
-
-impl Laps {
-    fn start() -> Laps {
-        Laps {
-            last: std::time::Instant::now(),
-            laps: Vec::new(),
-        }
-    }
-
-    /// Records the time since the previous lap under `step`.
-    fn lap(&mut self, step: &'static str) {
-        let now = std::time::Instant::now();
-        let ms = now.duration_since(self.last).as_secs_f64() * 1000.0;
-        log::trace!("{step}: {ms:.1}ms");
-        self.laps.push((step, ms));
-        self.last = now;
-    }
-
-    fn summary(&self) -> String {
-        let parts: Vec<String> = self
-            .laps
-            .iter()
-            .map(|(s, ms)| format!("{s} {ms:.1}ms"))
-            .collect();
-        parts.join(", ")
-    }
-}
-
-/// How much of the machine the merge may use.
-#[derive(Clone, Debug)]
-pub struct EngineOptions {
-    /// Where DuckDB spills what does not fit in `memory_limit`.
-    pub spill_dir: PathBuf,
-    /// Worker threads; DuckDB's default (all CPUs) when `None`.
-    pub threads: Option<u32>,
-    /// The process's memory budget.
-    pub memory_limit: crate::units::MemoryBudget,
-}
-
-/// A DuckDB session for merging.
-pub struct Engine {
-    conn: Connection,
-    /// Up to this many repeated keys a window are combined by a hash aggregate, which is
-    /// quick but holds a row per key in memory; more go through a window, which spills.
-    aggregate_keys: u64,
-}
-
-/// The memory a repeated key may take in the hash aggregate, in the worst case: a row of
-/// long strings, with the aggregate's own overhead.
-const AGGREGATE_KEY_BYTES: u64 = 64 << 10;
-
-impl Engine {
-    /// Opens an in-memory DuckDB bounded by `opts`.
-    pub fn new(opts: &EngineOptions) -> Result<Engine> {
-        crate::heap::tune(opts.memory_limit);
-        let conn = Connection::open_in_memory()?;
-        let mut setup = format!(
-            "SET temp_directory = {}; SET preserve_insertion_order = true; SET memory_limit = {};",
-            sql_str(&opts.spill_dir.to_string_lossy()),
-            sql_str(&opts.memory_limit.duckdb_limit())
-        );
-        if let Some(t) = opts.threads {
-            setup.push_str(&format!(" SET threads = {t};"));
-        }
-        conn.execute_batch(&setup)
-            .map_err(|e| Error::new(format!("could not configure DuckDB ({setup}): {e}")))?;
-        Ok(Engine {
-            conn,
-            aggregate_keys: opts.memory_limit.0 / AGGREGATE_KEY_BYTES,
-        })
-    }
-
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// Sets the size of DuckDB's thread pool (shared by every session of the database).
-    pub fn set_threads(&self, n: usize) -> Result<()> {
-        Ok(self.conn.execute_batch(&format!("SET threads = {n};"))?)
-    }
-
-    /// Another session on the same database (same memory budget), for a parallel worker.
-    pub fn worker(&self) -> Result<Engine> {
-        Ok(Engine {
-            conn: self.conn.try_clone()?,
-            aggregate_keys: self.aggregate_keys,
-        })
-    }
-}
-
-/// The columns and series key of a group's merged output.
-#[derive(Clone, Debug)]
-pub struct TableSchema {
-    /// In output order: the newest input's order, then columns only older inputs have.
-    pub columns: Vec<Column>,
-    pub series_key: Vec<String>,
-}
-
-impl TableSchema {
-    /// The union of the inputs' columns; fails if a column's type differs between inputs.
-    pub fn union(footers: &[(u64, &Footer)]) -> Result<TableSchema> {
-        let mut by_newest: Vec<&(u64, &Footer)> = footers.iter().collect();
-        by_newest.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
-        let mut columns: Vec<Column> = Vec::new();
-        let mut seen: HashMap<String, (ColumnType, PathBuf)> = HashMap::new();
-        for (_, f) in &by_newest {
-            for c in &f.columns {
-                match seen.get(&c.name) {
-                    Some((ty, first)) if *ty != c.ty => {
-                        return Err(Error::at(&f.path, format!(
-                            "column `{}` is {:?} here but {:?} in {}; kompactor does not merge files whose column types differ",
-                            c.name, c.ty, ty, first.display()
-                        )))
-                    }
-                    Some(_) => {}
-                    None => {
-                        seen.insert(c.name.clone(), (c.ty, f.path.clone()));
-                        columns.push(c.clone());
-                    }
-                }
-            }
-        }
-        let times: Vec<&Column> = columns
-            .iter()
-            .filter(|c| c.ty == ColumnType::Time)
-            .collect();
-        if times.len() != 1 || times[0].name != "time" {
-            return Err(Error::new(
-                "the inputs do not have exactly one timestamp column named `time`",
-            ));
-        }
-        let tags: BTreeSet<&str> = columns
-            .iter()
-            .filter(|c| c.ty == ColumnType::Tag)
-            .map(|c| c.name.as_str())
-            .collect();
-        let declared = by_newest.iter().find_map(|(_, f)| f.series_key.clone());
-        let mut series_key = Vec::new();
-        if let Some(key) = declared {
-            for k in key {
-                if tags.contains(k.as_str()) && !series_key.contains(&k) {
-                    series_key.push(k);
-                }
-            }
-        }
-        // Tags the declared key does not name (or all tags, without one) follow by name.
-        for t in tags {
-            if !series_key.iter().any(|k| k == t) {
-                series_key.push(t.to_string());
-            }
-        }
-        Ok(TableSchema {
-            columns,
-            series_key,
-        })
-    }
-
-    /// Every column, cast to its type; a column the file lacks is a typed NULL.
-    fn projection(&self, present: &BTreeSet<&str>) -> String {
-        self.columns
-            .iter()
-            .map(|c| {
-                let id = sql_ident(&c.name);
-                let value = if present.contains(c.name.as_str()) {
-                    id.clone()
-                } else {
-                    "NULL".to_string()
-                };
-                format!("CAST({value} AS {}) AS {id}", c.ty.duckdb_type())
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn key_columns(&self) -> Vec<String> {
-        self.series_key
-            .iter()
-            .map(|k| sql_ident(k))
-            .chain([sql_ident("time")])
-            .collect()
-    }
-}
 
 /// One written, verified output file, still in the temporary directory.
 #[derive(Clone, Debug)]
@@ -243,42 +60,7 @@ pub struct Merged {
     pub checksum: Checksum,
 }
 
-/// Partitions files into clusters whose time ranges overlap; only files in one cluster can
-/// share a (series key, time), so only clusters of two or more need deduplication.
-fn overlap_clusters(inputs: &[LiveFile]) -> Vec<Vec<&LiveFile>> {
-    let mut sorted: Vec<&LiveFile> = inputs.iter().collect();
-    sorted.sort_by_key(|f| (f.entry.min_time, f.entry.id));
-    let mut out: Vec<Vec<&LiveFile>> = Vec::new();
-    let mut end = Nanos::MIN;
-    for f in sorted {
-        match out.last_mut() {
-            Some(c) if f.entry.min_time <= end => {
-                c.push(f);
-                end = end.max(f.entry.max_time);
-            }
-            _ => {
-                out.push(vec![f]);
-                end = f.entry.max_time;
-            }
-        }
-    }
-    out
-}
-
-/// The server's chunk order within one chunk_time: of overlapping files, the one with the
-/// smallest `min_time` is the latest; equal `min_time`s fall back to the id (newer wins).
-/// Returns the files in order, earliest first, so that a higher index wins.
-pub fn chunk_order<'a>(files: &[&'a LiveFile]) -> Vec<&'a LiveFile> {
-    let mut v = files.to_vec();
-    v.sort_by(|a, b| {
-        b.entry
-            .min_time
-            .cmp(&a.entry.min_time)
-            .then(a.entry.id.cmp(&b.entry.id))
-    });
-    v
-}
-
+/// A scan of one Parquet file, as SQL.
 fn read_one(path: &Path) -> String {
     format!("read_parquet({})", sql_str(&path.to_string_lossy()))
 }
@@ -381,7 +163,16 @@ pub fn merge_group(
             None => (format!("(SELECT {columns} FROM {MERGED})"), read),
         };
         write_and_verify(
-            conn, &schema, group, tmp_dir, max_rows, &rows, expected, &mut laps,
+            WriteJob {
+                conn,
+                schema: &schema,
+                group,
+                tmp_dir,
+                max_rows,
+                source: &rows,
+                expected,
+            },
+            &mut laps,
         )
     })();
     conn.execute_batch(&format!(
@@ -404,434 +195,10 @@ pub fn merge_group(
     })
 }
 
-/// The columns of `files`, as named by their footers.
-fn present<'a>(files: &[&LiveFile], footer_of: &HashMap<u64, &'a Footer>) -> BTreeSet<&'a str> {
-    files
-        .iter()
-        .flat_map(|f| {
-            footer_of[&f.entry.id.0]
-                .columns
-                .iter()
-                .map(|c| c.name.as_str())
-        })
-        .collect()
-}
-
-/// `values[rank]` of the row's rank, as SQL: a list literal indexed by the rank column.
-fn by_rank(values: impl Iterator<Item = String>) -> String {
-    let values: Vec<String> = values.collect();
-    format!("[{}][CAST({RANK_COL} AS BIGINT) + 1]", values.join(", "))
-}
-
-/// A query of every row of `ranked` (files in chunk order), in the output's columns and
-/// types, with each row's rank (its file's position), its `verify::row_hash` and, if its
-/// file overlaps another (`overlaps[rank]`), a hash of its key.
-fn ranked_scan(
-    data_dir: &Path,
-    schema: &TableSchema,
-    ranked: &[&LiveFile],
-    footer_of: &HashMap<u64, &Footer>,
-    overlaps: &[bool],
-) -> String {
-    // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
-    // rank: a scan per file would hold a reader per file in memory. A table with its own
-    // `file_index` column would shadow it, so such a table gets one scan per file.
-    let rows = if present(ranked, footer_of).contains(FILE_INDEX) {
-        ranked
-            .iter()
-            .enumerate()
-            .map(|(rank, f)| {
-                format!(
-                    "SELECT {}, {rank} AS {RANK_COL} FROM {}",
-                    schema.projection(&present(&[*f], footer_of)),
-                    read_one(&data_dir.join(&f.entry.path))
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ")
-    } else {
-        // Matching columns by name costs a little per file; needed only if the files differ.
-        let columns = |f: &&LiveFile| &footer_of[&f.entry.id.0].columns;
-        let by_name = if ranked.iter().all(|f| columns(f) == columns(&ranked[0])) {
-            ""
-        } else {
-            ", union_by_name = true"
-        };
-        format!(
-            "SELECT {}, {FILE_INDEX} AS {RANK_COL} FROM read_parquet({}{by_name})",
-            schema.projection(&present(ranked, footer_of)),
-            sql_list(
-                &ranked
-                    .iter()
-                    .map(|f| data_dir.join(&f.entry.path))
-                    .collect::<Vec<_>>()
-            )
-        )
-    };
-    let hash = format!("hash({})", schema.key_columns().join(", "));
-    let key_hash = if overlaps.iter().all(|o| !o) {
-        String::new()
-    } else if overlaps.iter().all(|o| *o) {
-        format!(", {hash} AS {KEY_HASH}")
-    } else {
-        let overlapping = by_rank(overlaps.iter().map(|o| o.to_string()));
-        format!(", CASE WHEN {overlapping} THEN {hash} END AS {KEY_HASH}")
-    };
-    format!(
-        "SELECT *, {} AS {ROW_HASH}{key_hash} FROM ({rows})",
-        row_hash(&schema.columns)
-    )
-}
-
-/// The rows of `MERGED` that deduplication replaces, and what replaces them.
-struct Replaced {
-    /// How many rows of `MERGED` have a repeated key.
-    rows: u64,
-    /// The sum of their row hashes.
-    hash_sum: i128,
-    /// The checksum of `DEDUPED`, one row per repeated key.
-    combined: Checksum,
-}
-
-/// Collects in `DUP_KEYS` the key hash of every (series key, time) that occurs more than once
-/// among the rows of `MERGED` with a key hash, and in `DEDUPED` one row per such key, which
-/// takes for each column the last non-null value in chunk order (the server's rule): by a hash
-/// aggregate up to `aggregate_keys` repeated keys, by a window beyond.
-/// Returns `None`, and makes neither table, when no key repeats.
-fn deduplicate(
-    conn: &Connection,
-    schema: &TableSchema,
-    aggregate_keys: u64,
-    laps: &mut Laps,
-) -> Result<Option<Replaced>> {
-    // Repeated keys are found by a 64-bit hash of the key: grouping one integer column costs
-    // a fraction of grouping the tag strings. A collision only sends a unique row through
-    // the combining below, which groups by the key itself and so returns that row unchanged.
-    let found = conn.execute(
-        &format!(
-            "CREATE OR REPLACE TEMP TABLE {DUP_KEYS} AS SELECT {KEY_HASH} FROM {MERGED} \
-             WHERE {KEY_HASH} IS NOT NULL GROUP BY {KEY_HASH} HAVING count(*) > 1"
-        ),
-        [],
-    )?;
-    laps.lap("find repeated keys");
-    if found == 0 {
-        return Ok(None);
-    }
-    // Each field: its value in the row of the highest rank where it is not null. Each key
-    // also counts and sums the rows it replaces, for the checksum.
-    let by_aggregate = found as u64 <= aggregate_keys;
-    let keys = schema.key_columns();
-    let over = if by_aggregate { "" } else { " OVER latest" };
-    let select: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| {
-            let id = sql_ident(&c.name);
-            if keys.contains(&id) {
-                id
-            } else if by_aggregate {
-                format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
-            } else {
-                format!("last_value({id} IGNORE NULLS) OVER latest AS {id}")
-            }
-        })
-        .chain([
-            format!("count(*){over} AS {REPLACED_ROWS}"),
-            format!("sum({ROW_HASH}){over} AS {REPLACED_SUM}"),
-        ])
-        .collect();
-    let repeated = format!("(SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))");
-    let k = keys.join(", ");
-    // DuckDB's hash aggregate keeps string values in memory, so it fails in a small budget
-    // where a window spills; it is used only for as many keys as the budget allows.
-    let combine = if by_aggregate {
-        format!("SELECT {} FROM {repeated} GROUP BY {k}", select.join(", "))
-    } else {
-        format!(
-            "SELECT {} FROM {repeated} \
-             WINDOW latest AS (PARTITION BY {k} ORDER BY {RANK_COL} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
-             QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {RANK_COL}) = 1",
-            select.join(", ")
-        )
-    };
-    conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE {DEDUPED} AS SELECT *, {} AS {ROW_HASH} FROM ({combine})",
-        row_hash(&schema.columns),
-    ))?;
-    let (rows, hash_sum): (i64, i128) = conn.query_row(
-        &format!("SELECT sum({REPLACED_ROWS})::BIGINT, sum({REPLACED_SUM}) FROM {DEDUPED}"),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let combined = checksum_from(conn, &schema.columns, ROW_HASH, DEDUPED)?;
-    laps.lap("combine");
-    Ok(Some(Replaced {
-        rows: rows as u64,
-        hash_sum,
-        combined,
-    }))
-}
-
-/// A point present in two files of different chunk_time (an overwrite written after an
-/// earlier wide-window compaction) is returned twice by the server; merging would return it
-/// once. That changes an answer, so such a group is refused.
-fn check_cross_chunk_collisions(
-    conn: &Connection,
-    schema: &TableSchema,
-    clusters: &[Vec<&LiveFile>],
-    ranked: &[&LiveFile],
-) -> Result<()> {
-    let mixed: BTreeSet<FileId> = clusters
-        .iter()
-        .filter(|c| {
-            c.iter()
-                .map(|f| f.entry.chunk_time)
-                .collect::<BTreeSet<_>>()
-                .len()
-                > 1
-        })
-        .flatten()
-        .map(|f| f.entry.id)
-        .collect();
-    if mixed.is_empty() {
-        return Ok(());
-    }
-    let in_mixed = by_rank(
-        ranked
-            .iter()
-            .map(|f| mixed.contains(&f.entry.id).to_string()),
-    );
-    let chunk = by_rank(ranked.iter().map(|f| f.entry.chunk_time.0.to_string()));
-    let sql = format!(
-        "SELECT count(*) FROM (SELECT 1 FROM {MERGED} WHERE {in_mixed} GROUP BY {} \
-         HAVING count(DISTINCT {chunk}) > 1)",
-        schema.key_columns().join(", ")
-    );
-    let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
-    if n > 0 {
-        return Err(Error::new(format!(
-            "{n} point(s) exist in files of different chunk_time (overwrites written after an earlier compaction with a window wider than 10m); the server returns each of them twice and merging would return it once"
-        ))
-        .hint("leave this window as it is, or compact with --window 10m"));
-    }
-    Ok(())
-}
-
-/// Writes `source` sorted by series key and time (split by `max_rows`) into `tmp_dir`, and
-/// checks that the files read back hold exactly the rows `expected` describes.
-fn write_and_verify(
-    conn: &Connection,
-    schema: &TableSchema,
-    group: &Group,
-    tmp_dir: &Path,
-    max_rows: u64,
-    source: &str,
-    expected: Checksum,
-    laps: &mut Laps,
-) -> Result<(Vec<Output>, Checksum)> {
-    let ranges = split_ranges(conn, expected.rows, max_rows, source)?;
-    laps.lap("split");
-    let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
-    let order: Vec<String> = schema.key_columns();
-    let mut outputs = Vec::new();
-    let mut written = Checksum::empty();
-    let n = ranges.len();
-    for (i, Range { lo, hi, rows }) in ranges.into_iter().enumerate() {
-        let final_path = if n == 1 {
-            group.output_path.clone()
-        } else {
-            group
-                .output_path
-                .replace(".parquet", &format!("-{}.parquet", i + 1))
-        };
-        // Outputs of all groups share the temporary directory: name them by their full path.
-        // Not named *.parquet: a crash must not leave a file an archive glob would read.
-        let tmp_path = tmp_dir.join(format!("{}.tmp", final_path.replace('/', "__")));
-        let mut filter = Vec::new();
-        if let Some(lo) = lo {
-            filter.push(format!("epoch_ns(\"time\") >= {}", lo.0));
-        }
-        if let Some(hi) = hi {
-            filter.push(format!("epoch_ns(\"time\") < {}", hi.0));
-        }
-        let filter = if filter.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", filter.join(" AND "))
-        };
-        let copy = format!(
-            "COPY (SELECT * FROM {source} {filter} ORDER BY {}) TO {} \
-             (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, ROW_GROUP_SIZE {}, KV_METADATA {{'ARROW:schema': {}}})",
-            order.join(", "),
-            sql_str(&tmp_path.to_string_lossy()),
-            row_group_size(rows),
-            sql_str(&kv)
-        );
-        let done = (|| -> Result<Output> {
-            crate::durable::journal::failpoint("write-output")?;
-            conn.execute_batch(&copy)?;
-            laps.lap("write");
-            if crate::durable::journal::fault_injected("corrupt-output") {
-                drop_first_row(conn, &tmp_path)?;
-            }
-            // Row count, time range and checksum are measured from the file as written.
-            let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
-            written = written + back;
-            laps.lap("read back");
-            let size_bytes = fs::metadata(&tmp_path)
-                .map_err(|e| Error::io(&tmp_path, "stat", e))?
-                .len();
-            Ok(Output {
-                tmp_path: tmp_path.clone(),
-                final_path,
-                size_bytes,
-                row_count: back.rows,
-                min_time: back.min_time,
-                max_time: back.max_time,
-            })
-        })();
-        match done {
-            Ok(o) => outputs.push(o),
-            Err(e) => {
-                remove_outputs(&outputs);
-                let _ = fs::remove_file(&tmp_path);
-                return Err(e);
-            }
-        }
-    }
-    if written != expected {
-        remove_outputs(&outputs);
-        return Err(Error::new(format!(
-            "verification failed: merged rows {} [{}, {}] checksum {} but the written files hold {} [{}, {}] checksum {}",
-            expected.rows, expected.min_time, expected.max_time, expected.hash_sum,
-            written.rows, written.min_time, written.max_time, written.hash_sum
-        ))
-        .hint("the inputs were left in place; please report this"));
-    }
-    Ok((outputs, expected))
-}
-
-/// Rewrites a written file without its first row: the fault a bad writer or disk would make,
-/// which verification must catch (tests only).
-fn drop_first_row(conn: &Connection, path: &Path) -> Result<()> {
-    let shorter = path.with_extension("short");
-    conn.execute_batch(&format!(
-        "COPY (SELECT * FROM {} OFFSET 1) TO {} (FORMAT parquet)",
-        read_one(path),
-        sql_str(&shorter.to_string_lossy())
-    ))?;
-    fs::rename(&shorter, path).map_err(|e| Error::io(path, "replace", e))
-}
-
 /// Removes written outputs after a failure.
 pub fn remove_outputs(outputs: &[Output]) {
     for o in outputs {
         let _ = fs::remove_file(&o.tmp_path);
-    }
-}
-
-/// Row groups of equal size for a file of `rows` rows (each a whole number of vectors, at
-/// most `MAX_ROW_GROUP`): DuckDB's sorted writer spends about 7% more on a file split into
-/// a full row group and a short remainder than on the same rows in even halves.
-fn row_group_size(rows: u64) -> u64 {
-    let groups = rows.div_ceil(MAX_ROW_GROUP).max(1);
-    rows.div_ceil(groups)
-        .next_multiple_of(VECTOR)
-        .clamp(VECTOR, MAX_ROW_GROUP)
-}
-
-/// The rows of one output file: `lo <= time < hi` (unbounded where `None`).
-#[derive(Debug, PartialEq)]
-struct Range {
-    lo: Option<Nanos>,
-    hi: Option<Nanos>,
-    rows: u64,
-}
-
-/// Time ranges that hold at most `max_rows` rows each; a single timestamp is never split,
-/// so only a range of one timestamp can hold more.
-///
-/// Cuts come from histograms of `time` (4,096 buckets, refined where one bucket alone holds
-/// more than `max_rows`): streaming aggregates that need little memory, unlike a sort of
-/// the whole window.
-fn split_ranges(conn: &Connection, rows: u64, max_rows: u64, source: &str) -> Result<Vec<Range>> {
-    if rows <= max_rows {
-        return Ok(vec![Range {
-            lo: None,
-            hi: None,
-            rows,
-        }]);
-    }
-    let (min, max): (i64, i64) = conn.query_row(
-        &format!("SELECT epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) FROM {source}"),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let mut cuts = Cuts {
-        max_rows,
-        filled: 0,
-        at: Vec::new(),
-    };
-    cuts.histogram(conn, source, min as i128, max as i128 + 1)?;
-    let mut out = Vec::new();
-    let mut lo = None;
-    for (c, rows) in cuts.at {
-        out.push(Range {
-            lo,
-            hi: Some(c),
-            rows,
-        });
-        lo = Some(c);
-    }
-    out.push(Range {
-        lo,
-        hi: None,
-        rows: cuts.filled,
-    });
-    Ok(out)
-}
-
-/// The cuts of `split_ranges` so far (each with the rows since the one before), and the rows
-/// since the last one.
-struct Cuts {
-    max_rows: u64,
-    filled: u64,
-    at: Vec<(Nanos, u64)>,
-}
-
-impl Cuts {
-    /// Adds the cuts for the rows with `lo <= time < hi`, in time order.
-    fn histogram(&mut self, conn: &Connection, source: &str, lo: i128, hi: i128) -> Result<()> {
-        const BUCKETS: i128 = 4096;
-        let width = ((hi - lo) / BUCKETS).max(1);
-        let sql = format!(
-            "SELECT (epoch_ns(\"time\")::HUGEINT - {lo}) // {width} AS b, count(*) FROM {source} \
-             WHERE epoch_ns(\"time\") >= {lo} AND epoch_ns(\"time\") < {hi} GROUP BY b ORDER BY b"
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let buckets = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i128>(0)?, r.get::<_, i64>(1)? as u64))
-            })?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        for (b, n) in buckets {
-            let start = lo + b * width;
-            if self.filled + n <= self.max_rows {
-                self.filled += n;
-                continue;
-            }
-            if self.filled > 0 {
-                self.at.push((Nanos(start as i64), self.filled));
-                self.filled = 0;
-            }
-            if n <= self.max_rows || width == 1 {
-                self.filled = n;
-            } else {
-                self.histogram(conn, source, start, (start + width).min(hi))?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -840,9 +207,11 @@ mod tests {
     //! The server's deduplication rules, on small hand-written files.
 
     use super::*;
-    use crate::units::MemoryBudget;
-    use crate::format::model::FileEntry;
     use crate::format::ids::{DbId, TableId, TableKey};
+    use crate::format::model::FileEntry;
+    use crate::format::parquet::{encode_arrow_schema, Column, ColumnType};
+    use crate::units::MemoryBudget;
+    use duckdb::Connection;
 
     const CHUNK: i64 = 0;
 
@@ -1133,27 +502,6 @@ mod tests {
                 "a <null> - 1 - 60"
             ]
         );
-    }
-
-    #[test]
-    fn row_groups_are_even_whole_vectors_within_the_servers_limit() {
-        assert_eq!(row_group_size(0), VECTOR);
-        assert_eq!(row_group_size(1), VECTOR);
-        assert_eq!(row_group_size(MAX_ROW_GROUP), MAX_ROW_GROUP);
-        // 104,892 rows: two groups of 26 vectors (53,248 and 51,644), not 98,304 + 6,588.
-        assert_eq!(row_group_size(104_892), 53_248);
-        for rows in [98_305, 196_608, 196_609, 1_000_000, 20_250_000] {
-            let size = row_group_size(rows);
-            assert!(
-                size <= MAX_ROW_GROUP && size.is_multiple_of(VECTOR),
-                "{rows}: {size}"
-            );
-            assert_eq!(
-                rows.div_ceil(size),
-                rows.div_ceil(MAX_ROW_GROUP),
-                "{rows}: {size}"
-            );
-        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! damage: this module tells it apart from a lost file, so that discovery can leave it out of
 //! the live set and the commit can drop it from the metadata.
 
-use crate::pipeline::discover::Node;
+use super::node::Node;
 use crate::format::model::{FileEntry, TableIndex};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use serde::Serialize;

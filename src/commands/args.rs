@@ -1,0 +1,78 @@
+//! Argument groups several commands share: the data dir, the nodes, the merge engine.
+
+use crate::pipeline::merge::EngineOptions;
+use crate::units::{parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// The data dir, as a positional argument or `--data-dir` (as `influxdb3 serve` names it).
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// The InfluxDB 3 data dir: the directory given to `influxdb3 serve --data-dir`.
+    #[arg(value_name = "DATA_DIR", required_unless_present = "data_dir_flag")]
+    data_dir: Option<PathBuf>,
+
+    /// Same as DATA_DIR.
+    #[arg(
+        long = "data-dir",
+        value_name = "DATA_DIR",
+        conflicts_with = "data_dir"
+    )]
+    data_dir_flag: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The data dir, however it was given.
+    pub fn path(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .or(self.data_dir_flag.as_deref())
+            .expect("clap requires one")
+    }
+}
+
+/// The nodes to work on.
+#[derive(Args, Debug, Clone)]
+pub struct Hosts {
+    /// Node ids, comma-separated (the `--node-id` the server runs with).
+    #[arg(
+        long = "hosts",
+        alias = "node-id",
+        value_name = "NODE[,NODE...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub hosts: Vec<String>,
+}
+
+/// How much of the machine a merging command may use, and the running-server override.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// DuckDB worker threads, and how many windows are merged at once (at most 4)
+    /// (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+
+    /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets four fifths of it and spills
+    /// beyond that to DATA_DIR/.kompactor/tmp/; the rest is headroom for what it does not
+    /// count (readers, writers, threads).
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MEMORY_LIMIT, value_parser = parse_size)]
+    pub memory_limit: MemoryBudget,
+
+    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
+    /// who know the detection is wrong: changing a data dir under a running server loses data.
+    #[arg(long)]
+    pub allow_running_server: bool,
+}
+
+impl EngineArgs {
+    /// The merge engine's options, spilling to `spill_dir`.
+    pub fn engine_options(&self, spill_dir: PathBuf) -> EngineOptions {
+        EngineOptions {
+            spill_dir,
+            threads: self.threads,
+            memory_limit: self.memory_limit,
+        }
+    }
+}
+
