@@ -1,4 +1,4 @@
-//! Units the operator types and reads: durations and byte sizes.
+//! Units the operator types and reads: durations, times and byte sizes.
 
 use crate::format::ids::Nanos;
 
@@ -113,6 +113,22 @@ pub fn parse_duration(s: &str) -> Result<Nanos, String> {
             .ok_or_else(|| format!("`{s}` is too long (at most about 292 years)"))?;
     }
     Ok(Nanos(total as i64))
+}
+
+/// Bytes for people: `512 B`, `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }
 
 /// Parses a point in time: an RFC 3339 time, or a duration back from now (`90d`).

@@ -260,6 +260,7 @@ fn row_cap_splits_a_window_by_time() {
     }
 }
 
+#[cfg(feature = "dev-tools")]
 #[test]
 fn generated_data_compacts_to_the_answers_computed_before() {
     // kompactor-gen's data: several files per window, field-level overwrites in every

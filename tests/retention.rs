@@ -327,7 +327,7 @@ fn a_lost_file_next_to_purged_ones_blocks_only_its_window() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|t| t[2]["windows_skipped"].as_array().cloned().unwrap_or_default())
+        .flat_map(|t| t["windows_skipped"].as_array().cloned().unwrap_or_default())
         .filter(|k| k["blocked"].as_bool() == Some(true))
         .map(|k| k["reason"].as_str().unwrap().to_string())
         .collect();

@@ -99,7 +99,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         }
     }
     let run_id = new_run_id();
-    let nodes = discover_all(data_dir, &a.hosts.hosts)?;
+    let nodes = discover_all(data_dir, &a.hosts.hosts, None)?;
 
     // The windows to archive: every live file whose UTC day ends at or before the cutoff day.
     let mut groups: Vec<(usize, Group, (String, String))> = Vec::new();
@@ -138,6 +138,9 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                         bytes,
                         output_path: format!("{dir}/kompactor-{run_id}.parquet"),
                         outputs_estimate: 1,
+                        revived: 0,
+                        rows_revived: 0,
+                        bytes_revived: 0,
                     },
                     (db, table),
                 ));
@@ -208,6 +211,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         restore_moves: Vec::new(),
     };
     let mut manifest = Manifest {
+        format_version: crate::json::FORMAT_VERSION,
         nodes: Vec::new(),
         archive: Some(side),
     };

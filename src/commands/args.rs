@@ -76,3 +76,20 @@ impl EngineArgs {
     }
 }
 
+
+/// What kompactor must know of how the server runs, when it is not the release's default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// How many of the newest snapshots the server loads at startup, if it runs with a
+    /// `--gen1-lookback-duration` other than the default (lookback / gen1 duration; the
+    /// default is 4383 from 3.2, 1000 before). Ignored for nodes with checkpoints.
+    #[arg(long, value_name = "SNAPSHOTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub load_window: Option<u64>,
+}
+
+impl ServerArgs {
+    /// The load window, as discovery takes it.
+    pub fn load_window(&self) -> Option<usize> {
+        self.load_window.map(|n| n as usize)
+    }
+}

@@ -1,7 +1,7 @@
 //! The default command: plan, then either show the plan (dry run) or merge, verify, commit
 //! and report.
 
-use crate::commands::args::{DataDir, EngineArgs, Hosts};
+use crate::commands::args::{DataDir, EngineArgs, Hosts, ServerArgs};
 use crate::commands::{new_run_id, start, EXIT_OK, EXIT_PARTIAL};
 use crate::durable::apply::{apply_or_recover, recover};
 use crate::durable::fsutil::{create_dir_all, Batch};
@@ -13,13 +13,14 @@ use crate::format::layout::check_hosts;
 use crate::format::parquet::read_footers;
 use crate::json;
 use crate::pipeline::commit::{prepare_node, Change, Committed};
-use crate::pipeline::discover::{discover_all, Finding, Node};
+use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
 use crate::pipeline::merge::{Engine, Merged};
 use crate::pipeline::plan::{plan_node, Group, PlanOptions, TablePlan};
 use crate::pipeline::report::{
     plan_text, run_text, GroupFailure, NodeReport, NodeRun, PlanDoc, RunOptions, RunReport,
     TableOutcome, TableRun,
 };
+use crate::pipeline::space::{estimate, SpaceEstimate};
 use crate::pipeline::workers::merge_all;
 use crate::units::{format_duration, parse_duration};
 use clap::Args;
@@ -70,6 +71,15 @@ pub struct CompactArgs {
     #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows_per_file: u64,
 
+    /// Also merge the files the server's load window hides (listed only in snapshots it no
+    /// longer loads), so that their rows are visible again after the restart. Off by
+    /// default: the default run keeps every answer exactly as it is. See the README.
+    #[arg(long)]
+    pub include_hidden: bool,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -105,13 +115,27 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
         window: args.window,
         min_age: args.min_age,
         max_rows_per_file: args.max_rows_per_file,
+        include_hidden: args.include_hidden,
     };
     let run_id = new_run_id();
-    let nodes = discover_all(data_dir, hosts)?;
+    let nodes = discover_all(data_dir, hosts, args.server.load_window())?;
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
+    let space = estimate(data_dir, &nodes, &plans)?;
     match lock {
-        None => dry_run(args, quiet, verbose, &nodes, plans),
-        Some(lock) => compact(args, quiet, &run_id, &nodes, plans, lock),
+        None => dry_run(args, quiet, verbose, &nodes, plans, space),
+        Some(lock) => {
+            // Refused before anything changes; a write that fails for space anyway says
+            // how much the run needed.
+            space.check()?;
+            compact(args, quiet, &run_id, &nodes, plans, &space, lock).map_err(|e| {
+                if e.out_of_space {
+                    let hint = space.explain_failure();
+                    e.hint(hint)
+                } else {
+                    e
+                }
+            })
+        }
     }
 }
 
@@ -134,15 +158,18 @@ fn options(args: &CompactArgs) -> RunOptions {
         threads: args.engine.threads,
         memory_limit: args.engine.memory_limit.to_string(),
         dry_run: args.dry_run,
+        include_hidden: args.include_hidden,
+        load_window: args.server.load_window,
     }
 }
 
-fn plan_doc(args: &CompactArgs, nodes: Vec<NodeReport>) -> PlanDoc {
+fn plan_doc(args: &CompactArgs, nodes: Vec<NodeReport>, space: SpaceEstimate) -> PlanDoc {
     PlanDoc {
         format_version: json::FORMAT_VERSION,
         data_dir: args.data_dir.path().display().to_string(),
         dry_run: args.dry_run,
         options: options(args),
+        space,
         nodes,
     }
 }
@@ -153,6 +180,7 @@ fn dry_run(
     verbose: bool,
     nodes: &[Node],
     plans: Vec<Vec<TablePlan>>,
+    space: SpaceEstimate,
 ) -> Result<ExitCode> {
     // Read every input footer now, so that a file the run could not merge shows up here.
     let data_dir = args.data_dir.path();
@@ -172,7 +200,7 @@ fn dry_run(
         .map(|(n, t)| NodeReport::new(n, t))
         .collect();
     if args.json {
-        json::print(&plan_doc(args, reports));
+        json::print(&plan_doc(args, reports, space));
     } else if !quiet {
         print!(
             "{}",
@@ -182,6 +210,7 @@ fn dry_run(
                 verbose
             )
         );
+        println!("\ndisk: {}", space.summary());
     }
     Ok(ExitCode::from(EXIT_OK))
 }
@@ -192,6 +221,7 @@ fn compact(
     run_id: &str,
     nodes: &[Node],
     plans: Vec<Vec<TablePlan>>,
+    space: &SpaceEstimate,
     lock: Lock,
 ) -> Result<ExitCode> {
     let started = Instant::now();
@@ -199,12 +229,18 @@ fn compact(
     let data_dir = args.data_dir.path();
     let dirs = RunDirs::new(data_dir, run_id);
     for n in nodes {
-        for f in &n.findings {
-            if matches!(f, Finding::Purged { .. }) {
-                log::info!("node {}: {}", n.id, f.describe());
-            } else {
-                log::warn!("node {}: {}", n.id, f.describe());
-            }
+        // Purged and hidden entries are normal state (the report counts them); the rest is
+        // worth a warning, a few lines per kind however many files it concerns.
+        let (info, warn): (Vec<Finding>, Vec<Finding>) = n
+            .findings
+            .iter()
+            .cloned()
+            .partition(|f| matches!(f, Finding::Purged { .. } | Finding::Hidden { .. }));
+        for l in summarize(&info, false) {
+            log::info!("node {}: {l}", n.id);
+        }
+        for l in summarize(&warn, false) {
+            log::warn!("node {}: {l}", n.id);
         }
     }
     // Purged entries alone are worth a commit: it drops them from the metadata.
@@ -240,7 +276,7 @@ fn compact(
             .zip(plans.iter())
             .map(|(n, t)| NodeReport::new(n, t.clone()))
             .collect();
-        let plan = json::to_string(&plan_doc(args, reports));
+        let plan = json::to_string(&plan_doc(args, reports, space.clone()));
         dirs.write_run_file("plan.json", plan.as_bytes(), None)?;
         let spill = dirs.tmp().join("spill");
         let out_dir = dirs.tmp().join("out");
@@ -377,4 +413,21 @@ fn compact(
     } else {
         EXIT_OK
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_command_lines_defaults_are_the_plans_defaults() {
+        let cli = crate::commands::Cli::parse_from(["kompactor", "/data", "--hosts", "n"]);
+        let a = &cli.compact;
+        let d = PlanOptions::default();
+        assert_eq!(
+            (a.window, a.min_age, a.max_rows_per_file, a.include_hidden),
+            (d.window, d.min_age, d.max_rows_per_file, d.include_hidden)
+        );
+    }
 }

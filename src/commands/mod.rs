@@ -137,7 +137,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
     }
     match &cli.command {
         None => compact::run(&cli.compact, quiet, cli.verbose),
-        Some(Command::Status(a)) => status::run(a),
+        Some(Command::Status(a)) => status::run(a, cli.verbose),
         Some(Command::Verify(a)) => verify::run(a, quiet),
         Some(Command::Runs(a)) => runs::run(a),
         Some(Command::Undo(a)) => undo::run(a, quiet),

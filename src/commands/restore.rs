@@ -81,7 +81,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
     let from = a.from.unwrap_or(Nanos::MIN);
     let to = a.to.unwrap_or(Nanos::MAX);
     let _lock = start(data_dir, a.dry_run, a.allow_running_server, quiet)?;
-    let nodes = discover_all(data_dir, &a.hosts.hosts)?;
+    let nodes = discover_all(data_dir, &a.hosts.hosts, None)?;
 
     // Windows still in the archive (not restored since), in the requested range. A restored
     // window's files have all left its partition; one with only some gone is damaged.
@@ -262,6 +262,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
     }
     fsync_dir(&out_dir)?;
     let mut manifest = Manifest {
+        format_version: crate::json::FORMAT_VERSION,
         nodes: Vec::new(),
         archive: Some(ArchiveSide {
             dir: a.archive_dir.display().to_string(),

@@ -1,14 +1,15 @@
 //! `kompactor status`: what a data dir holds, per node and table; read-only.
 
-use crate::commands::args::{DataDir, Hosts};
+use crate::commands::args::{DataDir, Hosts, ServerArgs};
 use crate::commands::EXIT_OK;
 use crate::durable::journal::{dir_size, run_ids, RunDirs, RunState};
 use crate::error::Result;
-use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::format::ids::{FileId, Nanos, TableKey};
 use crate::format::layout::{check_hosts, STATE_DIR};
 use crate::json;
-use crate::pipeline::discover::{discover_node, Finding, Node};
-use crate::pipeline::plan::QUERY_FILE_LIMIT;
+use crate::pipeline::discover::{discover_node_with, newest_time, summarize, Finding, Node};
+use crate::pipeline::plan::{plan_node, PlanOptions, QUERY_FILE_LIMIT};
+use crate::pipeline::space::{estimate, SpaceEstimate};
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -26,6 +27,8 @@ pub struct StatusArgs {
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// One table in `status`.
@@ -52,6 +55,13 @@ struct TableStatus {
     lost_files: usize,
     /// The oldest data time among the live files that are on disk.
     oldest_time_on_disk: String,
+    /// Files on disk beyond the server's load window: invisible to queries.
+    hidden_files: usize,
+    hidden_rows: u64,
+    hidden_bytes: u64,
+    /// Time range of the hidden files' data, RFC 3339 (empty strings when there are none).
+    hidden_min_time: String,
+    hidden_max_time: String,
 }
 
 /// One node in `status`.
@@ -61,8 +71,10 @@ struct NodeStatus {
     generation: String,
     snapshots: usize,
     checkpoints: usize,
-    /// Snapshots whose files the server does not load (outside its default load window).
-    snapshots_outside_load_window: Vec<SnapshotSeq>,
+    /// Snapshots the server does not load (beyond its load window; 0 with checkpoints).
+    snapshots_outside_load_window: usize,
+    /// How many of the newest snapshots the server loads when it has no checkpoints.
+    load_window: usize,
     tables: Vec<TableStatus>,
     findings: Vec<Finding>,
 }
@@ -78,6 +90,8 @@ struct StatusDoc {
     unfinished_runs: Vec<UnfinishedRun>,
     /// Bytes in `.kompactor/trash/` (replaced files kept for `undo`).
     trash_bytes: u64,
+    /// The disk space a compaction with the default options would need, and what is free.
+    space: SpaceEstimate,
 }
 
 /// A run that has not finished: the next kompactor run finishes or rolls it back.
@@ -108,7 +122,8 @@ fn node_status(n: &Node) -> NodeStatus {
             _ => None,
         })
         .collect();
-    let keys: BTreeSet<TableKey> = n.live.keys().chain(n.purged.keys()).copied().collect();
+    let keys: BTreeSet<TableKey> =
+        n.live.keys().chain(n.purged.keys()).chain(n.hidden.keys()).copied().collect();
     let tables = keys
         .into_iter()
         .map(|k| {
@@ -129,6 +144,9 @@ fn node_status(n: &Node) -> NodeStatus {
                 .map(|f| f.entry.min_time)
                 .min();
             let purged = n.purged.get(&k);
+            let hidden = n.hidden.get(&k).map_or(&[][..], Vec::as_slice);
+            let hmin = hidden.iter().map(|f| f.entry.min_time).min().unwrap_or(Nanos::MAX);
+            let hmax = newest_time(hidden);
             let (pmin, pmax) = purged.map_or((Nanos::MAX, Nanos::MIN), |p| p.time_range());
             let time = |t: Nanos, none: bool| if none { String::new() } else { t.to_rfc3339() };
             TableStatus {
@@ -147,6 +165,11 @@ fn node_status(n: &Node) -> NodeStatus {
                 purged_max_time: time(pmax, purged.is_none()),
                 lost_files: files.iter().filter(|f| lost.contains(&f.entry.id)).count(),
                 oldest_time_on_disk: on_disk_min.map_or(String::new(), Nanos::to_rfc3339),
+                hidden_files: hidden.len(),
+                hidden_rows: hidden.iter().map(|f| f.entry.row_count).sum(),
+                hidden_bytes: hidden.iter().map(|f| f.entry.size_bytes).sum(),
+                hidden_min_time: time(hmin, hidden.is_empty()),
+                hidden_max_time: time(hmax, hidden.is_empty()),
             }
         })
         .collect();
@@ -155,27 +178,32 @@ fn node_status(n: &Node) -> NodeStatus {
         generation: n.generation.label().to_string(),
         snapshots: n.snapshots.len(),
         checkpoints: n.checkpoints.len(),
-        snapshots_outside_load_window: n
-            .findings
-            .iter()
-            .filter_map(|f| match f {
-                Finding::OutsideLoadWindow { snapshot, .. } => Some(*snapshot),
-                _ => None,
-            })
-            .collect(),
+        snapshots_outside_load_window: if n.checkpoints.is_empty() {
+            n.snapshots.len() - n.loaded_snapshots
+        } else {
+            0
+        },
+        load_window: n.load_window,
         tables,
         findings: n.findings.clone(),
     }
 }
 
 /// `kompactor status`.
-pub fn run(a: &StatusArgs) -> Result<ExitCode> {
+pub fn run(a: &StatusArgs, verbose: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
     check_hosts(data_dir, &a.hosts.hosts)?;
-    let mut nodes = Vec::new();
+    let mut found = Vec::new();
     for h in &a.hosts.hosts {
-        nodes.push(node_status(&discover_node(data_dir, h)?));
+        found.push(discover_node_with(data_dir, h, a.server.load_window())?);
     }
+    // What a compaction with the default options would need on disk.
+    let plans: Vec<_> = found
+        .iter()
+        .map(|n| plan_node(n, &PlanOptions::default(), "status"))
+        .collect();
+    let space = estimate(data_dir, &found, &plans)?;
+    let nodes: Vec<NodeStatus> = found.iter().map(node_status).collect();
     let unfinished = unfinished_runs(data_dir)?;
     let trash = data_dir.join(STATE_DIR).join("trash");
     let trash_bytes = if trash.is_dir() { dir_size(&trash) } else { 0 };
@@ -187,6 +215,7 @@ pub fn run(a: &StatusArgs) -> Result<ExitCode> {
             nodes,
             unfinished_runs: unfinished,
             trash_bytes,
+            space,
         });
         return Ok(ExitCode::from(EXIT_OK));
     }
@@ -220,6 +249,13 @@ pub fn run(a: &StatusArgs) -> Result<ExitCode> {
                     "ok".into()
                 }
             );
+            if t.hidden_files > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} hidden by the load window: {} file(s), {} rows, {} bytes, {} .. {}",
+                    "", t.hidden_files, t.hidden_rows, t.hidden_bytes, t.hidden_min_time, t.hidden_max_time
+                );
+            }
             if t.purged_entries > 0 || t.lost_files > 0 {
                 let _ = writeln!(
                     s,
@@ -233,28 +269,25 @@ pub fn run(a: &StatusArgs) -> Result<ExitCode> {
                 );
             }
         }
-        if !n.snapshots_outside_load_window.is_empty() {
+        if n.snapshots_outside_load_window > 0 {
             let _ = writeln!(
                 s,
-                "  {} snapshot(s) are outside the server's default load window: their files are invisible to queries",
-                n.snapshots_outside_load_window.len()
+                "  {} snapshot(s) are beyond the server's load window of {}",
+                n.snapshots_outside_load_window, n.load_window
             );
         }
-        for f in &n.findings {
-            if !matches!(
-                f,
-                Finding::Unreferenced { .. }
-                    | Finding::OutsideLoadWindow { .. }
-                    | Finding::Purged { .. }
-            ) {
-                let _ = writeln!(s, "  - {}", f.describe());
-            }
+        // Purged entries are on each table's line already.
+        let others: Vec<Finding> =
+            n.findings.iter().filter(|f| !matches!(f, Finding::Purged { .. })).cloned().collect();
+        for l in summarize(&others, verbose) {
+            let _ = writeln!(s, "  - {l}");
         }
     }
     for u in &unfinished {
         let _ = writeln!(s, "\nunfinished run {} ({:?}): the next kompactor run on this data dir finishes or rolls it back", u.run_id, u.state);
     }
     let _ = writeln!(s, "\ntrash: {trash_bytes} bytes in {}", trash.display());
+    let _ = writeln!(s, "disk: a compaction with the default options {}", space.summary());
     print!("{s}");
     Ok(ExitCode::from(EXIT_OK))
 }

@@ -1,6 +1,6 @@
 //! `kompactor verify`: is a data dir consistent (files, sizes, rows, ids, snapshots/); read-only.
 
-use crate::commands::args::{DataDir, Hosts};
+use crate::commands::args::{DataDir, Hosts, ServerArgs};
 use crate::commands::status::{unfinished_runs, UnfinishedRun};
 use crate::commands::{EXIT_INCONSISTENT, EXIT_OK};
 use crate::error::Result;
@@ -9,7 +9,7 @@ use crate::format::layout::check_hosts;
 use crate::format::model::{Doc, TableIndex};
 use crate::format::parquet::read_footer;
 use crate::json;
-use crate::pipeline::discover::{discover_node, Finding, Node};
+use crate::pipeline::discover::{discover_node_with, Finding, Node};
 use clap::Args;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,8 @@ pub struct VerifyArgs {
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// One node in the `verify --json` document.
@@ -165,7 +167,7 @@ pub fn run(a: &VerifyArgs, quiet: bool) -> Result<ExitCode> {
     // Normal state worth knowing, that does not make the data dir inconsistent.
     let mut info: Vec<(String, Vec<String>)> = Vec::new();
     for h in &a.hosts.hosts {
-        let n = discover_node(data_dir, h)?;
+        let n = discover_node_with(data_dir, h, a.server.load_window())?;
         all.push((h.clone(), problems(data_dir, &n)?));
         let purged = n.findings.iter().filter(|f| matches!(f, Finding::Purged { .. }));
         info.push((h.clone(), purged.map(Finding::describe).collect()));

@@ -18,6 +18,7 @@ use crate::durable::fsutil::{atomic_write, create_dir_all};
 use crate::error::{Error, Result};
 use crate::format::ids::SnapshotSeq;
 use crate::format::layout::STATE_DIR;
+use crate::json::FORMAT_VERSION;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,9 @@ impl RunState {
 /// `state.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StateFile {
+    /// The layout version (1); journals written before it carried none.
+    #[serde(default = "format_version")]
+    pub format_version: u32,
     pub state: RunState,
     /// Seconds since the epoch when the run started.
     pub started: u64,
@@ -175,11 +179,28 @@ impl ArchiveSide {
 }
 
 /// `manifest.json`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The layout version (1); journals written before it carried none.
+    #[serde(default = "format_version")]
+    pub format_version: u32,
     pub nodes: Vec<NodeManifest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSide>,
+}
+
+impl Default for Manifest {
+    fn default() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            nodes: Vec::new(),
+            archive: None,
+        }
+    }
+}
+
+fn format_version() -> u32 {
+    FORMAT_VERSION
 }
 
 pub fn to_mtime(t: SystemTime) -> (u64, u32) {
@@ -222,6 +243,7 @@ impl RunDirs {
             self.read_state()?
         } else {
             StateFile {
+                format_version: FORMAT_VERSION,
                 state,
                 started: to_mtime(SystemTime::now()).0,
                 purged: false,

@@ -5,4 +5,5 @@ pub mod failpoint;
 pub mod fsutil;
 pub mod interlock;
 pub mod journal;
+pub mod space;
 pub mod undo;

@@ -157,7 +157,8 @@ pub struct NamesFile {
 /// One database of a [`NamesFile`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NamedDb {
-    pub id: DbId,
+    /// `null` when the server did not say.
+    pub id: Option<DbId>,
     /// Table name to its id.
     pub tables: BTreeMap<String, NamedTable>,
 }
@@ -165,7 +166,8 @@ pub struct NamedDb {
 /// One table of a [`NamedDb`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NamedTable {
-    pub id: TableId,
+    /// `null` when the server did not say.
+    pub id: Option<TableId>,
 }
 
 /// Database and table names: from a names file, `name-id` paths (up to 3.5), or ids.
@@ -183,8 +185,11 @@ impl Names {
             let doc: NamesFile = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::at(&path, format!("not a valid names file: {e}")))?;
             for (db, d) in doc.databases {
+                let Some(db_id) = d.id else { continue };
                 for (table, t) in d.tables {
-                    out.insert(TableKey { db: d.id, table: t.id }, (db.clone(), table));
+                    if let Some(table_id) = t.id {
+                        out.insert(TableKey { db: db_id, table: table_id }, (db.clone(), table));
+                    }
                 }
             }
         } else if given.is_some() {

@@ -125,7 +125,7 @@ pub fn prepare_node(
     let mut relisted = 0;
     let falls_out = if node.checkpoints.is_empty() {
         let count_after = node.snapshots.len() + 1;
-        let window = node.generation.default_load_window();
+        let window = node.load_window;
         count_after
             .checked_sub(window + 1)
             .map(|i| node.snapshots[i].seq)

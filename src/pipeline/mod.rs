@@ -8,4 +8,5 @@ pub mod discover;
 pub mod merge;
 pub mod plan;
 pub mod report;
+pub mod space;
 pub mod workers;

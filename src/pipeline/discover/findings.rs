@@ -1,7 +1,7 @@
 //! What discovery tells an operator about a node: damage, stale entries, hidden data.
 
 use super::node::Node;
-use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
+use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -36,8 +36,16 @@ pub enum Finding {
     },
     /// One file id given to two different paths.
     DuplicateId { id: FileId, paths: Vec<String> },
-    /// Files listed only in snapshots older than the server's default load window.
-    OutsideLoadWindow { snapshot: SnapshotSeq, files: usize },
+    /// Files of one table on disk that the server does not load (beyond its load window):
+    /// their rows are invisible to queries. `--include-hidden` merges them back into view.
+    Hidden {
+        table: TableKey,
+        files: usize,
+        rows: u64,
+        bytes: u64,
+        min_time: Nanos,
+        max_time: Nanos,
+    },
     /// A file under `snapshots/` that is not a snapshot: the server will refuse to start.
     StraySnapshotEntry { path: String },
     /// WAL files newer than the newest snapshot: their rows come back at the next start.
@@ -72,8 +80,10 @@ impl Finding {
             Finding::DuplicateId { id, paths } => {
                 format!("file id {id} is used for {} different paths: {}", paths.len(), paths.join(", "))
             }
-            Finding::OutsideLoadWindow { snapshot, files } => format!(
-                "snapshot {snapshot} is outside the server's default load window: its {files} file(s) are invisible to queries and are left alone"
+            Finding::Hidden { table, files, rows, bytes, min_time, max_time } => format!(
+                "table {table}: {files} file(s) ({rows} rows, {bytes} bytes, {} .. {}) are beyond the server's load window: invisible to queries; left alone unless --include-hidden",
+                min_time.to_rfc3339(),
+                max_time.to_rfc3339()
             ),
             Finding::StraySnapshotEntry { path } => format!(
                 "{path} is not a snapshot file: the server reads everything under snapshots/ and will refuse to start; move it elsewhere"
@@ -85,6 +95,20 @@ impl Finding {
         }
     }
 
+    /// The kind of finding, for summaries: one word.
+    fn kind(&self) -> &'static str {
+        match self {
+            Finding::Missing { .. } => "lost",
+            Finding::Purged { .. } => "purged",
+            Finding::SizeMismatch { .. } => "resized",
+            Finding::Unreferenced { .. } => "unreferenced",
+            Finding::DuplicateId { .. } => "duplicate id",
+            Finding::Hidden { .. } => "hidden",
+            Finding::StraySnapshotEntry { .. } => "stray",
+            Finding::WalTail { .. } => "wal tail",
+        }
+    }
+
     /// Whether this finding makes a file unsafe to merge.
     pub fn blocks_file(&self) -> Option<FileId> {
         match self {
@@ -93,6 +117,41 @@ impl Finding {
             _ => None,
         }
     }
+}
+
+/// Lines for the operator, at most a few per kind: findings that concern one file each are
+/// counted (with an example) beyond `PER_KIND`, unless `verbose`; per-table and per-node
+/// findings are few and shown whole.
+pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
+    const PER_KIND: usize = 3;
+    let mut by_kind: Vec<(&str, Vec<&Finding>)> = Vec::new();
+    for f in findings {
+        match by_kind.iter_mut().find(|(k, _)| *k == f.kind()) {
+            Some((_, v)) => v.push(f),
+            None => by_kind.push((f.kind(), vec![f])),
+        }
+    }
+    let mut out = Vec::new();
+    for (kind, items) in by_kind {
+        let per_file = matches!(
+            items[0],
+            Finding::Missing { .. }
+                | Finding::SizeMismatch { .. }
+                | Finding::Unreferenced { .. }
+                | Finding::DuplicateId { .. }
+                | Finding::StraySnapshotEntry { .. }
+        );
+        if verbose || !per_file || items.len() <= PER_KIND {
+            out.extend(items.iter().map(|f| f.describe()));
+        } else {
+            out.push(format!(
+                "{} {kind} file(s), e.g. {} (--verbose or --json lists them all)",
+                items.len(),
+                items[0].describe()
+            ));
+        }
+    }
+    out
 }
 
 /// Compares the live set with the files on disk, and looks for reused ids and WAL tails.
@@ -159,8 +218,10 @@ pub(super) fn check_files(node: &mut Node) {
             Some(_) => {}
         }
     }
+    let hidden_paths: BTreeSet<&str> =
+        node.hidden.values().flatten().map(|f| f.entry.path.as_str()).collect();
     for p in node.parquet_on_disk.keys() {
-        if !live_paths.contains(p.as_str()) {
+        if !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()) {
             findings.push(Finding::Unreferenced {
                 path: p.clone(),
                 listed_in_metadata: listed.contains(p.as_str()),

@@ -1,11 +1,11 @@
 //! The server's rules for what it loads at startup: generations, load window, the live set.
 
-use super::node::{LiveFile, Node, SnapshotFile};
 use super::findings::Finding;
-use crate::format::ids::{FileId, TableKey};
+use super::node::{newest_time, LiveFile, Node, SnapshotFile};
+use crate::format::ids::{FileId, Nanos, TableKey};
 use crate::format::model::DbFiles;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The on-disk generation of a node, from the newest feature its files show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -31,7 +31,8 @@ pub enum Generation {
 }
 
 impl Generation {
-    /// How many of the newest snapshots a server of this generation loads by default.
+    /// How many of the newest snapshots a server of this generation loads by default (a
+    /// server run with another `--gen1-lookback-duration` loads lookback / gen1 duration).
     pub fn default_load_window(self) -> usize {
         match self {
             Generation::Alpha | Generation::V3_0 => 1000,
@@ -91,7 +92,7 @@ pub(super) fn compute_live(node: &mut Node) {
         }
         node.loaded_snapshots = newer.len();
     } else {
-        let window = node.generation.default_load_window();
+        let window = node.load_window;
         let apply_removals = node.generation >= Generation::V3_2;
         let loaded = node.snapshots.len().min(window);
         for s in node.snapshots.iter().rev().take(window) {
@@ -103,16 +104,6 @@ pub(super) fn compute_live(node: &mut Node) {
             }
         }
         node.loaded_snapshots = loaded;
-        let outside = node.snapshots.len() - loaded;
-        for s in &node.snapshots[..outside] {
-            let n = s.doc.value.databases.iter().count();
-            if n > 0 {
-                node.findings.push(Finding::OutsideLoadWindow {
-                    snapshot: s.seq,
-                    files: n,
-                });
-            }
-        }
     }
 
     let mut by_table: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
@@ -122,3 +113,57 @@ pub(super) fn compute_live(node: &mut Node) {
     node.live = by_table;
 }
 
+
+/// Finds the files the server does not load although they are on disk and nothing removed
+/// them: listed only in snapshots beyond its load window, or (with checkpoints) in snapshots
+/// its checkpoints were built without. Their rows are invisible to queries.
+pub(super) fn compute_hidden(node: &mut Node) {
+    let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
+    let mut removed: HashSet<FileId> = HashSet::new();
+    for s in &node.snapshots {
+        removed.extend(s.doc.value.removed_files.iter().flat_map(|r| r.iter()).map(|(_, _, f)| f.id));
+    }
+    for c in &node.checkpoints {
+        removed.extend(c.doc.value.pending_removed_files.iter().map(|(_, _, f)| f.id));
+    }
+    let mut hidden: BTreeMap<FileId, LiveFile> = BTreeMap::new();
+    let listed = node
+        .snapshots
+        .iter()
+        .map(|s| &s.doc.value.databases)
+        .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases));
+    for files in listed {
+        for (db, table, f) in files.iter() {
+            if live.contains(&f.id)
+                || removed.contains(&f.id)
+                || hidden.contains_key(&f.id)
+                || !node.parquet_on_disk.contains_key(&f.path)
+            {
+                continue;
+            }
+            hidden.insert(
+                f.id,
+                LiveFile {
+                    table: TableKey { db, table },
+                    entry: f.clone(),
+                },
+            );
+        }
+    }
+    let mut by_table: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
+    for (_, f) in hidden {
+        by_table.entry(f.table).or_default().push(f);
+    }
+    for (table, files) in &by_table {
+        let min_time = files.iter().map(|f| f.entry.min_time).min().unwrap_or(Nanos::MAX);
+        node.findings.push(Finding::Hidden {
+            table: *table,
+            files: files.len(),
+            rows: files.iter().map(|f| f.entry.row_count).sum(),
+            bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
+            min_time,
+            max_time: newest_time(files),
+        });
+    }
+    node.hidden = by_table;
+}

@@ -10,7 +10,7 @@ mod live;
 mod node;
 pub mod purged;
 
-pub use findings::Finding;
+pub use findings::{summarize, Finding};
 pub use live::Generation;
 pub use node::{newest_time, CheckpointFile, LiveFile, Node, SnapshotFile};
 
@@ -30,9 +30,10 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, "read", e))
 }
 
-fn mtime(path: &Path) -> Result<SystemTime> {
+/// A file's modification time and size.
+fn stat(path: &Path) -> Result<(SystemTime, u64)> {
     fs::metadata(path)
-        .and_then(|m| m.modified())
+        .and_then(|m| Ok((m.modified()?, m.len())))
         .map_err(|e| Error::io(path, "read the modification time of", e))
 }
 
@@ -83,8 +84,14 @@ fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     Ok(v)
 }
 
-/// Reads one node: every snapshot, checkpoint, table-index file, WAL name and Parquet file.
+/// Reads one node, for a server with the default load window.
 pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
+    discover_node_with(data_dir, node_id, None)
+}
+
+/// Reads one node: every snapshot, checkpoint, table-index file, WAL name and Parquet file.
+/// `load_window` is how many snapshots the server loads, when not its release's default.
+pub fn discover_node_with(data_dir: &Path, node_id: &str, load_window: Option<usize>) -> Result<Node> {
     let dir = data_dir.join(node_id);
     let mut findings = Vec::new();
 
@@ -115,8 +122,10 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
                 ),
             ));
         }
+        let (mtime, size) = stat(&path)?;
         snapshots.push(SnapshotFile {
-            mtime: mtime(&path)?,
+            mtime,
+            size,
             path,
             seq,
             doc,
@@ -142,8 +151,10 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
                     continue;
                 }
                 let doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint")?;
+                let (mtime, size) = stat(&path)?;
                 checkpoints.push(CheckpointFile {
-                    mtime: mtime(&path)?,
+                    mtime,
+                    size,
                     path,
                     doc,
                 });
@@ -236,21 +247,24 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
         findings,
         loaded_snapshots: 0,
         purged: BTreeMap::new(),
+        hidden: BTreeMap::new(),
+        load_window: load_window.unwrap_or_else(|| generation.default_load_window()),
     };
     live::compute_live(&mut node);
     set_purged_aside(&mut node, data_dir);
+    live::compute_hidden(&mut node);
     findings::check_files(&mut node);
     Ok(node)
 }
 
 /// Reads every requested node.
-pub fn discover_all(data_dir: &Path, hosts: &[String]) -> Result<Vec<Node>> {
+pub fn discover_all(data_dir: &Path, hosts: &[String], load_window: Option<usize>) -> Result<Vec<Node>> {
     hosts
         .iter()
         .map(|h| {
             log::info!("reading node {h}");
             let t = std::time::Instant::now();
-            let node = discover_node(data_dir, h);
+            let node = discover_node_with(data_dir, h, load_window);
             log::debug!("node {h}: reading took {:.2}s", t.elapsed().as_secs_f64());
             node
         })

@@ -18,6 +18,8 @@ pub struct SnapshotFile {
     pub seq: SnapshotSeq,
     pub doc: Doc<Snapshot>,
     pub mtime: SystemTime,
+    /// Bytes on disk.
+    pub size: u64,
 }
 
 /// A checkpoint file as read from disk.
@@ -26,6 +28,8 @@ pub struct CheckpointFile {
     pub path: PathBuf,
     pub doc: Doc<Checkpoint>,
     pub mtime: SystemTime,
+    /// Bytes on disk.
+    pub size: u64,
 }
 
 /// A file the server would serve, with where it is listed.
@@ -58,6 +62,10 @@ pub struct Node {
     pub loaded_snapshots: usize,
     /// Entries of files the server purged (retention, hard deletes), per table; not in `live`.
     pub purged: BTreeMap<TableKey, PurgedTable>,
+    /// Files on disk that the server does not load (beyond its load window), per table.
+    pub hidden: BTreeMap<TableKey, Vec<LiveFile>>,
+    /// How many of the newest snapshots the server loads when it has no checkpoints.
+    pub load_window: usize,
 }
 
 impl Node {
