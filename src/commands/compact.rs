@@ -127,7 +127,13 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
             // Refused before anything changes; a write that fails for space anyway says
             // how much the run needed.
             space.check()?;
-            compact(args, quiet, &run_id, &nodes, plans, &space, lock).map_err(|e| {
+            // The lock is held until the failed run is rolled back too.
+            compact(args, quiet, &run_id, &nodes, plans, &space, &lock).map_err(|e| {
+                // Whatever failed, the run is brought to an end now (rolled back before its
+                // commit point) rather than by the next invocation, so the disk is freed.
+                if let Err(r) = recover(data_dir, false) {
+                    log::error!("rolling the failed run back failed too: {r}");
+                }
                 if e.out_of_space {
                     let hint = space.explain_failure();
                     e.hint(hint)
@@ -222,7 +228,7 @@ fn compact(
     nodes: &[Node],
     plans: Vec<Vec<TablePlan>>,
     space: &SpaceEstimate,
-    lock: Lock,
+    lock: &Lock,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
@@ -299,6 +305,14 @@ fn compact(
             args.engine.threads,
             args.max_rows_per_file,
         )?;
+        // A full disk would fail every window after it too: the run stops there.
+        if let Some(i) = results
+            .iter()
+            .position(|(r, _)| r.as_ref().is_err_and(|e| e.out_of_space))
+        {
+            let (r, _) = results.into_iter().nth(i).expect("found");
+            return Err(r.err().expect("an error"));
+        }
         // The outputs were written without an fsync each (a worker would wait for the disk
         // once a window); they are made durable together, before anything refers to them.
         let mut outputs = Batch::default();
@@ -407,7 +421,6 @@ fn compact(
     } else if !quiet {
         print!("{}", run_text(&report));
     }
-    drop(lock);
     Ok(ExitCode::from(if failures + blocked > 0 {
         EXIT_PARTIAL
     } else {

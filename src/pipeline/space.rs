@@ -1,5 +1,6 @@
 //! How much disk a planned run needs, checked against what its filesystem has free.
 
+use crate::durable::failpoint::fault_injected;
 use crate::durable::space::{free_space, FreeSpace};
 use crate::error::{Error, Result};
 use crate::format::ids::FileId;
@@ -32,7 +33,7 @@ pub struct SpaceEstimate {
 impl SpaceEstimate {
     /// Refuses a run the filesystem has no room for, before anything changes.
     pub fn check(&self) -> Result<()> {
-        if self.total <= self.available {
+        if self.total <= self.available || fault_injected("skip-space-check") {
             return Ok(());
         }
         Err(Error::new(format!(

@@ -4,7 +4,7 @@
 
 use duckdb::types::{TimeUnit, Value as Db};
 use kompactor::format::layout::list_nodes;
-use kompactor::pipeline::discover::discover_node;
+use kompactor::pipeline::discover::{discover_node, discover_node_with};
 use kompactor::pipeline::merge::TableSchema;
 use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
 use kompactor::format::ids::TableKey;
@@ -212,7 +212,16 @@ pub fn read_through_metadata(
     data_dir: &Path,
     node: &str,
 ) -> BTreeMap<TableKey, (Vec<String>, BTreeMap<String, ColumnType>)> {
-    let n = discover_node(data_dir, node).unwrap();
+    read_through_metadata_with(data_dir, node, None)
+}
+
+/// Like `read_through_metadata`, for a server that loads `load_window` snapshots.
+pub fn read_through_metadata_with(
+    data_dir: &Path,
+    node: &str,
+    load_window: Option<usize>,
+) -> BTreeMap<TableKey, (Vec<String>, BTreeMap<String, ColumnType>)> {
+    let n = discover_node_with(data_dir, node, load_window).unwrap();
     let conn = duckdb::Connection::open_in_memory().unwrap();
     let mut out = BTreeMap::new();
     for (key, files) in &n.live {
