@@ -1,7 +1,9 @@
 //! Argument groups several commands share: the data dir, the nodes, the merge engine.
 
 use crate::pipeline::merge::EngineOptions;
-use crate::units::{parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
+use crate::format::ids::Nanos;
+use crate::pipeline::plan::PlanOptions;
+use crate::units::{parse_duration, parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -91,5 +93,56 @@ impl ServerArgs {
     /// The load window, as discovery takes it.
     pub fn load_window(&self) -> Option<usize> {
         self.load_window.map(|n| n as usize)
+    }
+}
+
+/// The options that shape a compaction's plan (shared by `prepare`, so that what it
+/// prepares is what the compaction plans).
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Compaction window: files are merged only with files of the same window.
+    ///
+    /// `10m` keeps the server's own gen1 windows: the output keeps the inputs' chunk_time, so a
+    /// point overwritten after compaction is still deduplicated by the server. Wider windows
+    /// (`1h`, `1d`) give fewer files; a later overwrite of a point inside a merged window is
+    /// then not deduplicated against it (the server would return both rows).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub window: Nanos,
+
+    /// Leave alone windows holding data less than this older than the table's newest data.
+    ///
+    /// Late writes and overwrites land in the most recent windows, and rows still only in the
+    /// WAL belong to them too; merging those windows wider than 10m could make a later
+    /// overwrite show up twice. One hour covers the server's own persistence delay and
+    /// typical late-arriving data; raise it if your writers backfill further back. `0` merges
+    /// every window.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_age: Nanos,
+
+    /// Split a window's output by time so that no file holds more rows than this (rows that
+    /// share one timestamp are never split, so only a file of a single timestamp can hold
+    /// more).
+    #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_file: u64,
+
+    /// Also merge the files the server's load window hides (listed only in snapshots it no
+    /// longer loads), so that their rows are visible again after the restart. Off by
+    /// default: the default run keeps every answer exactly as it is. See the README.
+    #[arg(long)]
+    pub include_hidden: bool,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl PlanArgs {
+    /// The planner's options.
+    pub fn options(&self) -> PlanOptions {
+        PlanOptions {
+            window: self.window,
+            min_age: self.min_age,
+            max_rows_per_file: self.max_rows_per_file,
+            include_hidden: self.include_hidden,
+        }
     }
 }

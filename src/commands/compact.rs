@@ -1,7 +1,7 @@
 //! The default command: plan, then either show the plan (dry run) or merge, verify, commit
 //! and report.
 
-use crate::commands::args::{DataDir, EngineArgs, Hosts, ServerArgs};
+use crate::commands::args::{DataDir, EngineArgs, Hosts, PlanArgs};
 use crate::commands::{new_run_id, start, EXIT_OK, EXIT_PARTIAL};
 use crate::durable::apply::{apply_or_recover, recover};
 use crate::durable::fsutil::{create_dir_all, Batch};
@@ -21,7 +21,8 @@ use crate::pipeline::report::{
     TableOutcome, TableRun,
 };
 use crate::pipeline::space::{estimate, SpaceEstimate};
-use crate::pipeline::workers::merge_all;
+use crate::pipeline::prepared::Prepared;
+use crate::pipeline::workers::{merge_all, GroupResult};
 use crate::units::{format_duration, parse_duration};
 use clap::Args;
 use std::collections::BTreeMap;
@@ -46,39 +47,8 @@ pub struct CompactArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Compaction window: files are merged only with files of the same window.
-    ///
-    /// `10m` keeps the server's own gen1 windows: the output keeps the inputs' chunk_time, so a
-    /// point overwritten after compaction is still deduplicated by the server. Wider windows
-    /// (`1h`, `1d`) give fewer files; a later overwrite of a point inside a merged window is
-    /// then not deduplicated against it (the server would return both rows).
-    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
-    pub window: Nanos,
-
-    /// Leave alone windows holding data less than this older than the table's newest data.
-    ///
-    /// Late writes and overwrites land in the most recent windows, and rows still only in the
-    /// WAL belong to them too; merging those windows wider than 10m could make a later
-    /// overwrite show up twice. One hour covers the server's own persistence delay and
-    /// typical late-arriving data; raise it if your writers backfill further back. `0` merges
-    /// every window.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
-    pub min_age: Nanos,
-
-    /// Split a window's output by time so that no file holds more rows than this (rows that
-    /// share one timestamp are never split, so only a file of a single timestamp can hold
-    /// more).
-    #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_rows_per_file: u64,
-
-    /// Also merge the files the server's load window hides (listed only in snapshots it no
-    /// longer loads), so that their rows are visible again after the restart. Off by
-    /// default: the default run keeps every answer exactly as it is. See the README.
-    #[arg(long)]
-    pub include_hidden: bool,
-
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub plan: PlanArgs,
 
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -99,7 +69,7 @@ fn refuse_orphan_guards(data_dir: &Path, hosts: &[String]) -> Result<()> {
 
 /// `kompactor <DATA_DIR> --hosts ...`: plans, then compacts or (dry run) shows the plan.
 pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
-    if args.window.0 <= 0 {
+    if args.plan.window.0 <= 0 {
         return Err(Error::new("--window must be longer than zero"));
     }
     let data_dir = args.data_dir.path();
@@ -111,14 +81,9 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     if !args.dry_run {
         refuse_orphan_guards(data_dir, hosts)?;
     }
-    let opts = PlanOptions {
-        window: args.window,
-        min_age: args.min_age,
-        max_rows_per_file: args.max_rows_per_file,
-        include_hidden: args.include_hidden,
-    };
+    let opts = args.plan.options();
     let run_id = new_run_id();
-    let nodes = discover_all(data_dir, hosts, args.server.load_window())?;
+    let nodes = discover_all(data_dir, hosts, args.plan.server.load_window())?;
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
     let space = estimate(data_dir, &nodes, &plans)?;
     match lock {
@@ -149,23 +114,23 @@ fn header(args: &CompactArgs, what: &str) -> String {
     format!(
         "kompactor {what} for {} (window {}, min-age {}, at most {} rows per file)",
         args.data_dir.path().display(),
-        format_duration(args.window),
-        format_duration(args.min_age),
-        args.max_rows_per_file
+        format_duration(args.plan.window),
+        format_duration(args.plan.min_age),
+        args.plan.max_rows_per_file
     )
 }
 
 fn options(args: &CompactArgs) -> RunOptions {
     RunOptions {
         hosts: args.hosts.hosts.clone(),
-        window: format_duration(args.window),
-        min_age: format_duration(args.min_age),
-        max_rows_per_file: args.max_rows_per_file,
+        window: format_duration(args.plan.window),
+        min_age: format_duration(args.plan.min_age),
+        max_rows_per_file: args.plan.max_rows_per_file,
         threads: args.engine.threads,
         memory_limit: args.engine.memory_limit.to_string(),
         dry_run: args.dry_run,
-        include_hidden: args.include_hidden,
-        load_window: args.server.load_window,
+        include_hidden: args.plan.include_hidden,
+        load_window: args.plan.server.load_window,
     }
 }
 
@@ -297,14 +262,8 @@ fn compact(
             .sum();
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
         let t = Instant::now();
-        let results = merge_all(
-            &engine,
-            &jobs,
-            data_dir,
-            &out_dir,
-            args.engine.threads,
-            args.max_rows_per_file,
-        )?;
+        let (results, prepared) =
+            take_prepared_then_merge(&engine, &jobs, data_dir, &out_dir, args)?;
         // A full disk would fail every window after it too: the run stops there.
         if let Some(i) = results
             .iter()
@@ -323,6 +282,7 @@ fn compact(
         }
         outputs.finish()?;
         let mut results = results.into_iter();
+        let mut prepared = prepared.into_iter();
         log::debug!(
             "merging took {:.2}s ({} heap trims skipped)",
             t.elapsed().as_secs_f64(),
@@ -337,10 +297,12 @@ fn compact(
                     .or_insert_with(|| TableOutcome::before(t));
                 for g in &t.groups {
                     let (result, secs) = results.next().expect("one result per group");
+                    let was_prepared = prepared.next().expect("one flag per group");
                     o.seconds += secs;
                     match result {
                         Ok(m) => {
                             o.merged(g, &m);
+                            o.windows_prepared += usize::from(was_prepared);
                             merged.push((g, m));
                         }
                         Err(e) => {
@@ -411,6 +373,8 @@ fn compact(
             })
             .collect();
     }
+    // Prepared windows not taken by now belong to windows that changed: of no more use.
+    Prepared::remove_all(data_dir)?;
     report.seconds = started.elapsed().as_secs_f64();
     report.finished = chrono::Utc::now().to_rfc3339();
     if total_groups > 0 || purged_entries > 0 {
@@ -428,6 +392,64 @@ fn compact(
     }))
 }
 
+/// Takes the windows prepared while the server ran (checked against their inputs and
+/// checksums) and merges the others; results and whether each came prepared, in job order.
+fn take_prepared_then_merge(
+    engine: &Engine,
+    jobs: &[&Group],
+    data_dir: &Path,
+    out_dir: &Path,
+    args: &CompactArgs,
+) -> Result<(Vec<GroupResult>, Vec<bool>)> {
+    let store = Prepared::load(data_dir)?;
+    let mut taken: Vec<Option<GroupResult>> = Vec::with_capacity(jobs.len());
+    let mut fresh: Vec<&Group> = Vec::new();
+    for g in jobs {
+        let t = Instant::now();
+        match store.take(engine.conn(), g, out_dir) {
+            Ok(Some(m)) => taken.push(Some((Ok(m), t.elapsed().as_secs_f64()))),
+            Ok(None) => {
+                taken.push(None);
+                fresh.push(g);
+            }
+            Err(why) => {
+                log::warn!(
+                    "node {} table {} window {}: the prepared window is not used ({why}); merging it now",
+                    g.node,
+                    g.table,
+                    g.window_start.to_rfc3339()
+                );
+                taken.push(None);
+                fresh.push(g);
+            }
+        }
+    }
+    let used: Vec<bool> = taken.iter().map(Option::is_some).collect();
+    for w in store.unused(jobs, &used) {
+        log::info!(
+            "node {} table {} window {}: prepared window not used: {}",
+            w.node,
+            w.table,
+            w.window_start.to_rfc3339(),
+            w.reason
+        );
+    }
+    let mut merged = merge_all(
+        engine,
+        &fresh,
+        data_dir,
+        out_dir,
+        args.engine.threads,
+        args.plan.max_rows_per_file,
+    )?
+    .into_iter();
+    let results = taken
+        .into_iter()
+        .map(|t| t.unwrap_or_else(|| merged.next().expect("one result per fresh job")))
+        .collect();
+    Ok((results, used))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +458,7 @@ mod tests {
     #[test]
     fn the_command_lines_defaults_are_the_plans_defaults() {
         let cli = crate::commands::Cli::parse_from(["kompactor", "/data", "--hosts", "n"]);
-        let a = &cli.compact;
+        let a = &cli.compact.plan;
         let d = PlanOptions::default();
         assert_eq!(
             (a.window, a.min_age, a.max_rows_per_file, a.include_hidden),

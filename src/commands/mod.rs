@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod args;
 pub mod compact;
+pub mod prepare;
 pub mod purge;
 pub mod restore;
 pub mod runs;
@@ -69,6 +70,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Merge while the server runs: the next compaction (server stopped) only commits.
+    ///
+    /// Reads the nodes without changing them and keeps each merged, verified window under
+    /// DATA_DIR/.kompactor/prepared/. Run the compaction with the same options afterwards: it
+    /// uses a prepared window only if its inputs are still exactly the same.
+    #[command(
+        after_help = "Example:\n  kompactor prepare /var/lib/influxdb3 --hosts node0   # server running\n  systemctl stop influxdb3 && kompactor /var/lib/influxdb3 --hosts node0 && systemctl start influxdb3"
+    )]
+    Prepare(prepare::PrepareArgs),
     /// Show each table's files, rows, bytes, time range and query-limit status; read-only.
     #[command(after_help = "Example:\n  kompactor status /var/lib/influxdb3 --hosts node0 --json")]
     Status(status::StatusArgs),
@@ -122,6 +132,7 @@ pub const EXIT_INCONSISTENT: u8 = 4;
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     let json = match &cli.command {
         None => cli.compact.json,
+        Some(Command::Prepare(a)) => a.json,
         Some(Command::Status(a)) => a.json,
         Some(Command::Verify(a)) => a.json,
         Some(Command::Runs(a)) => a.json,
@@ -137,6 +148,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
     }
     match &cli.command {
         None => compact::run(&cli.compact, quiet, cli.verbose),
+        Some(Command::Prepare(a)) => prepare::run(a, quiet),
         Some(Command::Status(a)) => status::run(a, cli.verbose),
         Some(Command::Verify(a)) => verify::run(a, quiet),
         Some(Command::Runs(a)) => runs::run(a),

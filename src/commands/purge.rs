@@ -1,6 +1,8 @@
-//! `kompactor purge`: delete the trash of old finished runs (they can then not be undone).
+//! `kompactor purge`: delete the trash of old finished runs (they can then not be undone)
+//! and old prepared windows.
 
 use crate::commands::args::DataDir;
+use crate::commands::runs::prepared_runs;
 use crate::commands::EXIT_OK;
 use crate::durable::interlock::for_change;
 use crate::durable::journal::{dir_size, run_ids, RunDirs};
@@ -18,7 +20,8 @@ use std::process::ExitCode;
 pub struct PurgeArgs {
     #[command(flatten)]
     pub data_dir: DataDir,
-    /// Delete the trash of finished runs that started longer ago than this (e.g. `7d`).
+    /// Delete the trash of finished runs that started longer ago than this (e.g. `7d`), and
+    /// prepared windows older than this.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub older_than: Nanos,
     /// List what would be deleted; delete nothing.
@@ -80,6 +83,26 @@ pub fn run(a: &PurgeArgs, quiet: bool) -> Result<ExitCode> {
         st.purged = true;
         dirs.write_state(&st)?;
         fs::remove_dir_all(dirs.trash()).map_err(|e| Error::io(dirs.trash(), "delete", e))?;
+    }
+    // Prepared windows older than the cutoff: a compaction would take them only if nothing
+    // changed in their windows since, which after that long is unlikely.
+    let cutoff_time = std::time::SystemTime::now()
+        .checked_sub(std::time::Duration::from_nanos(a.older_than.0.max(0) as u64))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    for (dir, p) in prepared_runs(data_dir)? {
+        let modified = fs::metadata(&dir).and_then(|m| m.modified()).ok();
+        if modified.is_some_and(|m| m > cutoff_time) {
+            continue;
+        }
+        doc.bytes_total += p.bytes;
+        doc.runs.push(PurgedRun {
+            run_id: format!("prepared {}", p.prepare_id),
+            trash: dir.display().to_string(),
+            bytes: p.bytes,
+        });
+        if !a.dry_run {
+            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "delete", e))?;
+        }
     }
     if a.json {
         json::print(&doc);

@@ -6,6 +6,7 @@ use crate::durable::journal::{dir_size, run_ids, RunDirs, RunState};
 use crate::error::Result;
 use crate::format::layout::check_data_dir;
 use crate::json;
+use crate::pipeline::prepared::{prepared_root, PreparedManifest};
 use clap::Args;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -27,6 +28,55 @@ struct RunsDoc {
     data_dir: String,
     /// Oldest first.
     runs: Vec<RunInfo>,
+    /// Prepared windows waiting for a compaction (`kompactor prepare`), oldest first.
+    prepared: Vec<PreparedInfo>,
+}
+
+/// One `kompactor prepare` whose windows wait for a compaction.
+#[derive(Serialize)]
+pub struct PreparedInfo {
+    pub prepare_id: String,
+    /// Windows it holds; 0 for a prepare that did not finish (its files are removed by the
+    /// next compaction or `purge`).
+    pub windows: usize,
+    pub complete: bool,
+    pub bytes: u64,
+    /// The directory's modification time, RFC 3339.
+    pub modified: String,
+}
+
+/// Every prepared run of a data dir, oldest first.
+pub fn prepared_runs(data_dir: &std::path::Path) -> Result<Vec<(std::path::PathBuf, PreparedInfo)>> {
+    let root = prepared_root(data_dir);
+    let mut out = Vec::new();
+    if !root.is_dir() {
+        return Ok(out);
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .map_err(|e| crate::error::Error::io(&root, "list", e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let manifest: Option<PreparedManifest> = std::fs::read(d.join("prepared.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let modified = std::fs::metadata(&d)
+            .and_then(|m| m.modified())
+            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+            .unwrap_or_default();
+        let info = PreparedInfo {
+            prepare_id: d.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            windows: manifest.as_ref().map_or(0, |m| m.windows.len()),
+            complete: manifest.is_some(),
+            bytes: dir_size(&d),
+            modified,
+        };
+        out.push((d, info));
+    }
+    Ok(out)
 }
 
 /// One run in `runs`.
@@ -70,13 +120,26 @@ pub fn run(a: &RunsArgs) -> Result<ExitCode> {
         .iter()
         .map(|id| info(data_dir, id))
         .collect::<Result<_>>()?;
+    let prepared: Vec<PreparedInfo> = prepared_runs(data_dir)?.into_iter().map(|(_, p)| p).collect();
     if a.json {
         json::print(&RunsDoc {
             format_version: json::FORMAT_VERSION,
             data_dir: data_dir.display().to_string(),
             runs,
+            prepared,
         });
-    } else if runs.is_empty() {
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    for p in &prepared {
+        println!(
+            "prepared {}: {} window(s), {} bytes{}",
+            p.prepare_id,
+            p.windows,
+            p.bytes,
+            if p.complete { "" } else { " (unfinished)" }
+        );
+    }
+    if runs.is_empty() {
         println!("no kompactor runs in {}", data_dir.display());
     } else {
         println!(

@@ -57,6 +57,14 @@ pub fn date_of(t: Nanos) -> String {
     t.format("%Y-%m-%d")
 }
 
+/// The path of the `n`-th file of a split output: `-<n>` before the final `.parquet` only.
+pub fn numbered(path: &str, n: usize) -> String {
+    match path.strip_suffix(".parquet") {
+        Some(stem) => format!("{stem}-{n}.parquet"),
+        None => format!("{path}-{n}"),
+    }
+}
+
 /// The name a file to be placed at `final_path` has while it waits in a temporary directory:
 /// unique per destination, and not ending in `.parquet`.
 pub fn tmp_name(final_path: &str) -> String {
@@ -130,6 +138,15 @@ mod tests {
         assert_eq!(p.table_dir, "node0/dbs/1/0");
         assert_eq!(ParquetPath::parse("node0/other/1/0/x.parquet"), None);
         assert_eq!(ParquetPath::parse("node0/dbs/1"), None);
+    }
+
+    #[test]
+    fn split_outputs_are_numbered_before_the_final_suffix_only() {
+        assert_eq!(
+            numbered("node0/dbs/a.parquet-1/b/kompactor-1d-x.parquet", 2),
+            "node0/dbs/a.parquet-1/b/kompactor-1d-x-2.parquet"
+        );
+        assert_eq!(numbered("x", 1), "x-1");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod commit;
 pub mod discover;
 pub mod merge;
 pub mod plan;
+pub mod prepared;
 pub mod report;
 pub mod space;
 pub mod workers;

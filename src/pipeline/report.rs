@@ -52,6 +52,9 @@ pub struct TableOutcome {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub groups_merged: usize,
+    /// Of those, the windows that came prepared (`kompactor prepare`), checked and taken as
+    /// they were; the others were merged during this run.
+    pub windows_prepared: usize,
     /// Files hidden by the load window that were merged (`--include-hidden`), and their rows:
     /// visible again after the restart.
     pub files_revived: usize,
@@ -338,6 +341,15 @@ pub fn run_text(r: &RunReport) -> String {
             None => {
                 let _ = writeln!(s, "\nnode {}: nothing to do", n.node);
             }
+        }
+        let prepared: usize = n.tables.iter().map(|t| t.outcome.windows_prepared).sum();
+        if prepared > 0 {
+            let merged: usize = n.tables.iter().map(|t| t.outcome.groups_merged).sum();
+            let _ = writeln!(
+                s,
+                "  {prepared} window(s) came prepared, {} merged during this run",
+                merged - prepared
+            );
         }
         if n.tables
             .iter()
