@@ -109,19 +109,15 @@ pub fn find_purged(node: &Node, data_dir: &Path) -> BTreeMap<TableKey, PurgedTab
 
     // Each listed entry with the earliest snapshot that covers it.
     let mut listed: HashMap<FileId, (TableKey, &FileEntry, SnapshotSeq)> = HashMap::new();
-    let mut note = |table: TableKey, f: &'_ FileEntry, seq: SnapshotSeq| {
-        let e = listed.entry(f.id).or_insert((table, f, seq));
-        e.2 = e.2.min(seq);
-    };
-    for s in &node.snapshots {
-        for (db, table, f) in s.doc.value.databases.iter() {
-            note(TableKey { db, table }, f, s.seq);
-        }
-    }
-    for c in &node.checkpoints {
-        let seq = c.doc.value.last_snapshot_sequence_number;
-        for (db, table, f) in c.doc.value.databases.iter() {
-            note(TableKey { db, table }, f, seq);
+    let snapshots = node.snapshots.iter().map(|s| (&s.doc.value.databases, s.seq));
+    let checkpoints = node
+        .checkpoints
+        .iter()
+        .map(|c| (&c.doc.value.databases, c.doc.value.last_snapshot_sequence_number));
+    for (files, seq) in snapshots.chain(checkpoints) {
+        for (db, table, f) in files.iter() {
+            let e = listed.entry(f.id).or_insert((TableKey { db, table }, f, seq));
+            e.2 = e.2.min(seq);
         }
     }
 
