@@ -58,7 +58,7 @@ fn purge(
             deleted.push(path.to_string());
         }
         let sum = |k: &str| kept.iter().map(|f| f[k].as_u64().unwrap()).sum::<u64>();
-        let times = |k: &str| kept.iter().map(|f| f[k].as_i64().unwrap());
+        let times = |k: &'static str| kept.iter().map(move |f| f[k].as_i64().unwrap());
         doc["parquet_size_bytes"] = sum("size_bytes").into();
         doc["row_count"] = sum("row_count").into();
         doc["min_time"] = times("min_time").min().unwrap_or(i64::MAX).into();
@@ -74,23 +74,16 @@ fn expire_before(dir: &Path, node: &str, cutoff_ns: i64) -> Vec<String> {
     purge(dir, node, &|_| true, &|f| f["max_time"].as_i64().unwrap() < cutoff_ns)
 }
 
-/// Every file path listed by a snapshot or checkpoint of the node.
+/// Every file path a snapshot or checkpoint of the node lists as present (removals name
+/// files that are gone by design: the replaced inputs of a compaction).
 fn listed_paths(dir: &Path, node: &str) -> BTreeSet<String> {
     let n = discover_node(dir, node).unwrap();
-    let mut out = BTreeSet::new();
-    for s in &n.snapshots {
-        let v = &s.doc.value;
-        for (_, _, f) in v.databases.iter().chain(v.removed_files.iter().flat_map(|r| r.iter())) {
-            out.insert(f.path.clone());
-        }
-    }
-    for c in &n.checkpoints {
-        let v = &c.doc.value;
-        for (_, _, f) in v.databases.iter().chain(v.pending_removed_files.iter()) {
-            out.insert(f.path.clone());
-        }
-    }
-    out
+    let snapshots = n.snapshots.iter().map(|s| &s.doc.value.databases);
+    let checkpoints = n.checkpoints.iter().map(|c| &c.doc.value.databases);
+    snapshots
+        .chain(checkpoints)
+        .flat_map(|files| files.iter().map(|(_, _, f)| f.path.clone()))
+        .collect()
 }
 
 /// Bytes of the node's snapshot and checkpoint files.

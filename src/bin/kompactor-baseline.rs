@@ -81,6 +81,7 @@ fn run(args: &Args) -> Result<(), String> {
         window: args.window,
         min_age: Nanos(0),
         max_rows_per_file: u64::MAX,
+        include_hidden: false,
     };
     let plans = plan_node(&node, &opts, "baseline");
     let groups: Vec<_> = plans.iter().flat_map(|p| &p.groups).collect();

@@ -8,14 +8,14 @@ use crate::durable::fsutil::{create_dir_all, Batch};
 use crate::durable::interlock::Lock;
 use crate::durable::journal::{Manifest, RunDirs, RunState, GUARD_NAME};
 use crate::error::{Error, Result};
-use crate::format::ids::{Nanos, TableKey};
+use crate::format::ids::TableKey;
 use crate::format::layout::check_hosts;
 use crate::format::parquet::read_footers;
 use crate::json;
 use crate::pipeline::commit::{prepare_node, Change, Committed};
 use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
 use crate::pipeline::merge::{Engine, Merged};
-use crate::pipeline::plan::{plan_node, Group, PlanOptions, TablePlan};
+use crate::pipeline::plan::{plan_node, Group, TablePlan};
 use crate::pipeline::report::{
     plan_text, run_text, GroupFailure, NodeReport, NodeRun, PlanDoc, RunOptions, RunReport,
     TableOutcome, TableRun,
@@ -23,7 +23,7 @@ use crate::pipeline::report::{
 use crate::pipeline::space::{estimate, SpaceEstimate};
 use crate::pipeline::prepared::Prepared;
 use crate::pipeline::workers::{merge_all, GroupResult};
-use crate::units::{format_duration, parse_duration};
+use crate::units::format_duration;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -270,7 +270,7 @@ fn compact(
             .position(|(r, _)| r.as_ref().is_err_and(|e| e.out_of_space))
         {
             let (r, _) = results.into_iter().nth(i).expect("found");
-            return Err(r.err().expect("an error"));
+            return Err(r.expect_err("an error"));
         }
         // The outputs were written without an fsync each (a worker would wait for the disk
         // once a window); they are made durable together, before anything refers to them.
@@ -452,7 +452,7 @@ fn take_prepared_then_merge(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::pipeline::plan::PlanOptions;
     use clap::Parser;
 
     #[test]

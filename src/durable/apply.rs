@@ -5,7 +5,7 @@
 
 use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::{fsync_dir, Batch};
-use crate::durable::journal::{Manifest, MetaWrite, Move, RunDirs, RunState, GUARD_NAME};
+use crate::durable::journal::{run_ids, Manifest, MetaWrite, Move, RunDirs, RunState, GUARD_NAME};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::fs;

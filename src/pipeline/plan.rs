@@ -136,9 +136,11 @@ pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan
                 run_id,
                 blocked: &blocked,
                 hidden: hidden.iter().map(|f| f.entry.id).collect(),
-                // A table the load window hides whole is judged by its hidden files.
+                // Hidden data can be newer than what the server shows (snapshot order is
+                // not data order): when it is merged, it counts as the table's data.
                 cutoff: Nanos(
-                    newest_time(if files.is_empty() { hidden } else { files })
+                    newest_time(files)
+                        .max(if opts.include_hidden { newest_time(hidden) } else { Nanos::MIN })
                         .0
                         .saturating_sub(opts.min_age.0),
                 ),

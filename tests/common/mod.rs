@@ -4,7 +4,7 @@
 
 use duckdb::types::{TimeUnit, Value as Db};
 use kompactor::format::layout::list_nodes;
-use kompactor::pipeline::discover::{discover_node, discover_node_with};
+use kompactor::pipeline::discover::discover_node_with;
 use kompactor::pipeline::merge::TableSchema;
 use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
 use kompactor::format::ids::TableKey;
@@ -227,9 +227,9 @@ pub fn read_through_metadata_with(
     for (key, files) in &n.live {
         let paths: Vec<PathBuf> = files.iter().map(|f| data_dir.join(&f.entry.path)).collect();
         let footers = read_footers(&paths).unwrap();
-        let pairs: Vec<(u64, &kompactor::format::parquet::Footer)> = files
+        let pairs: Vec<(kompactor::format::ids::FileId, &kompactor::format::parquet::Footer)> = files
             .iter()
-            .map(|f| f.entry.id.0)
+            .map(|f| f.entry.id)
             .zip(footers.iter())
             .collect();
         let schema = TableSchema::union(&pairs).unwrap();

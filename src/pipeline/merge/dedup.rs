@@ -57,11 +57,11 @@ pub fn chunk_order<'a>(files: &[&'a LiveFile]) -> Vec<&'a LiveFile> {
 }
 
 /// The columns of `files`, as named by their footers.
-fn present<'a>(files: &[&LiveFile], footer_of: &HashMap<u64, &'a Footer>) -> BTreeSet<&'a str> {
+fn present<'a>(files: &[&LiveFile], footer_of: &HashMap<FileId, &'a Footer>) -> BTreeSet<&'a str> {
     files
         .iter()
         .flat_map(|f| {
-            footer_of[&f.entry.id.0]
+            footer_of[&f.entry.id]
                 .columns
                 .iter()
                 .map(|c| c.name.as_str())
@@ -82,7 +82,7 @@ pub(super) fn ranked_scan(
     data_dir: &Path,
     schema: &TableSchema,
     ranked: &[&LiveFile],
-    footer_of: &HashMap<u64, &Footer>,
+    footer_of: &HashMap<FileId, &Footer>,
     overlaps: &[bool],
 ) -> String {
     // One scan of all files, listed in chunk order, so that DuckDB's `file_index` is the
@@ -103,7 +103,7 @@ pub(super) fn ranked_scan(
             .join(" UNION ALL ")
     } else {
         // Matching columns by name costs a little per file; needed only if the files differ.
-        let columns = |f: &&LiveFile| &footer_of[&f.entry.id.0].columns;
+        let columns = |f: &&LiveFile| &footer_of[&f.entry.id].columns;
         let by_name = if ranked.iter().all(|f| columns(f) == columns(&ranked[0])) {
             ""
         } else {

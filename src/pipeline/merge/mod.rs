@@ -93,92 +93,86 @@ pub fn merge_group(
             ));
         }
     }
-    let footer_of: HashMap<u64, &Footer> = group
+    let footer_of: HashMap<FileId, &Footer> = group
         .inputs
         .iter()
         .zip(&footers)
-        .map(|(f, ft)| (f.entry.id.0, ft))
+        .map(|(f, ft)| (f.entry.id, ft))
         .collect();
-    let pairs: Vec<(u64, &Footer)> = footer_of.iter().map(|(id, f)| (*id, *f)).collect();
+    let pairs: Vec<(FileId, &Footer)> = footer_of.iter().map(|(id, f)| (*id, *f)).collect();
     let schema = TableSchema::union(&pairs)?;
     let rows_in: u64 = footers.iter().map(|f| f.num_rows).sum();
     laps.lap("footers");
 
-    // The temporary tables go whatever happens: a failed window must not hold its rows in
-    // DuckDB's memory (or spill files) while the next ones are merged.
-    let result = (|| {
-        let clusters = overlap_clusters(&group.inputs);
-        let all: Vec<&LiveFile> = group.inputs.iter().collect();
-        let ranked = chunk_order(&all);
-        let in_multi: BTreeSet<FileId> = clusters
-            .iter()
-            .filter(|c| c.len() > 1)
-            .flatten()
-            .map(|f| f.entry.id)
-            .collect();
-        let overlaps: Vec<bool> = ranked
-            .iter()
-            .map(|f| in_multi.contains(&f.entry.id))
-            .collect();
-        // Every row is read once into memory; the checks, the checksum and the write then
-        // read the same rows.
-        conn.execute_batch(&format!(
-            "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
-            ranked_scan(data_dir, &schema, &ranked, &footer_of, &overlaps)
-        ))?;
-        laps.lap("read");
-        check_cross_chunk_collisions(conn, &schema, &clusters, &ranked)?;
-        laps.lap("collisions");
-        let read = checksum_from(conn, &schema.columns, ROW_HASH, MERGED)?;
-        laps.lap("checksum");
-        // Everything after this is checked against what was read: a row the reader missed
-        // would vanish unnoticed, so the count is held against the footers.
-        if read.rows != rows_in {
-            return Err(Error::new(format!(
-                "DuckDB read {} rows from the {} inputs, but their footers hold {rows_in}",
-                read.rows,
-                group.inputs.len()
-            ))
-            .hint("the inputs were left in place; please report this"));
-        }
-        let replaced = if in_multi.is_empty() {
-            None
-        } else {
-            deduplicate(conn, &schema, engine.aggregate_keys, &mut laps)?
-        };
-        let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
-        let columns = columns.join(", ");
-        // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
-        // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
-        // Their checksum is worked out from the parts rather than taken from this query, so
-        // that the write is checked against rows counted apart from it.
-        let (rows, expected) = match replaced {
-            Some(r) => (
-                format!(
-                    "(SELECT {columns} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
-                     UNION ALL SELECT {columns} FROM {DEDUPED})"
-                ),
-                read.without(r.rows, r.hash_sum) + r.combined,
-            ),
-            None => (format!("(SELECT {columns} FROM {MERGED})"), read),
-        };
-        write_and_verify(
-            WriteJob {
-                conn,
-                schema: &schema,
-                group,
-                tmp_dir,
-                max_rows,
-                source: &rows,
-                expected,
-            },
-            &mut laps,
-        )
-    })();
+    let tables = TempTables(conn);
+    let clusters = overlap_clusters(&group.inputs);
+    let all: Vec<&LiveFile> = group.inputs.iter().collect();
+    let ranked = chunk_order(&all);
+    let in_multi: BTreeSet<FileId> = clusters
+        .iter()
+        .filter(|c| c.len() > 1)
+        .flatten()
+        .map(|f| f.entry.id)
+        .collect();
+    let overlaps: Vec<bool> = ranked
+        .iter()
+        .map(|f| in_multi.contains(&f.entry.id))
+        .collect();
+    // Every row is read once into memory; the checks, the checksum and the write then
+    // read the same rows.
     conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {MERGED}; DROP TABLE IF EXISTS {DUP_KEYS}; DROP TABLE IF EXISTS {DEDUPED}"
+        "CREATE OR REPLACE TEMP TABLE {MERGED} AS {}",
+        ranked_scan(data_dir, &schema, &ranked, &footer_of, &overlaps)
     ))?;
-    let (outputs, expected) = result?;
+    laps.lap("read");
+    check_cross_chunk_collisions(conn, &schema, &clusters, &ranked)?;
+    laps.lap("collisions");
+    let read = checksum_from(conn, &schema.columns, ROW_HASH, MERGED)?;
+    laps.lap("checksum");
+    // Everything after this is checked against what was read: a row the reader missed
+    // would vanish unnoticed, so the count is held against the footers.
+    if read.rows != rows_in {
+        return Err(Error::new(format!(
+            "DuckDB read {} rows from the {} inputs, but their footers hold {rows_in}",
+            read.rows,
+            group.inputs.len()
+        ))
+        .hint("the inputs were left in place; please report this"));
+    }
+    let replaced = if in_multi.is_empty() {
+        None
+    } else {
+        deduplicate(conn, &schema, engine.aggregate_keys, &mut laps)?
+    };
+    let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
+    let columns = columns.join(", ");
+    // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
+    // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
+    // Their checksum is worked out from the parts rather than taken from this query, so
+    // that the write is checked against rows counted apart from it.
+    let (rows, expected) = match replaced {
+        Some(r) => (
+            format!(
+                "(SELECT {columns} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
+                 UNION ALL SELECT {columns} FROM {DEDUPED})"
+            ),
+            read.without(r.rows, r.hash_sum) + r.combined,
+        ),
+        None => (format!("(SELECT {columns} FROM {MERGED})"), read),
+    };
+    let (outputs, expected) = write_and_verify(
+        WriteJob {
+            conn,
+            schema: &schema,
+            group,
+            tmp_dir,
+            max_rows,
+            source: &rows,
+            expected,
+        },
+        &mut laps,
+    )?;
+    drop(tables);
     log::debug!(
         "table {} window {}: {} files, {} rows: {}",
         group.table,
@@ -193,6 +187,21 @@ pub fn merge_group(
         rows_in,
         checksum: expected,
     })
+}
+
+/// The window's temporary tables, dropped whatever happens: a failed window must not hold
+/// its rows in DuckDB's memory (or spill files) while the next ones are merged.
+struct TempTables<'a>(&'a duckdb::Connection);
+
+impl Drop for TempTables<'_> {
+    fn drop(&mut self) {
+        let sql = format!(
+            "DROP TABLE IF EXISTS {MERGED}; DROP TABLE IF EXISTS {DUP_KEYS}; DROP TABLE IF EXISTS {DEDUPED}"
+        );
+        if let Err(e) = self.0.execute_batch(&sql) {
+            log::warn!("could not drop the merge's temporary tables: {e}");
+        }
+    }
 }
 
 /// Removes written outputs after a failure.
@@ -372,6 +381,9 @@ mod tests {
                 bytes: 0,
                 output_path: "dbs/1/0/merged.parquet".into(),
                 outputs_estimate: 1,
+                revived: 0,
+                rows_revived: 0,
+                bytes_revived: 0,
             };
             let m = merge_group(engine, self.tmp.path(), &group, &out_dir, u64::MAX)?;
             assert_eq!(m.outputs.len(), 1);

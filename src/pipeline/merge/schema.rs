@@ -1,6 +1,7 @@
 //! The columns and series key of a merged output: the union of its inputs' footers.
 
 use crate::error::{Error, Result};
+use crate::format::ids::FileId;
 use crate::format::parquet::{sql_ident, Column, ColumnType, Footer};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -15,8 +16,8 @@ pub struct TableSchema {
 
 impl TableSchema {
     /// The union of the inputs' columns; fails if a column's type differs between inputs.
-    pub fn union(footers: &[(u64, &Footer)]) -> Result<TableSchema> {
-        let mut by_newest: Vec<&(u64, &Footer)> = footers.iter().collect();
+    pub fn union(footers: &[(FileId, &Footer)]) -> Result<TableSchema> {
+        let mut by_newest: Vec<&(FileId, &Footer)> = footers.iter().collect();
         by_newest.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         let mut columns: Vec<Column> = Vec::new();
         let mut seen: HashMap<String, (ColumnType, PathBuf)> = HashMap::new();

@@ -3,14 +3,16 @@
 use super::engine::Laps;
 use super::schema::TableSchema;
 use super::split::{row_group_size, split_ranges, Range};
-use super::{read_one, remove_outputs, Output};
+use super::{read_one, Output};
+use crate::durable::failpoint::{failpoint, fault_injected};
 use crate::error::{Error, Result};
+use crate::format::layout::{numbered, tmp_name};
 use crate::format::parquet::{encode_arrow_schema, sql_str};
 use crate::pipeline::checksum::{checksum, Checksum};
 use crate::pipeline::plan::Group;
 use duckdb::Connection;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The server's own ZSTD level (spec §5): fast to write, and what its readers expect.
 pub const ZSTD_LEVEL: u32 = 1;
@@ -50,19 +52,19 @@ pub(super) fn write_and_verify(
     let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
     let order: Vec<String> = schema.key_columns();
     let mut outputs = Vec::new();
+    let mut pending = Pending(Vec::new());
     let mut written = Checksum::empty();
     let n = ranges.len();
     for (i, Range { lo, hi, rows }) in ranges.into_iter().enumerate() {
         let final_path = if n == 1 {
             group.output_path.clone()
         } else {
-            group
-                .output_path
-                .replace(".parquet", &format!("-{}.parquet", i + 1))
+            numbered(&group.output_path, i + 1)
         };
-        // Outputs of all groups share the temporary directory: name them by their full path.
-        // Not named *.parquet: a crash must not leave a file an archive glob would read.
-        let tmp_path = tmp_dir.join(format!("{}.tmp", final_path.replace('/', "__")));
+        // Outputs of all groups share the temporary directory: named by their full path, and
+        // not *.parquet, so a crash leaves no file an archive glob would read.
+        let tmp_path = tmp_dir.join(tmp_name(&final_path));
+        pending.0.push(tmp_path.clone());
         let mut filter = Vec::new();
         if let Some(lo) = lo {
             filter.push(format!("epoch_ns(\"time\") >= {}", lo.0));
@@ -83,40 +85,29 @@ pub(super) fn write_and_verify(
             row_group_size(rows),
             sql_str(&kv)
         );
-        let done = (|| -> Result<Output> {
-            crate::durable::failpoint::failpoint("write-output")?;
-            conn.execute_batch(&copy)?;
-            laps.lap("write");
-            if crate::durable::failpoint::fault_injected("corrupt-output") {
-                drop_first_row(conn, &tmp_path)?;
-            }
-            // Row count, time range and checksum are measured from the file as written.
-            let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
-            written = written + back;
-            laps.lap("read back");
-            let size_bytes = fs::metadata(&tmp_path)
-                .map_err(|e| Error::io(&tmp_path, "stat", e))?
-                .len();
-            Ok(Output {
-                tmp_path: tmp_path.clone(),
-                final_path,
-                size_bytes,
-                row_count: back.rows,
-                min_time: back.min_time,
-                max_time: back.max_time,
-            })
-        })();
-        match done {
-            Ok(o) => outputs.push(o),
-            Err(e) => {
-                remove_outputs(&outputs);
-                let _ = fs::remove_file(&tmp_path);
-                return Err(e);
-            }
+        failpoint("write-output")?;
+        conn.execute_batch(&copy)?;
+        laps.lap("write");
+        if fault_injected("corrupt-output") {
+            drop_first_row(conn, &tmp_path)?;
         }
+        // Row count, time range and checksum are measured from the file as written.
+        let back = checksum(conn, &schema.columns, &read_one(&tmp_path))?;
+        written = written + back;
+        laps.lap("read back");
+        let size_bytes = fs::metadata(&tmp_path)
+            .map_err(|e| Error::io(&tmp_path, "stat", e))?
+            .len();
+        outputs.push(Output {
+            tmp_path,
+            final_path,
+            size_bytes,
+            row_count: back.rows,
+            min_time: back.min_time,
+            max_time: back.max_time,
+        });
     }
     if written != expected {
-        remove_outputs(&outputs);
         return Err(Error::new(format!(
             "verification failed: merged rows {} [{}, {}] checksum {} but the written files hold {} [{}, {}] checksum {}",
             expected.rows, expected.min_time, expected.max_time, expected.hash_sum,
@@ -124,7 +115,26 @@ pub(super) fn write_and_verify(
         ))
         .hint("the inputs were left in place; please report this"));
     }
+    pending.keep();
     Ok((outputs, expected))
+}
+
+/// Files written so far, removed when dropped unless kept: a failed write leaves nothing.
+struct Pending(Vec<PathBuf>);
+
+impl Pending {
+    /// The files are verified: they stay.
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 /// Rewrites a written file without its first row: the fault a bad writer or disk would make,
