@@ -156,23 +156,24 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         .hint("give an earlier --older-than, or check the nodes with `kompactor status`"));
     }
     let partition = |g: &Group| g.output_path.rsplit_once('/').map_or("", |x| x.0).to_string();
+    let summary = |run_id: Option<String>| ArchiveDoc {
+        format_version: json::FORMAT_VERSION,
+        dry_run: a.dry_run,
+        run_id,
+        archive_dir: a.to.display().to_string(),
+        cutoff: cutoff.to_rfc3339(),
+        windows: groups
+            .iter()
+            .map(|(_, g, _)| ArchiveWindow {
+                partition: partition(g),
+                node_files: g.inputs.len(),
+                rows: g.rows,
+            })
+            .collect(),
+    };
     if a.dry_run {
         if a.json {
-            json::print(&ArchiveDoc {
-                format_version: json::FORMAT_VERSION,
-                dry_run: true,
-                run_id: None,
-                archive_dir: a.to.display().to_string(),
-                cutoff: cutoff.to_rfc3339(),
-                windows: groups
-                    .iter()
-                    .map(|(_, g, _)| ArchiveWindow {
-                        partition: partition(g),
-                        node_files: g.inputs.len(),
-                        rows: g.rows,
-                    })
-                    .collect(),
-            });
+            json::print(&summary(None));
         } else if !quiet {
             println!(
                 "kompactor archive dry run: {} window(s) before {} would move to {}",
@@ -303,21 +304,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     let _ = fs::remove_dir_all(&archive_tmp);
     let rows: u64 = doc.windows.iter().map(|w| w.checksum.rows).sum();
     if a.json {
-        json::print(&ArchiveDoc {
-            format_version: json::FORMAT_VERSION,
-            dry_run: false,
-            run_id: Some(run_id.clone()),
-            archive_dir: a.to.display().to_string(),
-            cutoff: cutoff.to_rfc3339(),
-            windows: groups
-                .iter()
-                .map(|(_, g, _)| ArchiveWindow {
-                    partition: partition(g),
-                    node_files: g.inputs.len(),
-                    rows: g.rows,
-                })
-                .collect(),
-        });
+        json::print(&summary(Some(run_id.clone())));
     } else if !quiet {
         println!(
             "kompactor archive run {run_id}: {} window(s), {rows} rows, moved to {}; their {} node file(s) are in {}/.kompactor/trash/{run_id}/",

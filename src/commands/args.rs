@@ -146,3 +146,17 @@ impl PlanArgs {
         }
     }
 }
+
+/// The arguments of the read-only commands, `status` and `verify`.
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    #[command(flatten)]
+    pub hosts: Hosts,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}

@@ -81,14 +81,14 @@ pub enum Command {
     Prepare(prepare::PrepareArgs),
     /// Show each table's files, rows, bytes, time range and query-limit status; read-only.
     #[command(after_help = "Example:\n  kompactor status /var/lib/influxdb3 --hosts node0 --json")]
-    Status(status::StatusArgs),
+    Status(args::InspectArgs),
     /// Check a data dir's consistency (files, sizes, rows, ids, snapshots/); read-only.
     ///
     /// Exits 0 when consistent, 4 when problems were found (each is listed), 1 on error.
     #[command(
         after_help = "Example:\n  kompactor verify /var/lib/influxdb3 --hosts node0 && echo consistent"
     )]
-    Verify(verify::VerifyArgs),
+    Verify(args::InspectArgs),
     /// List kompactor's runs on a data dir, with their state and trash size.
     #[command(after_help = "Example:\n  kompactor runs /var/lib/influxdb3")]
     Runs(runs::RunsArgs),

@@ -6,7 +6,7 @@ use crate::durable::journal::{dir_size, run_ids, RunDirs, RunState};
 use crate::error::Result;
 use crate::format::layout::check_data_dir;
 use crate::json;
-use crate::pipeline::prepared::{prepared_root, PreparedManifest};
+use crate::pipeline::prepared::{prepared_dirs, read_manifest};
 use clap::Args;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -47,22 +47,9 @@ pub struct PreparedInfo {
 
 /// Every prepared run of a data dir, oldest first.
 pub fn prepared_runs(data_dir: &std::path::Path) -> Result<Vec<(std::path::PathBuf, PreparedInfo)>> {
-    let root = prepared_root(data_dir);
     let mut out = Vec::new();
-    if !root.is_dir() {
-        return Ok(out);
-    }
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .map_err(|e| crate::error::Error::io(&root, "list", e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    for d in dirs {
-        let manifest: Option<PreparedManifest> = std::fs::read(d.join("prepared.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+    for d in prepared_dirs(data_dir)? {
+        let manifest = read_manifest(&d);
         let modified = std::fs::metadata(&d)
             .and_then(|m| m.modified())
             .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())

@@ -1,6 +1,6 @@
 //! `kompactor status`: what a data dir holds, per node and table; read-only.
 
-use crate::commands::args::{DataDir, Hosts, ServerArgs};
+use crate::commands::args::InspectArgs;
 use crate::commands::EXIT_OK;
 use crate::durable::journal::{dir_size, run_ids, RunDirs, RunState};
 use crate::error::Result;
@@ -10,26 +10,12 @@ use crate::json;
 use crate::pipeline::discover::{discover_node_with, newest_time, summarize, Finding, Node};
 use crate::pipeline::plan::{plan_node, PlanOptions, QUERY_FILE_LIMIT};
 use crate::pipeline::space::{estimate, SpaceEstimate};
-use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// `kompactor status` arguments.
-#[derive(Args, Debug, Clone)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    #[command(flatten)]
-    pub hosts: Hosts,
-    /// Print the result as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
 
 /// One table in `status`.
 #[derive(Serialize)]
@@ -190,7 +176,7 @@ fn node_status(n: &Node) -> NodeStatus {
 }
 
 /// `kompactor status`.
-pub fn run(a: &StatusArgs, verbose: bool) -> Result<ExitCode> {
+pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
     check_hosts(data_dir, &a.hosts.hosts)?;
     let mut found = Vec::new();

@@ -1,6 +1,6 @@
 //! `kompactor verify`: is a data dir consistent (files, sizes, rows, ids, snapshots/); read-only.
 
-use crate::commands::args::{DataDir, Hosts, ServerArgs};
+use crate::commands::args::InspectArgs;
 use crate::commands::status::{unfinished_runs, UnfinishedRun};
 use crate::commands::{EXIT_INCONSISTENT, EXIT_OK};
 use crate::error::Result;
@@ -10,25 +10,11 @@ use crate::format::model::{Doc, TableIndex};
 use crate::format::parquet::read_footer;
 use crate::json;
 use crate::pipeline::discover::{discover_node_with, Finding, Node};
-use clap::Args;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// `kompactor verify` arguments.
-#[derive(Args, Debug, Clone)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub data_dir: DataDir,
-    #[command(flatten)]
-    pub hosts: Hosts,
-    /// Print the result as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
 
 /// One node in the `verify --json` document.
 #[derive(Serialize)]
@@ -160,7 +146,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
 }
 
 /// `kompactor verify`: exit 0 when consistent, 4 when not.
-pub fn run(a: &VerifyArgs, quiet: bool) -> Result<ExitCode> {
+pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
     check_hosts(data_dir, &a.hosts.hosts)?;
     let mut all: Vec<(String, Vec<String>)> = Vec::new();

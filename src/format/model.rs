@@ -116,14 +116,9 @@ impl Totals {
         }
     }
 
-    /// Stores the totals in a document's four summary keys.
-    fn write_to(self, size: &mut u64, rows: &mut u64, min: &mut Nanos, max: &mut Nanos) {
-        (*size, *rows, *min, *max) = (
-            self.parquet_size_bytes,
-            self.row_count,
-            self.min_time,
-            self.max_time,
-        );
+    /// The four summary keys' values, in the order documents hold them.
+    fn parts(self) -> (u64, u64, Nanos, Nanos) {
+        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time)
     }
 }
 
@@ -161,12 +156,8 @@ impl Snapshot {
 
     /// Sets `parquet_size_bytes`, `row_count`, `min_time`, `max_time` from the added files.
     pub fn recompute_totals(&mut self) {
-        self.databases.totals().write_to(
-            &mut self.parquet_size_bytes,
-            &mut self.row_count,
-            &mut self.min_time,
-            &mut self.max_time,
-        );
+        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time) =
+            self.databases.totals().parts();
     }
 }
 
@@ -197,12 +188,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Sets the totals from the month's files.
     pub fn recompute_totals(&mut self) {
-        self.databases.totals().write_to(
-            &mut self.parquet_size_bytes,
-            &mut self.row_count,
-            &mut self.min_time,
-            &mut self.max_time,
-        );
+        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time) =
+            self.databases.totals().parts();
     }
 }
 

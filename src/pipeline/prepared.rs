@@ -64,6 +64,28 @@ pub fn prepared_root(data_dir: &Path) -> PathBuf {
     data_dir.join(STATE_DIR).join("prepared")
 }
 
+/// The directory of every prepared run, oldest first.
+pub fn prepared_dirs(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = prepared_root(data_dir);
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .map_err(|e| Error::io(&root, "list", e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// A prepared run's manifest; `None` for a prepare that did not finish.
+pub fn read_manifest(dir: &Path) -> Option<PreparedManifest> {
+    let bytes = fs::read(dir.join("prepared.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 fn inputs_of(g: &Group) -> Vec<PreparedInput> {
     g.inputs
         .iter()
@@ -162,22 +184,11 @@ impl Prepared {
     /// Reads every prepared run; one whose manifest is missing (a prepare that did not
     /// finish) or unreadable is left out, and removed by [`Prepared::remove_all`].
     pub fn load(data_dir: &Path) -> Result<Prepared> {
-        let root = prepared_root(data_dir);
         let mut runs = Vec::new();
-        if root.is_dir() {
-            let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
-                .map_err(|e| Error::io(&root, "list", e))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            dirs.sort();
-            for d in dirs {
-                let m = d.join("prepared.json");
-                match fs::read(&m).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-                    Some(manifest) => runs.push((d, manifest)),
-                    None => log::info!("{}: an unfinished prepare, not used", d.display()),
-                }
+        for d in prepared_dirs(data_dir)? {
+            match read_manifest(&d) {
+                Some(manifest) => runs.push((d, manifest)),
+                None => log::info!("{}: an unfinished prepare, not used", d.display()),
             }
         }
         Ok(Prepared { runs })
