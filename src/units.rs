@@ -14,7 +14,12 @@ impl MemoryBudget {
     /// what DuckDB does not count against its limit (Parquet readers and writers, per-thread
     /// state, the allocator's slack) and for kompactor itself.
     pub fn duckdb_limit(self) -> String {
-        format!("{}KiB", (self.0 / 5 * 4 / 1024).max(16 * 1024))
+        format!("{}KiB", self.duckdb_bytes() / 1024)
+    }
+
+    /// DuckDB's share of the budget in bytes (at least 16 MiB).
+    pub fn duckdb_bytes(self) -> u64 {
+        (self.0 / 5 * 4 / 1024).max(16 * 1024) * 1024
     }
 }
 

@@ -43,48 +43,48 @@ impl Drop for Tmpfs {
     }
 }
 
-fn du(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
+/// Bytes in use on the filesystem holding `dir`.
+fn used(dir: &Path) -> u64 {
+    let out = Command::new("df").args(["-B1", "--output=used"]).arg(dir).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
-/// The fixture copied into `dir`, and the run's own estimate of what it needs.
-fn prepare(dir: &Path) -> (String, u64) {
+/// A tmpfs holding a copy of the 3.10 fixture, shrunk to leave `room(needed)` bytes free;
+/// with the run's own estimate of what it needs.
+fn small_disk(room: impl Fn(u64) -> u64) -> Option<(tempfile::TempDir, Tmpfs, String, u64)> {
+    let (dir, fs) = Tmpfs::mount(256 << 20)?;
     let f = fixture("3.10/small");
-    let st = Command::new("cp").arg("-a").arg(f.dir.join("node0")).arg(dir).status().unwrap();
+    let st = Command::new("cp").arg("-a").arg(f.dir.join("node0")).arg(&fs.0).status().unwrap();
     assert!(st.success());
-    let d = dir.to_str().unwrap().to_string();
+    let d = fs.0.to_str().unwrap().to_string();
     let out = kompactor(&[&d, "--hosts", "node0", "--dry-run", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (d, plan["space"]["total"].as_u64().unwrap())
+    let needed = plan["space"]["total"].as_u64().unwrap();
+    assert!(needed > 1 << 20, "{needed}");
+    let size = (used(&fs.0) + room(needed)).div_ceil(4096) * 4096;
+    fs.resize(size);
+    Some((dir, fs, d, needed))
 }
 
 #[test]
 fn a_run_without_the_space_it_needs_is_refused_before_it_starts() {
-    let size = du(&fixture("3.10/small").dir.join("node0"));
-    // Room for the node and a little more, far less than the run needs.
-    let Some((_dir, fs)) = Tmpfs::mount(size + (size / 10).max(600 << 10)) else { return };
-    let (d, needed) = prepare(&fs.0);
+    let Some((_dir, fs, d, _)) = small_disk(|needed| needed / 2) else { return };
     let before = listing(&fs.0);
     let out = kompactor(&[&d, "--hosts", "node0"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
     assert!(msg.contains("not enough disk space") && msg.contains("free on"), "{msg}");
-    assert!(needed > 0);
     assert_eq!(listing(&fs.0), before, "the refused run changed the data dir");
 }
 
 #[test]
 fn a_disk_that_fills_up_during_the_run_fails_cleanly_and_is_recovered() {
-    let size = du(&fixture("3.10/small").dir.join("node0"));
-    let Some((_dir, fs)) = Tmpfs::mount(size + (size / 10).max(600 << 10)) else { return };
-    let (d, needed) = prepare(&fs.0);
-    let before = listing(&fs.0);
+    let Some((_dir, fs, d, needed)) = small_disk(|needed| needed / 3) else { return };
+    let nodes = |dir: &Path| -> Vec<_> {
+        listing(dir).into_iter().filter(|(k, _)| k.starts_with("node0")).collect()
+    };
+    let before = nodes(&fs.0);
     // The preflight is told the space is there; the writes find out it is not.
     let out = Command::new(env!("CARGO_BIN_EXE_kompactor"))
         .args([&d, "--hosts", "node0"])
@@ -94,13 +94,11 @@ fn a_disk_that_fills_up_during_the_run_fails_cleanly_and_is_recovered() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
     assert!(msg.contains("is full") && msg.contains("needed about"), "{msg}");
-    let nodes_before: Vec<_> = before.iter().filter(|(k, _)| k.starts_with("node0")).collect();
-    let nodes_after = listing(&fs.0);
-    let nodes_after: Vec<_> = nodes_after.iter().filter(|(k, _)| k.starts_with("node0")).collect();
-    assert_eq!(nodes_after, nodes_before, "the failed run changed the node");
-    // With room, the next run recovers what is left and compacts.
-    fs.resize(size + needed * 2 + (8 << 20));
+    assert_eq!(nodes(&fs.0), before, "the failed run changed the node");
+    // With room, the next run compacts; the failed one was already rolled back.
+    fs.resize(used(&fs.0) + needed * 2);
     let out = kompactor(&[&d, "--hosts", "node0"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("recovery"), "{}", text(&out));
     assert_answers_match(&fixture("3.10/small"), &fs.0);
 }

@@ -85,7 +85,7 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let run_id = new_run_id();
     let nodes = discover_all(data_dir, hosts, args.plan.server.load_window())?;
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
-    let space = estimate(data_dir, &nodes, &plans)?;
+    let space = estimate(data_dir, &nodes, &plans, args.engine.memory_limit)?;
     match lock {
         None => dry_run(args, quiet, verbose, &nodes, plans, space),
         Some(lock) => {

@@ -82,7 +82,7 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
         .iter()
         .map(|n| plan_node(n, &a.plan.options(), &prepare_id))
         .collect();
-    estimate(data_dir, &nodes, &plans)?.check()?;
+    estimate(data_dir, &nodes, &plans, a.engine.memory_limit)?.check()?;
     let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
 
     let tmp = RunDirs::new(data_dir, &prepare_id).tmp();

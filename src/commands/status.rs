@@ -10,6 +10,7 @@ use crate::json;
 use crate::pipeline::discover::{discover_node_with, newest_time, summarize, Finding, Node};
 use crate::pipeline::plan::{plan_node, PlanOptions, QUERY_FILE_LIMIT};
 use crate::pipeline::space::{estimate, SpaceEstimate};
+use crate::units::{parse_size, DEFAULT_MEMORY_LIMIT};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -188,7 +189,8 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
         .iter()
         .map(|n| plan_node(n, &PlanOptions::default(), "status"))
         .collect();
-    let space = estimate(data_dir, &found, &plans)?;
+    let budget = parse_size(DEFAULT_MEMORY_LIMIT).expect("the default parses");
+    let space = estimate(data_dir, &found, &plans, budget)?;
     let nodes: Vec<NodeStatus> = found.iter().map(node_status).collect();
     let unfinished = unfinished_runs(data_dir)?;
     let trash = data_dir.join(STATE_DIR).join("trash");

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::ids::FileId;
 use crate::pipeline::discover::Node;
 use crate::pipeline::plan::TablePlan;
-use crate::units::human_bytes;
+use crate::units::{human_bytes, MemoryBudget};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,7 +20,8 @@ pub struct SpaceEstimate {
     /// The journal's staged metadata: every snapshot and checkpoint the commit rewrites, and
     /// the new ones (the originals are kept as hard links, which take no space).
     pub metadata: u64,
-    /// Headroom for DuckDB to spill the largest window.
+    /// Headroom for DuckDB to spill the largest window, when its rows may not fit in
+    /// DuckDB's share of the memory budget.
     pub spill: u64,
     /// The sum of the above.
     pub total: u64,
@@ -72,8 +73,17 @@ impl SpaceEstimate {
     }
 }
 
-/// Estimates what the plans need on the data dir's filesystem.
-pub fn estimate(data_dir: &Path, nodes: &[Node], plans: &[Vec<TablePlan>]) -> Result<SpaceEstimate> {
+/// How much larger a window's rows are in DuckDB than in their compressed Parquet files, at
+/// the most: what decides whether a merge may spill.
+const UNCOMPRESSED: u64 = 4;
+
+/// Estimates what the plans need on the data dir's filesystem, merging within `memory`.
+pub fn estimate(
+    data_dir: &Path,
+    nodes: &[Node],
+    plans: &[Vec<TablePlan>],
+    memory: MemoryBudget,
+) -> Result<SpaceEstimate> {
     let FreeSpace { available, mount } = free_space(data_dir)?;
     let mut e = SpaceEstimate {
         available,
@@ -94,7 +104,8 @@ pub fn estimate(data_dir: &Path, nodes: &[Node], plans: &[Vec<TablePlan>]) -> Re
             }
             let largest_footer = footers.iter().copied().max().unwrap_or(0);
             e.outputs += g.bytes - footers.iter().sum::<u64>() + largest_footer;
-            e.spill = e.spill.max(g.bytes);
+            let in_memory = g.bytes.saturating_mul(UNCOMPRESSED);
+            e.spill = e.spill.max(in_memory.saturating_sub(memory.duckdb_bytes()));
         }
         if touched.is_empty() {
             continue;
