@@ -80,7 +80,7 @@ k_extra+=(${BENCH_KOMPACTOR_ARGS:-})
 b_extra+=(${BENCH_BASELINE_ARGS:-})
 
 echo "== building (release)"
-cargo build --release --quiet
+cargo build --release --quiet --features dev-tools
 K="$CARGO_TARGET_DIR/release/kompactor"
 B="$CARGO_TARGET_DIR/release/kompactor-baseline"
 G="$CARGO_TARGET_DIR/release/kompactor-gen"

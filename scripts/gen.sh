@@ -11,5 +11,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/env.sh"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin kompactor-gen
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" --features dev-tools --bin kompactor-gen
 exec "$CARGO_TARGET_DIR/release/kompactor-gen" "$@"

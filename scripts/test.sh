@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo test --release --features failpoints "$@"
+cargo test --release --features failpoints,dev-tools "$@"

@@ -12,14 +12,19 @@ pub struct Error {
     pub path: Option<PathBuf>,
     /// What the operator can do about it, if there is something.
     pub hint: Option<String>,
+    /// The filesystem was full (the run's report says how much more it needed).
+    pub out_of_space: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(what: impl Into<String>) -> Error {
+        let what = what.into();
         Error {
-            what: what.into(),
+            // DuckDB and the OS say it in words; a full disk is worth recognising however said.
+            out_of_space: what.contains("No space left on device"),
+            what,
             path: None,
             hint: None,
         }
@@ -27,15 +32,17 @@ impl Error {
 
     pub fn at(path: impl AsRef<Path>, what: impl Into<String>) -> Error {
         Error {
-            what: what.into(),
             path: Some(path.as_ref().to_path_buf()),
-            hint: None,
+            ..Error::new(what)
         }
     }
 
     /// An I/O error on `path`, phrased as "could not <doing>".
     pub fn io(path: impl AsRef<Path>, doing: &str, e: std::io::Error) -> Error {
-        Error::at(path, format!("could not {doing}: {e}"))
+        let full = e.kind() == std::io::ErrorKind::StorageFull;
+        let mut err = Error::at(path, format!("could not {doing}: {e}"));
+        err.out_of_space |= full;
+        err
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Error {

@@ -10,9 +10,11 @@
 //! DuckDB's calls on to glibc only when the heap holds more free memory than that threshold,
 //! so the process still gives back anything beyond it.
 //!
-//! Everything here is a no-op where the C library is not glibc.
+//! Everything here is a no-op where the C library is not glibc, or without the default
+//! `glibc-heap` feature. `mallinfo2` (glibc 2.33+) is looked up at run time, so the binary
+//! builds and runs on older glibc too, where DuckDB's trims simply go through.
 
-use crate::cli::MemoryBudget;
+use crate::units::MemoryBudget;
 
 /// Sets glibc's allocator up for a process that merges with a memory budget of `budget`.
 ///
@@ -20,21 +22,21 @@ use crate::cli::MemoryBudget;
 /// threshold), and up to an eighth of `budget` (16 to 128 MiB) of free heap is kept for reuse,
 /// by glibc and by DuckDB's calls to `malloc_trim`. Process-wide.
 pub fn tune(budget: MemoryBudget) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap"))]
     glibc::tune(budget);
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap")))]
     let _ = budget;
 }
 
 /// How many `malloc_trim` calls were kept from releasing the heap so far.
 pub fn trims_skipped() -> u64 {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap"))]
     return glibc::SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap")))]
     0
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap"))]
 mod glibc {
     use super::MemoryBudget;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,16 +58,30 @@ mod glibc {
     }
 
     type TrimFn = unsafe extern "C" fn(libc::size_t) -> libc::c_int;
+    type InfoFn = unsafe extern "C" fn() -> libc::mallinfo2;
+
+    /// The address of a C library symbol, looked up once; 0 when absent.
+    fn symbol(cache: &OnceLock<usize>, handle: *mut libc::c_void, name: &std::ffi::CStr) -> usize {
+        // SAFETY: dlsym with a NUL-terminated name only looks a symbol up.
+        *cache.get_or_init(|| unsafe { libc::dlsym(handle, name.as_ptr()) as usize })
+    }
 
     /// glibc's own `malloc_trim`, which this module's definition hides from the linker.
     fn glibc_malloc_trim() -> Option<TrimFn> {
         static REAL: OnceLock<usize> = OnceLock::new();
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only looks a symbol up.
-        let addr = *REAL.get_or_init(|| unsafe {
-            libc::dlsym(libc::RTLD_NEXT, c"malloc_trim".as_ptr()) as usize
-        });
+        let addr = symbol(&REAL, libc::RTLD_NEXT, c"malloc_trim");
         // SAFETY: a non-null `malloc_trim` from the C library has exactly this signature.
         (addr != 0).then(|| unsafe { std::mem::transmute::<usize, TrimFn>(addr) })
+    }
+
+    /// Free bytes in the heap, from `mallinfo2` when this glibc has it (2.33+).
+    fn free_heap() -> Option<usize> {
+        static INFO: OnceLock<usize> = OnceLock::new();
+        // glibc's RTLD_DEFAULT is the null handle (the libc crate leaves it out for glibc).
+        let addr = symbol(&INFO, std::ptr::null_mut(), c"mallinfo2");
+        // SAFETY: a non-null `mallinfo2` has exactly this signature; it only reads the
+        // arenas' statistics, under their locks.
+        (addr != 0).then(|| unsafe { std::mem::transmute::<usize, InfoFn>(addr)() }.fordblks)
     }
 
     /// Releases free heap memory to the kernel, as glibc's `malloc_trim` does, but only when
@@ -75,9 +91,7 @@ mod glibc {
     /// None beyond glibc's: callable from any thread at any time.
     #[no_mangle]
     pub unsafe extern "C" fn malloc_trim(pad: libc::size_t) -> libc::c_int {
-        // SAFETY: mallinfo2 only reads the arenas' statistics, under their locks.
-        let free = unsafe { libc::mallinfo2() }.fordblks;
-        if free <= KEEP_FREE.load(Ordering::Relaxed) {
+        if free_heap().is_some_and(|free| free <= KEEP_FREE.load(Ordering::Relaxed)) {
             SKIPPED.fetch_add(1, Ordering::Relaxed);
             return 0;
         }
@@ -89,7 +103,7 @@ mod glibc {
     }
 }
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+#[cfg(all(test, target_os = "linux", target_env = "gnu", feature = "glibc-heap"))]
 mod tests {
     use super::*;
 

@@ -1,3 +1,5 @@
+//! The `kompactor` binary: parse the command line, run it, map errors to exit status 1.
+
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -10,13 +12,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = kompactor::cli::Cli::parse();
+    let cli = kompactor::commands::Cli::parse();
     kompactor::progress::init_logging(cli.verbose);
-    match kompactor::run::main(&cli) {
+    match kompactor::commands::run(&cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kompactor: error: {e}");
-            ExitCode::from(kompactor::run::EXIT_ERROR)
+            ExitCode::from(kompactor::commands::EXIT_ERROR)
         }
     }
 }

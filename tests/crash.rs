@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kompactor::discover::discover_node;
+use kompactor::pipeline::discover::discover_node;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

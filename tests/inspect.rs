@@ -3,13 +3,13 @@
 mod common;
 
 use common::*;
-use kompactor::discover::discover_node;
+use kompactor::pipeline::discover::discover_node;
 use serde_json::Value;
 
-fn key_of(t: &Value) -> kompactor::types::TableKey {
-    kompactor::types::TableKey {
-        db: kompactor::types::DbId(t["db_id"].as_u64().unwrap()),
-        table: kompactor::types::TableId(t["table_id"].as_u64().unwrap()),
+fn key_of(t: &Value) -> kompactor::format::ids::TableKey {
+    kompactor::format::ids::TableKey {
+        db: kompactor::format::ids::DbId(t["db_id"].as_u64().unwrap()),
+        table: kompactor::format::ids::TableId(t["table_id"].as_u64().unwrap()),
     }
 }
 
@@ -134,17 +134,18 @@ fn the_run_report_matches_every_fixture() {
                 .join("report.json"),
         );
         assert_eq!(report["run_id"], printed["run_id"]);
+        assert_eq!(report["format_version"], 1);
         assert!(report["started"].is_string() && report["finished"].is_string());
         assert_eq!(report["options"]["window"], "1d");
         for (n, node) in report["nodes"].as_array().unwrap().iter().zip(f.nodes()) {
             let names = table_names(&f, &node);
             let after = discover_node(copy.path(), &node).unwrap();
             for t in n["tables"].as_array().unwrap() {
-                let key = kompactor::types::TableKey {
-                    db: kompactor::types::DbId(t[1]["db"].as_u64().unwrap()),
-                    table: kompactor::types::TableId(t[1]["table"].as_u64().unwrap()),
+                let key = kompactor::format::ids::TableKey {
+                    db: kompactor::format::ids::DbId(t["db_id"].as_u64().unwrap()),
+                    table: kompactor::format::ids::TableId(t["table_id"].as_u64().unwrap()),
                 };
-                let o = &t[2];
+                let o = t;
                 let (db, table) = &names[&key];
                 let want = f.summary()["answers"][&node][db][table]["files"]["row"].clone();
                 assert_eq!(

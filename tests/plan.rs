@@ -54,9 +54,9 @@ fn plan_file_counts_equal_the_servers_for_every_fixture() {
             let tables = node_plan["tables"].as_array().unwrap();
             assert_eq!(tables.len(), names.len(), "{}: tables", f.name);
             for t in tables {
-                let key = kompactor::types::TableKey {
-                    db: kompactor::types::DbId(t["table"]["db"].as_u64().unwrap()),
-                    table: kompactor::types::TableId(t["table"]["table"].as_u64().unwrap()),
+                let key = kompactor::format::ids::TableKey {
+                    db: kompactor::format::ids::DbId(t["table"]["db"].as_u64().unwrap()),
+                    table: kompactor::format::ids::TableId(t["table"]["table"].as_u64().unwrap()),
                 };
                 let (db, table) = &names[&key];
                 assert_eq!(
@@ -108,9 +108,18 @@ fn min_age_and_window_shape_the_plan() {
             .map(|t| t["groups"].as_array().unwrap().len())
             .sum()
     };
+    let merged_files = |v: &Value| -> usize {
+        v["nodes"][0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["groups"].as_array().unwrap())
+            .map(|g| g["inputs"].as_array().unwrap().len())
+            .sum()
+    };
     // Three days of data: every table has three day windows to merge without min-age.
     assert_eq!(groups(&all), 9);
-    assert!(groups(&recent) < groups(&all));
+    assert!(merged_files(&recent) < merged_files(&all));
     // cpu has 432 ten-minute windows, each with two or more files.
     let cpu = ten["nodes"][0]["tables"]
         .as_array()
@@ -335,5 +344,32 @@ fn handmade_alpha_and_3_0_snapshots_are_planned() {
             .iter()
             .all(|f| f["kind"] != "unreferenced"));
         assert_eq!(listing(dir.path()), before);
+    }
+}
+
+#[test]
+fn windows_too_recent_to_merge_whole_are_merged_in_finer_tiers() {
+    let f = fixture("3.10/small");
+    // The default options: 1d windows, the newest hour of each table left alone.
+    let plan = dry_run_json(&f.dir, "node0", &[]);
+    for t in plan["nodes"][0]["tables"].as_array().unwrap() {
+        assert_eq!(t["exceeds_limit_after"], false, "{}", t["label"]);
+        assert!(t["limit_after_reason"].is_null(), "{}", t["label"]);
+        let cutoff = t["min_age_cutoff"].as_i64().unwrap();
+        let mut widths = std::collections::BTreeSet::new();
+        for g in t["groups"].as_array().unwrap() {
+            let (start, end) = (g["window_start"].as_i64().unwrap(), g["window_end"].as_i64().unwrap());
+            widths.insert(end - start);
+            let newest = g["inputs"].as_array().unwrap().iter().map(|x| x["max_time"].as_i64().unwrap()).max().unwrap();
+            assert!(newest <= cutoff, "{}: a group holds data newer than --min-age", t["label"]);
+        }
+        // Old days whole; the newest day in hours, and its last hour in ten-minute windows.
+        let (day, hour, ten) = (86_400_000_000_000i64, 3_600_000_000_000i64, 600_000_000_000i64);
+        assert!(widths.contains(&day) && widths.contains(&hour), "{}: {widths:?}", t["label"]);
+        assert!(widths.iter().all(|w| [day, hour, ten].contains(w)), "{widths:?}");
+        // Only the newest hour is left as the server wrote it.
+        for k in t["skipped"].as_array().unwrap() {
+            assert!(k["window_start"].as_i64().unwrap() + ten > cutoff, "{k}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use kompactor::model::{Checkpoint, Doc, Snapshot, TableIndex, TableIndexMarker};
+use kompactor::format::model::{Checkpoint, Doc, Snapshot, TableIndex, TableIndexMarker};
 use serde_json::Value;
 use std::path::Path;
 

@@ -15,10 +15,10 @@
 
 use clap::Parser;
 use duckdb::Connection;
-use kompactor::discover::discover_node;
-use kompactor::parquet::{read_footer, sql_ident, sql_str, ColumnType};
-use kompactor::plan::{plan_node, PlanOptions};
-use kompactor::types::Nanos;
+use kompactor::pipeline::discover::discover_node;
+use kompactor::format::parquet::{read_footer, sql_ident, sql_str, ColumnType};
+use kompactor::pipeline::plan::{plan_node, PlanOptions};
+use kompactor::format::ids::Nanos;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -40,7 +40,7 @@ struct Args {
     node: String,
 
     /// Compaction window, as kompactor's --window (e.g. 10m, 1h, 1d).
-    #[arg(long, default_value = "1h", value_parser = kompactor::cli::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = kompactor::units::parse_duration)]
     window: Nanos,
 
     /// DuckDB worker threads (default: DuckDB's, the number of CPUs).
@@ -81,6 +81,7 @@ fn run(args: &Args) -> Result<(), String> {
         window: args.window,
         min_age: Nanos(0),
         max_rows_per_file: u64::MAX,
+        include_hidden: false,
     };
     let plans = plan_node(&node, &opts, "baseline");
     let groups: Vec<_> = plans.iter().flat_map(|p| &p.groups).collect();
@@ -106,10 +107,10 @@ fn run(args: &Args) -> Result<(), String> {
         })?;
     // The same allocator settings as kompactor's engine, so that the floor is measured
     // with them too (kompactor's default budget when no limit is given).
-    let budget = kompactor::cli::parse_size(
+    let budget = kompactor::units::parse_size(
         args.memory_limit
             .as_deref()
-            .unwrap_or(kompactor::cli::DEFAULT_MEMORY_LIMIT),
+            .unwrap_or(kompactor::units::DEFAULT_MEMORY_LIMIT),
     )?;
     kompactor::heap::tune(budget);
     let conn = Connection::open_in_memory().map_err(|e| format!("DuckDB: {e}"))?;
@@ -160,7 +161,7 @@ fn run(args: &Args) -> Result<(), String> {
             list.join(", "),
             order.join(", "),
             sql_str(&out.to_string_lossy()),
-            kompactor::merge::ZSTD_LEVEL
+            kompactor::pipeline::merge::ZSTD_LEVEL
         ))
         .map_err(|e| format!("group {i} ({} files): DuckDB: {e}", g.inputs.len()))?;
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);

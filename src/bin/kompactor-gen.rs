@@ -35,11 +35,11 @@
 
 use clap::Parser;
 use duckdb::Connection;
-use kompactor::model::{
+use kompactor::format::model::{
     Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndex, TableIndexMarker,
 };
-use kompactor::parquet::{encode_arrow_schema, sql_ident, sql_str, Column, ColumnType};
-use kompactor::types::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
+use kompactor::format::parquet::{encode_arrow_schema, sql_ident, sql_str, Column, ColumnType};
+use kompactor::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use serde_json::Map;
 use std::collections::BTreeMap;
 use std::fs;
@@ -104,7 +104,7 @@ struct Args {
     rows: Option<u64>,
 
     /// Time between two points of a series; must divide 10m (e.g. 1s, 5s, 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = kompactor::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = kompactor::units::parse_duration)]
     interval: Nanos,
 
     /// Files per table and 10-minute window, one per series group (plus overwrite files).
@@ -735,7 +735,7 @@ fn write_metadata(
     for ((db, table), files) in per_table {
         let totals = DbFiles(vec![(
             DbId(db),
-            kompactor::model::DbTables {
+            kompactor::format::model::DbTables {
                 tables: vec![(TableId(table), files.clone())],
                 extra: Map::new(),
             },

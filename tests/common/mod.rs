@@ -5,10 +5,11 @@
 pub mod server;
 
 use duckdb::types::{TimeUnit, Value as Db};
-use kompactor::discover::{discover_node, list_nodes};
-use kompactor::merge::TableSchema;
-use kompactor::parquet::{read_footers, sql_ident, sql_str, ColumnType};
-use kompactor::types::TableKey;
+use kompactor::format::layout::list_nodes;
+use kompactor::pipeline::discover::discover_node_with;
+use kompactor::pipeline::merge::TableSchema;
+use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
+use kompactor::format::ids::TableKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -147,8 +148,8 @@ pub fn table_names(f: &Fixture, node: &str) -> BTreeMap<TableKey, (String, Strin
                     .unwrap()
             };
             let key = TableKey {
-                db: kompactor::types::DbId(id(&ids["db_id"])),
-                table: kompactor::types::TableId(id(&ids["table_id"])),
+                db: kompactor::format::ids::DbId(id(&ids["db_id"])),
+                table: kompactor::format::ids::TableId(id(&ids["table_id"])),
             };
             out.insert(key, (db.clone(), table.clone()));
         }
@@ -213,15 +214,24 @@ pub fn read_through_metadata(
     data_dir: &Path,
     node: &str,
 ) -> BTreeMap<TableKey, (Vec<String>, BTreeMap<String, ColumnType>)> {
-    let n = discover_node(data_dir, node).unwrap();
+    read_through_metadata_with(data_dir, node, None)
+}
+
+/// Like `read_through_metadata`, for a server that loads `load_window` snapshots.
+pub fn read_through_metadata_with(
+    data_dir: &Path,
+    node: &str,
+    load_window: Option<usize>,
+) -> BTreeMap<TableKey, (Vec<String>, BTreeMap<String, ColumnType>)> {
+    let n = discover_node_with(data_dir, node, load_window).unwrap();
     let conn = duckdb::Connection::open_in_memory().unwrap();
     let mut out = BTreeMap::new();
     for (key, files) in &n.live {
         let paths: Vec<PathBuf> = files.iter().map(|f| data_dir.join(&f.entry.path)).collect();
         let footers = read_footers(&paths).unwrap();
-        let pairs: Vec<(u64, &kompactor::parquet::Footer)> = files
+        let pairs: Vec<(kompactor::format::ids::FileId, &kompactor::format::parquet::Footer)> = files
             .iter()
-            .map(|f| f.entry.id.0)
+            .map(|f| f.entry.id)
             .zip(footers.iter())
             .collect();
         let schema = TableSchema::union(&pairs).unwrap();

@@ -6,8 +6,8 @@
 //! group's inputs may be replaced.
 
 use crate::error::{Error, Result};
-use crate::parquet::{sql_ident, Column, ColumnType};
-use crate::types::Nanos;
+use crate::format::parquet::{sql_ident, Column, ColumnType};
+use crate::format::ids::Nanos;
 use duckdb::Connection;
 use serde::{Deserialize, Serialize};
 

@@ -6,17 +6,18 @@
 //! rewritten without it (keeping its modification time), the checkpoints rewritten and one
 //! added that covers the new snapshot, and the table index set aside for the server to
 //! rebuild. It stages them in the run directory with copies of the originals; the journal
-//! ([`crate::journal::apply`]) then puts them in place in a crash-safe order.
+//! ([`crate::durable::journal::apply`]) then puts them in place in a crash-safe order.
 
-use crate::discover::LiveFile;
-use crate::discover::{Node, STATE_DIR};
+use crate::pipeline::discover::LiveFile;
+use crate::format::layout::STATE_DIR;
+use crate::pipeline::discover::Node;
 use crate::error::{Error, Result};
-use crate::fsutil::Batch;
-use crate::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
-use crate::merge::{Merged, Output};
-use crate::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
-use crate::plan::Group;
-use crate::types::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::durable::fsutil::Batch;
+use crate::durable::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
+use crate::pipeline::merge::{Merged, Output};
+use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
+use crate::pipeline::plan::Group;
+use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -124,7 +125,7 @@ pub fn prepare_node(
     let mut relisted = 0;
     let falls_out = if node.checkpoints.is_empty() {
         let count_after = node.snapshots.len() + 1;
-        let window = node.generation.default_load_window();
+        let window = node.load_window;
         count_after
             .checked_sub(window + 1)
             .map(|i| node.snapshots[i].seq)
@@ -147,7 +148,7 @@ pub fn prepare_node(
         }
         if Some(s.seq) == falls_out {
             // Keep the snapshot's still-live files visible by listing them in the new one.
-            let keep: Vec<(crate::types::DbId, crate::types::TableId, FileEntry)> = doc
+            let keep: Vec<(crate::format::ids::DbId, crate::format::ids::TableId, FileEntry)> = doc
                 .value
                 .databases
                 .iter()

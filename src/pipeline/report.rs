@@ -1,10 +1,12 @@
 //! What the operator sees: the plan, the findings, and the summary of a run.
 
-use crate::commit::Committed;
-use crate::discover::{Finding, Generation, Node};
-use crate::merge::Merged;
-use crate::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
-use crate::types::TableKey;
+use crate::pipeline::commit::Committed;
+use crate::pipeline::discover::{summarize, Finding, Generation, Node};
+use crate::pipeline::merge::Merged;
+use crate::pipeline::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
+use crate::format::ids::{DbId, TableId};
+use crate::pipeline::space::SpaceEstimate;
+use crate::units::human_bytes;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -50,6 +52,13 @@ pub struct TableOutcome {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub groups_merged: usize,
+    /// Of those, the windows that came prepared (`kompactor prepare`), checked and taken as
+    /// they were; the others were merged during this run.
+    pub windows_prepared: usize,
+    /// Files hidden by the load window that were merged (`--include-hidden`), and their rows:
+    /// visible again after the restart.
+    pub files_revived: usize,
+    pub rows_revived: u64,
     /// Groups that failed while merging or verifying; their inputs are untouched.
     pub groups_failed: Vec<GroupFailure>,
     /// Windows the plan left alone, and why (too recent, or a damaged input).
@@ -73,13 +82,18 @@ impl TableOutcome {
     }
 
     /// Accounts for one merged group.
+    /// Accounts for one merged group. Revived inputs were not counted before (the server
+    /// did not see them), so only the live inputs leave the counts.
     pub fn merged(&mut self, g: &Group, m: &Merged) {
         self.groups_merged += 1;
-        self.files_after = self.files_after + m.outputs.len() - g.inputs.len();
-        self.rows_in_files_after = self.rows_in_files_after + m.rows_out - m.rows_in;
+        self.files_after = self.files_after + m.outputs.len() - (g.inputs.len() - g.revived);
+        self.rows_in_files_after =
+            self.rows_in_files_after + m.rows_out - (m.rows_in - g.rows_revived);
         self.duplicates_removed += m.rows_in - m.rows_out;
-        self.bytes_after =
-            self.bytes_after + m.outputs.iter().map(|x| x.size_bytes).sum::<u64>() - g.bytes;
+        self.bytes_after = self.bytes_after + m.outputs.iter().map(|x| x.size_bytes).sum::<u64>()
+            - (g.bytes - g.bytes_revived);
+        self.files_revived += g.revived;
+        self.rows_revived += g.rows_revived;
     }
 }
 
@@ -91,9 +105,42 @@ pub struct GroupFailure {
     pub reason: String,
 }
 
-/// Everything a run did, per node and table.
+/// The options a compaction was started with, as the operator would type them.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOptions {
+    pub hosts: Vec<String>,
+    /// `--window`, e.g. `1d`.
+    pub window: String,
+    /// `--min-age`, e.g. `1h`.
+    pub min_age: String,
+    pub max_rows_per_file: u64,
+    /// `--threads`; `null` for all CPUs.
+    pub threads: Option<u32>,
+    /// `--memory-limit`, in MiB, e.g. `953MiB`.
+    pub memory_limit: String,
+    pub dry_run: bool,
+    /// `--include-hidden`.
+    pub include_hidden: bool,
+    /// `--load-window`; `null` for the release's default.
+    pub load_window: Option<u64>,
+}
+
+/// The plan of a compaction: the `--dry-run --json` document and a run's `plan.json`.
+#[derive(Debug, Serialize)]
+pub struct PlanDoc {
+    pub format_version: u32,
+    pub data_dir: String,
+    pub dry_run: bool,
+    pub options: RunOptions,
+    /// The disk space the run needs, and what is free.
+    pub space: SpaceEstimate,
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Everything a run did, per node and table: `report.json` and the `--json` document.
 #[derive(Debug, Serialize)]
 pub struct RunReport {
+    pub format_version: u32,
     pub run_id: String,
     pub data_dir: String,
     /// RFC 3339 UTC.
@@ -101,29 +148,39 @@ pub struct RunReport {
     pub finished: String,
     pub seconds: f64,
     /// The options the run was started with.
-    pub options: serde_json::Value,
+    pub options: RunOptions,
     pub nodes: Vec<NodeRun>,
 }
 
+/// What a run did on one node.
 #[derive(Debug, Serialize)]
 pub struct NodeRun {
     pub node: String,
+    /// The commit, when anything on the node changed.
     pub committed: Option<Committed>,
-    pub tables: Vec<(String, TableKey, TableOutcome)>,
+    pub tables: Vec<TableRun>,
 }
 
-fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
+/// What a run did to one table.
+#[derive(Debug, Serialize)]
+pub struct TableRun {
+    /// `db.table` (names from paths up to 3.5) or `db_id/table_id`.
+    pub table: String,
+    pub db_id: DbId,
+    pub table_id: TableId,
+    #[serde(flatten)]
+    pub outcome: TableOutcome,
+}
+
+impl TableRun {
+    /// The outcome of a planned table.
+    pub fn new(plan: &TablePlan, outcome: TableOutcome) -> TableRun {
+        TableRun {
+            table: plan.label.clone(),
+            db_id: plan.table.db,
+            table_id: plan.table.table,
+            outcome,
+        }
     }
 }
 
@@ -175,18 +232,27 @@ pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
                 limit_label(t.files_after)
             );
         }
-        if !n.findings.is_empty() {
+        let lines = summarize(&n.findings, verbose);
+        if !lines.is_empty() {
             let _ = writeln!(s, "  findings:");
-            let mut unreferenced = 0;
-            for f in &n.findings {
-                if matches!(f, Finding::Unreferenced { .. }) && !verbose {
-                    unreferenced += 1;
-                    continue;
-                }
-                let _ = writeln!(s, "  - {}", f.describe());
+            for l in lines {
+                let _ = writeln!(s, "  - {l}");
             }
-            if unreferenced > 0 {
-                let _ = writeln!(s, "  - {unreferenced} Parquet file(s) on disk are not live (--verbose lists them)");
+        }
+        for t in n.tables.iter().filter(|t| t.files_revived > 0) {
+            let _ = writeln!(
+                s,
+                "  {}: {} hidden file(s), {} rows, {} .. {}, become visible again (--include-hidden)",
+                t.label,
+                t.files_revived,
+                t.rows_revived,
+                t.hidden_min_time.to_rfc3339(),
+                t.hidden_max_time.to_rfc3339()
+            );
+        }
+        for t in &n.tables {
+            if let Some(why) = &t.limit_after_reason {
+                let _ = writeln!(s, "  {} stays over the {QUERY_FILE_LIMIT}-file limit: {why}", t.label);
             }
         }
         if verbose {
@@ -276,9 +342,18 @@ pub fn run_text(r: &RunReport) -> String {
                 let _ = writeln!(s, "\nnode {}: nothing to do", n.node);
             }
         }
+        let prepared: usize = n.tables.iter().map(|t| t.outcome.windows_prepared).sum();
+        if prepared > 0 {
+            let merged: usize = n.tables.iter().map(|t| t.outcome.groups_merged).sum();
+            let _ = writeln!(
+                s,
+                "  {prepared} window(s) came prepared, {} merged during this run",
+                merged - prepared
+            );
+        }
         if n.tables
             .iter()
-            .any(|(_, _, o)| o.groups_merged > 0 || !o.groups_failed.is_empty())
+            .any(|t| t.outcome.groups_merged > 0 || !t.outcome.groups_failed.is_empty())
         {
             let _ = writeln!(
                 s,
@@ -286,7 +361,7 @@ pub fn run_text(r: &RunReport) -> String {
                 "table", "files", "rows in files", "dups", "bytes"
             );
         }
-        for (label, _, o) in &n.tables {
+        for TableRun { table: label, outcome: o, .. } in &n.tables {
             if o.groups_merged == 0
                 && o.groups_failed.is_empty()
                 && !o.windows_skipped.iter().any(|k| k.blocked)

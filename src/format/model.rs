@@ -4,7 +4,7 @@
 //! keep their order, unknown keys are kept in `extra` and written back, and a document is
 //! written back with its keys in the order it was read.
 
-use crate::types::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
+use crate::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -116,14 +116,9 @@ impl Totals {
         }
     }
 
-    /// Stores the totals in a document's four summary keys.
-    fn write_to(self, size: &mut u64, rows: &mut u64, min: &mut Nanos, max: &mut Nanos) {
-        (*size, *rows, *min, *max) = (
-            self.parquet_size_bytes,
-            self.row_count,
-            self.min_time,
-            self.max_time,
-        );
+    /// The four summary keys' values, in the order documents hold them.
+    fn parts(self) -> (u64, u64, Nanos, Nanos) {
+        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time)
     }
 }
 
@@ -161,12 +156,8 @@ impl Snapshot {
 
     /// Sets `parquet_size_bytes`, `row_count`, `min_time`, `max_time` from the added files.
     pub fn recompute_totals(&mut self) {
-        self.databases.totals().write_to(
-            &mut self.parquet_size_bytes,
-            &mut self.row_count,
-            &mut self.min_time,
-            &mut self.max_time,
-        );
+        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time) =
+            self.databases.totals().parts();
     }
 }
 
@@ -197,12 +188,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Sets the totals from the month's files.
     pub fn recompute_totals(&mut self) {
-        self.databases.totals().write_to(
-            &mut self.parquet_size_bytes,
-            &mut self.row_count,
-            &mut self.min_time,
-            &mut self.max_time,
-        );
+        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time) =
+            self.databases.totals().parts();
     }
 }
 
@@ -245,7 +232,11 @@ pub struct Doc<T> {
 impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// Parses JSON text; the error is serde_json's, with line and column.
     pub fn parse(text: &[u8]) -> Result<Doc<T>, serde_json::Error> {
-        let raw: Value = serde_json::from_slice(text)?;
+        Doc::from_value(serde_json::from_slice(text)?)
+    }
+
+    /// Interprets an already parsed JSON value, keeping its key order.
+    pub fn from_value(raw: Value) -> Result<Doc<T>, serde_json::Error> {
         let key_order = match &raw {
             Value::Object(m) => m.keys().cloned().collect(),
             _ => Vec::new(),

@@ -1,8 +1,8 @@
 //! Interlocks: one kompactor at a time per data dir, and none while a server uses it.
 
 use crate::error::{Error, Result};
-use crate::fsutil::create_dir_all;
-use crate::journal::RunDirs;
+use crate::durable::fsutil::create_dir_all;
+use crate::durable::journal::RunDirs;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -216,12 +216,7 @@ pub fn for_change(
     dry_run: bool,
     allow_running_server: bool,
 ) -> Result<Option<Lock>> {
-    if !data_dir.is_dir() {
-        return Err(
-            Error::at(data_dir, "data dir does not exist or is not a directory")
-                .hint("pass the directory given to `influxdb3 serve --data-dir`"),
-        );
-    }
+    crate::format::layout::check_data_dir(data_dir)?;
     if dry_run {
         return Ok(None);
     }

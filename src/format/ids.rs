@@ -66,14 +66,24 @@ impl Nanos {
     pub const MIN: Nanos = Nanos(i64::MIN);
     pub const MAX: Nanos = Nanos(i64::MAX);
 
-    /// Renders the time as RFC 3339 UTC with nanoseconds, or the raw number if out of range.
-    pub fn to_rfc3339(self) -> String {
+    /// The time as a UTC date-time, or `None` beyond chrono's range.
+    pub fn to_utc(self) -> Option<chrono::DateTime<chrono::Utc>> {
         let secs = self.0.div_euclid(1_000_000_000);
         let nsec = self.0.rem_euclid(1_000_000_000) as u32;
-        match chrono::DateTime::from_timestamp(secs, nsec) {
-            Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string(),
+        chrono::DateTime::from_timestamp(secs, nsec)
+    }
+
+    /// Renders the time with a chrono format string (UTC), or the raw number if out of range.
+    pub fn format(self, fmt: &str) -> String {
+        match self.to_utc() {
+            Some(t) => t.format(fmt).to_string(),
             None => self.0.to_string(),
         }
+    }
+
+    /// Renders the time as RFC 3339 UTC with nanoseconds, or the raw number if out of range.
+    pub fn to_rfc3339(self) -> String {
+        self.format("%Y-%m-%dT%H:%M:%S%.9fZ")
     }
 
     /// The start of the `window`-long interval (aligned to the epoch) that holds this time.

@@ -5,9 +5,9 @@
 //! damage: this module tells it apart from a lost file, so that discovery can leave it out of
 //! the live set and the commit can drop it from the metadata.
 
-use crate::discover::Node;
-use crate::model::{FileEntry, TableIndex};
-use crate::types::{FileId, Nanos, SnapshotSeq, TableKey};
+use super::node::Node;
+use crate::format::model::{FileEntry, TableIndex};
+use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,7 +32,7 @@ impl TableIndexView {
             if p.to_string_lossy().ends_with("index.info.json")
                 && p.starts_with(node.dir.join("db-indices"))
             {
-                let doc = crate::model::Doc::<TableIndex>::parse(&bytes).ok()?;
+                let doc = crate::format::model::Doc::<TableIndex>::parse(&bytes).ok()?;
                 listed.extend(doc.value.files.iter().map(|f| f.id));
             } else {
                 // A table snapshot not yet folded into the index: every file entry it names

@@ -47,34 +47,27 @@ pub fn atomic_write(
     mtime: Option<SystemTime>,
 ) -> Result<()> {
     create_dir_all(tmp_dir)?;
-    let tmp = tempfile::Builder::new()
+    // Removed when dropped, on any error below, until it is persisted under its name.
+    let mut tmp = tempfile::Builder::new()
         .prefix("meta-")
         .tempfile_in(tmp_dir)
         .map_err(|e| Error::io(tmp_dir, "create a temporary file in", e))?;
-    let (mut file, tmp_path) = tmp
-        .keep()
-        .map_err(|e| Error::new(format!("could not keep temporary file: {e}")))?;
-    let result = (|| {
-        file.write_all(bytes)
-            .map_err(|e| Error::io(&tmp_path, "write", e))?;
-        if let Some(t) = mtime {
-            file.set_modified(t)
-                .map_err(|e| Error::io(&tmp_path, "set the modification time of", e))?;
-        }
-        file.sync_all()
-            .map_err(|e| Error::io(&tmp_path, "fsync", e))?;
-        drop(file);
-        if let Some(parent) = dest.parent() {
-            create_dir_all(parent)?;
-        }
-        fs::rename(&tmp_path, dest)
-            .map_err(|e| Error::io(dest, "rename a new version into place at", e))?;
-        fsync_dir(dest.parent().expect("destination has a parent"))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp_path);
+    let tmp_path = tmp.path().to_path_buf();
+    tmp.write_all(bytes)
+        .map_err(|e| Error::io(&tmp_path, "write", e))?;
+    if let Some(t) = mtime {
+        tmp.as_file()
+            .set_modified(t)
+            .map_err(|e| Error::io(&tmp_path, "set the modification time of", e))?;
     }
-    result
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(&tmp_path, "fsync", e))?;
+    let parent = dest.parent().expect("destination has a parent");
+    create_dir_all(parent)?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io(dest, "rename a new version into place at", e.error))?;
+    fsync_dir(parent)
 }
 
 /// File changes made durable together, by `finish`: the new files, then every directory a

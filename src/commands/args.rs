@@ -1,0 +1,162 @@
+//! Argument groups several commands share: the data dir, the nodes, the merge engine.
+
+use crate::pipeline::merge::EngineOptions;
+use crate::format::ids::Nanos;
+use crate::pipeline::plan::PlanOptions;
+use crate::units::{parse_duration, parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// The data dir, as a positional argument or `--data-dir` (as `influxdb3 serve` names it).
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// The InfluxDB 3 data dir: the directory given to `influxdb3 serve --data-dir`.
+    #[arg(value_name = "DATA_DIR", required_unless_present = "data_dir_flag")]
+    data_dir: Option<PathBuf>,
+
+    /// Same as DATA_DIR.
+    #[arg(
+        long = "data-dir",
+        value_name = "DATA_DIR",
+        conflicts_with = "data_dir"
+    )]
+    data_dir_flag: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The data dir, however it was given.
+    pub fn path(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .or(self.data_dir_flag.as_deref())
+            .expect("clap requires one")
+    }
+}
+
+/// The nodes to work on.
+#[derive(Args, Debug, Clone)]
+pub struct Hosts {
+    /// Node ids, comma-separated (the `--node-id` the server runs with).
+    #[arg(
+        long = "hosts",
+        alias = "node-id",
+        value_name = "NODE[,NODE...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub hosts: Vec<String>,
+}
+
+/// How much of the machine a merging command may use, and the running-server override.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// DuckDB worker threads, and how many windows are merged at once (at most 4)
+    /// (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+
+    /// Memory budget, e.g. `256MB`, `2GB`: DuckDB gets four fifths of it and spills
+    /// beyond that to DATA_DIR/.kompactor/tmp/; the rest is headroom for what it does not
+    /// count (readers, writers, threads).
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MEMORY_LIMIT, value_parser = parse_size)]
+    pub memory_limit: MemoryBudget,
+
+    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
+    /// who know the detection is wrong: changing a data dir under a running server loses data.
+    #[arg(long)]
+    pub allow_running_server: bool,
+}
+
+impl EngineArgs {
+    /// The merge engine's options, spilling to `spill_dir`.
+    pub fn engine_options(&self, spill_dir: PathBuf) -> EngineOptions {
+        EngineOptions {
+            spill_dir,
+            threads: self.threads,
+            memory_limit: self.memory_limit,
+        }
+    }
+}
+
+
+/// What kompactor must know of how the server runs, when it is not the release's default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// How many of the newest snapshots the server loads at startup, if it runs with a
+    /// `--gen1-lookback-duration` other than the default (lookback / gen1 duration; the
+    /// default is 4383 from 3.2, 1000 before). Ignored for nodes with checkpoints.
+    #[arg(long, value_name = "SNAPSHOTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub load_window: Option<u64>,
+}
+
+impl ServerArgs {
+    /// The load window, as discovery takes it.
+    pub fn load_window(&self) -> Option<usize> {
+        self.load_window.map(|n| n as usize)
+    }
+}
+
+/// The options that shape a compaction's plan (shared by `prepare`, so that what it
+/// prepares is what the compaction plans).
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Compaction window: files are merged only with files of the same window.
+    ///
+    /// `10m` keeps the server's own gen1 windows: the output keeps the inputs' chunk_time, so a
+    /// point overwritten after compaction is still deduplicated by the server. Wider windows
+    /// (`1h`, `1d`) give fewer files; a later overwrite of a point inside a merged window is
+    /// then not deduplicated against it (the server would return both rows).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub window: Nanos,
+
+    /// Leave alone windows holding data less than this older than the table's newest data.
+    ///
+    /// Late writes and overwrites land in the most recent windows, and rows still only in the
+    /// WAL belong to them too; merging those windows wider than 10m could make a later
+    /// overwrite show up twice. One hour covers the server's own persistence delay and
+    /// typical late-arriving data; raise it if your writers backfill further back. `0` merges
+    /// every window.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_age: Nanos,
+
+    /// Split a window's output by time so that no file holds more rows than this (rows that
+    /// share one timestamp are never split, so only a file of a single timestamp can hold
+    /// more).
+    #[arg(long, value_name = "ROWS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_file: u64,
+
+    /// Also merge the files the server's load window hides (listed only in snapshots it no
+    /// longer loads), so that their rows are visible again after the restart. Off by
+    /// default: the default run keeps every answer exactly as it is. See the README.
+    #[arg(long)]
+    pub include_hidden: bool,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl PlanArgs {
+    /// The planner's options.
+    pub fn options(&self) -> PlanOptions {
+        PlanOptions {
+            window: self.window,
+            min_age: self.min_age,
+            max_rows_per_file: self.max_rows_per_file,
+            include_hidden: self.include_hidden,
+        }
+    }
+}
+
+/// The arguments of the read-only commands, `status` and `verify`.
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    #[command(flatten)]
+    pub hosts: Hosts,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}

@@ -1,0 +1,468 @@
+//! The default command: plan, then either show the plan (dry run) or merge, verify, commit
+//! and report.
+
+use crate::commands::args::{DataDir, EngineArgs, Hosts, PlanArgs};
+use crate::commands::{new_run_id, start, EXIT_OK, EXIT_PARTIAL};
+use crate::durable::apply::{apply_or_recover, recover};
+use crate::durable::fsutil::{create_dir_all, Batch};
+use crate::durable::interlock::Lock;
+use crate::durable::journal::{Manifest, RunDirs, RunState, GUARD_NAME};
+use crate::error::{Error, Result};
+use crate::format::ids::TableKey;
+use crate::format::layout::check_hosts;
+use crate::format::parquet::read_footers;
+use crate::json;
+use crate::pipeline::commit::{prepare_node, Change, Committed};
+use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
+use crate::pipeline::merge::{Engine, Merged};
+use crate::pipeline::plan::{plan_node, Group, TablePlan};
+use crate::pipeline::report::{
+    plan_text, run_text, GroupFailure, NodeReport, NodeRun, PlanDoc, RunOptions, RunReport,
+    TableOutcome, TableRun,
+};
+use crate::pipeline::space::{estimate, SpaceEstimate};
+use crate::pipeline::prepared::Prepared;
+use crate::pipeline::workers::{merge_all, GroupResult};
+use crate::units::format_duration;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The default command: plan and compact.
+#[derive(Args, Debug, Clone)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+
+    #[command(flatten)]
+    pub hosts: Hosts,
+
+    /// Print the plan and change nothing under DATA_DIR.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the plan (or the run's report) as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub plan: PlanArgs,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Errors if a guard is left in a node that no unfinished run explains.
+fn refuse_orphan_guards(data_dir: &Path, hosts: &[String]) -> Result<()> {
+    for h in hosts {
+        let guard = data_dir.join(h).join("snapshots").join(GUARD_NAME);
+        if guard.exists() {
+            let text = std::fs::read_to_string(&guard).unwrap_or_default();
+            return Err(Error::at(&guard, format!("a kompactor commit guard is left here and no unfinished run explains it: {}", text.lines().next().unwrap_or("")))
+                .hint("look at .kompactor/runs/ (kompactor runs DATA_DIR); once the node's metadata is known to be consistent (kompactor verify), remove this file"));
+        }
+    }
+    Ok(())
+}
+
+/// `kompactor <DATA_DIR> --hosts ...`: plans, then compacts or (dry run) shows the plan.
+pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
+    if args.plan.window.0 <= 0 {
+        return Err(Error::new("--window must be longer than zero"));
+    }
+    let data_dir = args.data_dir.path();
+    let hosts = &args.hosts.hosts;
+    check_hosts(data_dir, hosts)?;
+    // Locked before reading anything, so that no other run can commit between our reading
+    // the metadata and our commit.
+    let lock = start(data_dir, args.dry_run, args.engine.allow_running_server, quiet)?;
+    if !args.dry_run {
+        refuse_orphan_guards(data_dir, hosts)?;
+    }
+    let opts = args.plan.options();
+    let run_id = new_run_id();
+    let nodes = discover_all(data_dir, hosts, args.plan.server.load_window())?;
+    let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
+    let space = estimate(data_dir, &nodes, &plans, args.engine.memory_limit)?;
+    match lock {
+        None => dry_run(args, quiet, verbose, &nodes, plans, space),
+        Some(lock) => {
+            // Refused before anything changes; a write that fails for space anyway says
+            // how much the run needed.
+            space.check()?;
+            // The lock is held until the failed run is rolled back too.
+            compact(args, quiet, &run_id, &nodes, plans, &space, &lock).map_err(|e| {
+                // Whatever failed, the run is brought to an end now (rolled back before its
+                // commit point) rather than by the next invocation, so the disk is freed.
+                if let Err(r) = recover(data_dir, false) {
+                    log::error!("rolling the failed run back failed too: {r}");
+                }
+                if e.out_of_space {
+                    let hint = space.explain_failure();
+                    e.hint(hint)
+                } else {
+                    e
+                }
+            })
+        }
+    }
+}
+
+fn header(args: &CompactArgs, what: &str) -> String {
+    format!(
+        "kompactor {what} for {} (window {}, min-age {}, at most {} rows per file)",
+        args.data_dir.path().display(),
+        format_duration(args.plan.window),
+        format_duration(args.plan.min_age),
+        args.plan.max_rows_per_file
+    )
+}
+
+fn options(args: &CompactArgs) -> RunOptions {
+    RunOptions {
+        hosts: args.hosts.hosts.clone(),
+        window: format_duration(args.plan.window),
+        min_age: format_duration(args.plan.min_age),
+        max_rows_per_file: args.plan.max_rows_per_file,
+        threads: args.engine.threads,
+        memory_limit: args.engine.memory_limit.to_string(),
+        dry_run: args.dry_run,
+        include_hidden: args.plan.include_hidden,
+        load_window: args.plan.server.load_window,
+    }
+}
+
+fn plan_doc(args: &CompactArgs, nodes: Vec<NodeReport>, space: SpaceEstimate) -> PlanDoc {
+    PlanDoc {
+        format_version: json::FORMAT_VERSION,
+        data_dir: args.data_dir.path().display().to_string(),
+        dry_run: args.dry_run,
+        options: options(args),
+        space,
+        nodes,
+    }
+}
+
+fn dry_run(
+    args: &CompactArgs,
+    quiet: bool,
+    verbose: bool,
+    nodes: &[Node],
+    plans: Vec<Vec<TablePlan>>,
+    space: SpaceEstimate,
+) -> Result<ExitCode> {
+    // Read every input footer now, so that a file the run could not merge shows up here.
+    let data_dir = args.data_dir.path();
+    for p in plans.iter().flatten() {
+        for g in &p.groups {
+            let paths: Vec<PathBuf> = g
+                .inputs
+                .iter()
+                .map(|f| data_dir.join(&f.entry.path))
+                .collect();
+            read_footers(&paths)?;
+        }
+    }
+    let reports: Vec<NodeReport> = nodes
+        .iter()
+        .zip(plans)
+        .map(|(n, t)| NodeReport::new(n, t))
+        .collect();
+    if args.json {
+        json::print(&plan_doc(args, reports, space));
+    } else if !quiet {
+        print!(
+            "{}",
+            plan_text(
+                &reports,
+                &header(args, "dry run (nothing is changed)"),
+                verbose
+            )
+        );
+        println!("\ndisk: {}", space.summary());
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn compact(
+    args: &CompactArgs,
+    quiet: bool,
+    run_id: &str,
+    nodes: &[Node],
+    plans: Vec<Vec<TablePlan>>,
+    space: &SpaceEstimate,
+    lock: &Lock,
+) -> Result<ExitCode> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let data_dir = args.data_dir.path();
+    let dirs = RunDirs::new(data_dir, run_id);
+    for n in nodes {
+        // Purged and hidden entries are normal state (the report counts them); the rest is
+        // worth a warning, a few lines per kind however many files it concerns.
+        let (info, warn): (Vec<Finding>, Vec<Finding>) = n
+            .findings
+            .iter()
+            .cloned()
+            .partition(|f| matches!(f, Finding::Purged { .. } | Finding::Hidden { .. }));
+        for l in summarize(&info, false) {
+            log::info!("node {}: {l}", n.id);
+        }
+        for l in summarize(&warn, false) {
+            log::warn!("node {}: {l}", n.id);
+        }
+    }
+    // Purged entries alone are worth a commit: it drops them from the metadata.
+    let purged_entries: usize = nodes
+        .iter()
+        .flat_map(|n| n.purged.values())
+        .map(|t| t.entries.len())
+        .sum();
+    let total_groups: usize = plans.iter().flatten().map(|p| p.groups.len()).sum();
+    let blocked: usize = plans
+        .iter()
+        .flatten()
+        .map(|p| p.skipped.iter().filter(|k| k.blocked).count())
+        .sum();
+    let mut report = RunReport {
+        format_version: json::FORMAT_VERSION,
+        run_id: run_id.to_string(),
+        data_dir: data_dir.display().to_string(),
+        started: started_at.to_rfc3339(),
+        finished: String::new(),
+        seconds: 0.0,
+        options: options(args),
+        nodes: Vec::new(),
+    };
+    let mut failures = 0;
+    let mut manifest = Manifest::default();
+    let mut committed: BTreeMap<String, Committed> = BTreeMap::new();
+    if total_groups > 0 || purged_entries > 0 {
+        lock.record_holder();
+        dirs.set_state(RunState::Merging)?;
+        let reports: Vec<NodeReport> = nodes
+            .iter()
+            .zip(plans.iter())
+            .map(|(n, t)| NodeReport::new(n, t.clone()))
+            .collect();
+        let plan = json::to_string(&plan_doc(args, reports, space.clone()));
+        dirs.write_run_file("plan.json", plan.as_bytes(), None)?;
+        let spill = dirs.tmp().join("spill");
+        let out_dir = dirs.tmp().join("out");
+        create_dir_all(&spill)?;
+        create_dir_all(&out_dir)?;
+        let engine = Engine::new(&args.engine.engine_options(spill))?;
+        let rows_total: u64 = plans
+            .iter()
+            .flatten()
+            .flat_map(|p| &p.groups)
+            .map(|g| g.rows)
+            .sum();
+        let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
+        let t = Instant::now();
+        let (results, prepared) =
+            take_prepared_then_merge(&engine, &jobs, data_dir, &out_dir, args)?;
+        // A full disk would fail every window after it too: the run stops there.
+        if let Some(i) = results
+            .iter()
+            .position(|(r, _)| r.as_ref().is_err_and(|e| e.out_of_space))
+        {
+            let (r, _) = results.into_iter().nth(i).expect("found");
+            return Err(r.expect_err("an error"));
+        }
+        // The outputs were written without an fsync each (a worker would wait for the disk
+        // once a window); they are made durable together, before anything refers to them.
+        let mut outputs = Batch::default();
+        for (m, _) in &results {
+            for o in m.iter().flat_map(|m| &m.outputs) {
+                outputs.adopt(&o.tmp_path);
+            }
+        }
+        outputs.finish()?;
+        let mut results = results.into_iter();
+        let mut prepared = prepared.into_iter();
+        log::debug!(
+            "merging took {:.2}s ({} heap trims skipped)",
+            t.elapsed().as_secs_f64(),
+            crate::heap::trims_skipped()
+        );
+        for (node, tables) in nodes.iter().zip(&plans) {
+            let mut merged: Vec<(&Group, Merged)> = Vec::new();
+            let mut outcomes: BTreeMap<TableKey, TableOutcome> = BTreeMap::new();
+            for t in tables {
+                let o = outcomes
+                    .entry(t.table)
+                    .or_insert_with(|| TableOutcome::before(t));
+                for g in &t.groups {
+                    let (result, secs) = results.next().expect("one result per group");
+                    let was_prepared = prepared.next().expect("one flag per group");
+                    o.seconds += secs;
+                    match result {
+                        Ok(m) => {
+                            o.merged(g, &m);
+                            o.windows_prepared += usize::from(was_prepared);
+                            merged.push((g, m));
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            log::warn!(
+                                "node {} table {} window {}: skipped: {e}",
+                                node.id,
+                                t.label,
+                                g.window_start.to_rfc3339()
+                            );
+                            o.groups_failed.push(GroupFailure {
+                                window_start: g.window_start.to_rfc3339(),
+                                inputs: g.inputs.len(),
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            if !merged.is_empty() || !node.purged.is_empty() {
+                let changes: Vec<Change> =
+                    merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
+                let t = Instant::now();
+                let (m, c) = prepare_node(node, &changes, &dirs)?;
+                log::debug!(
+                    "node {}: staging the metadata took {:.2}s",
+                    node.id,
+                    t.elapsed().as_secs_f64()
+                );
+                manifest.nodes.push(m);
+                committed.insert(node.id.clone(), c);
+            }
+            report.nodes.push(NodeRun {
+                node: node.id.clone(),
+                committed: None,
+                tables: tables
+                    .iter()
+                    .map(|t| TableRun::new(t, outcomes.remove(&t.table).unwrap_or_default()))
+                    .collect(),
+            });
+        }
+        drop(engine);
+        log::info!(
+            "merged {} of {total_groups} group(s), {rows_total} input rows",
+            total_groups - failures
+        );
+        if manifest.nodes.is_empty() {
+            recover(data_dir, false)?;
+        } else {
+            let t = Instant::now();
+            apply_or_recover(&dirs, &manifest)?;
+            log::debug!("committing took {:.2}s", t.elapsed().as_secs_f64());
+            for n in &mut report.nodes {
+                n.committed = committed.remove(&n.node);
+            }
+        }
+    } else {
+        report.nodes = nodes
+            .iter()
+            .zip(&plans)
+            .map(|(n, tables)| NodeRun {
+                node: n.id.clone(),
+                committed: None,
+                tables: tables
+                    .iter()
+                    .map(|t| TableRun::new(t, TableOutcome::before(t)))
+                    .collect(),
+            })
+            .collect();
+    }
+    // Prepared windows not taken by now belong to windows that changed: of no more use.
+    Prepared::remove_all(data_dir)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.finished = chrono::Utc::now().to_rfc3339();
+    if total_groups > 0 || purged_entries > 0 {
+        dirs.write_run_file("report.json", json::to_string(&report).as_bytes(), None)?;
+    }
+    if args.json {
+        json::print(&report);
+    } else if !quiet {
+        print!("{}", run_text(&report));
+    }
+    Ok(ExitCode::from(if failures + blocked > 0 {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    }))
+}
+
+/// Takes the windows prepared while the server ran (checked against their inputs and
+/// checksums) and merges the others; results and whether each came prepared, in job order.
+fn take_prepared_then_merge(
+    engine: &Engine,
+    jobs: &[&Group],
+    data_dir: &Path,
+    out_dir: &Path,
+    args: &CompactArgs,
+) -> Result<(Vec<GroupResult>, Vec<bool>)> {
+    let store = Prepared::load(data_dir)?;
+    let mut taken: Vec<Option<GroupResult>> = Vec::with_capacity(jobs.len());
+    let mut fresh: Vec<&Group> = Vec::new();
+    for g in jobs {
+        let t = Instant::now();
+        match store.take(engine.conn(), g, out_dir) {
+            Ok(Some(m)) => taken.push(Some((Ok(m), t.elapsed().as_secs_f64()))),
+            Ok(None) => {
+                taken.push(None);
+                fresh.push(g);
+            }
+            Err(why) => {
+                log::warn!(
+                    "node {} table {} window {}: the prepared window is not used ({why}); merging it now",
+                    g.node,
+                    g.table,
+                    g.window_start.to_rfc3339()
+                );
+                taken.push(None);
+                fresh.push(g);
+            }
+        }
+    }
+    let used: Vec<bool> = taken.iter().map(Option::is_some).collect();
+    for w in store.unused(jobs, &used) {
+        log::info!(
+            "node {} table {} window {}: prepared window not used: {}",
+            w.node,
+            w.table,
+            w.window_start.to_rfc3339(),
+            w.reason
+        );
+    }
+    let mut merged = merge_all(
+        engine,
+        &fresh,
+        data_dir,
+        out_dir,
+        args.engine.threads,
+        args.plan.max_rows_per_file,
+    )?
+    .into_iter();
+    let results = taken
+        .into_iter()
+        .map(|t| t.unwrap_or_else(|| merged.next().expect("one result per fresh job")))
+        .collect();
+    Ok((results, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::plan::PlanOptions;
+    use clap::Parser;
+
+    #[test]
+    fn the_command_lines_defaults_are_the_plans_defaults() {
+        let cli = crate::commands::Cli::parse_from(["kompactor", "/data", "--hosts", "n"]);
+        let a = &cli.compact.plan;
+        let d = PlanOptions::default();
+        assert_eq!(
+            (a.window, a.min_age, a.max_rows_per_file, a.include_hidden),
+            (d.window, d.min_age, d.max_rows_per_file, d.include_hidden)
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! `kompactor verify`: is a data dir consistent (files, sizes, rows, ids, snapshots/); read-only.
+
+use crate::commands::args::InspectArgs;
+use crate::commands::status::{unfinished_runs, UnfinishedRun};
+use crate::commands::{EXIT_INCONSISTENT, EXIT_OK};
+use crate::error::Result;
+use crate::format::ids::FileId;
+use crate::format::layout::check_hosts;
+use crate::format::model::{Doc, TableIndex};
+use crate::format::parquet::read_footer;
+use crate::json;
+use crate::pipeline::discover::{discover_node_with, Finding, Node};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::ExitCode;
+
+
+/// One node in the `verify --json` document.
+#[derive(Serialize)]
+struct NodeVerify {
+    node: String,
+    /// What makes the node inconsistent, one sentence each.
+    problems: Vec<String>,
+    /// Normal state worth knowing (purged entries still listed); not a problem.
+    information: Vec<String>,
+}
+
+/// The `verify --json` document.
+#[derive(Serialize)]
+struct VerifyDoc {
+    format_version: u32,
+    /// True when no node has a problem and no run is unfinished.
+    consistent: bool,
+    nodes: Vec<NodeVerify>,
+    unfinished_runs: Vec<UnfinishedRun>,
+}
+
+/// The problems `verify` finds on one node.
+fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
+    let mut out: Vec<String> = n
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Finding::Missing { .. }
+                    | Finding::SizeMismatch { .. }
+                    | Finding::DuplicateId { .. }
+                    | Finding::StraySnapshotEntry { .. }
+            )
+        })
+        .map(|f| f.describe())
+        .collect();
+    // Row counts, from the footers of the files that exist with the right size.
+    let bad: BTreeSet<FileId> = n.findings.iter().filter_map(|f| f.blocks_file()).collect();
+    let files: Vec<_> = n
+        .live
+        .values()
+        .flatten()
+        .filter(|f| !bad.contains(&f.entry.id))
+        .collect();
+    for f in files {
+        match read_footer(&data_dir.join(&f.entry.path)) {
+            Ok(ft) if ft.num_rows != f.entry.row_count => out.push(format!(
+                "file {} holds {} rows but the metadata records {}: {}",
+                f.entry.id, ft.num_rows, f.entry.row_count, f.entry.path
+            )),
+            Ok(_) => {}
+            Err(e) => out.push(e.to_string()),
+        }
+    }
+    let mut ids = BTreeMap::new();
+    for f in n.live.values().flatten() {
+        if let Some(other) = ids.insert(f.entry.id, &f.entry.path) {
+            out.push(format!(
+                "file id {} is live twice: {other} and {}",
+                f.entry.id, f.entry.path
+            ));
+        }
+    }
+    if let Some(newest) = n.newest_snapshot() {
+        let next = newest.doc.value.next_file_id;
+        if let Some(max) = n.next_free_file_id().0.checked_sub(1) {
+            if next.0 <= max {
+                out.push(format!(
+                    "the newest snapshot's next_file_id {next} is not above every file id (highest {max}): the server would reuse ids"
+                ));
+            }
+        }
+    }
+    // Checkpoints must describe the same files as the snapshots they stand for.
+    if !n.checkpoints.is_empty() {
+        let mut from_snapshots: BTreeSet<FileId> = BTreeSet::new();
+        for s in &n.snapshots {
+            for (_, _, f) in s.doc.value.databases.iter() {
+                from_snapshots.insert(f.id);
+            }
+        }
+        for s in &n.snapshots {
+            for (_, _, f) in s.doc.value.removed_files.iter().flat_map(|r| r.iter()) {
+                from_snapshots.remove(&f.id);
+            }
+        }
+        for f in n.purged.values().flat_map(|t| &t.entries) {
+            from_snapshots.remove(&f.id);
+        }
+        let live: BTreeSet<FileId> = n.live.values().flatten().map(|f| f.entry.id).collect();
+        let only_cp: Vec<_> = live.difference(&from_snapshots).collect();
+        let only_snap: Vec<_> = from_snapshots.difference(&live).collect();
+        if !only_cp.is_empty() || !only_snap.is_empty() {
+            out.push(format!(
+                "checkpoints and snapshots disagree: {} live file(s) are listed by no snapshot (e.g. {:?}), {} file(s) of the snapshots are not live through the checkpoints (e.g. {:?})",
+                only_cp.len(),
+                only_cp.first(),
+                only_snap.len(),
+                only_snap.first()
+            ));
+        }
+    }
+    // The table index may only name files that exist.
+    for p in &n.table_index_files {
+        if p.to_string_lossy().ends_with("index.info.json") {
+            if let Ok(doc) = Doc::<TableIndex>::parse(
+                &std::fs::read(p).unwrap_or_default(),
+            ) {
+                for f in &doc.value.files {
+                    if !data_dir.join(&f.path).exists() {
+                        out.push(format!(
+                            "table index {} lists file {} which does not exist: {}",
+                            p.display(),
+                            f.id,
+                            f.path
+                        ));
+                    }
+                }
+            } else {
+                out.push(format!(
+                    "table index file {} is not valid JSON of the expected shape",
+                    p.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `kompactor verify`: exit 0 when consistent, 4 when not.
+pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
+    let data_dir = a.data_dir.path();
+    check_hosts(data_dir, &a.hosts.hosts)?;
+    let mut all: Vec<(String, Vec<String>)> = Vec::new();
+    // Normal state worth knowing, that does not make the data dir inconsistent.
+    let mut info: Vec<(String, Vec<String>)> = Vec::new();
+    for h in &a.hosts.hosts {
+        let n = discover_node_with(data_dir, h, a.server.load_window())?;
+        all.push((h.clone(), problems(data_dir, &n)?));
+        let purged = n.findings.iter().filter(|f| matches!(f, Finding::Purged { .. }));
+        info.push((h.clone(), purged.map(Finding::describe).collect()));
+    }
+    let unfinished = unfinished_runs(data_dir)?;
+    let total: usize = all.iter().map(|(_, p)| p.len()).sum::<usize>() + unfinished.len();
+    if a.json {
+        json::print(&VerifyDoc {
+            format_version: json::FORMAT_VERSION,
+            consistent: total == 0,
+            nodes: all
+                .into_iter()
+                .zip(info)
+                .map(|((node, problems), (_, information))| NodeVerify {
+                    node,
+                    problems,
+                    information,
+                })
+                .collect(),
+            unfinished_runs: unfinished,
+        });
+    } else {
+        for (node, ps) in &all {
+            for p in ps {
+                println!("node {node}: {p}");
+            }
+        }
+        if !quiet {
+            for (node, is) in &info {
+                for i in is {
+                    println!("node {node}: (information) {i}");
+                }
+            }
+        }
+        for u in &unfinished {
+            println!("unfinished kompactor run {} ({:?}): run kompactor on this data dir to finish or roll it back", u.run_id, u.state);
+        }
+        if !quiet {
+            if total == 0 {
+                println!("consistent: {} node(s) checked", all.len());
+            } else {
+                println!("{total} problem(s) found");
+            }
+        }
+    }
+    Ok(ExitCode::from(if total == 0 {
+        EXIT_OK
+    } else {
+        EXIT_INCONSISTENT
+    }))
+}

@@ -1,0 +1,243 @@
+//! What discovery tells an operator about a node: damage, stale entries, hidden data.
+
+use super::node::Node;
+use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+
+/// Something about a node an operator should know; none of it is changed by kompactor.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// A live file whose Parquet file is not on disk, and that nothing marks as removed: lost.
+    Missing { id: FileId, path: String },
+    /// Entries of one table whose files the server removed (retention, hard delete); the
+    /// next compaction drops them from the metadata. Information, not damage.
+    Purged {
+        table: TableKey,
+        entries: usize,
+        bytes: u64,
+        rows: u64,
+        min_time: Nanos,
+        max_time: Nanos,
+    },
+    /// A live file whose size on disk differs from its `size_bytes`.
+    SizeMismatch {
+        id: FileId,
+        path: String,
+        recorded: u64,
+        on_disk: u64,
+    },
+    /// A Parquet file under the node that the server does not serve.
+    Unreferenced {
+        path: String,
+        listed_in_metadata: bool,
+    },
+    /// One file id given to two different paths.
+    DuplicateId { id: FileId, paths: Vec<String> },
+    /// Files of one table on disk that the server does not load (beyond its load window):
+    /// their rows are invisible to queries. `--include-hidden` merges them back into view.
+    Hidden {
+        table: TableKey,
+        files: usize,
+        rows: u64,
+        bytes: u64,
+        min_time: Nanos,
+        max_time: Nanos,
+    },
+    /// A file under `snapshots/` that is not a snapshot: the server will refuse to start.
+    StraySnapshotEntry { path: String },
+    /// WAL files newer than the newest snapshot: their rows come back at the next start.
+    WalTail {
+        newest_snapshot_wal: WalSeq,
+        files: Vec<WalSeq>,
+    },
+}
+
+impl Finding {
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            Finding::Missing { id, path } => format!(
+                "file {id} is lost: live in the metadata but missing on disk, and neither the table index nor any removal says the server deleted it: {path}"
+            ),
+            Finding::Purged { table, entries, bytes, rows, min_time, max_time } => format!(
+                "table {table}: {entries} entr{} of files the server removed (retention or a deleted table) are still listed ({rows} rows, {bytes} bytes, {} .. {}); a compaction drops them from the metadata",
+                if *entries == 1 { "y" } else { "ies" },
+                min_time.to_rfc3339(),
+                max_time.to_rfc3339()
+            ),
+            Finding::SizeMismatch { id, path, recorded, on_disk } => format!(
+                "file {id} is {on_disk} bytes on disk but the metadata records {recorded}: {path}"
+            ),
+            Finding::Unreferenced { path, listed_in_metadata: true } => {
+                format!("Parquet file is not live (removed, or outside the load window): {path}")
+            }
+            Finding::Unreferenced { path, listed_in_metadata: false } => {
+                format!("Parquet file is referenced by no snapshot or checkpoint: {path}")
+            }
+            Finding::DuplicateId { id, paths } => {
+                format!("file id {id} is used for {} different paths: {}", paths.len(), paths.join(", "))
+            }
+            Finding::Hidden { table, files, rows, bytes, min_time, max_time } => format!(
+                "table {table}: {files} file(s) ({rows} rows, {bytes} bytes, {} .. {}) are beyond the server's load window: invisible to queries; left alone unless --include-hidden",
+                min_time.to_rfc3339(),
+                max_time.to_rfc3339()
+            ),
+            Finding::StraySnapshotEntry { path } => format!(
+                "{path} is not a snapshot file: the server reads everything under snapshots/ and will refuse to start; move it elsewhere"
+            ),
+            Finding::WalTail { newest_snapshot_wal, files } => format!(
+                "{} WAL file(s) newer than the newest snapshot (WAL {newest_snapshot_wal}): their rows are not in any Parquet file; the server replays them at start with their own 10-minute chunk_time, and a later overwrite of a point in a window merged wider than 10m is not deduplicated against it",
+                files.len()
+            ),
+        }
+    }
+
+    /// The kind of finding, for summaries: one word.
+    fn kind(&self) -> &'static str {
+        match self {
+            Finding::Missing { .. } => "lost",
+            Finding::Purged { .. } => "purged",
+            Finding::SizeMismatch { .. } => "resized",
+            Finding::Unreferenced { .. } => "unreferenced",
+            Finding::DuplicateId { .. } => "duplicate id",
+            Finding::Hidden { .. } => "hidden",
+            Finding::StraySnapshotEntry { .. } => "stray",
+            Finding::WalTail { .. } => "wal tail",
+        }
+    }
+
+    /// Whether this finding makes a file unsafe to merge.
+    pub fn blocks_file(&self) -> Option<FileId> {
+        match self {
+            Finding::Missing { id, .. } | Finding::SizeMismatch { id, .. } => Some(*id),
+            Finding::DuplicateId { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// Lines for the operator, at most a few per kind: findings that concern one file each are
+/// counted (with an example) beyond `PER_KIND`, unless `verbose`; per-table and per-node
+/// findings are few and shown whole.
+pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
+    const PER_KIND: usize = 3;
+    let mut by_kind: Vec<(&str, Vec<&Finding>)> = Vec::new();
+    for f in findings {
+        match by_kind.iter_mut().find(|(k, _)| *k == f.kind()) {
+            Some((_, v)) => v.push(f),
+            None => by_kind.push((f.kind(), vec![f])),
+        }
+    }
+    let mut out = Vec::new();
+    for (kind, items) in by_kind {
+        let per_file = matches!(
+            items[0],
+            Finding::Missing { .. }
+                | Finding::SizeMismatch { .. }
+                | Finding::Unreferenced { .. }
+                | Finding::DuplicateId { .. }
+                | Finding::StraySnapshotEntry { .. }
+        );
+        if verbose || !per_file || items.len() <= PER_KIND {
+            out.extend(items.iter().map(|f| f.describe()));
+        } else {
+            out.push(format!(
+                "{} {kind} file(s), e.g. {} (--verbose or --json lists them all)",
+                items.len(),
+                items[0].describe()
+            ));
+        }
+    }
+    out
+}
+
+/// Compares the live set with the files on disk, and looks for reused ids and WAL tails.
+pub(super) fn check_files(node: &mut Node) {
+    let data_dir = node
+        .dir
+        .parent()
+        .expect("node dir has a parent")
+        .to_path_buf();
+    let mut paths_by_id: HashMap<FileId, BTreeSet<String>> = HashMap::new();
+    let mut listed: BTreeSet<&str> = BTreeSet::new();
+    for s in &node.snapshots {
+        for (_, _, f) in s.doc.value.databases.iter() {
+            paths_by_id.entry(f.id).or_default().insert(f.path.clone());
+            listed.insert(&f.path);
+        }
+    }
+    for c in &node.checkpoints {
+        for (_, _, f) in c.doc.value.databases.iter() {
+            paths_by_id.entry(f.id).or_default().insert(f.path.clone());
+            listed.insert(&f.path);
+        }
+    }
+    let mut findings = Vec::new();
+    let mut dup: Vec<_> = paths_by_id
+        .into_iter()
+        .filter(|(_, p)| p.len() > 1)
+        .collect();
+    dup.sort_by_key(|(id, _)| *id);
+    for (id, paths) in dup {
+        findings.push(Finding::DuplicateId {
+            id,
+            paths: paths.into_iter().collect(),
+        });
+    }
+    let mut live_paths = BTreeSet::new();
+    for f in node.live.values().flatten() {
+        live_paths.insert(f.entry.path.as_str());
+        match node.parquet_on_disk.get(&f.entry.path) {
+            None => {
+                // Not under dbs/ (or not named .parquet): check the path itself.
+                match fs::metadata(data_dir.join(&f.entry.path)) {
+                    Ok(m) if m.len() != f.entry.size_bytes => {
+                        findings.push(Finding::SizeMismatch {
+                            id: f.entry.id,
+                            path: f.entry.path.clone(),
+                            recorded: f.entry.size_bytes,
+                            on_disk: m.len(),
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(_) => findings.push(Finding::Missing {
+                        id: f.entry.id,
+                        path: f.entry.path.clone(),
+                    }),
+                }
+            }
+            Some(&size) if size != f.entry.size_bytes => findings.push(Finding::SizeMismatch {
+                id: f.entry.id,
+                path: f.entry.path.clone(),
+                recorded: f.entry.size_bytes,
+                on_disk: size,
+            }),
+            Some(_) => {}
+        }
+    }
+    let hidden_paths: BTreeSet<&str> =
+        node.hidden.values().flatten().map(|f| f.entry.path.as_str()).collect();
+    for p in node.parquet_on_disk.keys() {
+        if !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()) {
+            findings.push(Finding::Unreferenced {
+                path: p.clone(),
+                listed_in_metadata: listed.contains(p.as_str()),
+            });
+        }
+    }
+    if let Some(newest) = node.newest_snapshot() {
+        let w = newest.doc.value.wal_file_sequence_number;
+        let tail: Vec<WalSeq> = node.wal.iter().copied().filter(|s| *s > w).collect();
+        if !tail.is_empty() {
+            findings.push(Finding::WalTail {
+                newest_snapshot_wal: w,
+                files: tail,
+            });
+        }
+    }
+    node.findings.extend(findings);
+}
+

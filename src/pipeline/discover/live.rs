@@ -1,0 +1,169 @@
+//! The server's rules for what it loads at startup: generations, load window, the live set.
+
+use super::findings::Finding;
+use super::node::{newest_time, LiveFile, Node, SnapshotFile};
+use crate::format::ids::{FileId, Nanos, TableKey};
+use crate::format::model::DbFiles;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+/// The on-disk generation of a node, from the newest feature its files show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Generation {
+    /// Snapshots without a `version` key (Jan 2025 alpha).
+    #[serde(rename = "alpha")]
+    Alpha,
+    /// `version: "1"` snapshots without `removed_files`.
+    #[serde(rename = "3.0-3.1")]
+    V3_0,
+    /// Snapshots carry `removed_files`.
+    #[serde(rename = "3.2+")]
+    V3_2,
+    /// A table index (`db-indices/`, marker) exists.
+    #[serde(rename = "3.3+")]
+    V3_3,
+    /// Parquet paths use ids only (`dbs/<db_id>/<table_id>/...`).
+    #[serde(rename = "3.6+")]
+    V3_6,
+    /// Snapshot checkpoints exist.
+    #[serde(rename = "3.8.2+")]
+    V3_8_2,
+}
+
+impl Generation {
+    /// How many of the newest snapshots a server of this generation loads by default (a
+    /// server run with another `--gen1-lookback-duration` loads lookback / gen1 duration).
+    pub fn default_load_window(self) -> usize {
+        match self {
+            Generation::Alpha | Generation::V3_0 => 1000,
+            // --gen1-lookback-duration 1 month / gen1 10m.
+            _ => 4383,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Generation::Alpha => "alpha",
+            Generation::V3_0 => "3.0-3.1",
+            Generation::V3_2 => "3.2+ (removed_files)",
+            Generation::V3_3 => "3.3+ (table index)",
+            Generation::V3_6 => "3.6+ (id-only paths)",
+            Generation::V3_8_2 => "3.8.2+ (checkpoints)",
+        }
+    }
+}
+
+/// Builds the file set exactly as the server does at startup (spec §3).
+pub(super) fn compute_live(node: &mut Node) {
+    let mut live: BTreeMap<FileId, LiveFile> = BTreeMap::new();
+    let add = |live: &mut BTreeMap<FileId, LiveFile>, files: &DbFiles| {
+        for (db, table, f) in files.iter() {
+            live.insert(
+                f.id,
+                LiveFile {
+                    table: TableKey { db, table },
+                    entry: f.clone(),
+                },
+            );
+        }
+    };
+    let remove = |live: &mut BTreeMap<FileId, LiveFile>, files: &DbFiles| {
+        for (_, _, f) in files.iter() {
+            live.remove(&f.id);
+        }
+    };
+
+    let cps = node.effective_checkpoints();
+    if let Some(newest) = cps
+        .iter()
+        .map(|c| c.doc.value.last_snapshot_sequence_number)
+        .max()
+    {
+        for c in &cps {
+            add(&mut live, &c.doc.value.databases);
+            remove(&mut live, &c.doc.value.pending_removed_files);
+        }
+        let newer: Vec<&SnapshotFile> = node.snapshots.iter().filter(|s| s.seq > newest).collect();
+        for s in &newer {
+            add(&mut live, &s.doc.value.databases);
+            if let Some(r) = &s.doc.value.removed_files {
+                remove(&mut live, r);
+            }
+        }
+        node.loaded_snapshots = newer.len();
+    } else {
+        let window = node.load_window;
+        let apply_removals = node.generation >= Generation::V3_2;
+        let loaded = node.snapshots.len().min(window);
+        for s in node.snapshots.iter().rev().take(window) {
+            add(&mut live, &s.doc.value.databases);
+            if apply_removals {
+                if let Some(r) = &s.doc.value.removed_files {
+                    remove(&mut live, r);
+                }
+            }
+        }
+        node.loaded_snapshots = loaded;
+    }
+
+    let mut by_table: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
+    for (_, f) in live {
+        by_table.entry(f.table).or_default().push(f);
+    }
+    node.live = by_table;
+}
+
+
+/// Finds the files the server does not load although they are on disk and nothing removed
+/// them: listed only in snapshots beyond its load window, or (with checkpoints) in snapshots
+/// its checkpoints were built without. Their rows are invisible to queries.
+pub(super) fn compute_hidden(node: &mut Node) {
+    let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
+    let mut removed: HashSet<FileId> = HashSet::new();
+    for s in &node.snapshots {
+        removed.extend(s.doc.value.removed_files.iter().flat_map(|r| r.iter()).map(|(_, _, f)| f.id));
+    }
+    for c in &node.checkpoints {
+        removed.extend(c.doc.value.pending_removed_files.iter().map(|(_, _, f)| f.id));
+    }
+    let mut hidden: BTreeMap<FileId, LiveFile> = BTreeMap::new();
+    let listed = node
+        .snapshots
+        .iter()
+        .map(|s| &s.doc.value.databases)
+        .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases));
+    for files in listed {
+        for (db, table, f) in files.iter() {
+            if live.contains(&f.id)
+                || removed.contains(&f.id)
+                || hidden.contains_key(&f.id)
+                || !node.parquet_on_disk.contains_key(&f.path)
+            {
+                continue;
+            }
+            hidden.insert(
+                f.id,
+                LiveFile {
+                    table: TableKey { db, table },
+                    entry: f.clone(),
+                },
+            );
+        }
+    }
+    let mut by_table: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
+    for (_, f) in hidden {
+        by_table.entry(f.table).or_default().push(f);
+    }
+    for (table, files) in &by_table {
+        let min_time = files.iter().map(|f| f.entry.min_time).min().unwrap_or(Nanos::MAX);
+        node.findings.push(Finding::Hidden {
+            table: *table,
+            files: files.len(),
+            rows: files.iter().map(|f| f.entry.row_count).sum(),
+            bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
+            min_time,
+            max_time: newest_time(files),
+        });
+    }
+    node.hidden = by_table;
+}

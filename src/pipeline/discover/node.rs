@@ -1,0 +1,132 @@
+//! A node as discovery found it: its metadata files, its live files, and what is wrong.
+
+use super::findings::Finding;
+use super::live::Generation;
+use super::purged::PurgedTable;
+use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
+use crate::format::layout::ParquetPath;
+use crate::format::model::{Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// A snapshot file as read from disk.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub seq: SnapshotSeq,
+    pub doc: Doc<Snapshot>,
+    pub mtime: SystemTime,
+    /// Bytes on disk.
+    pub size: u64,
+}
+
+/// A checkpoint file as read from disk.
+#[derive(Clone, Debug)]
+pub struct CheckpointFile {
+    pub path: PathBuf,
+    pub doc: Doc<Checkpoint>,
+    pub mtime: SystemTime,
+    /// Bytes on disk.
+    pub size: u64,
+}
+
+/// A file the server would serve, with where it is listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveFile {
+    pub table: TableKey,
+    #[serde(flatten)]
+    pub entry: FileEntry,
+}
+
+/// Everything known about one node directory.
+#[derive(Debug)]
+pub struct Node {
+    pub id: String,
+    pub dir: PathBuf,
+    pub generation: Generation,
+    /// Ascending by sequence number.
+    pub snapshots: Vec<SnapshotFile>,
+    pub checkpoints: Vec<CheckpointFile>,
+    pub table_index_marker: Option<TableIndexMarker>,
+    /// Files under `db-indices/` and `table-snapshots/`.
+    pub table_index_files: Vec<PathBuf>,
+    pub wal: Vec<WalSeq>,
+    /// Parquet files under `<node>/dbs/`, by path relative to the data dir, with their size.
+    pub parquet_on_disk: BTreeMap<String, u64>,
+    /// The file set the server would load, per table, ordered by id.
+    pub live: BTreeMap<TableKey, Vec<LiveFile>>,
+    pub findings: Vec<Finding>,
+    /// Snapshots the server loads (all when checkpoints are used).
+    pub loaded_snapshots: usize,
+    /// Entries of files the server purged (retention, hard deletes), per table; not in `live`.
+    pub purged: BTreeMap<TableKey, PurgedTable>,
+    /// Files on disk that the server does not load (beyond its load window), per table.
+    pub hidden: BTreeMap<TableKey, Vec<LiveFile>>,
+    /// How many of the newest snapshots the server loads when it has no checkpoints.
+    pub load_window: usize,
+}
+
+impl Node {
+    pub fn newest_snapshot(&self) -> Option<&SnapshotFile> {
+        self.snapshots.last()
+    }
+
+    /// The first file id that no snapshot or checkpoint has used or promised.
+    pub fn next_free_file_id(&self) -> FileId {
+        let mut next = 0u64;
+        for s in &self.snapshots {
+            let v = &s.doc.value;
+            next = next.max(v.next_file_id.0);
+            let removed = v.removed_files.iter().flat_map(|r| r.iter());
+            for (_, _, f) in v.databases.iter().chain(removed) {
+                next = next.max(f.id.0 + 1);
+            }
+        }
+        for c in &self.checkpoints {
+            let v = &c.doc.value;
+            next = next.max(v.next_file_id.map_or(0, |n| n.0));
+            for (_, _, f) in v.databases.iter().chain(v.pending_removed_files.iter()) {
+                next = next.max(f.id.0 + 1);
+            }
+        }
+        FileId(next)
+    }
+
+    /// The newest checkpoint of each month, oldest month first: what the server merges.
+    pub fn effective_checkpoints(&self) -> Vec<&CheckpointFile> {
+        let mut by_month: BTreeMap<&str, &CheckpointFile> = BTreeMap::new();
+        for c in &self.checkpoints {
+            let v = &c.doc.value;
+            let e = by_month.entry(v.year_month.as_str()).or_insert(c);
+            if v.last_snapshot_sequence_number > e.doc.value.last_snapshot_sequence_number {
+                *e = c;
+            }
+        }
+        by_month.into_values().collect()
+    }
+
+    /// Display name of a table: `db/table` names from `name-id` paths (up to 3.5), else ids.
+    pub fn table_label(&self, key: TableKey) -> String {
+        match self.table_names(key) {
+            Some((db, table)) => format!("{db}.{table}"),
+            None => format!("{}/{}", key.db, key.table),
+        }
+    }
+
+    /// The database and table names of a table, when its Parquet paths carry them (up to 3.5).
+    pub fn table_names(&self, key: TableKey) -> Option<(String, String)> {
+        let f = self.live.get(&key)?.first()?;
+        ParquetPath::parse(&f.entry.path)?.names(key.db, key.table)
+    }
+}
+
+/// The newest data time of each table's live files.
+pub fn newest_time(files: &[LiveFile]) -> Nanos {
+    files
+        .iter()
+        .map(|f| f.entry.max_time)
+        .max()
+        .unwrap_or(Nanos::MIN)
+}

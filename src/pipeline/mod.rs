@@ -1,0 +1,13 @@
+//! The compaction pipeline, one module a step: discover a node, plan its windows, merge each
+//! (with its checksum), prepare the commit, report; plus the archive directory's format.
+
+pub mod archive;
+pub mod checksum;
+pub mod commit;
+pub mod discover;
+pub mod merge;
+pub mod plan;
+pub mod prepared;
+pub mod report;
+pub mod space;
+pub mod workers;

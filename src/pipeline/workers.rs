@@ -1,0 +1,79 @@
+//! Merging many groups at once: a few workers, each on its own session of one DuckDB.
+
+use crate::durable::failpoint::failpoint;
+use crate::error::Result;
+use crate::pipeline::merge::{merge_group, Engine, Merged};
+use crate::pipeline::plan::Group;
+use crate::progress;
+use std::path::Path;
+use std::time::Instant;
+
+/// What merging one group gave, and how long it took (seconds).
+pub type GroupResult = (Result<Merged>, f64);
+
+/// Merges every group, several at a time (small groups are dominated by per-query overhead
+/// that does not use DuckDB's threads), each worker on its own DuckDB session of one shared
+/// database, so one memory budget bounds them all. Results come back in the order of `jobs`,
+/// with the seconds each took.
+pub fn merge_all(
+    engine: &Engine,
+    jobs: &[&Group],
+    data_dir: &Path,
+    out_dir: &Path,
+    threads: Option<u32>,
+    max_rows_per_file: u64,
+) -> Result<Vec<GroupResult>> {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.map_or(cpus, |t| t as usize).max(1);
+    let workers = threads.clamp(1, 4).min(jobs.len().max(1));
+    // The thread budget is split: each worker's queries get an equal share of DuckDB's pool
+    // (the calling thread works too), so that workers do not fight over the cores.
+    engine.set_threads((threads / workers).max(1))?;
+    let engines: Vec<Engine> = (0..workers)
+        .map(|_| engine.worker())
+        .collect::<Result<_>>()?;
+    let results: Vec<Mutex<Option<GroupResult>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let (rows_done, bytes_done) = (AtomicU64::new(0), AtomicU64::new(0));
+    let bar = progress::bar(jobs.len() as u64, "merging");
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for eng in engines {
+            let (next, results, bar) = (&next, &results, &bar);
+            let (rows_done, bytes_done) = (&rows_done, &bytes_done);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(g) = jobs.get(i) else { break };
+                let t0 = Instant::now();
+                let r = merge_group(&eng, data_dir, g, out_dir, max_rows_per_file);
+                *results[i].lock().expect("no worker panics") =
+                    Some((r, t0.elapsed().as_secs_f64()));
+                let rows = rows_done.fetch_add(g.rows, Ordering::SeqCst) + g.rows;
+                let bytes = bytes_done.fetch_add(g.bytes, Ordering::SeqCst) + g.bytes;
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{} {} | {rows} rows, {:.1} MiB, {:.0} rows/s",
+                    g.node,
+                    g.window_start.to_rfc3339(),
+                    bytes as f64 / 1048576.0,
+                    rows as f64 / secs
+                ));
+                bar.inc(1);
+                // A crash here leaves merged outputs only in the temporary directory.
+                let _ = failpoint("after-merge-group");
+            });
+        }
+    });
+    bar.finish_and_clear();
+    Ok(results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("no worker panics")
+                .expect("every job ran")
+        })
+        .collect())
+}
+

@@ -1,0 +1,108 @@
+//! Data beyond the server's load window: measured, left alone by default, and merged back
+//! into view with `--include-hidden`. The fixtures' load windows are made small with
+//! `--load-window` (what an operator passes for a server run with a short
+//! `--gen1-lookback-duration`), so that real data falls outside them.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+const WINDOW: usize = 40;
+
+fn run_json(args: &[&str]) -> Value {
+    let out = kompactor(args);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn rows(dir: &Path, node: &str) -> Vec<(String, Vec<String>)> {
+    read_through_metadata_with(dir, node, Some(WINDOW))
+        .into_iter()
+        .map(|(k, (rows, _))| (k.to_string(), rows))
+        .collect()
+}
+
+#[test]
+fn hidden_data_is_shown_and_left_alone_by_default() {
+    for name in ["3.5.0/small", "3.0.3/small"] {
+        let f = fixture(name);
+        let copy = copy_fixture(&f);
+        let d = copy.path().to_str().unwrap();
+        let w = WINDOW.to_string();
+        let status = run_json(&["status", d, "--hosts", "node0", "--json", "--load-window", &w]);
+        let hidden: u64 = status["nodes"][0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["hidden_files"].as_u64().unwrap())
+            .sum();
+        assert!(hidden > 100, "{name}: {hidden} hidden files");
+        let plan = run_json(&[d, "--hosts", "node0", "--dry-run", "--json", "--load-window", &w, "--min-age", "0"]);
+        let revived: u64 = plan["nodes"][0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["files_revived"].as_u64().unwrap())
+            .sum();
+        assert_eq!(revived, 0, "{name}: the default plan revives nothing");
+
+        let before = rows(copy.path(), "node0");
+        run_json(&[d, "--hosts", "node0", "--json", "--load-window", &w, "--min-age", "0"]);
+        assert_eq!(
+            rows(copy.path(), "node0"),
+            before,
+            "{name}: the rows a server with this load window sees changed"
+        );
+    }
+}
+
+#[test]
+fn include_hidden_brings_every_row_back_into_view() {
+    for name in ["3.5.0/small", "3.0.3/small"] {
+        let f = fixture(name);
+        let copy = copy_fixture(&f);
+        let d = copy.path().to_str().unwrap();
+        let w = WINDOW.to_string();
+        let plan = run_json(&[
+            d, "--hosts", "node0", "--dry-run", "--json", "--load-window", &w, "--min-age", "0",
+            "--include-hidden",
+        ]);
+        let tables = plan["nodes"][0]["tables"].as_array().unwrap();
+        let revived: u64 = tables.iter().map(|t| t["files_revived"].as_u64().unwrap()).sum();
+        let hidden: u64 = tables.iter().map(|t| t["hidden_files"].as_u64().unwrap()).sum();
+        assert_eq!(revived, hidden, "{name}: every hidden file is planned");
+
+        let report = run_json(&[
+            d, "--hosts", "node0", "--json", "--load-window", &w, "--min-age", "0",
+            "--include-hidden",
+        ]);
+        let back: u64 = report["nodes"][0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["files_revived"].as_u64().unwrap())
+            .sum();
+        assert_eq!(back, hidden, "{name}: files revived");
+        // Every row the fixture's files hold, as the server with its whole history answers.
+        let names = table_names(&f, "node0");
+        let got = read_through_metadata_with(copy.path(), "node0", Some(WINDOW));
+        assert_eq!(got.len(), names.len(), "{name}: tables");
+        for (key, (rows, types)) in got {
+            let (db, table) = &names[&key];
+            let want = expected_rows(&f, "node0", db, table, &types);
+            assert!(
+                rows == want,
+                "{name}: {db}.{table}: {} rows read back, {} expected",
+                rows.len(),
+                want.len()
+            );
+        }
+        // Nothing is hidden any more.
+        let status = run_json(&["status", d, "--hosts", "node0", "--json", "--load-window", &w]);
+        for t in status["nodes"][0]["tables"].as_array().unwrap() {
+            assert_eq!(t["hidden_files"], 0, "{name}: {t}");
+        }
+    }
+}
