@@ -22,6 +22,8 @@
 #   BENCH_BIG_ROWS=20000000  rows of the big-window dataset (1 table, 1 day: one 1d window)
 #   BENCH_MEMORY_LIMIT=256MB --memory-limit of both tools in the big-window scenario
 #   BENCH_THREADS          --threads of both tools in the big-window scenario (unset: not passed)
+#   BENCH_PREPARE=1        normal scenario: also time `kompactor prepare` and the compaction
+#                          that commits what it prepared (the server's downtime), on one copy
 #
 # Each measured command runs on its own fresh `cp -a` copy of the dataset (copy and `sync` are
 # not measured; the copies are deleted at the end, so BENCH_DIR needs room for 2 x BENCH_RUNS
@@ -73,6 +75,8 @@ else
     k_extra=()
     b_extra=()
 fi
+two_step=0
+if [ "$big" != 1 ] && [ "${BENCH_PREPARE:-1}" = 1 ]; then two_step=1; fi
 # Word-split on purpose: extra arguments from the environment.
 # shellcheck disable=SC2206
 k_extra+=(${BENCH_KOMPACTOR_ARGS:-})
@@ -140,6 +144,13 @@ measure() {
     local dir="$work/$name-$run"
     cp -a "$ds" "$dir"
     sync
+    measure_on "$dir" "$name" "$run" "$@"
+}
+
+# measure_on <dir> <name> <run> <command...>: like measure, on the copy <dir> as it is.
+measure_on() {
+    local dir="$1" name="$2" run="$3"
+    shift 3
     local args=("${@//@DIR@/$dir}")
     local t="$logs/$name-$run.time" out="$logs/$name-$run.log" rc=0
     /usr/bin/time -v -o "$t" "${args[@]}" >"$out" 2>&1 || rc=$?
@@ -181,7 +192,38 @@ for i in $(seq 1 "$runs"); do
     rc=0
     measure baseline "$i" "${b_cmd[@]}" "${b_extra[@]}" || rc=$?
     [ "$rc" = 0 ] || failed=1
+    if [ "$two_step" = 1 ]; then
+        # prepare (server running: not downtime), then the compaction that commits it, on the
+        # same copy.
+        rc=0
+        measure prepare "$i" "$K" prepare @DIR@ --hosts "$node" --window "$window" --min-age 0 "${k_extra[@]}" || rc=$?
+        [ "$rc" = 0 ] || failed=1
+        rc=0
+        measure_on "$work/prepare-$i" commit "$i" "${k_cmd[@]}" "${k_extra[@]}" || rc=$?
+        [ "$rc" = 0 ] || failed=1
+    fi
 done
+
+# The rows read back after the full run and after prepare + commit must be the same: per
+# table, the live files' rows and time range from `kompactor status --json`.
+tables_after() {
+    "$K" status "$1" --hosts "$node" --json | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+for n in doc["nodes"]:
+    for t in n["tables"]:
+        print(n["node"], t["table"], t["rows"], t["min_time"], t["max_time"])
+'
+}
+same_rows=""
+if [ "$two_step" = 1 ] && [ "$failed" = 0 ]; then
+    if diff <(tables_after "$work/kompactor-1") <(tables_after "$work/prepare-1") >"$logs/rows.diff"; then
+        same_rows="identical"
+    else
+        same_rows="DIFFERENT (see $logs/rows.diff)"
+        failed=1
+    fi
+fi
 
 # median <name> <column 2..4>: over the runs that exited 0; "nan" if none did.
 median() {
@@ -222,7 +264,24 @@ awk -v kw="$kw" -v kc="$kc" -v kr="$kr" -v bw="$bw" -v bc="$bc" -v br="$br" \
     printf fmt, "input MB/s", div(bytes / 1e6, kw, "%.1f"), div(bytes / 1e6, bw, "%.1f"), ratio(bw, kw)
     printf fmt, "peak RSS (MB)", div(kr, 1024, "%.1f"), div(br, 1024, "%.1f"), ratio(kr, br)
 }'
-for n in kompactor baseline; do
+if [ "$two_step" = 1 ]; then
+    pw="$(median prepare 2)"; cw="$(median commit 2)"; pr="$(median prepare 4)"; cr="$(median commit 4)"
+    echo
+    echo "== downtime: the server is stopped for the whole full run, or only for the commit after prepare"
+    awk -v kw="$kw" -v pw="$pw" -v cw="$cw" -v kr="$kr" -v pr="$pr" -v cr="$cr" '
+        function num(x, f) { return x == "nan" ? "failed" : sprintf(f, x) }
+        function ratio(a, b) { return (a == "nan" || b == "nan" || b == 0) ? "-" : sprintf("%.3f", a / b) }
+        BEGIN {
+        fmt = "%-40s %12s %14s %16s\n"
+        printf fmt, "", "wall (s)", "peak RSS (MB)", "x full run wall"
+        printf fmt, "full offline run (all downtime)", num(kw, "%.2f"), num(kr / 1024, "%.1f"), "1"
+        printf fmt, "prepare (server running)", num(pw, "%.2f"), num(pr / 1024, "%.1f"), ratio(pw, kw)
+        printf fmt, "commit after prepare (all downtime)", num(cw, "%.2f"), num(cr / 1024, "%.1f"), ratio(cw, kw)
+    }'
+    echo "   rows read back (per table: rows, min and max time), full run vs prepare + commit: ${same_rows:-not compared (a run failed)}"
+fi
+for n in kompactor baseline prepare commit; do
+    [ -e "$logs/$n.tsv" ] || continue
     f="$(failures "$n")"
     if [ -n "$f" ]; then echo "FAILED: $n: $f; medians are over the successful runs (logs: $logs)"; fi
 done

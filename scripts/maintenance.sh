@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The maintenance routine around kompactor: measure every table on the running InfluxDB 3 Core
-# server, stop it, check and compact its data dir, start it again, measure again and compare.
+# server, merge while it runs (kompactor prepare), stop it, check the data dir and commit, start
+# it again, measure again and compare.
 # Run it with --help for the options. Needs bash, curl and python3.
 set -euo pipefail
 
@@ -11,7 +12,7 @@ usage() {
 Usage: $PROG --data-dir DIR --hosts NODE[,NODE...]
          (--systemd-unit NAME | --pid-file FILE --start-cmd 'CMD')
          [--url URL] [--token TOKEN] [--kompactor PATH] [--timeout SECONDS]
-         [-- KOMPACTOR-ARGS...]
+         [--no-prepare] [-- KOMPACTOR-ARGS...]
 
 Compacts the data dir of an InfluxDB 3 Core server with kompactor, with the server stopped,
 and checks that every table answers the same afterwards as before:
@@ -23,12 +24,17 @@ and checks that every table answers the same afterwards as before:
      ranges in system.parquet_files), added up. A table that cannot be measured stops the
      maintenance here (nothing changed). Also writes DIR/.kompactor/names.json (database
      and table names, with their ids when the server shows them)
-  2. stops the server and waits until its process has exited
-  3. runs 'kompactor verify DIR --hosts NODES'; if it fails, starts the server again and
+  2. runs 'kompactor prepare DIR --hosts NODES [KOMPACTOR-ARGS]' while the server runs: the
+     merging, which is nearly all of the work, done before the server stops (it writes only
+     under DIR/.kompactor/). If it fails, the compaction in step 5 merges everything itself
+  3. stops the server and waits until its process has exited
+  4. runs 'kompactor verify DIR --hosts NODES'; if it fails, starts the server again and
      stops: nothing was compacted
-  4. runs 'kompactor DIR --hosts NODES [KOMPACTOR-ARGS]'
-  5. starts the server and waits until GET URL/health answers 200
-  6. measures every table again and compares: every table must be there with the same row
+  5. runs 'kompactor DIR --hosts NODES [KOMPACTOR-ARGS]': it commits the prepared windows
+     whose inputs are unchanged and merges the others
+  6. starts the server and waits until GET URL/health answers 200, then reports the
+     downtime (from the stop to /health answering 200) next to the total time
+  7. measures every table again and compares: every table must be there with the same row
      count, min and max time, value counts and sums (integers exactly; floats within the
      rounding error that adding them in another order can cause); a table missing, new or
      not measurable afterwards is a failure. The last line is 'VERDICT: OK (what was
@@ -49,6 +55,7 @@ Options:
   --kompactor PATH       the kompactor executable (default: kompactor on PATH)
   --timeout SECONDS      how long to wait for the server to stop, to answer /health after a
                          start, and for each HTTP request (default 120)
+  --no-prepare           skip step 2: merge with the server stopped (a longer downtime)
   -- KOMPACTOR-ARGS      passed to the compaction run, e.g. -- --window 1d --min-age 1h
   -h, --help             this help
 
@@ -89,7 +96,7 @@ usage_error() {
 # Command line
 
 DATA_DIR='' HOSTS='' UNIT='' PID_FILE='' START_CMD='' TOKEN=${INFLUXDB3_AUTH_TOKEN:-}
-URL=http://127.0.0.1:8181 KOMPACTOR=kompactor TIMEOUT=120
+URL=http://127.0.0.1:8181 KOMPACTOR=kompactor TIMEOUT=120 PREPARE=1
 EXTRA=()
 while (($#)); do
     opt=$1
@@ -99,6 +106,7 @@ while (($#)); do
     fi
     case $opt in
     -h | --help) usage; exit 0 ;;
+    --no-prepare) PREPARE=0; shift; continue ;;
     --) shift; EXTRA=("$@"); break ;;
     --data-dir | --hosts | --systemd-unit | --pid-file | --start-cmd | --url | --token | \
         --kompactor | --timeout)
@@ -168,6 +176,7 @@ q() { printf '%q' "$1"; } # shell-quoted, for commands printed for the operator
 
 STATE_DIR=$DATA_DIR/.kompactor
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+STARTED=$(date +%s.%N)
 RECORD=$STATE_DIR/maintenance/$STAMP
 mkdir -p "$RECORD" || { err "cannot create $RECORD"; exit 1; }
 SERVER_LOG=$STATE_DIR/server.log
@@ -881,7 +890,7 @@ say "kompactor maintenance of $DATA_DIR (nodes $HOSTS) at $STAMP"
 say "server: $URL, $([[ $MODE == systemd ]] && echo "systemd unit $UNIT" || echo "pid file $PID_FILE")"
 say "kompactor: $KOMPACTOR"
 
-step "1/6 measuring every table on the running server"
+step "1/7 measuring every table on the running server"
 server_running || not_compacted "the server is not running"
 code=$(http_get /health "$WORK/h")
 [[ $code == 200 ]] || not_compacted "$URL/health does not answer 200 ($(describe "$code" "$WORK/h"))"
@@ -899,7 +908,21 @@ case $rc in
 *) not_compacted "the databases and tables could not be listed, or the measurement failed (see above)" ;;
 esac
 
-step "2/6 stopping the server"
+step "2/7 preparing: merging while the server runs"
+if ((PREPARE)); then
+    rc=0
+    run_logged "$RECORD/prepare.log" "$KOMPACTOR" prepare "$DATA_DIR" --hosts "$HOSTS" "${EXTRA[@]}" || rc=$?
+    case $rc in
+    0) say "prepared" ;;
+    3) say "partly prepared: the compaction merges the other windows itself" ;;
+    *) warn "kompactor prepare exited with status $rc (see $RECORD/prepare.log): the compaction merges everything itself, with the server stopped" ;;
+    esac
+else
+    say "skipped (--no-prepare): the compaction merges with the server stopped"
+fi
+
+step "3/7 stopping the server"
+DOWN_FROM=$(date +%s.%N)
 if ! stop_server; then
     say ""
     say "The server was asked to stop but has not exited; nothing was compacted. Check it, then"
@@ -914,7 +937,7 @@ if healthy; then
     finish 1 "FAILED (not compacted: another server answers at $URL; this one is left stopped)"
 fi
 
-step "3/6 checking the data dir"
+step "4/7 checking the data dir"
 rc=0
 run_logged "$RECORD/verify.log" "$KOMPACTOR" verify "$DATA_DIR" --hosts "$HOSTS" || rc=$?
 case $rc in
@@ -923,7 +946,7 @@ case $rc in
 *) not_compacted "kompactor verify failed with exit status $rc (see above and $RECORD/verify.log)" ;;
 esac
 
-step "4/6 compacting"
+step "5/7 compacting"
 runs_list >"$WORK/runs.before"
 COMPACTION_STARTED=1
 rc=0
@@ -950,13 +973,15 @@ case $rc in
     ;;
 esac
 
-step "5/6 starting the server"
+step "6/7 starting the server"
 if ! start_server; then
     undo_help
     finish 3 "FAILED (${RUN_ID:+compacted by run $RUN_ID, but }the server did not answer $URL/health within ${TIMEOUT}s of the start)"
 fi
+DOWNTIME=$(awk -v a="$DOWN_FROM" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+say "downtime: ${DOWNTIME} s (from the stop to $URL/health answering 200); total so far: $(awk -v a="$STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 
-step "6/6 measuring again and comparing"
+step "7/7 measuring again and comparing"
 rc=0
 measure_tables "$RECORD/after.json" || rc=$?
 if ((rc > 1)) || [[ ! -s $RECORD/after.json ]]; then

@@ -10,18 +10,7 @@ use std::process::Command;
 /// A cutoff inside the fixture: 05:00 on the day after its first day; the archive then holds
 /// every day before that day.
 fn cutoff(f: &Fixture) -> (String, String) {
-    let s = f.summary();
-    let node = f.nodes()[0].clone();
-    let min = s["answers"][&node]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|t| t.as_object().unwrap().values())
-        .map(|a| a["count"]["row"]["min_time_ns"].as_i64().unwrap())
-        .min()
-        .unwrap();
-    let day = 86_400_000_000_000i64;
-    let boundary = min - min.rem_euclid(day) + day;
+    let boundary = midnight_after_first_point(&f.summary(), Some(&f.nodes()[0]));
     let t = chrono::DateTime::from_timestamp(boundary / 1_000_000_000, 0).unwrap();
     (
         format!("{}T05:00:00Z", t.format("%Y-%m-%d")),

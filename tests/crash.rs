@@ -98,23 +98,11 @@ fn assert_recovered(f: &Fixture, dir: &Path) {
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
 }
 
-const FAILPOINTS: &[&str] = &[
-    "after-merge-group",
-    "after-staged",
-    "after-guard",
-    "after-output-moved",
-    "after-commit-point",
-    "after-metadata-write",
-    "after-set-aside",
-    "after-guard-removed",
-    "after-trash-move",
-];
-
 #[test]
 fn a_crash_at_every_failpoint_is_recovered() {
     for name in ["3.10/small", "3.0.3/small"] {
         let f = fixture(name);
-        for fp in FAILPOINTS {
+        for fp in COMPACTION_FAILPOINTS {
             let copy = copy_fixture(&f);
             let out = run_with_failpoint(copy.path(), fp);
             assert!(!out.status.success(), "{fp}: did not crash: {}", text(&out));
@@ -372,31 +360,12 @@ fn a_running_server_is_refused() {
         .unwrap()
         .unwrap()
         .path();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "perl -e 'open(my $f, \"<\", \"{}\") or die; sleep 60' </dev/null >/dev/null 2>&1 & echo $!",
-            snap.display()
-        ))
-        .output()
-        .unwrap();
-    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let _holder = Detached(pid);
+    let _holder = hold_open(&snap);
     std::thread::sleep(Duration::from_millis(300));
     let out = compact(copy.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("open"), "{}", text(&out));
     assert_eq!(listing(copy.path()), before);
-}
-
-struct Detached(u32);
-impl Drop for Detached {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(self.0.to_string())
-            .status();
-    }
 }
 
 /// The dry-run plan of node0 with every window eligible, as JSON.

@@ -33,7 +33,7 @@ mod common;
 
 use common::server::{fixture_flags, log_tail, Serve, Server, ServerBin, LARGE_FILE_LIMIT};
 use common::{copy_fixture, fixture, read_json, Fixture};
-use kompactor::parquet::sql_str;
+use kompactor::format::parquet::sql_str;
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -96,7 +96,7 @@ fn server_pid(port: u16) -> u32 {
             continue;
         };
         if let Some(argv) = cmdline(pid) {
-            if argv.iter().any(|a| a == "serve") && argv.iter().any(|a| *a == bind) {
+            if argv.iter().any(|a| a == "serve") && argv.contains(&bind) {
                 return pid;
             }
         }
@@ -359,7 +359,7 @@ impl Case {
         self.stand_in(
             "damaging-kompactor",
             r#""$REAL" "$@" || exit $?
-[ "$1" = verify ] && exit 0
+case $1 in verify | prepare) exit 0 ;; esac
 : > "$W/damage-request"
 i=0
 while [ ! -e "$W/damage-done" ]; do
@@ -520,11 +520,15 @@ fn assert_routine_ok(c: &mut Case) -> String {
     assert_eq!(
         c.calls(),
         [
+            format!("prepare {} --hosts {}", c.data(), c.node),
             format!("verify {} --hosts {}", c.data(), c.node),
             format!("{} --hosts {}", c.data(), c.node),
         ],
         "{out}"
     );
+    // Merged while the server ran; the compaction only committed.
+    assert!(out.contains("came prepared, 0 merged during this run"), "{out}");
+    assert!(out.contains("downtime: "), "{out}");
     let run_id = verdict
         .rsplit_once("; run ")
         .map(|(_, r)| r.trim_end_matches(')').to_string())
@@ -963,7 +967,10 @@ exec "$REAL" "$@""#,
     assert!(out.contains("stand-in verify fails"), "{out}");
     assert_eq!(
         c.calls(),
-        [format!("verify {} --hosts node0", c.data())],
+        [
+            format!("prepare {} --hosts node0", c.data()),
+            format!("verify {} --hosts node0", c.data()),
+        ],
         "{out}"
     );
     c.assert_restarted(&out);
@@ -1028,7 +1035,7 @@ esac
     assert_eq!(code, 0, "{out}");
     assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
     assert!(last_line(&out).contains("; run "), "{out}");
-    assert_eq!(c.calls().len(), 2, "{out}");
+    assert_eq!(c.calls().len(), 3, "{out}");
     let sc = fs::read_to_string(&systemctl_log).unwrap();
     assert!(sc.contains("stop --no-block -- influxdb3"), "{sc}");
     assert!(sc.contains("start --no-block -- influxdb3"), "{sc}");
@@ -1040,7 +1047,7 @@ esac
     assert_eq!(code, 0, "{out}");
     assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
     assert!(last_line(&out).contains("nothing to compact"), "{out}");
-    assert_eq!(c.calls().len(), 4, "{out}");
+    assert_eq!(c.calls().len(), 6, "{out}");
     c.report("systemd mode, twice");
 }
 

@@ -16,7 +16,14 @@
 //! - `archive_*` (3.10 small, 3.0.3): exactly the rows from the first day kept; `restore`: all;
 //! - `crash_*`: a crash at each failpoint of compaction (3.10 small, 3.8.3, 3.0.3), undo and
 //!   archive (3.10 small): the server refuses to start (the guard file) or answers exactly as
-//!   before or as after; after the next kompactor run, exactly as before (or as after).
+//!   before or as after; after the next kompactor run, exactly as before (or as after);
+//! - `prepare_while_serving_*` (3.10 small and multi): `kompactor prepare` while the server runs
+//!   and persists new points, then the compaction that commits: the original answers and
+//!   exactly the new points more.
+//!
+//! Retention is not here: the server prunes expired files by the database's retention period,
+//! which lives in its binary catalog; files deleted without it make the server fail its
+//! queries. `tests/retention.rs` checks retention through kompactor's own reader.
 //!
 //! The servers come from `$INFLUXDB3_BIN` and `$INFLUXDB3_BIN_3_0` (see `tests/common/server.rs`);
 //! without them the tests say so in one line and return. Each test that ran to its end
@@ -50,20 +57,6 @@ const DAILY_ALL: &[&str] = &["--window", "1d", "--min-age", "0"];
 const TEN_MINUTES_ALL: &[&str] = &["--window", "10m", "--min-age", "0"];
 /// The defaults (`--min-age 1h` leaves the newest windows alone).
 const DEFAULTS: &[&str] = &["--window", "1d"];
-
-/// The failpoints of a compaction run, in the order the run passes them.
-const COMPACTION_FAILPOINTS: &[&str] = &[
-    "write-output",
-    "after-merge-group",
-    "after-staged",
-    "after-guard",
-    "after-output-moved",
-    "after-commit-point",
-    "after-metadata-write",
-    "after-set-aside",
-    "after-guard-removed",
-    "after-trash-move",
-];
 
 /// Failpoints met by `archive` (its own, then those of the commit it shares with compaction).
 const ARCHIVE_FAILPOINTS: &[&str] = &[
@@ -211,6 +204,24 @@ fn crash_archive_3_10_small() {
         "crash_archive_3_10_small",
         SMALL_3_10,
         Case::crash_during_archive,
+    );
+}
+
+#[test]
+fn prepare_while_serving_3_10_small() {
+    check(
+        "prepare_while_serving_3_10_small",
+        SMALL_3_10,
+        Case::prepare_while_serving,
+    );
+}
+
+#[test]
+fn prepare_while_serving_3_10_multi() {
+    check(
+        "prepare_while_serving_3_10_multi",
+        MULTI_3_10,
+        Case::prepare_while_serving,
     );
 }
 
@@ -831,6 +842,23 @@ impl Case {
         self.assert_serves_base_and(dir, &stage, &written);
     }
 
+    /// `kompactor prepare` while the server runs and writes new points (snapshotting at once),
+    /// then, the server stopped, the compaction that commits: every original answer, and
+    /// exactly the new points more.
+    fn prepare_while_serving(&self) {
+        let copy = copy_fixture(&self.f);
+        let dir = copy.path();
+        let stage = "kompactor prepare while the server writes";
+        let hosts = self.hosts();
+        let mut prepare = vec!["prepare", dir.to_str().unwrap(), "--hosts", &hosts];
+        prepare.extend(DAILY_ALL);
+        let written = self.write_new_points_while(dir, stage, &|| self.run_ok(&prepare, stage));
+        let stage = "after the compaction that commits what was prepared";
+        self.kompactor(dir, DAILY_ALL, stage);
+        self.verify(dir, stage);
+        self.assert_serves_base_and(dir, stage, &written);
+    }
+
     /// Compacts a fresh copy, serves it, undoes the run, and serves the original.
     fn compaction_then_undo(&self) {
         let (copy, stage) = self.compaction(TEN_MINUTES_ALL);
@@ -1060,6 +1088,12 @@ impl Case {
     /// Writes a few points newer than any data to every table of every node (on a server that
     /// snapshots at once), waits until they are in Parquet files, and stops the server.
     fn write_new_points(&self, dir: &Path, stage: &str) -> Written {
+        self.write_new_points_while(dir, stage, &|| {})
+    }
+
+    /// Like `write_new_points`, with `meanwhile` run on each node while its server runs,
+    /// after the writes and before the new points are known to be persisted.
+    fn write_new_points_while(&self, dir: &Path, stage: &str, meanwhile: &dyn Fn()) -> Written {
         let mut written = Written::default();
         for node in self.f.nodes() {
             let s = self.start(dir, &node, stage, &self.serve_opts(None, true));
@@ -1084,6 +1118,7 @@ impl Case {
                     )
                 });
             }
+            meanwhile();
             self.wait_persisted(&s, &written, stage);
             s.stop();
         }
@@ -1155,17 +1190,7 @@ fn full_summary(f: &Fixture) -> Value {
 /// The day after the fixture's first day (from `expected/summary.json`), as
 /// `YYYY-MM-DDT00:00:00`: the first day an archive with a cutoff inside it keeps.
 fn day_after_first(f: &Fixture) -> String {
-    let first = full_summary(f)["answers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|dbs| dbs.as_object().unwrap().values())
-        .flat_map(|tables| tables.as_object().unwrap().values())
-        .map(|a| a["count"]["row"]["min_time_ns"].as_i64().unwrap())
-        .min()
-        .unwrap();
-    let day = 86_400_000_000_000i64;
-    let next = first - first.rem_euclid(day) + day;
+    let next = midnight_after_first_point(&full_summary(f), None);
     let t = chrono::DateTime::from_timestamp(next / 1_000_000_000, 0).unwrap();
     t.format("%Y-%m-%dT00:00:00").to_string()
 }

@@ -22,53 +22,6 @@ fn midnight(day: &str) -> i64 {
         .unwrap()
 }
 
-/// The index files of a node's table index, `db-indices/<db>/<table>/index.info.json`.
-fn index_files(dir: &Path, node: &str) -> Vec<std::path::PathBuf> {
-    let mut out: Vec<_> = walkdir::WalkDir::new(dir.join(node).join("db-indices"))
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_name() == "index.info.json")
-        .map(|e| e.into_path())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Deletes, as the server's table-index purge does, every file of the tables `pick` selects
-/// (by `db_id/table_id`) for which `expired` holds: the Parquet file is removed and the index
-/// rewritten without it, its totals recomputed. Returns the paths deleted.
-fn purge(
-    dir: &Path,
-    node: &str,
-    pick: &dyn Fn(&str) -> bool,
-    expired: &dyn Fn(&Value) -> bool,
-) -> Vec<String> {
-    let mut deleted = Vec::new();
-    for p in index_files(dir, node) {
-        let mut doc: Value = read_json(&p);
-        let key = format!("{}/{}", doc["db_id"], doc["table_id"]);
-        if !pick(&key) {
-            continue;
-        }
-        let files = doc["files"].as_array().unwrap().clone();
-        let (gone, kept): (Vec<Value>, Vec<Value>) = files.into_iter().partition(|f| expired(f));
-        for f in &gone {
-            let path = f["path"].as_str().unwrap();
-            std::fs::remove_file(dir.join(path)).unwrap();
-            deleted.push(path.to_string());
-        }
-        let sum = |k: &str| kept.iter().map(|f| f[k].as_u64().unwrap()).sum::<u64>();
-        let times = |k: &'static str| kept.iter().map(move |f| f[k].as_i64().unwrap());
-        doc["parquet_size_bytes"] = sum("size_bytes").into();
-        doc["row_count"] = sum("row_count").into();
-        doc["min_time"] = times("min_time").min().unwrap_or(i64::MAX).into();
-        doc["max_time"] = times("max_time").max().unwrap_or(i64::MIN).into();
-        doc["files"] = Value::Array(kept);
-        std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    }
-    deleted
-}
-
 /// Retention with a cutoff: every file whose data is all older than `cutoff_ns`.
 fn expire_before(dir: &Path, node: &str, cutoff_ns: i64) -> Vec<String> {
     purge(dir, node, &|_| true, &|f| f["max_time"].as_i64().unwrap() < cutoff_ns)
@@ -94,14 +47,6 @@ fn metadata_bytes(dir: &Path, node: &str) -> u64 {
         .filter(|e| e.file_type().is_file())
         .map(|e| e.metadata().unwrap().len())
         .sum()
-}
-
-/// Node files (not kompactor's own) with content hash and mtime.
-fn node_files(dir: &Path) -> Vec<(String, (String, std::time::SystemTime))> {
-    listing(dir)
-        .into_iter()
-        .filter(|(k, (h, _))| !k.starts_with(".kompactor") && h != "dir")
-        .collect()
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String, Value) {

@@ -17,7 +17,7 @@ use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
 use crate::pipeline::merge::{Engine, Merged};
 use crate::pipeline::plan::{plan_node, Group, TablePlan};
 use crate::pipeline::report::{
-    plan_text, run_text, GroupFailure, NodeReport, NodeRun, PlanDoc, RunOptions, RunReport,
+    plan_text, run_text, GroupFailure, NodeReport, NodeRun, Phases, PlanDoc, RunOptions, RunReport,
     TableOutcome, TableRun,
 };
 use crate::pipeline::space::{estimate, SpaceEstimate};
@@ -83,17 +83,25 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     }
     let opts = args.plan.options();
     let run_id = new_run_id();
+    let read_started = Instant::now();
     let nodes = discover_all(data_dir, hosts, args.plan.server.load_window())?;
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
     let space = estimate(data_dir, &nodes, &plans, args.engine.memory_limit)?;
+    let planned = Planned {
+        nodes: &nodes,
+        plans,
+        space,
+        read_and_plan: read_started.elapsed().as_secs_f64(),
+    };
     match lock {
-        None => dry_run(args, quiet, verbose, &nodes, plans, space),
+        None => dry_run(args, quiet, verbose, planned),
         Some(lock) => {
             // Refused before anything changes; a write that fails for space anyway says
             // how much the run needed.
-            space.check()?;
+            planned.space.check()?;
+            let space = planned.space.clone();
             // The lock is held until the failed run is rolled back too.
-            compact(args, quiet, &run_id, &nodes, plans, &space, &lock).map_err(|e| {
+            compact(args, quiet, &run_id, planned, &lock).map_err(|e| {
                 // Whatever failed, the run is brought to an end now (rolled back before its
                 // commit point) rather than by the next invocation, so the disk is freed.
                 if let Err(r) = recover(data_dir, false) {
@@ -145,14 +153,20 @@ fn plan_doc(args: &CompactArgs, nodes: Vec<NodeReport>, space: SpaceEstimate) ->
     }
 }
 
-fn dry_run(
-    args: &CompactArgs,
-    quiet: bool,
-    verbose: bool,
-    nodes: &[Node],
+/// What a run knows before it changes anything.
+struct Planned<'a> {
+    nodes: &'a [Node],
+    /// Per node, per table.
     plans: Vec<Vec<TablePlan>>,
     space: SpaceEstimate,
-) -> Result<ExitCode> {
+    /// Seconds spent reading the nodes and planning.
+    read_and_plan: f64,
+}
+
+fn dry_run(args: &CompactArgs, quiet: bool, verbose: bool, planned: Planned) -> Result<ExitCode> {
+    let Planned {
+        nodes, plans, space, ..
+    } = planned;
     // Read every input footer now, so that a file the run could not merge shows up here.
     let data_dir = args.data_dir.path();
     for p in plans.iter().flatten() {
@@ -190,11 +204,15 @@ fn compact(
     args: &CompactArgs,
     quiet: bool,
     run_id: &str,
-    nodes: &[Node],
-    plans: Vec<Vec<TablePlan>>,
-    space: &SpaceEstimate,
+    planned: Planned,
     lock: &Lock,
 ) -> Result<ExitCode> {
+    let Planned {
+        nodes,
+        plans,
+        space,
+        read_and_plan,
+    } = planned;
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let data_dir = args.data_dir.path();
@@ -233,6 +251,10 @@ fn compact(
         started: started_at.to_rfc3339(),
         finished: String::new(),
         seconds: 0.0,
+        phases: Phases {
+            read_and_plan,
+            ..Phases::default()
+        },
         options: options(args),
         nodes: Vec::new(),
     };
@@ -247,7 +269,7 @@ fn compact(
             .zip(plans.iter())
             .map(|(n, t)| NodeReport::new(n, t.clone()))
             .collect();
-        let plan = json::to_string(&plan_doc(args, reports, space.clone()));
+        let plan = json::to_string(&plan_doc(args, reports, space));
         dirs.write_run_file("plan.json", plan.as_bytes(), None)?;
         let spill = dirs.tmp().join("spill");
         let out_dir = dirs.tmp().join("out");
@@ -281,13 +303,11 @@ fn compact(
             }
         }
         outputs.finish()?;
+        report.phases.merge = t.elapsed().as_secs_f64();
+        let commit_started = Instant::now();
         let mut results = results.into_iter();
         let mut prepared = prepared.into_iter();
-        log::debug!(
-            "merging took {:.2}s ({} heap trims skipped)",
-            t.elapsed().as_secs_f64(),
-            crate::heap::trims_skipped()
-        );
+        log::debug!("{} heap trims skipped", crate::heap::trims_skipped());
         for (node, tables) in nodes.iter().zip(&plans) {
             let mut merged: Vec<(&Group, Merged)> = Vec::new();
             let mut outcomes: BTreeMap<TableKey, TableOutcome> = BTreeMap::new();
@@ -359,6 +379,7 @@ fn compact(
                 n.committed = committed.remove(&n.node);
             }
         }
+        report.phases.commit = commit_started.elapsed().as_secs_f64();
     } else {
         report.nodes = nodes
             .iter()

@@ -9,6 +9,7 @@
 use crate::commands::args::{DataDir, EngineArgs, Hosts, PlanArgs};
 use crate::commands::status::unfinished_runs;
 use crate::commands::{new_run_id, EXIT_OK, EXIT_PARTIAL};
+use crate::durable::apply::sweep_scratch;
 use crate::durable::fsutil::create_dir_all;
 use crate::durable::interlock::lock;
 use crate::durable::journal::RunDirs;
@@ -76,6 +77,7 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
         )
         .hint("stop the server and run kompactor once: it finishes or rolls the run back"));
     }
+    sweep_scratch(data_dir)?;
     let prepare_id = new_run_id();
     let nodes = discover_settled(data_dir, &a.hosts.hosts, a.plan.server.load_window())?;
     let plans: Vec<Vec<TablePlan>> = nodes

@@ -94,7 +94,6 @@ impl RunDirs {
     }
 }
 
-
 /// Applies a prepared commit from its manifest: the part of a run that changes nodes.
 pub fn apply(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     for n in &m.nodes {
@@ -146,7 +145,11 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
             failpoint("after-metadata-write")?;
         }
         for s in &n.set_aside {
-            dirs.move_once(s, &mut batch)?;
+            // Already in the trash: an earlier attempt set it aside, and what the node holds
+            // there now a server built after the guard went, from the new metadata.
+            if !dirs.data_dir.join(&s.to).exists() {
+                dirs.move_once(s, &mut batch)?;
+            }
         }
         // The metadata is durable before the guard goes.
         batch.finish()?;
@@ -266,6 +269,26 @@ pub fn recover(data_dir: &Path, report_only: bool) -> Result<Vec<Recovery>> {
             action,
         });
     }
+    if !report_only {
+        sweep_scratch(data_dir)?;
+    }
     Ok(out)
+}
+
+/// Removes what interrupted processes left in `.kompactor/tmp/` (a `prepare` killed while
+/// merging, say). Called with the lock held once every run is finished, so nothing there is
+/// in use or needed by a recovery.
+pub fn sweep_scratch(data_dir: &Path) -> Result<()> {
+    let root = RunDirs::state_dir(data_dir).join("tmp");
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let gone = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        gone.map_err(|e| Error::io(&p, "remove the leftover temporary file", e))?;
+        log::info!("removed {}, left by an interrupted kompactor", p.display());
+    }
+    Ok(())
 }
 

@@ -3,11 +3,14 @@
 use crate::durable::apply::{move_rel, remove_tmp};
 use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::{fsync_dir, Batch};
-use crate::durable::journal::{run_ids, Manifest, Move, RunDirs, RunState};
+use crate::durable::journal::{run_ids, Manifest, Move, NodeManifest, RunDirs, RunState};
 use crate::error::{Error, Result};
 use crate::format::ids::SnapshotSeq;
+use crate::format::layout::TABLE_INDEX_PATHS;
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
+use std::time::UNIX_EPOCH;
 
 /// Why a finished run cannot be undone, if it cannot.
 pub fn undo_blocker(
@@ -75,6 +78,46 @@ pub fn undo_blocker(
     Ok(None)
 }
 
+/// Moves into the run's trash (`undone/`) what a server started after the run wrote from the
+/// run's metadata: the table index it rebuilt and the checkpoints it wrote. Both list the
+/// run's outputs, which the undo takes away, and the server would trust them over the
+/// restored snapshots. Safe to repeat: what was moved, or put back, is not moved again.
+fn set_aside_server_files(dirs: &RunDirs, n: &NodeManifest, started: u64, batch: &mut Batch) -> Result<()> {
+    let undone = |rel: &str| Move {
+        from: rel.to_string(),
+        to: format!("{}/undone/{rel}", dirs.rel_trash()),
+    };
+    for name in TABLE_INDEX_PATHS {
+        let rel = format!("{}/{name}", n.node);
+        // Not there at the commit, or set aside then and not yet put back: the node's is
+        // the server's.
+        let servers = n
+            .set_aside
+            .iter()
+            .find(|s| s.from == rel)
+            .is_none_or(|s| dirs.data_dir.join(&s.to).exists());
+        if servers {
+            dirs.move_once(&undone(&rel), batch)?;
+        }
+    }
+    let written: BTreeSet<&str> = n.writes.iter().map(|w| w.dest.as_str()).collect();
+    let checkpoints = dirs.data_dir.join(&n.node).join("snapshot-checkpoints");
+    for e in walkdir::WalkDir::new(&checkpoints).into_iter().flatten() {
+        let since_run = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .is_some_and(|d| d.as_secs() > started);
+        let rel = e.path().strip_prefix(&dirs.data_dir).expect("under the data dir");
+        let rel = rel.to_string_lossy();
+        if e.file_type().is_file() && since_run && !written.contains(rel.as_ref()) {
+            dirs.move_once(&undone(&rel), batch)?;
+        }
+    }
+    Ok(())
+}
+
 /// Restores the data dir as it was before a finished run.
 pub fn undo(data_dir: &Path, run_id: &str) -> Result<()> {
     let dirs = RunDirs::new(data_dir, run_id);
@@ -85,6 +128,7 @@ pub fn undo(data_dir: &Path, run_id: &str) -> Result<()> {
 }
 
 pub(crate) fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
+    let started = dirs.read_state()?.started;
     let mut batch = Batch::default();
     for n in &m.nodes {
         dirs.place_guard(&n.node)?;
@@ -97,6 +141,7 @@ pub(crate) fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
                 &mut batch,
             )?;
         }
+        set_aside_server_files(dirs, n, started, &mut batch)?;
         for s in &n.set_aside {
             dirs.move_once(
                 &Move {

@@ -8,6 +8,14 @@ use std::path::Path;
 /// The directory kompactor keeps its own state in, inside the data dir.
 pub const STATE_DIR: &str = ".kompactor";
 
+/// The table index of a node (3.3+), relative to its directory: the server rebuilds it from
+/// the snapshots when it is missing.
+pub const TABLE_INDEX_PATHS: [&str; 3] = [
+    "table-index-conversion-completed",
+    "db-indices",
+    "table-snapshots",
+];
+
 /// The parts of a gen1 Parquet path, `<node>/dbs/<db dir>/<table dir>/<date>/<time>/<file>`.
 ///
 /// The db and table directories are `<name>-<id>` up to 3.5 and `<id>` from 3.6.

@@ -9,7 +9,7 @@
 //! ([`crate::durable::journal::apply`]) then puts them in place in a crash-safe order.
 
 use crate::pipeline::discover::LiveFile;
-use crate::format::layout::STATE_DIR;
+use crate::format::layout::{STATE_DIR, TABLE_INDEX_PATHS};
 use crate::pipeline::discover::Node;
 use crate::error::{Error, Result};
 use crate::durable::fsutil::Batch;
@@ -251,11 +251,7 @@ pub fn prepare_node(
     batch.finish()?;
 
     let trash = |rel: &str| format!("{STATE_DIR}/trash/{}/{rel}", dirs.run_id);
-    let set_aside: Vec<Move> = [
-        "table-index-conversion-completed",
-        "db-indices",
-        "table-snapshots",
-    ]
+    let set_aside: Vec<Move> = TABLE_INDEX_PATHS
     .iter()
     .filter(|name| node.dir.join(name).exists())
     .map(|name| {

@@ -147,9 +147,22 @@ pub struct RunReport {
     pub started: String,
     pub finished: String,
     pub seconds: f64,
+    /// Where the time went.
+    pub phases: Phases,
     /// The options the run was started with.
     pub options: RunOptions,
     pub nodes: Vec<NodeRun>,
+}
+
+/// Wall time of a run's phases, in seconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Phases {
+    /// Discovery, plan and the space preflight.
+    pub read_and_plan: f64,
+    /// Merging and verifying the windows (or taking prepared ones), and making them durable.
+    pub merge: f64,
+    /// Staging the new metadata and the commit itself.
+    pub commit: f64,
 }
 
 /// What a run did on one node.
@@ -301,8 +314,8 @@ pub fn run_text(r: &RunReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "kompactor run {} on {} ({:.1} s)",
-        r.run_id, r.data_dir, r.seconds
+        "kompactor run {} on {} ({:.1} s: read and plan {:.1} s, merge {:.1} s, commit {:.1} s)",
+        r.run_id, r.data_dir, r.seconds, r.phases.read_and_plan, r.phases.merge, r.phases.commit
     );
     for n in &r.nodes {
         match &n.committed {

@@ -439,3 +439,124 @@ pub fn query_rows(conn: &duckdb::Connection, sql: &str, skip: &[&str]) -> Vec<St
     out.sort();
     out
 }
+
+/// A process outside kompactor's own process family (detached, so not a sibling of the
+/// kompactor the test starts) that keeps `path` open, as a running server would; killed on drop.
+pub struct Holder(u32);
+
+/// Starts a [`Holder`] of `path` and waits until it has the file open.
+pub fn hold_open(path: &Path) -> Holder {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "perl -e 'open(my $f, \"<\", \"{}\") or die; sleep 120' </dev/null >/dev/null 2>&1 & echo $!",
+            path.display()
+        ))
+        .output()
+        .unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let holder = Holder(pid);
+    let fds = PathBuf::from(format!("/proc/{pid}/fd"));
+    for _ in 0..100 {
+        let open = std::fs::read_dir(&fds)
+            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path)))
+            .unwrap_or(false);
+        if open {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    holder
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-9").arg(self.0.to_string()).status();
+    }
+}
+
+/// The index files of a node's table index, `db-indices/<db>/<table>/index.info.json`.
+pub fn index_files(dir: &Path, node: &str) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = walkdir::WalkDir::new(dir.join(node).join("db-indices"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "index.info.json")
+        .map(|e| e.into_path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Deletes, as the server's table-index purge does, every file of the tables `pick` selects
+/// (by `db_id/table_id`) for which `expired` holds: the Parquet file is removed and the index
+/// rewritten without it, its totals recomputed. Returns the paths deleted.
+pub fn purge(
+    dir: &Path,
+    node: &str,
+    pick: &dyn Fn(&str) -> bool,
+    expired: &dyn Fn(&Value) -> bool,
+) -> Vec<String> {
+    let mut deleted = Vec::new();
+    for p in index_files(dir, node) {
+        let mut doc: Value = read_json(&p);
+        let key = format!("{}/{}", doc["db_id"], doc["table_id"]);
+        if !pick(&key) {
+            continue;
+        }
+        let files = doc["files"].as_array().unwrap().clone();
+        let (gone, kept): (Vec<Value>, Vec<Value>) = files.into_iter().partition(|f| expired(f));
+        for f in &gone {
+            let path = f["path"].as_str().unwrap();
+            std::fs::remove_file(dir.join(path)).unwrap();
+            deleted.push(path.to_string());
+        }
+        let sum = |k: &str| kept.iter().map(|f| f[k].as_u64().unwrap()).sum::<u64>();
+        let times = |k: &'static str| kept.iter().map(move |f| f[k].as_i64().unwrap());
+        doc["parquet_size_bytes"] = sum("size_bytes").into();
+        doc["row_count"] = sum("row_count").into();
+        doc["min_time"] = times("min_time").min().unwrap_or(i64::MAX).into();
+        doc["max_time"] = times("max_time").max().unwrap_or(i64::MIN).into();
+        doc["files"] = Value::Array(kept);
+        std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    }
+    deleted
+}
+
+/// Node files (not kompactor's own) with content hash and mtime.
+pub fn node_files(dir: &Path) -> Vec<(String, (String, std::time::SystemTime))> {
+    listing(dir)
+        .into_iter()
+        .filter(|(k, (h, _))| !k.starts_with(".kompactor") && h != "dir")
+        .collect()
+}
+
+/// Every failpoint a compaction passes, in order: the first while merging, the rest in the
+/// commit.
+pub const COMPACTION_FAILPOINTS: &[&str] = &[
+    "write-output",
+    "after-merge-group",
+    "after-staged",
+    "after-guard",
+    "after-output-moved",
+    "after-commit-point",
+    "after-metadata-write",
+    "after-set-aside",
+    "after-guard-removed",
+    "after-trash-move",
+];
+
+/// Nanoseconds of the UTC midnight after the earliest point a fixture summary records (of
+/// `node`, or of every node): a cut that leaves data on both sides.
+pub fn midnight_after_first_point(summary: &Value, node: Option<&str>) -> i64 {
+    let nodes = summary["answers"].as_object().unwrap();
+    let first = nodes
+        .iter()
+        .filter(|(n, _)| node.is_none_or(|want| want == n.as_str()))
+        .flat_map(|(_, dbs)| dbs.as_object().unwrap().values())
+        .flat_map(|tables| tables.as_object().unwrap().values())
+        .map(|a| a["count"]["row"]["min_time_ns"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    let day = 86_400_000_000_000i64;
+    first - first.rem_euclid(day) + day
+}

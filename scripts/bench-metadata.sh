@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Benchmark of metadata scale: a node with a deep history (many snapshots, millions of tiny
+# files), and how long the read-only commands and a compaction take on it, with their peak
+# memory and how many lines they print.
+#
+#   scripts/bench-metadata.sh                  # 50,112 snapshots, 2,004,480 file entries
+#   META_DAYS=10 scripts/bench-metadata.sh     # a quicker run (5,760 snapshots, 230,400 files)
+#
+# Environment (all optional):
+#   META_DAYS=87           days of history: snapshots = days x 144 x META_FILES
+#   META_DBS=4 META_TABLES=10
+#                          databases and tables per database: file entries = snapshots x
+#                          META_DBS x META_TABLES (one file per table and snapshot, 1 row each)
+#   META_FILES=4           files per table and 10-minute window (one snapshot each)
+#   META_COMPACT=1         also time a full compaction (on a hard-linked copy; its merge reads
+#                          every file, so it takes long; the report's phases show the rest)
+#   META_ARGS              extra arguments of every kompactor command (e.g. "--load-window 1000")
+#   BENCH_DIR=~/.cache/kompactor-bench   where the node is generated (kept, reused)
+#
+# Each command runs under /usr/bin/time -v, once (the node is in the page cache after the
+# first); printed: wall time, peak RSS, and lines of output (stdout and stderr together).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+source scripts/env.sh
+case "${1:-}" in
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "bench-metadata.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
+esac
+/usr/bin/time -v true >/dev/null 2>&1 || { echo "bench-metadata.sh: GNU time (/usr/bin/time -v) is needed" >&2; exit 1; }
+
+days="${META_DAYS:-87}" dbs="${META_DBS:-4}" tables="${META_TABLES:-10}" files="${META_FILES:-4}"
+bench_dir="${BENCH_DIR:-$HOME/.cache/kompactor-bench}"
+node=node0
+# Word-split on purpose: extra arguments from the environment.
+# shellcheck disable=SC2206
+extra=(${META_ARGS:-})
+
+echo "== building (release)"
+cargo build --release --quiet --features dev-tools
+K="$CARGO_TARGET_DIR/release/kompactor"
+G="$CARGO_TARGET_DIR/release/kompactor-gen"
+
+gen_args=(--days "$days" --dbs "$dbs" --tables "$tables" --files-per-window "$files"
+    --series "$files" --interval 10m --overwrite-every 0 --seed 42)
+gen_hash="$(sha256sum <src/bin/kompactor-gen.rs | cut -c1-10)"
+ds="$bench_dir/meta-d$days-b$dbs-t$tables-f$files-g$gen_hash"
+mkdir -p "$bench_dir"
+if [ ! -e "$ds.complete" ]; then
+    rm -rf "$ds"
+    echo "== generating $ds"
+    start=$(date +%s)
+    "$G" "$ds" --node "$node" --quiet "${gen_args[@]}"
+    sync
+    touch "$ds.complete"
+    echo "   generated in $(($(date +%s) - start)) s"
+else
+    echo "== reusing $ds"
+fi
+snapshots=$(find "$ds/$node/snapshots" -name '*.info.json' | wc -l)
+parquet=$(find "$ds/$node/dbs" -name '*.parquet' | wc -l)
+meta_mb=$(du -sm "$ds/$node/snapshots" "$ds/$node/snapshot-checkpoints" 2>/dev/null | awk '{ s += $1 } END { print s }')
+echo "   $snapshots snapshots, $parquet Parquet files, ${meta_mb} MB of snapshots and checkpoints"
+
+logs="$(mktemp -d "${TMPDIR:-/tmp}/kompactor-bench-metadata.XXXXXX")"
+field() { sed -n "s/^[[:space:]]*$2: //p" "$1" | head -1; }
+to_secs() { awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.2f", s }' <<<"$1"; }
+
+# measure <name> <command...>: one line of figures; the output is kept in $logs/<name>.out.
+measure() {
+    local name="$1" rc=0
+    shift
+    /usr/bin/time -v -o "$logs/$name.time" "$@" >"$logs/$name.out" 2>&1 || rc=$?
+    printf '%-28s %9s s %9.1f MB %8d lines   exit %d\n' "$name" \
+        "$(to_secs "$(field "$logs/$name.time" 'Elapsed \(wall clock\) time \(h:mm:ss or m:ss\)')")" \
+        "$(awk -v k="$(field "$logs/$name.time" 'Maximum resident set size \(kbytes\)')" 'BEGIN { print k / 1024 }')" \
+        "$(wc -l <"$logs/$name.out")" "$rc"
+}
+
+echo "== read-only commands on $ds (logs in $logs)"
+printf '%-28s %11s %12s %14s\n' "" "wall" "peak RSS" "output"
+measure "dry run" "$K" "$ds" --hosts "$node" --dry-run "${extra[@]}"
+measure "status" "$K" status "$ds" --hosts "$node" "${extra[@]}"
+measure "verify" "$K" verify "$ds" --hosts "$node" "${extra[@]}"
+
+if [ "${META_COMPACT:-1}" = 1 ]; then
+    copy="$bench_dir/meta-copy-$$"
+    trap 'rm -rf "$copy"' EXIT
+    # Hard links: kompactor never writes into a file it did not create (new files and
+    # metadata are written under new names and renamed), so the dataset stays as it was.
+    cp -al "$ds" "$copy"
+    echo "== a full compaction (defaults) on a hard-linked copy"
+    measure "compaction" "$K" "$copy" --hosts "$node" --json "${extra[@]}"
+    python3 - "$logs/compaction.out" <<'EOF'
+import json, sys
+text = open(sys.argv[1]).read()
+start = 0 if text.startswith("{") else text.index("\n{") + 1
+doc, _ = json.JSONDecoder().raw_decode(text[start:])
+p = doc["phases"]
+print(f"   phases: read and plan {p['read_and_plan']:.1f} s, merge {p['merge']:.1f} s, commit {p['commit']:.1f} s;"
+      f" non-merge work {p['read_and_plan'] + p['commit']:.1f} s")
+for n in doc["nodes"]:
+    c = n["committed"] or {}
+    files = sum(t["files_before"] for t in n["tables"]), sum(t["files_after"] for t in n["tables"])
+    worst = max(t["files_after"] for t in n["tables"])
+    print(f"   node {n['node']}: files {files[0]} -> {files[1]} (largest table {worst} files);"
+          f" {c.get('snapshots_rewritten', 0)} snapshot(s) rewritten")
+EOF
+fi
