@@ -70,12 +70,12 @@ fn small_disk(room: impl Fn(u64) -> u64) -> Option<(tempfile::TempDir, Tmpfs, St
 #[test]
 fn a_run_without_the_space_it_needs_is_refused_before_it_starts() {
     let Some((_dir, fs, d, _)) = small_disk(|needed| needed / 2) else { return };
-    let before = listing(&fs.0);
+    let before = node_files(&fs.0);
     let out = kompactor(&[&d, "--hosts", "node0"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
     assert!(msg.contains("not enough disk space") && msg.contains("free on"), "{msg}");
-    assert_eq!(listing(&fs.0), before, "the refused run changed the data dir");
+    assert_eq!(node_files(&fs.0), before, "the refused run changed a node");
 }
 
 #[test]

@@ -208,8 +208,9 @@ fn roll_back(dirs: &RunDirs, m: &Manifest) -> Result<()> {
             }
         }
     }
-    dirs.set_state(RunState::RolledBack)?;
-    remove_tmp(dirs)
+    // Scratch first: after a full disk, that frees the room the state file needs.
+    remove_tmp(dirs)?;
+    dirs.set_state(RunState::RolledBack)
 }
 
 /// Removes the run's scratch directory in the archive.

@@ -4,6 +4,7 @@ use crate::durable::failpoint::fault_injected;
 use crate::durable::space::{free_space, FreeSpace};
 use crate::error::{Error, Result};
 use crate::format::ids::FileId;
+use crate::format::model::DbFiles;
 use crate::pipeline::discover::Node;
 use crate::pipeline::plan::TablePlan;
 use crate::units::{human_bytes, MemoryBudget};
@@ -17,9 +18,13 @@ use std::path::Path;
 pub struct SpaceEstimate {
     /// The merged files: their inputs' bytes less all but one Parquet footer.
     pub outputs: u64,
-    /// The journal's staged metadata: every snapshot and checkpoint the commit rewrites, and
-    /// the new ones (the originals are kept as hard links, which take no space).
+    /// The journal: every snapshot and checkpoint the commit rewrites, twice (the new one, and
+    /// the original it keeps for undo), the new ones, and the plan and manifest listing every
+    /// replaced file.
     pub metadata: u64,
+    /// The trash's directories: the replaced files keep their window directories there, one
+    /// filesystem block each.
+    pub directories: u64,
     /// Headroom for DuckDB to spill the largest window, when its rows may not fit in
     /// DuckDB's share of the memory budget.
     pub spill: u64,
@@ -52,10 +57,11 @@ impl SpaceEstimate {
     /// The estimate in one line.
     pub fn summary(&self) -> String {
         format!(
-            "needs about {} ({} merged files, {} metadata, {} spill headroom); {} free on {}",
+            "needs about {} ({} merged files, {} metadata, {} directories, {} spill headroom); {} free on {}",
             human_bytes(self.total),
             human_bytes(self.outputs),
             human_bytes(self.metadata),
+            human_bytes(self.directories),
             human_bytes(self.spill),
             human_bytes(self.available),
             self.mount
@@ -77,6 +83,13 @@ impl SpaceEstimate {
 /// the most: what decides whether a merge may spill.
 const UNCOMPRESSED: u64 = 4;
 
+/// The journal's bytes per replaced file: its entry in `plan.json` and in `manifest.json`
+/// (measured: about 500 and 250).
+const JOURNAL_PER_FILE: u64 = 800;
+
+/// What a directory takes: one block of the usual 4 KiB.
+const DIRECTORY: u64 = 4096;
+
 /// Estimates what the plans need on the data dir's filesystem, merging within `memory`.
 pub fn estimate(
     data_dir: &Path,
@@ -96,10 +109,14 @@ pub fn estimate(
             .values()
             .flat_map(|t| t.entries.iter().map(|f| f.id))
             .collect();
+        let mut dirs: HashSet<&str> = HashSet::new();
         for g in tables.iter().flat_map(|t| &t.groups) {
             let mut footers = Vec::with_capacity(g.inputs.len());
             for f in &g.inputs {
                 touched.insert(f.entry.id);
+                if let Some((dir, _)) = f.entry.path.rsplit_once('/') {
+                    dirs.insert(dir);
+                }
                 footers.push(footer_len(&data_dir.join(&f.entry.path)).unwrap_or(0));
             }
             let largest_footer = footers.iter().copied().max().unwrap_or(0);
@@ -107,24 +124,38 @@ pub fn estimate(
             let in_memory = g.bytes.saturating_mul(UNCOMPRESSED);
             e.spill = e.spill.max(in_memory.saturating_sub(memory.duckdb_bytes()));
         }
+        e.directories += dirs.len() as u64 * DIRECTORY;
         if touched.is_empty() {
             continue;
         }
-        let lists = |files: &crate::format::model::DbFiles| {
-            files.iter().any(|(_, _, f)| touched.contains(&f.id))
+        e.metadata += touched.len() as u64 * JOURNAL_PER_FILE;
+        // A rewritten document is kept as it was and written anew without the replaced
+        // entries: its size again, less their share.
+        let rewritten = |size: u64, lists: &[&DbFiles]| -> u64 {
+            let entries = lists.iter().flat_map(|l| l.iter());
+            let (all, gone) = entries.fold((0u64, 0u64), |(a, g), (_, _, f)| {
+                (a + 1, g + u64::from(touched.contains(&f.id)))
+            });
+            if gone == 0 {
+                0
+            } else {
+                size + size * (all - gone + 1) / (all + 1)
+            }
         };
         for s in &node.snapshots {
             let v = &s.doc.value;
-            if lists(&v.databases) || v.removed_files.as_ref().is_some_and(lists) {
-                e.metadata += s.size;
-            }
+            let removed = v.removed_files.iter();
+            e.metadata += rewritten(s.size, &std::iter::once(&v.databases).chain(removed).collect::<Vec<_>>());
         }
-        // Every checkpoint may be rewritten, and one is added like the newest.
-        e.metadata += node.checkpoints.iter().map(|c| c.size).sum::<u64>();
+        for c in &node.checkpoints {
+            let v = &c.doc.value;
+            e.metadata += rewritten(c.size, &[&v.databases, &v.pending_removed_files]);
+        }
+        // A new checkpoint, like the largest.
         e.metadata += node.checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
         e.metadata += node.newest_snapshot().map_or(0, |s| s.size);
     }
-    e.total = e.outputs + e.metadata + e.spill;
+    e.total = e.outputs + e.metadata + e.directories + e.spill;
     Ok(e)
 }
 
