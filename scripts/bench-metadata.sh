@@ -73,8 +73,8 @@ measure() {
     shift
     /usr/bin/time -v -o "$logs/$name.time" "$@" >"$logs/$name.out" 2>&1 || rc=$?
     printf '%-28s %9s s %9.1f MB %8d lines   exit %d\n' "$name" \
-        "$(to_secs "$(field "$logs/$name.time" 'Elapsed \(wall clock\) time \(h:mm:ss or m:ss\)')")" \
-        "$(awk -v k="$(field "$logs/$name.time" 'Maximum resident set size \(kbytes\)')" 'BEGIN { print k / 1024 }')" \
+        "$(to_secs "$(field "$logs/$name.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")" \
+        "$(awk -v k="$(field "$logs/$name.time" 'Maximum resident set size (kbytes)')" 'BEGIN { print k / 1024 }')" \
         "$(wc -l <"$logs/$name.out")" "$rc"
 }
 
@@ -91,12 +91,10 @@ if [ "${META_COMPACT:-1}" = 1 ]; then
     # metadata are written under new names and renamed), so the dataset stays as it was.
     cp -al "$ds" "$copy"
     echo "== a full compaction (defaults) on a hard-linked copy"
-    measure "compaction" "$K" "$copy" --hosts "$node" --json "${extra[@]}"
-    python3 - "$logs/compaction.out" <<'EOF'
+    measure "compaction" "$K" "$copy" --hosts "$node" "${extra[@]}"
+    python3 - "$copy"/.kompactor/runs/*/report.json <<'EOF'
 import json, sys
-text = open(sys.argv[1]).read()
-start = 0 if text.startswith("{") else text.index("\n{") + 1
-doc, _ = json.JSONDecoder().raw_decode(text[start:])
+doc = json.load(open(sys.argv[1]))
 p = doc["phases"]
 print(f"   phases: read and plan {p['read_and_plan']:.1f} s, merge {p['merge']:.1f} s, commit {p['commit']:.1f} s;"
       f" non-merge work {p['read_and_plan'] + p['commit']:.1f} s")

@@ -204,14 +204,7 @@ fn with_failpoint(args: &[&str], fp: &str) -> std::process::Output {
 fn a_crash_during_archive_or_restore_is_recovered() {
     let f = fixture("3.10/small");
     let (cut, day) = cutoff(&f);
-    for fp in [
-        "after-archive-window",
-        "after-archive-manifest",
-        "after-guard",
-        "after-commit-point",
-        "after-metadata-write",
-        "after-trash-move",
-    ] {
+    for &fp in ARCHIVE_FAILPOINTS {
         let copy = copy_fixture(&f);
         let tmp = tempfile::tempdir().unwrap();
         let a = tmp.path().join("cold");

@@ -58,16 +58,6 @@ const TEN_MINUTES_ALL: &[&str] = &["--window", "10m", "--min-age", "0"];
 /// The defaults (`--min-age 1h` leaves the newest windows alone).
 const DEFAULTS: &[&str] = &["--window", "1d"];
 
-/// Failpoints met by `archive` (its own, then those of the commit it shares with compaction).
-const ARCHIVE_FAILPOINTS: &[&str] = &[
-    "after-archive-window",
-    "after-archive-manifest",
-    "after-guard",
-    "after-commit-point",
-    "after-metadata-write",
-    "after-trash-move",
-];
-
 /// Failpoints met by `undo`.
 const UNDO_FAILPOINTS: &[&str] = &["undo-started", "undo-metadata-write"];
 

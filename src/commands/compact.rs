@@ -413,8 +413,8 @@ fn compact(
     }))
 }
 
-/// Takes the windows prepared while the server ran (checked against their inputs and
-/// checksums) and merges the others; results and whether each came prepared, in job order.
+/// Takes the windows prepared while the server ran (checked against their inputs, and
+/// their files byte for byte) and merges the others; results and whether each came prepared, in job order.
 fn take_prepared_then_merge(
     engine: &Engine,
     jobs: &[&Group],
@@ -427,7 +427,7 @@ fn take_prepared_then_merge(
     let mut fresh: Vec<&Group> = Vec::new();
     for g in jobs {
         let t = Instant::now();
-        match store.take(engine.conn(), g, out_dir) {
+        match store.take(g, out_dir) {
             Ok(Some(m)) => taken.push(Some((Ok(m), t.elapsed().as_secs_f64()))),
             Ok(None) => {
                 taken.push(None);

@@ -545,6 +545,16 @@ pub const COMPACTION_FAILPOINTS: &[&str] = &[
     "after-trash-move",
 ];
 
+/// Failpoints met by `archive` (its own, then those of the commit it shares with compaction).
+pub const ARCHIVE_FAILPOINTS: &[&str] = &[
+    "after-archive-window",
+    "after-archive-manifest",
+    "after-guard",
+    "after-commit-point",
+    "after-metadata-write",
+    "after-trash-move",
+];
+
 /// Nanoseconds of the UTC midnight after the earliest point a fixture summary records (of
 /// `node`, or of every node): a cut that leaves data on both sides.
 pub fn midnight_after_first_point(summary: &Value, node: Option<&str>) -> i64 {
