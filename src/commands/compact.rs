@@ -275,7 +275,6 @@ fn compact(
         let out_dir = dirs.tmp().join("out");
         create_dir_all(&spill)?;
         create_dir_all(&out_dir)?;
-        let engine = Engine::new(&args.engine.engine_options(spill))?;
         let rows_total: u64 = plans
             .iter()
             .flatten()
@@ -285,7 +284,7 @@ fn compact(
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
         let t = Instant::now();
         let (results, prepared) =
-            take_prepared_then_merge(&engine, &jobs, data_dir, &out_dir, args)?;
+            take_prepared_then_merge(&jobs, data_dir, &out_dir, &spill, args)?;
         // A full disk would fail every window after it too: the run stops there.
         if let Some(i) = results
             .iter()
@@ -364,7 +363,6 @@ fn compact(
                     .collect(),
             });
         }
-        drop(engine);
         log::info!(
             "merged {} of {total_groups} group(s), {rows_total} input rows",
             total_groups - failures
@@ -414,12 +412,13 @@ fn compact(
 }
 
 /// Takes the windows prepared while the server ran (checked against their inputs, and
-/// their files byte for byte) and merges the others; results and whether each came prepared, in job order.
+/// their files byte for byte) and merges the others, starting DuckDB only if there are any;
+/// results and whether each came prepared, in job order.
 fn take_prepared_then_merge(
-    engine: &Engine,
     jobs: &[&Group],
     data_dir: &Path,
     out_dir: &Path,
+    spill: &Path,
     args: &CompactArgs,
 ) -> Result<(Vec<GroupResult>, Vec<bool>)> {
     let store = Prepared::load(data_dir)?;
@@ -455,14 +454,19 @@ fn take_prepared_then_merge(
             w.reason
         );
     }
-    let mut merged = merge_all(
-        engine,
-        &fresh,
-        data_dir,
-        out_dir,
-        args.engine.threads,
-        args.plan.max_rows_per_file,
-    )?
+    let mut merged = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        let engine = Engine::new(&args.engine.engine_options(spill.to_path_buf()))?;
+        merge_all(
+            &engine,
+            &fresh,
+            data_dir,
+            out_dir,
+            args.engine.threads,
+            args.plan.max_rows_per_file,
+        )?
+    }
     .into_iter();
     let results = taken
         .into_iter()
