@@ -31,7 +31,15 @@ fn hidden_data_is_shown_and_left_alone_by_default() {
         let copy = copy_fixture(&f);
         let d = copy.path().to_str().unwrap();
         let w = WINDOW.to_string();
-        let status = run_json(&["status", d, "--hosts", "node0", "--json", "--load-window", &w]);
+        let status = run_json(&[
+            "status",
+            d,
+            "--hosts",
+            "node0",
+            "--json",
+            "--load-window",
+            &w,
+        ]);
         let hidden: u64 = status["nodes"][0]["tables"]
             .as_array()
             .unwrap()
@@ -39,7 +47,17 @@ fn hidden_data_is_shown_and_left_alone_by_default() {
             .map(|t| t["hidden_files"].as_u64().unwrap())
             .sum();
         assert!(hidden > 100, "{name}: {hidden} hidden files");
-        let plan = run_json(&[d, "--hosts", "node0", "--dry-run", "--json", "--load-window", &w, "--min-age", "0"]);
+        let plan = run_json(&[
+            d,
+            "--hosts",
+            "node0",
+            "--dry-run",
+            "--json",
+            "--load-window",
+            &w,
+            "--min-age",
+            "0",
+        ]);
         let revived: u64 = plan["nodes"][0]["tables"]
             .as_array()
             .unwrap()
@@ -49,7 +67,16 @@ fn hidden_data_is_shown_and_left_alone_by_default() {
         assert_eq!(revived, 0, "{name}: the default plan revives nothing");
 
         let before = rows(copy.path(), "node0");
-        run_json(&[d, "--hosts", "node0", "--json", "--load-window", &w, "--min-age", "0"]);
+        run_json(&[
+            d,
+            "--hosts",
+            "node0",
+            "--json",
+            "--load-window",
+            &w,
+            "--min-age",
+            "0",
+        ]);
         assert_eq!(
             rows(copy.path(), "node0"),
             before,
@@ -66,16 +93,37 @@ fn include_hidden_brings_every_row_back_into_view() {
         let d = copy.path().to_str().unwrap();
         let w = WINDOW.to_string();
         let plan = run_json(&[
-            d, "--hosts", "node0", "--dry-run", "--json", "--load-window", &w, "--min-age", "0",
+            d,
+            "--hosts",
+            "node0",
+            "--dry-run",
+            "--json",
+            "--load-window",
+            &w,
+            "--min-age",
+            "0",
             "--include-hidden",
         ]);
         let tables = plan["nodes"][0]["tables"].as_array().unwrap();
-        let revived: u64 = tables.iter().map(|t| t["files_revived"].as_u64().unwrap()).sum();
-        let hidden: u64 = tables.iter().map(|t| t["hidden_files"].as_u64().unwrap()).sum();
+        let revived: u64 = tables
+            .iter()
+            .map(|t| t["files_revived"].as_u64().unwrap())
+            .sum();
+        let hidden: u64 = tables
+            .iter()
+            .map(|t| t["hidden_files"].as_u64().unwrap())
+            .sum();
         assert_eq!(revived, hidden, "{name}: every hidden file is planned");
 
         let report = run_json(&[
-            d, "--hosts", "node0", "--json", "--load-window", &w, "--min-age", "0",
+            d,
+            "--hosts",
+            "node0",
+            "--json",
+            "--load-window",
+            &w,
+            "--min-age",
+            "0",
             "--include-hidden",
         ]);
         let back: u64 = report["nodes"][0]["tables"]
@@ -100,7 +148,15 @@ fn include_hidden_brings_every_row_back_into_view() {
             );
         }
         // Nothing is hidden any more.
-        let status = run_json(&["status", d, "--hosts", "node0", "--json", "--load-window", &w]);
+        let status = run_json(&[
+            "status",
+            d,
+            "--hosts",
+            "node0",
+            "--json",
+            "--load-window",
+            &w,
+        ]);
         for t in status["nodes"][0]["tables"].as_array().unwrap() {
             assert_eq!(t["hidden_files"], 0, "{name}: {t}");
         }

@@ -527,7 +527,10 @@ fn assert_routine_ok(c: &mut Case) -> String {
         "{out}"
     );
     // Merged while the server ran; the compaction only committed.
-    assert!(out.contains("came prepared, 0 merged during this run"), "{out}");
+    assert!(
+        out.contains("came prepared, 0 merged during this run"),
+        "{out}"
+    );
     assert!(out.contains("downtime: "), "{out}");
     let run_id = verdict
         .rsplit_once("; run ")

@@ -358,15 +358,39 @@ fn windows_too_recent_to_merge_whole_are_merged_in_finer_tiers() {
         let cutoff = t["min_age_cutoff"].as_i64().unwrap();
         let mut widths = std::collections::BTreeSet::new();
         for g in t["groups"].as_array().unwrap() {
-            let (start, end) = (g["window_start"].as_i64().unwrap(), g["window_end"].as_i64().unwrap());
+            let (start, end) = (
+                g["window_start"].as_i64().unwrap(),
+                g["window_end"].as_i64().unwrap(),
+            );
             widths.insert(end - start);
-            let newest = g["inputs"].as_array().unwrap().iter().map(|x| x["max_time"].as_i64().unwrap()).max().unwrap();
-            assert!(newest <= cutoff, "{}: a group holds data newer than --min-age", t["label"]);
+            let newest = g["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["max_time"].as_i64().unwrap())
+                .max()
+                .unwrap();
+            assert!(
+                newest <= cutoff,
+                "{}: a group holds data newer than --min-age",
+                t["label"]
+            );
         }
         // Old days whole; the newest day in hours, and its last hour in ten-minute windows.
-        let (day, hour, ten) = (86_400_000_000_000i64, 3_600_000_000_000i64, 600_000_000_000i64);
-        assert!(widths.contains(&day) && widths.contains(&hour), "{}: {widths:?}", t["label"]);
-        assert!(widths.iter().all(|w| [day, hour, ten].contains(w)), "{widths:?}");
+        let (day, hour, ten) = (
+            86_400_000_000_000i64,
+            3_600_000_000_000i64,
+            600_000_000_000i64,
+        );
+        assert!(
+            widths.contains(&day) && widths.contains(&hour),
+            "{}: {widths:?}",
+            t["label"]
+        );
+        assert!(
+            widths.iter().all(|w| [day, hour, ten].contains(w)),
+            "{widths:?}"
+        );
         // Only the newest hour is left as the server wrote it.
         for k in t["skipped"].as_array().unwrap() {
             assert!(k["window_start"].as_i64().unwrap() + ten > cutoff, "{k}");

@@ -17,7 +17,12 @@ fn hosts(f: &Fixture) -> String {
 }
 
 /// Runs `kompactor [prepare] <dir> --hosts <hosts> --json` with the plan options and `env`.
-fn step(prepare: bool, dir: &Path, hosts: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Value) {
+fn step(
+    prepare: bool,
+    dir: &Path,
+    hosts: &str,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, Value) {
     let d = dir.to_str().unwrap();
     let mut args: Vec<&str> = if prepare { vec!["prepare"] } else { vec![] };
     args.extend([d, "--hosts", hosts, "--json"]);
@@ -55,7 +60,10 @@ fn windows(report: &Value) -> (u64, u64) {
         .iter()
         .flat_map(|n| n["tables"].as_array().unwrap());
     tables.fold((0, 0), |(m, p), t| {
-        (m + t["groups_merged"].as_u64().unwrap(), p + t["windows_prepared"].as_u64().unwrap())
+        (
+            m + t["groups_merged"].as_u64().unwrap(),
+            p + t["windows_prepared"].as_u64().unwrap(),
+        )
     })
 }
 
@@ -74,7 +82,9 @@ fn prepared_files(dir: &Path) -> Vec<PathBuf> {
 /// Nothing of kompactor's scratch left behind.
 fn assert_no_scratch(dir: &Path) {
     let tmp = dir.join(".kompactor/tmp");
-    let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
 }
 
@@ -86,7 +96,12 @@ fn prepare_while_the_node_is_in_use_changes_no_node_and_its_windows_are_committe
         let h = hosts(&f);
         // A process outside kompactor keeps a snapshot open, as the running server would.
         let snapshots = dir.join(&f.nodes()[0]).join("snapshots");
-        let snap = std::fs::read_dir(&snapshots).unwrap().next().unwrap().unwrap().path();
+        let snap = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let holder = hold_open(&snap);
         let before = node_files(dir);
 
@@ -94,18 +109,37 @@ fn prepare_while_the_node_is_in_use_changes_no_node_and_its_windows_are_committe
         let prepared = doc["windows_prepared"].as_u64().unwrap();
         assert!(prepared > 0, "{}: nothing prepared: {doc}", f.name);
         assert_eq!(doc["windows_failed"], 0, "{}: {doc}", f.name);
-        assert_eq!(node_files(dir), before, "{}: prepare changed a node", f.name);
+        assert_eq!(
+            node_files(dir),
+            before,
+            "{}: prepare changed a node",
+            f.name
+        );
 
         // The compaction itself still refuses while the node is in use.
         let (code, out, _) = step(false, dir, &h, &[]);
-        assert_eq!(code, Some(1), "{}: a compaction while in use\n{out}", f.name);
+        assert_eq!(
+            code,
+            Some(1),
+            "{}: a compaction while in use\n{out}",
+            f.name
+        );
         assert_eq!(node_files(dir), before, "{}", f.name);
         drop(holder);
 
         let report = compact(dir, &h);
-        assert_eq!(windows(&report), (prepared, prepared), "{}: every window came prepared", f.name);
+        assert_eq!(
+            windows(&report),
+            (prepared, prepared),
+            "{}: every window came prepared",
+            f.name
+        );
         assert_answers_match(&f, dir);
-        assert!(!dir.join(".kompactor/prepared").exists(), "{}: prepared runs left", f.name);
+        assert!(
+            !dir.join(".kompactor/prepared").exists(),
+            "{}: prepared runs left",
+            f.name
+        );
         assert_no_scratch(dir);
     }
 }
@@ -137,7 +171,11 @@ fn a_file_that_arrived_after_prepare_makes_its_window_merge_afresh() {
     let copy = copy_fixture(&f);
     let dir = copy.path();
     let snapshots = dir.join("node0/snapshots");
-    let mut names: Vec<_> = std::fs::read_dir(&snapshots).unwrap().flatten().map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     // Names are inverted sequence numbers: the newest sorts first.
     let newest = snapshots.join(&names[0]);
@@ -149,7 +187,11 @@ fn a_file_that_arrived_after_prepare_makes_its_window_merge_afresh() {
     let report = compact(dir, "node0");
     let (merged, taken) = windows(&report);
     // That snapshot holds late writes to both days: no window is as it was prepared.
-    assert_eq!((merged, taken), (prepared, 0), "a changed window was taken as prepared: {report}");
+    assert_eq!(
+        (merged, taken),
+        (prepared, 0),
+        "a changed window was taken as prepared: {report}"
+    );
     assert_answers_match(&f, dir);
 }
 
@@ -158,7 +200,9 @@ fn an_input_purged_after_prepare_makes_its_window_merge_afresh() {
     let f = fixture("3.10/small");
     // The same purge on two copies: one prepared before it, one compacted plainly after it.
     let (with_prepare, plain) = (copy_fixture(&f), copy_fixture(&f));
-    let prepared = prepare(with_prepare.path(), "node0")["windows_prepared"].as_u64().unwrap();
+    let prepared = prepare(with_prepare.path(), "node0")["windows_prepared"]
+        .as_u64()
+        .unwrap();
     // The oldest file of the table with the most files.
     let index = index_files(with_prepare.path(), "node0")
         .iter()
@@ -176,7 +220,8 @@ fn an_input_purged_after_prepare_makes_its_window_merge_afresh() {
     assert_eq!(taken, prepared - 1, "{report}");
     compact(plain.path(), "node0");
     assert!(
-        read_through_metadata(with_prepare.path(), "node0") == read_through_metadata(plain.path(), "node0"),
+        read_through_metadata(with_prepare.path(), "node0")
+            == read_through_metadata(plain.path(), "node0"),
         "rows read back differ from a plain run's"
     );
 }
@@ -189,15 +234,29 @@ fn a_crash_during_prepare_or_during_its_commit_is_recovered() {
     let before = node_files(dir);
 
     // A prepare killed while merging: no node touched; the next prepare starts clean.
-    let (code, out, _) = step(true, dir, "node0", &[("KOMPACTOR_FAILPOINT", "after-merge-group")]);
+    let (code, out, _) = step(
+        true,
+        dir,
+        "node0",
+        &[("KOMPACTOR_FAILPOINT", "after-merge-group")],
+    );
     assert_eq!(code, None, "the failpoint was not reached\n{out}");
-    assert_eq!(node_files(dir), before, "an interrupted prepare changed a node");
+    assert_eq!(
+        node_files(dir),
+        before,
+        "an interrupted prepare changed a node"
+    );
     let prepared = prepare(dir, "node0")["windows_prepared"].as_u64().unwrap();
     assert_no_scratch(dir);
 
     // The commit after prepare killed with outputs moved into the node, before its commit
     // point: the next run rolls it back, then merges what it can no longer take.
-    let (code, out, _) = step(false, dir, "node0", &[("KOMPACTOR_FAILPOINT", "after-output-moved")]);
+    let (code, out, _) = step(
+        false,
+        dir,
+        "node0",
+        &[("KOMPACTOR_FAILPOINT", "after-output-moved")],
+    );
     assert_eq!(code, None, "the failpoint was not reached\n{out}");
     let report = compact(dir, "node0");
     let (merged, _) = windows(&report);
@@ -209,7 +268,12 @@ fn a_crash_during_prepare_or_during_its_commit_is_recovered() {
     let copy = copy_fixture(&f);
     let dir = copy.path();
     prepare(dir, "node0");
-    let (code, out, _) = step(false, dir, "node0", &[("KOMPACTOR_FAILPOINT", "after-commit-point")]);
+    let (code, out, _) = step(
+        false,
+        dir,
+        "node0",
+        &[("KOMPACTOR_FAILPOINT", "after-commit-point")],
+    );
     assert_eq!(code, None, "the failpoint was not reached\n{out}");
     let (code, out, _) = step(false, dir, "node0", &[]);
     assert_eq!(code, Some(0), "{out}");

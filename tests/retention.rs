@@ -24,7 +24,9 @@ fn midnight(day: &str) -> i64 {
 
 /// Retention with a cutoff: every file whose data is all older than `cutoff_ns`.
 fn expire_before(dir: &Path, node: &str, cutoff_ns: i64) -> Vec<String> {
-    purge(dir, node, &|_| true, &|f| f["max_time"].as_i64().unwrap() < cutoff_ns)
+    purge(dir, node, &|_| true, &|f| {
+        f["max_time"].as_i64().unwrap() < cutoff_ns
+    })
 }
 
 /// Every file path a snapshot or checkpoint of the node lists as present (removals name
@@ -43,7 +45,11 @@ fn listed_paths(dir: &Path, node: &str) -> BTreeSet<String> {
 fn metadata_bytes(dir: &Path, node: &str) -> u64 {
     ["snapshots", "snapshot-checkpoints"]
         .iter()
-        .flat_map(|d| walkdir::WalkDir::new(dir.join(node).join(d)).into_iter().flatten())
+        .flat_map(|d| {
+            walkdir::WalkDir::new(dir.join(node).join(d))
+                .into_iter()
+                .flatten()
+        })
         .filter(|e| e.file_type().is_file())
         .map(|e| e.metadata().unwrap().len())
         .sum()
@@ -77,7 +83,10 @@ impl Scenario<'_> {
         // verify: purged entries are information, not problems.
         let (code, out, _) = run(&["verify", d, "--hosts", self.hosts]);
         assert_eq!(code, Some(0), "{name}: verify\n{out}");
-        assert!(out.contains("(information)") && out.contains("still listed"), "{name}: {out}");
+        assert!(
+            out.contains("(information)") && out.contains("still listed"),
+            "{name}: {out}"
+        );
 
         // status: purged entries per table, not counted as live files.
         let (code, out, status) = run(&["status", d, "--hosts", self.hosts, "--json"]);
@@ -90,14 +99,21 @@ impl Scenario<'_> {
             .map(|t| t["purged_entries"].as_u64().unwrap())
             .sum();
         let expected_purged = self.purged.len();
-        assert_eq!(purged_total as usize, expected_purged, "{name}: purged entries in status");
+        assert_eq!(
+            purged_total as usize, expected_purged,
+            "{name}: purged entries in status"
+        );
 
         // The dry run shows the entries it would drop and changes nothing.
         let before = node_files(self.dir);
         let (code, out, _) = run(&[d, "--hosts", self.hosts, "--dry-run", "--min-age", "0"]);
         assert_eq!(code, Some(0), "{name}: dry run\n{out}");
         assert!(out.contains("still listed"), "{name}: dry run\n{out}");
-        assert_eq!(node_files(self.dir), before, "{name}: the dry run changed the node");
+        assert_eq!(
+            node_files(self.dir),
+            before,
+            "{name}: the dry run changed the node"
+        );
 
         // Compaction: every other window merged, purged entries dropped.
         let nodes: Vec<String> = self.hosts.split(',').map(str::to_string).collect();
@@ -110,7 +126,10 @@ impl Scenario<'_> {
             .iter()
             .map(|n| n["committed"]["purged_entries_dropped"].as_u64().unwrap())
             .sum();
-        assert_eq!(dropped as usize, expected_purged, "{name}: entries dropped\n{out}");
+        assert_eq!(
+            dropped as usize, expected_purged,
+            "{name}: entries dropped\n{out}"
+        );
         let meta_after: u64 = nodes.iter().map(|n| metadata_bytes(self.dir, n)).sum();
         println!(
             "{name}: {dropped} purged entries dropped; snapshot+checkpoint metadata {meta_before} -> {meta_after} bytes"
@@ -119,7 +138,10 @@ impl Scenario<'_> {
         // Nothing listed is missing on disk any more.
         for n in &nodes {
             for p in listed_paths(self.dir, n) {
-                assert!(self.dir.join(&p).exists(), "{name}: {p} is still listed but not on disk");
+                assert!(
+                    self.dir.join(&p).exists(),
+                    "{name}: {p} is still listed but not on disk"
+                );
             }
         }
         self.assert_rows();
@@ -128,7 +150,11 @@ impl Scenario<'_> {
         let after = node_files(self.dir);
         let (code, out, _) = run(&[d, "--hosts", self.hosts, "--min-age", "0"]);
         assert_eq!(code, Some(0), "{name}: second run\n{out}");
-        assert_eq!(node_files(self.dir), after, "{name}: the second run changed the node");
+        assert_eq!(
+            node_files(self.dir),
+            after,
+            "{name}: the second run changed the node"
+        );
 
         // undo gives the purged node back byte for byte, stale entries included.
         let runs = std::fs::read_dir(self.dir.join(".kompactor/runs")).unwrap();
@@ -136,7 +162,11 @@ impl Scenario<'_> {
         ids.sort();
         let (code, out, _) = run(&["undo", d, "--run", ids[0].to_str().unwrap()]);
         assert_eq!(code, Some(0), "{name}: undo\n{out}");
-        assert_eq!(node_files(self.dir), before, "{name}: undo did not restore the node");
+        assert_eq!(
+            node_files(self.dir),
+            before,
+            "{name}: undo did not restore the node"
+        );
     }
 
     /// The rows read back equal the persisted answers minus exactly the expired rows.
@@ -148,7 +178,11 @@ impl Scenario<'_> {
             for (key, (db, table)) in &names {
                 let label = format!("{db}.{table}");
                 if self.deleted_tables.contains(&label.as_str()) {
-                    assert!(!got.contains_key(key), "{}: {label} still has live files", f.name);
+                    assert!(
+                        !got.contains_key(key),
+                        "{}: {label} still has live files",
+                        f.name
+                    );
                     continue;
                 }
                 let (rows, types) = got
@@ -271,10 +305,15 @@ fn a_lost_file_next_to_purged_ones_blocks_only_its_window() {
         .collect();
     assert_eq!(skipped.len(), 1, "{out}");
     assert!(skipped[0].contains(&lost), "{skipped:?}");
-    let dropped = report["nodes"][0]["committed"]["purged_entries_dropped"].as_u64().unwrap();
+    let dropped = report["nodes"][0]["committed"]["purged_entries_dropped"]
+        .as_u64()
+        .unwrap();
     assert_eq!(dropped as usize, purged.len());
     for p in listed_paths(copy.path(), "node0") {
-        assert!(copy.path().join(&p).exists() || p == lost, "{p} still listed");
+        assert!(
+            copy.path().join(&p).exists() || p == lost,
+            "{p} still listed"
+        );
     }
     // verify still names the lost file, and nothing else.
     let (code, out, _) = run(&["verify", d, "--hosts", "node0"]);

@@ -45,8 +45,18 @@ impl Drop for Tmpfs {
 
 /// Bytes in use on the filesystem holding `dir`.
 fn used(dir: &Path) -> u64 {
-    let out = Command::new("df").args(["-B1", "--output=used"]).arg(dir).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+    let out = Command::new("df")
+        .args(["-B1", "--output=used"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// A tmpfs holding a copy of the 3.10 fixture, shrunk to leave `room(needed)` bytes free;
@@ -54,7 +64,12 @@ fn used(dir: &Path) -> u64 {
 fn small_disk(room: impl Fn(u64) -> u64) -> Option<(tempfile::TempDir, Tmpfs, String, u64)> {
     let (dir, fs) = Tmpfs::mount(256 << 20)?;
     let f = fixture("3.10/small");
-    let st = Command::new("cp").arg("-a").arg(f.dir.join("node0")).arg(&fs.0).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(f.dir.join("node0"))
+        .arg(&fs.0)
+        .status()
+        .unwrap();
     assert!(st.success());
     let d = fs.0.to_str().unwrap().to_string();
     let out = kompactor(&[&d, "--hosts", "node0", "--dry-run", "--json"]);
@@ -69,21 +84,31 @@ fn small_disk(room: impl Fn(u64) -> u64) -> Option<(tempfile::TempDir, Tmpfs, St
 
 #[test]
 fn a_run_without_the_space_it_needs_is_refused_before_it_starts() {
-    let Some((_dir, fs, d, _)) = small_disk(|needed| needed / 2) else { return };
+    let Some((_dir, fs, d, _)) = small_disk(|needed| needed / 2) else {
+        return;
+    };
     let before = node_files(&fs.0);
     let out = kompactor(&[&d, "--hosts", "node0"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
-    assert!(msg.contains("not enough disk space") && msg.contains("free on"), "{msg}");
+    assert!(
+        msg.contains("not enough disk space") && msg.contains("free on"),
+        "{msg}"
+    );
     assert_eq!(node_files(&fs.0), before, "the refused run changed a node");
 }
 
 #[test]
 fn a_disk_that_fills_up_during_the_run_fails_cleanly_and_is_recovered() {
     // Half a MiB: less than the outputs alone (about 0.7 MiB here), whatever the estimate says.
-    let Some((_dir, fs, d, needed)) = small_disk(|_| 512 << 10) else { return };
+    let Some((_dir, fs, d, needed)) = small_disk(|_| 512 << 10) else {
+        return;
+    };
     let nodes = |dir: &Path| -> Vec<_> {
-        listing(dir).into_iter().filter(|(k, _)| k.starts_with("node0")).collect()
+        listing(dir)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("node0"))
+            .collect()
     };
     let before = nodes(&fs.0);
     // The preflight is told the space is there; the writes find out it is not.
@@ -94,7 +119,10 @@ fn a_disk_that_fills_up_during_the_run_fails_cleanly_and_is_recovered() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
-    assert!(msg.contains("is full") && msg.contains("needed about"), "{msg}");
+    assert!(
+        msg.contains("is full") && msg.contains("needed about"),
+        "{msg}"
+    );
     assert_eq!(nodes(&fs.0), before, "the failed run changed the node");
     // With room, the next run compacts; the failed one was already rolled back.
     fs.resize(used(&fs.0) + needed * 2);

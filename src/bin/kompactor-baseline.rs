@@ -15,10 +15,10 @@
 
 use clap::Parser;
 use duckdb::Connection;
-use kompactor::pipeline::discover::discover_node;
-use kompactor::format::parquet::{read_footer, sql_ident, sql_str, ColumnType};
-use kompactor::pipeline::plan::{plan_node, PlanOptions};
 use kompactor::format::ids::Nanos;
+use kompactor::format::parquet::{read_footer, sql_ident, sql_str, ColumnType};
+use kompactor::pipeline::discover::discover_node;
+use kompactor::pipeline::plan::{plan_node, PlanOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;

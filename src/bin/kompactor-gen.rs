@@ -35,11 +35,11 @@
 
 use clap::Parser;
 use duckdb::Connection;
+use kompactor::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use kompactor::format::model::{
     Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndex, TableIndexMarker,
 };
 use kompactor::format::parquet::{encode_arrow_schema, sql_ident, sql_str, Column, ColumnType};
-use kompactor::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use serde_json::Map;
 use std::collections::BTreeMap;
 use std::fs;

@@ -12,6 +12,7 @@ use crate::durable::journal::{ArchiveSide, Manifest, RunDirs, RunState};
 use crate::error::{Error, Result};
 use crate::format::ids::Nanos;
 use crate::format::layout::{check_hosts, date_of};
+use crate::json;
 use crate::pipeline::archive::{
     marker, open_archive, partition_dir, tmp_rel, undone_rel, ArchiveManifest, ArchivedFile, Names,
     Source, Window, DAY, META,
@@ -20,7 +21,6 @@ use crate::pipeline::commit::{prepare_node, Change};
 use crate::pipeline::discover::discover_all;
 use crate::pipeline::merge::{merge_group, Engine};
 use crate::pipeline::plan::{blocked_files, by_window, Group};
-use crate::json;
 use crate::units::parse_time_or_age;
 use clap::Args;
 use serde::Serialize;
@@ -155,7 +155,12 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         ))
         .hint("give an earlier --older-than, or check the nodes with `kompactor status`"));
     }
-    let partition = |g: &Group| g.output_path.rsplit_once('/').map_or("", |x| x.0).to_string();
+    let partition = |g: &Group| {
+        g.output_path
+            .rsplit_once('/')
+            .map_or("", |x| x.0)
+            .to_string()
+    };
     let summary = |run_id: Option<String>| ArchiveDoc {
         format_version: json::FORMAT_VERSION,
         dry_run: a.dry_run,
@@ -182,7 +187,12 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                 a.to.display()
             );
             for (_, g, _) in &groups {
-                println!("  {} ({} files, {} rows)", partition(g), g.inputs.len(), g.rows);
+                println!(
+                    "  {} ({} files, {} rows)",
+                    partition(g),
+                    g.inputs.len(),
+                    g.rows
+                );
             }
         }
         return Ok(ExitCode::from(EXIT_OK));
@@ -316,4 +326,3 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::from(EXIT_OK))
 }
-

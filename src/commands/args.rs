@@ -1,7 +1,7 @@
 //! Argument groups several commands share: the data dir, the nodes, the merge engine.
 
-use crate::pipeline::merge::EngineOptions;
 use crate::format::ids::Nanos;
+use crate::pipeline::merge::EngineOptions;
 use crate::pipeline::plan::PlanOptions;
 use crate::units::{parse_duration, parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
 use clap::Args;
@@ -77,7 +77,6 @@ impl EngineArgs {
         }
     }
 }
-
 
 /// What kompactor must know of how the server runs, when it is not the release's default.
 #[derive(Args, Debug, Clone, Default)]

@@ -16,12 +16,12 @@ use crate::pipeline::commit::{prepare_node, Change, Committed};
 use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
 use crate::pipeline::merge::{Engine, Merged};
 use crate::pipeline::plan::{plan_node, Group, TablePlan};
+use crate::pipeline::prepared::Prepared;
 use crate::pipeline::report::{
     plan_text, run_text, GroupFailure, NodeReport, NodeRun, Phases, PlanDoc, RunOptions, RunReport,
     TableOutcome, TableRun,
 };
 use crate::pipeline::space::{estimate, SpaceEstimate};
-use crate::pipeline::prepared::Prepared;
 use crate::pipeline::workers::{merge_all, GroupResult};
 use crate::units::format_duration;
 use clap::Args;
@@ -77,7 +77,12 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     check_hosts(data_dir, hosts)?;
     // Locked before reading anything, so that no other run can commit between our reading
     // the metadata and our commit.
-    let lock = start(data_dir, args.dry_run, args.engine.allow_running_server, quiet)?;
+    let lock = start(
+        data_dir,
+        args.dry_run,
+        args.engine.allow_running_server,
+        quiet,
+    )?;
     if !args.dry_run {
         refuse_orphan_guards(data_dir, hosts)?;
     }
@@ -165,7 +170,10 @@ struct Planned<'a> {
 
 fn dry_run(args: &CompactArgs, quiet: bool, verbose: bool, planned: Planned) -> Result<ExitCode> {
     let Planned {
-        nodes, plans, space, ..
+        nodes,
+        plans,
+        space,
+        ..
     } = planned;
     // Read every input footer now, so that a file the run could not merge shows up here.
     let data_dir = args.data_dir.path();

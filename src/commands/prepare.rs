@@ -73,7 +73,10 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
     if let Some(u) = unfinished_runs(data_dir)?.first() {
         return Err(Error::at(
             data_dir,
-            format!("run {} was interrupted ({:?}) and is not finished", u.run_id, u.state),
+            format!(
+                "run {} was interrupted ({:?}) and is not finished",
+                u.run_id, u.state
+            ),
         )
         .hint("stop the server and run kompactor once: it finishes or rolls the run back"));
     }
@@ -148,7 +151,11 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
             a.hosts.hosts.join(",")
         );
     }
-    Ok(ExitCode::from(if failed > 0 { EXIT_PARTIAL } else { EXIT_OK }))
+    Ok(ExitCode::from(if failed > 0 {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    }))
 }
 
 /// Reads the nodes while the server may be writing: the read counts only if no snapshot or
@@ -157,7 +164,11 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
 ///
 /// The server puts each metadata file in place whole (written under a temporary name, then
 /// renamed), so a settled read is the state after some snapshot: never a torn or mixed view.
-fn discover_settled(data_dir: &Path, hosts: &[String], load_window: Option<usize>) -> Result<Vec<Node>> {
+fn discover_settled(
+    data_dir: &Path,
+    hosts: &[String],
+    load_window: Option<usize>,
+) -> Result<Vec<Node>> {
     let mut last_err = None;
     for attempt in 0..READ_ATTEMPTS {
         if attempt > 0 {
@@ -174,8 +185,11 @@ fn discover_settled(data_dir: &Path, hosts: &[String], load_window: Option<usize
         log::info!("the server changed the metadata while it was read; reading again");
     }
     Err(last_err.unwrap_or_else(|| {
-        Error::at(data_dir, "the server kept changing the metadata while kompactor read it")
-            .hint("try again, or run prepare when the node is less busy")
+        Error::at(
+            data_dir,
+            "the server kept changing the metadata while kompactor read it",
+        )
+        .hint("try again, or run prepare when the node is less busy")
     }))
 }
 
@@ -184,7 +198,10 @@ fn metadata_listing(data_dir: &Path, hosts: &[String]) -> Vec<(String, u64, Opti
     let mut out = Vec::new();
     for h in hosts {
         for sub in ["snapshots", "snapshot-checkpoints"] {
-            for e in walkdir::WalkDir::new(data_dir.join(h).join(sub)).into_iter().flatten() {
+            for e in walkdir::WalkDir::new(data_dir.join(h).join(sub))
+                .into_iter()
+                .flatten()
+            {
                 if let Ok(m) = e.metadata() {
                     out.push((e.path().display().to_string(), m.len(), m.modified().ok()));
                 }

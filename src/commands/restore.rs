@@ -99,7 +99,10 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             if present == w.files.len() {
                 selected.push(w);
             } else if present > 0 {
-                let gone = w.files.iter().find(|f| !a.archive_dir.join(&f.path).is_file());
+                let gone = w
+                    .files
+                    .iter()
+                    .find(|f| !a.archive_dir.join(&f.path).is_file());
                 return Err(Error::at(
                     &a.archive_dir,
                     format!(

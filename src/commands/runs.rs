@@ -46,7 +46,9 @@ pub struct PreparedInfo {
 }
 
 /// Every prepared run of a data dir, oldest first.
-pub fn prepared_runs(data_dir: &std::path::Path) -> Result<Vec<(std::path::PathBuf, PreparedInfo)>> {
+pub fn prepared_runs(
+    data_dir: &std::path::Path,
+) -> Result<Vec<(std::path::PathBuf, PreparedInfo)>> {
     let mut out = Vec::new();
     for d in prepared_dirs(data_dir)? {
         let manifest = read_manifest(&d);
@@ -55,7 +57,11 @@ pub fn prepared_runs(data_dir: &std::path::Path) -> Result<Vec<(std::path::PathB
             .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
             .unwrap_or_default();
         let info = PreparedInfo {
-            prepare_id: d.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            prepare_id: d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
             windows: manifest.as_ref().map_or(0, |m| m.windows.len()),
             complete: manifest.is_some(),
             bytes: dir_size(&d),
@@ -107,7 +113,10 @@ pub fn run(a: &RunsArgs) -> Result<ExitCode> {
         .iter()
         .map(|id| info(data_dir, id))
         .collect::<Result<_>>()?;
-    let prepared: Vec<PreparedInfo> = prepared_runs(data_dir)?.into_iter().map(|(_, p)| p).collect();
+    let prepared: Vec<PreparedInfo> = prepared_runs(data_dir)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     if a.json {
         json::print(&RunsDoc {
             format_version: json::FORMAT_VERSION,
@@ -152,4 +161,3 @@ pub fn run(a: &RunsArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::from(EXIT_OK))
 }
-

@@ -17,7 +17,6 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-
 /// One table in `status`.
 #[derive(Serialize)]
 struct TableStatus {
@@ -109,8 +108,13 @@ fn node_status(n: &Node) -> NodeStatus {
             _ => None,
         })
         .collect();
-    let keys: BTreeSet<TableKey> =
-        n.live.keys().chain(n.purged.keys()).chain(n.hidden.keys()).copied().collect();
+    let keys: BTreeSet<TableKey> = n
+        .live
+        .keys()
+        .chain(n.purged.keys())
+        .chain(n.hidden.keys())
+        .copied()
+        .collect();
     let tables = keys
         .into_iter()
         .map(|k| {
@@ -132,7 +136,11 @@ fn node_status(n: &Node) -> NodeStatus {
                 .min();
             let purged = n.purged.get(&k);
             let hidden = n.hidden.get(&k).map_or(&[][..], Vec::as_slice);
-            let hmin = hidden.iter().map(|f| f.entry.min_time).min().unwrap_or(Nanos::MAX);
+            let hmin = hidden
+                .iter()
+                .map(|f| f.entry.min_time)
+                .min()
+                .unwrap_or(Nanos::MAX);
             let hmax = newest_time(hidden);
             let (pmin, pmax) = purged.map_or((Nanos::MAX, Nanos::MIN), |p| p.time_range());
             let time = |t: Nanos, none: bool| if none { String::new() } else { t.to_rfc3339() };
@@ -241,7 +249,12 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
                 let _ = writeln!(
                     s,
                     "  {:<20} hidden by the load window: {} file(s), {} rows, {} bytes, {} .. {}",
-                    "", t.hidden_files, t.hidden_rows, t.hidden_bytes, t.hidden_min_time, t.hidden_max_time
+                    "",
+                    t.hidden_files,
+                    t.hidden_rows,
+                    t.hidden_bytes,
+                    t.hidden_min_time,
+                    t.hidden_max_time
                 );
             }
             if t.purged_entries > 0 || t.lost_files > 0 {
@@ -265,8 +278,12 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
             );
         }
         // Purged entries are on each table's line already.
-        let others: Vec<Finding> =
-            n.findings.iter().filter(|f| !matches!(f, Finding::Purged { .. })).cloned().collect();
+        let others: Vec<Finding> = n
+            .findings
+            .iter()
+            .filter(|f| !matches!(f, Finding::Purged { .. }))
+            .cloned()
+            .collect();
         for l in summarize(&others, verbose) {
             let _ = writeln!(s, "  - {l}");
         }
@@ -275,8 +292,11 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
         let _ = writeln!(s, "\nunfinished run {} ({:?}): the next kompactor run on this data dir finishes or rolls it back", u.run_id, u.state);
     }
     let _ = writeln!(s, "\ntrash: {trash_bytes} bytes in {}", trash.display());
-    let _ = writeln!(s, "disk: a compaction with the default options {}", space.summary());
+    let _ = writeln!(
+        s,
+        "disk: a compaction with the default options {}",
+        space.summary()
+    );
     print!("{s}");
     Ok(ExitCode::from(EXIT_OK))
 }
-

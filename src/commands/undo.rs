@@ -98,4 +98,3 @@ pub fn run(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::from(EXIT_OK))
 }
-

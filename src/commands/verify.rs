@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 
-
 /// One node in the `verify --json` document.
 #[derive(Serialize)]
 struct NodeVerify {
@@ -121,9 +120,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
     // The table index may only name files that exist.
     for p in &n.table_index_files {
         if p.to_string_lossy().ends_with("index.info.json") {
-            if let Ok(doc) = Doc::<TableIndex>::parse(
-                &std::fs::read(p).unwrap_or_default(),
-            ) {
+            if let Ok(doc) = Doc::<TableIndex>::parse(&std::fs::read(p).unwrap_or_default()) {
                 for f in &doc.value.files {
                     if !data_dir.join(&f.path).exists() {
                         out.push(format!(
@@ -155,7 +152,10 @@ pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
     for h in &a.hosts.hosts {
         let n = discover_node_with(data_dir, h, a.server.load_window())?;
         all.push((h.clone(), problems(data_dir, &n)?));
-        let purged = n.findings.iter().filter(|f| matches!(f, Finding::Purged { .. }));
+        let purged = n
+            .findings
+            .iter()
+            .filter(|f| matches!(f, Finding::Purged { .. }));
         info.push((h.clone(), purged.map(Finding::describe).collect()));
     }
     let unfinished = unfinished_runs(data_dir)?;

@@ -286,10 +286,13 @@ pub fn sweep_scratch(data_dir: &Path) -> Result<()> {
     };
     for e in entries.flatten() {
         let p = e.path();
-        let gone = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        let gone = if p.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
         gone.map_err(|e| Error::io(&p, "remove the leftover temporary file", e))?;
         log::info!("removed {}, left by an interrupted kompactor", p.display());
     }
     Ok(())
 }
-

@@ -28,4 +28,3 @@ pub fn fault_injected(name: &str) -> bool {
     let _ = name;
     false
 }
-

@@ -1,8 +1,8 @@
 //! Interlocks: one kompactor at a time per data dir, and none while a server uses it.
 
-use crate::error::{Error, Result};
 use crate::durable::fsutil::create_dir_all;
 use crate::durable::journal::RunDirs;
+use crate::error::{Error, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 

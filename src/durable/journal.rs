@@ -84,7 +84,10 @@ pub enum RunState {
 impl RunState {
     /// Whether the run has come to an end (nothing for recovery to do).
     pub fn is_finished(self) -> bool {
-        matches!(self, RunState::Done | RunState::RolledBack | RunState::Undone)
+        matches!(
+            self,
+            RunState::Done | RunState::RolledBack | RunState::Undone
+        )
     }
 }
 
@@ -275,7 +278,6 @@ impl RunDirs {
     pub fn write_run_file(&self, rel: &str, bytes: &[u8], mtime: Option<SystemTime>) -> Result<()> {
         atomic_write(&self.run().join(rel), bytes, &self.run(), mtime)
     }
-
 }
 
 /// Lists the ids of the runs in a data dir, oldest first.

@@ -82,7 +82,12 @@ pub fn undo_blocker(
 /// run's metadata: the table index it rebuilt and the checkpoints it wrote. Both list the
 /// run's outputs, which the undo takes away, and the server would trust them over the
 /// restored snapshots. Safe to repeat: what was moved, or put back, is not moved again.
-fn set_aside_server_files(dirs: &RunDirs, n: &NodeManifest, started: u64, batch: &mut Batch) -> Result<()> {
+fn set_aside_server_files(
+    dirs: &RunDirs,
+    n: &NodeManifest,
+    started: u64,
+    batch: &mut Batch,
+) -> Result<()> {
     let undone = |rel: &str| Move {
         from: rel.to_string(),
         to: format!("{}/undone/{rel}", dirs.rel_trash()),
@@ -109,7 +114,10 @@ fn set_aside_server_files(dirs: &RunDirs, n: &NodeManifest, started: u64, batch:
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .is_some_and(|d| d.as_secs() > started);
-        let rel = e.path().strip_prefix(&dirs.data_dir).expect("under the data dir");
+        let rel = e
+            .path()
+            .strip_prefix(&dirs.data_dir)
+            .expect("under the data dir");
         let rel = rel.to_string_lossy();
         if e.file_type().is_file() && since_run && !written.contains(rel.as_ref()) {
             dirs.move_once(&undone(&rel), batch)?;
@@ -218,4 +226,3 @@ pub(crate) fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     dirs.set_state(RunState::Undone)?;
     remove_tmp(dirs)
 }
-

@@ -139,7 +139,10 @@ mod tests {
             .unwrap();
         assert_eq!(p.table_dir, "node0/dbs/metrics-1/cpu-0");
         assert!(!p.is_id_only());
-        assert_eq!(p.names(DbId(1), TableId(0)), Some(("metrics".into(), "cpu".into())));
+        assert_eq!(
+            p.names(DbId(1), TableId(0)),
+            Some(("metrics".into(), "cpu".into()))
+        );
         assert_eq!(p.names(DbId(2), TableId(0)), None);
         let p = ParquetPath::parse("node0/dbs/1/0/2026-11-16/00-10/0000000003.parquet").unwrap();
         assert!(p.is_id_only());

@@ -118,7 +118,12 @@ impl Totals {
 
     /// The four summary keys' values, in the order documents hold them.
     fn parts(self) -> (u64, u64, Nanos, Nanos) {
-        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time)
+        (
+            self.parquet_size_bytes,
+            self.row_count,
+            self.min_time,
+            self.max_time,
+        )
     }
 }
 
@@ -156,8 +161,12 @@ impl Snapshot {
 
     /// Sets `parquet_size_bytes`, `row_count`, `min_time`, `max_time` from the added files.
     pub fn recompute_totals(&mut self) {
-        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time) =
-            self.databases.totals().parts();
+        (
+            self.parquet_size_bytes,
+            self.row_count,
+            self.min_time,
+            self.max_time,
+        ) = self.databases.totals().parts();
     }
 }
 
@@ -188,8 +197,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Sets the totals from the month's files.
     pub fn recompute_totals(&mut self) {
-        (self.parquet_size_bytes, self.row_count, self.min_time, self.max_time) =
-            self.databases.totals().parts();
+        (
+            self.parquet_size_bytes,
+            self.row_count,
+            self.min_time,
+            self.max_time,
+        ) = self.databases.totals().parts();
     }
 }
 

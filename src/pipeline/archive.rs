@@ -188,7 +188,13 @@ impl Names {
                 let Some(db_id) = d.id else { continue };
                 for (table, t) in d.tables {
                     if let Some(table_id) = t.id {
-                        out.insert(TableKey { db: db_id, table: table_id }, (db.clone(), table));
+                        out.insert(
+                            TableKey {
+                                db: db_id,
+                                table: table_id,
+                            },
+                            (db.clone(), table),
+                        );
                     }
                 }
             }

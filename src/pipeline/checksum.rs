@@ -6,8 +6,8 @@
 //! group's inputs may be replaced.
 
 use crate::error::{Error, Result};
-use crate::format::parquet::{sql_ident, Column, ColumnType};
 use crate::format::ids::Nanos;
+use crate::format::parquet::{sql_ident, Column, ColumnType};
 use duckdb::Connection;
 use serde::{Deserialize, Serialize};
 

@@ -8,16 +8,16 @@
 //! rebuild. It stages them in the run directory with copies of the originals; the journal
 //! ([`crate::durable::journal::apply`]) then puts them in place in a crash-safe order.
 
-use crate::pipeline::discover::LiveFile;
-use crate::format::layout::{STATE_DIR, TABLE_INDEX_PATHS};
-use crate::pipeline::discover::Node;
-use crate::error::{Error, Result};
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
-use crate::pipeline::merge::{Merged, Output};
-use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
-use crate::pipeline::plan::Group;
+use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::format::layout::{STATE_DIR, TABLE_INDEX_PATHS};
+use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
+use crate::pipeline::discover::LiveFile;
+use crate::pipeline::discover::Node;
+use crate::pipeline::merge::{Merged, Output};
+use crate::pipeline::plan::Group;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -148,7 +148,11 @@ pub fn prepare_node(
         }
         if Some(s.seq) == falls_out {
             // Keep the snapshot's still-live files visible by listing them in the new one.
-            let keep: Vec<(crate::format::ids::DbId, crate::format::ids::TableId, FileEntry)> = doc
+            let keep: Vec<(
+                crate::format::ids::DbId,
+                crate::format::ids::TableId,
+                FileEntry,
+            )> = doc
                 .value
                 .databases
                 .iter()
@@ -195,8 +199,7 @@ pub fn prepare_node(
     for (db, table, f) in added.iter() {
         final_set.insert(f.id, (TableKey { db, table }, f.clone()));
     }
-    let checkpoint_writes =
-        plan_checkpoints(node, &dropped, &final_set, &new_snap.value, new_seq)?;
+    let checkpoint_writes = plan_checkpoints(node, &dropped, &final_set, &new_snap.value, new_seq)?;
     let old_size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     let metadata_bytes_before = rewrites.iter().map(|(p, _, _)| old_size(p)).sum::<u64>()
         + checkpoint_writes
@@ -252,16 +255,16 @@ pub fn prepare_node(
 
     let trash = |rel: &str| format!("{STATE_DIR}/trash/{}/{rel}", dirs.run_id);
     let set_aside: Vec<Move> = TABLE_INDEX_PATHS
-    .iter()
-    .filter(|name| node.dir.join(name).exists())
-    .map(|name| {
-        let rel = format!("{}/{name}", node.id);
-        Move {
-            to: trash(&rel),
-            from: rel,
-        }
-    })
-    .collect();
+        .iter()
+        .filter(|name| node.dir.join(name).exists())
+        .map(|name| {
+            let rel = format!("{}/{name}", node.id);
+            Move {
+                to: trash(&rel),
+                from: rel,
+            }
+        })
+        .collect();
     let replaced_moves: Vec<Move> = replaced
         .iter()
         .map(|(_, _, f)| Move {
@@ -316,7 +319,10 @@ fn plan_checkpoints(
     for c in &node.checkpoints {
         let mut doc = c.doc.clone();
         let n = doc.value.databases.retain_files(|f| !dropped(f))
-            + doc.value.pending_removed_files.retain_files(|f| !dropped(f));
+            + doc
+                .value
+                .pending_removed_files
+                .retain_files(|f| !dropped(f));
         if n > 0 {
             doc.value.recompute_totals();
             writes.push((c.path.clone(), doc.clone(), Some(c.mtime)));

@@ -123,7 +123,12 @@ pub fn by_window<'a>(
 /// Plans one node's tables.
 pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan> {
     let blocked = blocked_files(node);
-    let keys: BTreeSet<TableKey> = node.live.keys().chain(node.hidden.keys()).copied().collect();
+    let keys: BTreeSet<TableKey> = node
+        .live
+        .keys()
+        .chain(node.hidden.keys())
+        .copied()
+        .collect();
     let none = Vec::new();
     keys.into_iter()
         .map(|key| {
@@ -140,7 +145,11 @@ pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan
                 // not data order): when it is merged, it counts as the table's data.
                 cutoff: Nanos(
                     newest_time(files)
-                        .max(if opts.include_hidden { newest_time(hidden) } else { Nanos::MIN })
+                        .max(if opts.include_hidden {
+                            newest_time(hidden)
+                        } else {
+                            Nanos::MIN
+                        })
                         .0
                         .saturating_sub(opts.min_age.0),
                 ),
@@ -220,10 +229,18 @@ fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TableP
 
 /// Plans the windows of `width` over `files`; a window too recent to merge whole is planned
 /// again at the next finer width, down to the server's own.
-fn plan_windows(ctx: &TableCtx, files: &[LiveFile], width: Nanos, finer: &[Nanos], out: &mut Found) {
+fn plan_windows(
+    ctx: &TableCtx,
+    files: &[LiveFile],
+    width: Nanos,
+    finer: &[Nanos],
+    out: &mut Found,
+) {
     for (start, mut inputs) in by_window(files, width) {
-        let revived: Vec<&LiveFile> =
-            inputs.iter().filter(|f| ctx.hidden.contains(&f.entry.id)).collect();
+        let revived: Vec<&LiveFile> = inputs
+            .iter()
+            .filter(|f| ctx.hidden.contains(&f.entry.id))
+            .collect();
         // One live file is already as compact as it gets; a hidden one still needs relisting.
         if inputs.len() < 2 && revived.is_empty() {
             continue;
@@ -278,15 +295,30 @@ fn plan_windows(ctx: &TableCtx, files: &[LiveFile], width: Nanos, finer: &[Nanos
 
 /// Why a table stays over the server's file limit after the plan.
 fn over_limit_reason(found: &Found, files_after: usize, opts: &PlanOptions) -> String {
-    let recent: usize = found.skipped.iter().filter(|k| !k.blocked).map(|k| k.files).sum();
-    let blocked: usize = found.skipped.iter().filter(|k| k.blocked).map(|k| k.files).sum();
+    let recent: usize = found
+        .skipped
+        .iter()
+        .filter(|k| !k.blocked)
+        .map(|k| k.files)
+        .sum();
+    let blocked: usize = found
+        .skipped
+        .iter()
+        .filter(|k| k.blocked)
+        .map(|k| k.files)
+        .sum();
     let outputs: u64 = found.groups.iter().map(|g| g.outputs_estimate).sum();
     let mut why = Vec::new();
     if recent > 0 {
-        why.push(format!("{recent} file(s) are newer than --min-age {}", format_duration(opts.min_age)));
+        why.push(format!(
+            "{recent} file(s) are newer than --min-age {}",
+            format_duration(opts.min_age)
+        ));
     }
     if blocked > 0 {
-        why.push(format!("{blocked} file(s) are in windows with a damaged or missing input"));
+        why.push(format!(
+            "{blocked} file(s) are in windows with a damaged or missing input"
+        ));
     }
     if outputs > found.groups.len() as u64 {
         why.push(format!(
@@ -304,7 +336,11 @@ fn over_limit_reason(found: &Found, files_after: usize, opts: &PlanOptions) -> S
 
 /// The time range of some files' data; (MAX, MIN) when there are none.
 fn time_range(files: &[LiveFile]) -> (Nanos, Nanos) {
-    let min = files.iter().map(|f| f.entry.min_time).min().unwrap_or(Nanos::MAX);
+    let min = files
+        .iter()
+        .map(|f| f.entry.min_time)
+        .min()
+        .unwrap_or(Nanos::MAX);
     (min, newest_time(files))
 }
 

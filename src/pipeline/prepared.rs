@@ -244,12 +244,21 @@ impl Prepared {
         let mut outputs = Vec::new();
         for (i, f) in w.outputs.iter().enumerate() {
             let p = dir.join(&f.file);
-            let size = fs::metadata(&p).map(|m| m.len()).map_err(|e| format!("{}: {e}", p.display()))?;
+            let size = fs::metadata(&p)
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", p.display()))?;
             if size != f.size_bytes {
-                return Err(format!("{} is {size} bytes, {} were prepared", p.display(), f.size_bytes));
+                return Err(format!(
+                    "{} is {size} bytes, {} were prepared",
+                    p.display(),
+                    f.size_bytes
+                ));
             }
             if crc32(&p).map_err(|e| format!("{}: {e}", p.display()))? != f.crc32 {
-                return Err(format!("{} changed since it was prepared (its CRC-32 differs)", p.display()));
+                return Err(format!(
+                    "{} changed since it was prepared (its CRC-32 differs)",
+                    p.display()
+                ));
             }
             let final_path = if w.outputs.len() > 1 {
                 numbered(&g.output_path, i + 1)

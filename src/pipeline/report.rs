@@ -1,10 +1,10 @@
 //! What the operator sees: the plan, the findings, and the summary of a run.
 
+use crate::format::ids::{DbId, TableId};
 use crate::pipeline::commit::Committed;
 use crate::pipeline::discover::{summarize, Finding, Generation, Node};
 use crate::pipeline::merge::Merged;
 use crate::pipeline::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
-use crate::format::ids::{DbId, TableId};
 use crate::pipeline::space::SpaceEstimate;
 use crate::units::human_bytes;
 use serde::Serialize;
@@ -265,7 +265,11 @@ pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
         }
         for t in &n.tables {
             if let Some(why) = &t.limit_after_reason {
-                let _ = writeln!(s, "  {} stays over the {QUERY_FILE_LIMIT}-file limit: {why}", t.label);
+                let _ = writeln!(
+                    s,
+                    "  {} stays over the {QUERY_FILE_LIMIT}-file limit: {why}",
+                    t.label
+                );
             }
         }
         if verbose {
@@ -374,7 +378,12 @@ pub fn run_text(r: &RunReport) -> String {
                 "table", "files", "rows in files", "dups", "bytes"
             );
         }
-        for TableRun { table: label, outcome: o, .. } in &n.tables {
+        for TableRun {
+            table: label,
+            outcome: o,
+            ..
+        } in &n.tables
+        {
             if o.groups_merged == 0
                 && o.groups_failed.is_empty()
                 && !o.windows_skipped.iter().any(|k| k.blocked)

@@ -145,7 +145,12 @@ pub fn estimate(
         for s in &node.snapshots {
             let v = &s.doc.value;
             let removed = v.removed_files.iter();
-            e.metadata += rewritten(s.size, &std::iter::once(&v.databases).chain(removed).collect::<Vec<_>>());
+            e.metadata += rewritten(
+                s.size,
+                &std::iter::once(&v.databases)
+                    .chain(removed)
+                    .collect::<Vec<_>>(),
+            );
         }
         for c in &node.checkpoints {
             let v = &c.doc.value;

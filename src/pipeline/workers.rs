@@ -76,4 +76,3 @@ pub fn merge_all(
         })
         .collect())
 }
-

@@ -5,11 +5,11 @@
 pub mod server;
 
 use duckdb::types::{TimeUnit, Value as Db};
+use kompactor::format::ids::TableKey;
 use kompactor::format::layout::list_nodes;
+use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
 use kompactor::pipeline::discover::discover_node_with;
 use kompactor::pipeline::merge::TableSchema;
-use kompactor::format::parquet::{read_footers, sql_ident, sql_str, ColumnType};
-use kompactor::format::ids::TableKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -63,7 +63,11 @@ pub fn fixtures() -> Vec<Fixture> {
             out.push(Fixture { name, dir });
         }
     }
-    assert!(!out.is_empty(), "no fixtures found under {}", root.display());
+    assert!(
+        !out.is_empty(),
+        "no fixtures found under {}",
+        root.display()
+    );
     out
 }
 
@@ -229,7 +233,10 @@ pub fn read_through_metadata_with(
     for (key, files) in &n.live {
         let paths: Vec<PathBuf> = files.iter().map(|f| data_dir.join(&f.entry.path)).collect();
         let footers = read_footers(&paths).unwrap();
-        let pairs: Vec<(kompactor::format::ids::FileId, &kompactor::format::parquet::Footer)> = files
+        let pairs: Vec<(
+            kompactor::format::ids::FileId,
+            &kompactor::format::parquet::Footer,
+        )> = files
             .iter()
             .map(|f| f.entry.id)
             .zip(footers.iter())
@@ -459,7 +466,10 @@ pub fn hold_open(path: &Path) -> Holder {
     let fds = PathBuf::from(format!("/proc/{pid}/fd"));
     for _ in 0..100 {
         let open = std::fs::read_dir(&fds)
-            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path)))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+            })
             .unwrap_or(false);
         if open {
             break;
@@ -471,7 +481,10 @@ pub fn hold_open(path: &Path) -> Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-9").arg(self.0.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.0.to_string())
+            .status();
     }
 }
 

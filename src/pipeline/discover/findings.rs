@@ -218,8 +218,12 @@ pub(super) fn check_files(node: &mut Node) {
             Some(_) => {}
         }
     }
-    let hidden_paths: BTreeSet<&str> =
-        node.hidden.values().flatten().map(|f| f.entry.path.as_str()).collect();
+    let hidden_paths: BTreeSet<&str> = node
+        .hidden
+        .values()
+        .flatten()
+        .map(|f| f.entry.path.as_str())
+        .collect();
     for p in node.parquet_on_disk.keys() {
         if !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()) {
             findings.push(Finding::Unreferenced {
@@ -240,4 +244,3 @@ pub(super) fn check_files(node: &mut Node) {
     }
     node.findings.extend(findings);
 }
-

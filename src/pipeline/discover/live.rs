@@ -113,7 +113,6 @@ pub(super) fn compute_live(node: &mut Node) {
     node.live = by_table;
 }
 
-
 /// Finds the files the server does not load although they are on disk and nothing removed
 /// them: listed only in snapshots beyond its load window, or (with checkpoints) in snapshots
 /// its checkpoints were built without. Their rows are invisible to queries.
@@ -121,10 +120,23 @@ pub(super) fn compute_hidden(node: &mut Node) {
     let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
     let mut removed: HashSet<FileId> = HashSet::new();
     for s in &node.snapshots {
-        removed.extend(s.doc.value.removed_files.iter().flat_map(|r| r.iter()).map(|(_, _, f)| f.id));
+        removed.extend(
+            s.doc
+                .value
+                .removed_files
+                .iter()
+                .flat_map(|r| r.iter())
+                .map(|(_, _, f)| f.id),
+        );
     }
     for c in &node.checkpoints {
-        removed.extend(c.doc.value.pending_removed_files.iter().map(|(_, _, f)| f.id));
+        removed.extend(
+            c.doc
+                .value
+                .pending_removed_files
+                .iter()
+                .map(|(_, _, f)| f.id),
+        );
     }
     let mut hidden: BTreeMap<FileId, LiveFile> = BTreeMap::new();
     let listed = node
@@ -155,7 +167,11 @@ pub(super) fn compute_hidden(node: &mut Node) {
         by_table.entry(f.table).or_default().push(f);
     }
     for (table, files) in &by_table {
-        let min_time = files.iter().map(|f| f.entry.min_time).min().unwrap_or(Nanos::MAX);
+        let min_time = files
+            .iter()
+            .map(|f| f.entry.min_time)
+            .min()
+            .unwrap_or(Nanos::MAX);
         node.findings.push(Finding::Hidden {
             table: *table,
             files: files.len(),

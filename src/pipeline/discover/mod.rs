@@ -15,10 +15,10 @@ pub use live::Generation;
 pub use node::{newest_time, CheckpointFile, LiveFile, Node, SnapshotFile};
 
 use crate::error::{Error, Result};
+use crate::format::ids::SnapshotSeq;
 use crate::format::ids::{FileId, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS};
-use crate::format::ids::SnapshotSeq;
 use purged::find_purged;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,7 +91,11 @@ pub fn discover_node(data_dir: &Path, node_id: &str) -> Result<Node> {
 
 /// Reads one node: every snapshot, checkpoint, table-index file, WAL name and Parquet file.
 /// `load_window` is how many snapshots the server loads, when not its release's default.
-pub fn discover_node_with(data_dir: &Path, node_id: &str, load_window: Option<usize>) -> Result<Node> {
+pub fn discover_node_with(
+    data_dir: &Path,
+    node_id: &str,
+    load_window: Option<usize>,
+) -> Result<Node> {
     let dir = data_dir.join(node_id);
     let mut findings = Vec::new();
 
@@ -258,7 +262,11 @@ pub fn discover_node_with(data_dir: &Path, node_id: &str, load_window: Option<us
 }
 
 /// Reads every requested node.
-pub fn discover_all(data_dir: &Path, hosts: &[String], load_window: Option<usize>) -> Result<Vec<Node>> {
+pub fn discover_all(
+    data_dir: &Path,
+    hosts: &[String],
+    load_window: Option<usize>,
+) -> Result<Vec<Node>> {
     hosts
         .iter()
         .map(|h| {
@@ -296,4 +304,3 @@ fn set_purged_aside(node: &mut Node, data_dir: &Path) {
         });
     }
 }
-

@@ -6,8 +6,8 @@
 //! the live set and the commit can drop it from the metadata.
 
 use super::node::Node;
-use crate::format::model::{FileEntry, TableIndex};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::format::model::{FileEntry, TableIndex};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -52,7 +52,9 @@ impl TableIndexView {
 fn collect_entry_ids(v: &Value, out: &mut HashSet<FileId>) {
     match v {
         Value::Object(m) => {
-            if let (Some(id), Some(Value::String(_))) = (m.get("id").and_then(Value::as_u64), m.get("path")) {
+            if let (Some(id), Some(Value::String(_))) =
+                (m.get("id").and_then(Value::as_u64), m.get("path"))
+            {
                 out.insert(FileId(id));
             }
             m.values().for_each(|x| collect_entry_ids(x, out));
@@ -82,8 +84,18 @@ impl PurgedTable {
 
     /// The time range of the removed files' data.
     pub fn time_range(&self) -> (Nanos, Nanos) {
-        let min = self.entries.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
-        let max = self.entries.iter().map(|f| f.max_time).max().unwrap_or(Nanos::MIN);
+        let min = self
+            .entries
+            .iter()
+            .map(|f| f.min_time)
+            .min()
+            .unwrap_or(Nanos::MAX);
+        let max = self
+            .entries
+            .iter()
+            .map(|f| f.max_time)
+            .max()
+            .unwrap_or(Nanos::MIN);
         (min, max)
     }
 }
@@ -109,14 +121,21 @@ pub fn find_purged(node: &Node, data_dir: &Path) -> BTreeMap<TableKey, PurgedTab
 
     // Each listed entry with the earliest snapshot that covers it.
     let mut listed: HashMap<FileId, (TableKey, &FileEntry, SnapshotSeq)> = HashMap::new();
-    let snapshots = node.snapshots.iter().map(|s| (&s.doc.value.databases, s.seq));
-    let checkpoints = node
-        .checkpoints
+    let snapshots = node
+        .snapshots
         .iter()
-        .map(|c| (&c.doc.value.databases, c.doc.value.last_snapshot_sequence_number));
+        .map(|s| (&s.doc.value.databases, s.seq));
+    let checkpoints = node.checkpoints.iter().map(|c| {
+        (
+            &c.doc.value.databases,
+            c.doc.value.last_snapshot_sequence_number,
+        )
+    });
     for (files, seq) in snapshots.chain(checkpoints) {
         for (db, table, f) in files.iter() {
-            let e = listed.entry(f.id).or_insert((TableKey { db, table }, f, seq));
+            let e = listed
+                .entry(f.id)
+                .or_insert((TableKey { db, table }, f, seq));
             e.2 = e.2.min(seq);
         }
     }
