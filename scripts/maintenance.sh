@@ -504,7 +504,8 @@ def write_names(doc, out):
         d["tables"][r["table"]] = {"id": ids[1] if ids else None}
     tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"url": doc["url"],
+        json.dump({"format_version": 1,
+                   "url": doc["url"],
                    "written_at": datetime.datetime.now(datetime.timezone.utc)
                    .strftime("%Y-%m-%dT%H:%M:%SZ"),
                    "databases": dbs}, f, indent=2)

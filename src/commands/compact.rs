@@ -432,6 +432,8 @@ fn take_prepared_then_merge(
     let store = Prepared::load(data_dir)?;
     let mut taken: Vec<Option<GroupResult>> = Vec::with_capacity(jobs.len());
     let mut fresh: Vec<&Group> = Vec::new();
+    // One warning however many windows: each is listed at debug level.
+    let mut rejected: Vec<String> = Vec::new();
     for g in jobs {
         let t = Instant::now();
         match store.take(g, out_dir) {
@@ -441,26 +443,38 @@ fn take_prepared_then_merge(
                 fresh.push(g);
             }
             Err(why) => {
-                log::warn!(
-                    "node {} table {} window {}: the prepared window is not used ({why}); merging it now",
+                let what = format!(
+                    "node {} table {} window {}: {why}",
                     g.node,
                     g.table,
                     g.window_start.to_rfc3339()
                 );
+                log::debug!("prepared window not used: {what}");
+                rejected.push(what);
                 taken.push(None);
                 fresh.push(g);
             }
         }
     }
+    if let Some(first) = rejected.first() {
+        log::warn!(
+            "{} prepared window(s) failed their check and are merged now (first: {first})",
+            rejected.len()
+        );
+    }
     let used: Vec<bool> = taken.iter().map(Option::is_some).collect();
-    for w in store.unused(jobs, &used) {
-        log::info!(
+    let unused = store.unused(jobs, &used);
+    for w in &unused {
+        log::debug!(
             "node {} table {} window {}: prepared window not used: {}",
             w.node,
             w.table,
             w.window_start.to_rfc3339(),
             w.reason
         );
+    }
+    if let Some(w) = unused.first() {
+        log::info!("{} prepared window(s) not used: {}", unused.len(), w.reason);
     }
     let mut merged = if fresh.is_empty() {
         Vec::new()

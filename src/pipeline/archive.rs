@@ -150,6 +150,12 @@ pub struct NamesFile {
     /// The version of this document's layout (1); files written before it carried none.
     #[serde(default)]
     pub format_version: u32,
+    /// The server the names were read from.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// When, RFC 3339 UTC.
+    #[serde(default)]
+    pub written_at: Option<String>,
     /// Database name to its id and tables.
     pub databases: BTreeMap<String, NamedDb>,
 }
