@@ -3,7 +3,7 @@
 //! Windows leave a node only after their archived files are verified and the archive's
 //! manifest is durable, through the same journaled commit as compaction.
 
-use crate::commands::args::{DataDir, EngineArgs, Hosts};
+use crate::commands::args::{DataDir, EngineArgs, Hosts, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK};
 use crate::durable::apply::{apply_or_recover, recover};
 use crate::durable::failpoint::failpoint;
@@ -55,6 +55,9 @@ pub struct ArchiveArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub server_check: ServerCheck,
 }
 
 /// One window in the `archive --json` document.
@@ -87,7 +90,12 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     check_hosts(data_dir, &a.hosts.hosts)?;
     let cutoff = a.older_than.floor_to(DAY);
     let names = Names::load(data_dir, a.names.as_deref())?;
-    let _lock = start(data_dir, a.dry_run, a.engine.allow_running_server, quiet)?;
+    let _lock = start(
+        data_dir,
+        a.dry_run,
+        a.server_check.allow_running_server,
+        quiet,
+    )?;
     if !marker(&a.to).is_file() {
         let empty = !a.to.exists()
             || fs::read_dir(&a.to)

@@ -47,7 +47,7 @@ pub struct Hosts {
     pub hosts: Vec<String>,
 }
 
-/// How much of the machine a merging command may use, and the running-server override.
+/// How much of the machine a merging command may use.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// DuckDB worker threads, and how many windows are merged at once (at most 4)
@@ -60,7 +60,12 @@ pub struct EngineArgs {
     /// count (readers, writers, threads).
     #[arg(long, value_name = "SIZE", default_value = DEFAULT_MEMORY_LIMIT, value_parser = parse_size)]
     pub memory_limit: MemoryBudget,
+}
 
+/// The running-server override of the commands that change a data dir (not `prepare`, which
+/// never refuses a running server).
+#[derive(Args, Debug, Clone)]
+pub struct ServerCheck {
     /// Run even though an InfluxDB 3 server seems to be using DATA_DIR. Only for operators
     /// who know the detection is wrong: changing a data dir under a running server loses data.
     #[arg(long)]

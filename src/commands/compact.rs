@@ -1,7 +1,7 @@
 //! The default command: plan, then either show the plan (dry run) or merge, verify, commit
 //! and report.
 
-use crate::commands::args::{DataDir, EngineArgs, Hosts, PlanArgs};
+use crate::commands::args::{DataDir, EngineArgs, Hosts, PlanArgs, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK, EXIT_PARTIAL};
 use crate::durable::apply::{apply_or_recover, recover};
 use crate::durable::fsutil::{create_dir_all, Batch};
@@ -52,6 +52,9 @@ pub struct CompactArgs {
 
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub server_check: ServerCheck,
 }
 
 /// Errors if a guard is left in a node that no unfinished run explains.
@@ -80,7 +83,7 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let lock = start(
         data_dir,
         args.dry_run,
-        args.engine.allow_running_server,
+        args.server_check.allow_running_server,
         quiet,
     )?;
     if !args.dry_run {

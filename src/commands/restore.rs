@@ -1,6 +1,6 @@
 //! `kompactor restore`: bring archived windows back into the nodes as new files.
 
-use crate::commands::args::Hosts;
+use crate::commands::args::{Hosts, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK};
 use crate::durable::apply::apply_or_recover;
 use crate::durable::failpoint::failpoint;
@@ -43,9 +43,8 @@ pub struct RestoreArgs {
     /// Verify and list the windows that would come back; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Run even though an InfluxDB 3 server seems to be using DATA_DIR.
-    #[arg(long)]
-    pub allow_running_server: bool,
+    #[command(flatten)]
+    pub server_check: ServerCheck,
     /// Print the windows restored (or that would be) as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -80,7 +79,12 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
     open_archive(&a.archive_dir, false)?;
     let from = a.from.unwrap_or(Nanos::MIN);
     let to = a.to.unwrap_or(Nanos::MAX);
-    let _lock = start(data_dir, a.dry_run, a.allow_running_server, quiet)?;
+    let _lock = start(
+        data_dir,
+        a.dry_run,
+        a.server_check.allow_running_server,
+        quiet,
+    )?;
     let nodes = discover_all(data_dir, &a.hosts.hosts, None)?;
 
     // Windows still in the archive (not restored since), in the requested range. A restored

@@ -1,6 +1,6 @@
 //! `kompactor undo`: restore a data dir as it was before a finished run.
 
-use crate::commands::args::DataDir;
+use crate::commands::args::{DataDir, ServerCheck};
 use crate::commands::{start, EXIT_OK};
 use crate::durable::journal::RunDirs;
 use crate::durable::undo::{undo, undo_blocker};
@@ -23,9 +23,8 @@ pub struct UndoArgs {
     /// Say whether the run can be undone and what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Undo even though an InfluxDB 3 server seems to be using DATA_DIR.
-    #[arg(long)]
-    pub allow_running_server: bool,
+    #[command(flatten)]
+    pub server_check: ServerCheck,
     /// Print what was (or would be) undone as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -51,7 +50,12 @@ struct UndoDoc {
 /// `kompactor undo`.
 pub fn run(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
-    let _lock = start(data_dir, a.dry_run, a.allow_running_server, quiet)?;
+    let _lock = start(
+        data_dir,
+        a.dry_run,
+        a.server_check.allow_running_server,
+        quiet,
+    )?;
     let newest = |node: &str| -> Result<Option<SnapshotSeq>> {
         Ok(discover_node(data_dir, node)?
             .newest_snapshot()
