@@ -2,9 +2,9 @@
 //!
 //! The data is a function of the options and `--seed` only: every value comes from DuckDB's
 //! `hash()` of (seed, db, table, series, point index, column) (stable for the DuckDB version
-//! Cargo.lock pins), every file is written by one DuckDB `COPY` from `range()`, and the
-//! metadata (snapshots, checkpoints, table index) is built from the written files (exact byte
-//! sizes, row counts and time ranges) with kompactor's own model. Output is byte-identical
+//! Cargo.lock pins), the files of each snapshot are written by one partitioned DuckDB `COPY`
+//! from `range()`, and the metadata (snapshots, checkpoints, table index) is built from the
+//! written files (exact byte sizes, row counts and time ranges) with kompactor's own model. Output is byte-identical
 //! whatever `--threads` is.
 //!
 //! Shape of each table:
@@ -225,18 +225,20 @@ impl Cfg {
         (cols, key)
     }
 
-    /// The `COPY` statement that writes one file.
-    fn copy_sql(&self, job: &FileJob, path: &Path) -> String {
+    /// The `COPY` statement that writes the files of one snapshot (`jobs`: one per database
+    /// and table, all of one window and kind): one partitioned write into
+    /// `dir/db=<db>/t=<table>/`, since a statement per file costs far more than the bytes.
+    /// The directories are reused, emptied of their files, from one snapshot to the next:
+    /// removing them would make ext4 allocate the next inodes slowly.
+    fn copy_sql(&self, jobs: &[FileJob], dir: &Path) -> String {
         let a = &self.args;
-        let (seed, db, t) = (a.seed, job.db, job.table);
+        let (window, kind) = (jobs[0].window, jobs[0].kind);
+        let seed = a.seed;
         let iv = self.args.interval.0;
         let ppw = self.points_per_window;
-        let ws = self.window_start(job.window);
-        let h = |salt: &str| format!("hash({seed}, {db}, {t}, s, k, '{salt}')");
-        // Rows are generated in (series, time) order, which is the file's sort order (host
-        // names are zero-padded and unique per series), so no sort is needed: with one thread
-        // and preserve_insertion_order, DuckDB writes them in this order.
-        let (first, step, over) = match job.kind {
+        let ws = self.window_start(window);
+        let h = |salt: &str| format!("hash({seed}, db, t, s, k, '{salt}')");
+        let (first, step, over) = match kind {
             Kind::Base(g) => (g, a.files_per_window, false),
             Kind::Overwrite => (0, 1, true),
         };
@@ -246,7 +248,7 @@ impl Cfg {
         } else {
             String::new()
         };
-        let (cols, key) = self.columns(job.window);
+        let (cols, key) = self.columns(window);
         let regions: Vec<String> = REGIONS.iter().map(|r| sql_str(r)).collect();
         let exprs: Vec<String> = cols
             .iter()
@@ -254,7 +256,7 @@ impl Cfg {
                 let e = match c.name.as_str() {
                     "host" => "'host-' || lpad(s::VARCHAR, 6, '0')".to_string(),
                     "region" => format!(
-                        "CASE WHEN s % 37 = 36 THEN NULL ELSE [{}][1 + (hash({seed}, {db}, {t}, s, 'region') % {})::BIGINT] END",
+                        "CASE WHEN s % 37 = 36 THEN NULL ELSE [{}][1 + (hash({seed}, db, t, s, 'region') % {})::BIGINT] END",
                         regions.join(", "),
                         REGIONS.len()
                     ),
@@ -283,18 +285,22 @@ impl Cfg {
             })
             .collect();
         let kv = encode_arrow_schema(&cols, &key);
+        // Host names are zero-padded and unique per series, so (s, tns) is each file's sort
+        // order: series key, then time.
         format!(
-            "COPY (SELECT {exprs} FROM (\
-               SELECT s, {w} * {ppw} + j AS k, \
-                 {ws} + j * {iv} + (hash({seed}, {db}, {t}, s, 'offset') % {iv})::BIGINT AS tns \
-               FROM (SELECT {first} + {step} * (i // {ppw}) AS s, i % {ppw} AS j \
-                     FROM range(0, {n}) r(i))) {filter}) \
-             TO {path} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, \
-             KV_METADATA {{'ARROW:schema': {kv}}})",
+            "COPY (SELECT db, t, {exprs} FROM (\
+               SELECT db, t, s, {window} * {ppw} + j AS k, \
+                 {ws} + j * {iv} + (hash({seed}, db, t, s, 'offset') % {iv})::BIGINT AS tns \
+               FROM range(1, {dbs_end}) d(db), range(0, {tables}) tb(t), \
+                    (SELECT {first} + {step} * (i // {ppw}) AS s, i % {ppw} AS j \
+                     FROM range(0, {n}) r(i))) {filter} ORDER BY db, t, s, tns) \
+             TO {dir} (FORMAT parquet, PARTITION_BY (db, t), OVERWRITE_OR_IGNORE, COMPRESSION zstd, \
+             ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {kv}}})",
             exprs = exprs.join(", "),
-            w = job.window,
+            dbs_end = a.dbs + 1,
+            tables = a.tables,
             n = n_series * ppw,
-            path = sql_str(&path.to_string_lossy()),
+            dir = sql_str(&dir.to_string_lossy()),
             kv = sql_str(&kv),
         )
     }
@@ -462,18 +468,21 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes every file, `threads` at a time; `None` for a file that came out empty (not kept).
+/// Writes every file, one snapshot's files per statement and `threads` statements at a time;
+/// `None` for a file that came out empty (not kept).
 fn write_files(
     cfg: &Cfg,
     jobs: &[FileJob],
     threads: usize,
 ) -> Result<Vec<Option<Written>>, String> {
-    let results: Mutex<Vec<Option<Option<Written>>>> = Mutex::new(vec![None; jobs.len()]);
+    // The jobs of one snapshot are adjacent.
+    let events: Vec<&[FileJob]> = jobs.chunk_by(|a, b| a.event == b.event).collect();
+    let results: Mutex<Vec<Option<Vec<Option<Written>>>>> = Mutex::new(vec![None; events.len()]);
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<String>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (results, next, failed) = (&results, &next, &failed);
+        for worker in 0..threads {
+            let (results, next, failed, events) = (&results, &next, &failed, &events);
             scope.spawn(move || {
                 // One single-threaded DuckDB per worker: the files are small, so parallelism
                 // comes from writing several at once, and separate databases share no locks.
@@ -487,19 +496,21 @@ fn write_files(
                         return;
                     }
                 };
+                let scratch = cfg.args.out.join(format!(".kompactor-gen-{worker}"));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= jobs.len() || failed.lock().unwrap().is_some() {
-                        return;
+                    if i >= events.len() || failed.lock().unwrap().is_some() {
+                        break;
                     }
-                    match write_one(cfg, &conn, &jobs[i]) {
+                    match write_event(cfg, &conn, events[i], &scratch) {
                         Ok(w) => results.lock().unwrap()[i] = Some(w),
                         Err(e) => {
                             failed.lock().unwrap().get_or_insert(e);
-                            return;
+                            break;
                         }
                     }
                 }
+                let _ = fs::remove_dir_all(&scratch);
             });
         }
     });
@@ -510,41 +521,88 @@ fn write_files(
         .into_inner()
         .unwrap()
         .into_iter()
-        .map(|w| w.expect("every job ran"))
+        .flat_map(|w| w.expect("every snapshot was written"))
         .collect())
 }
 
-fn write_one(cfg: &Cfg, conn: &Connection, job: &FileJob) -> Result<Option<Written>, String> {
-    let path = cfg.args.out.join(&job.rel);
-    let dir = path.parent().expect("file has a directory");
-    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let sql = cfg.copy_sql(job, &path);
-    conn.execute_batch(&sql)
-        .map_err(|e| format!("{}: DuckDB: {e}", path.display()))?;
-    let (rows, min, max): (i64, Option<i64>, Option<i64>) = conn
-        .query_row(
-            &format!(
-                "SELECT count(*), epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) FROM read_parquet({})",
-                sql_str(&path.to_string_lossy())
-            ),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .map_err(|e| format!("{}: DuckDB: {e}", path.display()))?;
-    let (Some(min), Some(max)) = (min, max) else {
-        // An overwrite that selected no point (tiny tables): the server writes no empty file.
-        fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return Ok(None);
-    };
-    let size = fs::metadata(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    Ok(Some(Written {
-        size,
-        rows: rows as u64,
-        min,
-        max,
-    }))
+/// Writes the files of one snapshot through `scratch`, then moves each to its place.
+fn write_event(
+    cfg: &Cfg,
+    conn: &Connection,
+    jobs: &[FileJob],
+    scratch: &Path,
+) -> Result<Vec<Option<Written>>, String> {
+    let err = |p: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    conn.execute_batch(&cfg.copy_sql(jobs, scratch))
+        .map_err(|e| err(scratch, &format!("DuckDB: {e}")))?;
+    // What the metadata records of each file, and a check that each is sorted as the server
+    // sorts (host names are unique per series).
+    let mut stats: BTreeMap<(u64, u64), (u64, i64, i64)> = BTreeMap::new();
+    let glob = scratch.join("*").join("*").join("*.parquet");
+    let mut q = conn
+        .prepare(&format!(
+            "SELECT db::UBIGINT, t::UBIGINT, count(*)::UBIGINT, epoch_ns(min(\"time\")), \
+               epoch_ns(max(\"time\")), bool_and(in_order) \
+             FROM (SELECT db, t, \"time\", coalesce((host, \"time\") >= lag((host, \"time\")) \
+                     OVER (PARTITION BY db, t ORDER BY file_row_number), true) AS in_order \
+                   FROM read_parquet({}, hive_partitioning = true, file_row_number = true)) \
+             GROUP BY ALL",
+            sql_str(&glob.to_string_lossy())
+        ))
+        .map_err(|e| err(scratch, &format!("DuckDB: {e}")))?;
+    let rows = q
+        .query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                (r.get(2)?, r.get(3)?, r.get(4)?),
+                r.get::<_, bool>(5)?,
+            ))
+        })
+        .map_err(|e| err(scratch, &format!("DuckDB: {e}")))?;
+    for row in rows {
+        let (k, v, in_order) = row.map_err(|e| err(scratch, &format!("DuckDB: {e}")))?;
+        if !in_order {
+            return Err(err(
+                scratch,
+                &format!("db {} table {}: the file came out unsorted", k.0, k.1),
+            ));
+        }
+        stats.insert(k, v);
+    }
+    jobs.iter()
+        .map(|job| {
+            // An overwrite that selected no point of a table (tiny tables) wrote no file, as
+            // the server writes no empty one.
+            let Some(&(rows, min, max)) = stats.get(&(job.db, job.table)) else {
+                return Ok(None);
+            };
+            let part = scratch
+                .join(format!("db={}", job.db))
+                .join(format!("t={}", job.table));
+            let written: Vec<PathBuf> = fs::read_dir(&part)
+                .map_err(|e| err(&part, &e))?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            let [from] = written.as_slice() else {
+                return Err(err(
+                    &part,
+                    &format!("expected one file, found {}", written.len()),
+                ));
+            };
+            let path = cfg.args.out.join(&job.rel);
+            let dir = path.parent().expect("file has a directory");
+            fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
+            fs::rename(from, &path).map_err(|e| err(&path, &e))?;
+            let size = fs::metadata(&path).map_err(|e| err(&path, &e))?.len();
+            Ok(Some(Written {
+                size,
+                rows,
+                min,
+                max,
+            }))
+        })
+        .collect()
 }
 
 const SNAPSHOT_TEMPLATE: &str = r#"{"version": "1", "node_id": "", "next_file_id": 0,
