@@ -10,7 +10,6 @@ use crate::durable::journal::{Manifest, RunDirs, RunState, GUARD_NAME};
 use crate::error::{Error, Result};
 use crate::format::ids::TableKey;
 use crate::format::layout::check_hosts;
-use crate::format::parquet::read_footers;
 use crate::json;
 use crate::pipeline::commit::{prepare_node, Change, Committed};
 use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
@@ -26,7 +25,7 @@ use crate::pipeline::workers::{merge_all, GroupResult};
 use crate::units::format_duration;
 use clap::Args;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -178,18 +177,6 @@ fn dry_run(args: &CompactArgs, quiet: bool, verbose: bool, planned: Planned) -> 
         space,
         ..
     } = planned;
-    // Read every input footer now, so that a file the run could not merge shows up here.
-    let data_dir = args.data_dir.path();
-    for p in plans.iter().flatten() {
-        for g in &p.groups {
-            let paths: Vec<PathBuf> = g
-                .inputs
-                .iter()
-                .map(|f| data_dir.join(&f.entry.path))
-                .collect();
-            read_footers(&paths)?;
-        }
-    }
     let reports: Vec<NodeReport> = nodes
         .iter()
         .zip(plans)

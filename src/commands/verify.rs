@@ -7,9 +7,10 @@ use crate::error::Result;
 use crate::format::ids::FileId;
 use crate::format::layout::check_hosts;
 use crate::format::model::{Doc, TableIndex};
-use crate::format::parquet::read_footer;
+use crate::format::parquet::read_row_count;
 use crate::json;
 use crate::pipeline::discover::{discover_node_with, Finding, Node};
+use crate::pipeline::workers::parallel_map;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -59,11 +60,12 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         .flatten()
         .filter(|f| !bad.contains(&f.entry.id))
         .collect();
-    for f in files {
-        match read_footer(&data_dir.join(&f.entry.path)) {
-            Ok(ft) if ft.num_rows != f.entry.row_count => out.push(format!(
-                "file {} holds {} rows but the metadata records {}: {}",
-                f.entry.id, ft.num_rows, f.entry.row_count, f.entry.path
+    let counted = parallel_map(&files, |f| read_row_count(&data_dir.join(&f.entry.path)));
+    for (f, rows) in files.iter().zip(counted) {
+        match rows {
+            Ok(rows) if rows != f.entry.row_count => out.push(format!(
+                "file {} holds {rows} rows but the metadata records {}: {}",
+                f.entry.id, f.entry.row_count, f.entry.path
             )),
             Ok(_) => {}
             Err(e) => out.push(e.to_string()),

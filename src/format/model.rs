@@ -50,6 +50,18 @@ impl DbFiles {
         self.iter().next().is_none()
     }
 
+    /// Gives back the room parsing left in the lists: with one file per table a list keeps
+    /// room for four, and a deep history holds millions of entries.
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+        for (_, db) in &mut self.0 {
+            db.tables.shrink_to_fit();
+            for (_, files) in &mut db.tables {
+                files.shrink_to_fit();
+            }
+        }
+    }
+
     /// Removes every entry whose id `drop` selects; returns how many were removed.
     ///
     /// Databases and tables stay listed even when they end up empty, as the server itself
@@ -244,8 +256,13 @@ pub struct Doc<T> {
 
 impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// Parses JSON text; the error is serde_json's, with line and column.
+    ///
+    /// Straight into the model, plus a scan for the key order: building a JSON value tree
+    /// first would cost several allocations per file entry, millions on a deep history.
     pub fn parse(text: &[u8]) -> Result<Doc<T>, serde_json::Error> {
-        Doc::from_value(serde_json::from_slice(text)?)
+        let value = serde_json::from_slice(text)?;
+        let TopKeys(key_order) = serde_json::from_slice(text)?;
+        Ok(Doc { value, key_order })
     }
 
     /// Interprets an already parsed JSON value, keeping its key order.
@@ -289,6 +306,33 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// Pretty-printed JSON, as the server writes it.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(&self.to_value()).expect("JSON value serialises")
+    }
+}
+
+/// The top-level keys of a JSON object, in order, without building its values.
+struct TopKeys(Vec<String>);
+
+impl<'de> Deserialize<'de> for TopKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopKeys, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = TopKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<TopKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(k);
+                }
+                Ok(TopKeys(keys))
+            }
+        }
+        d.deserialize_map(Keys)
     }
 }
 

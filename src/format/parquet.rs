@@ -140,9 +140,23 @@ pub fn read_footer(path: &Path) -> Result<Footer> {
     })
 }
 
-/// The Thrift-encoded `FileMetaData` at the end of a Parquet file:
-/// `<metadata> <metadata length: u32 LE> PAR1`.
-fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
+/// Reads one file's row count from its footer, without decoding its schema: what `verify`
+/// checks of every file.
+pub fn read_row_count(path: &Path) -> Result<u64> {
+    let md = thrift::decode_file_metadata(&footer_bytes(path)?).map_err(|e| damaged(path, &e))?;
+    u64::try_from(md.num_rows)
+        .map_err(|_| damaged(path, &format!("a row count of {}", md.num_rows)))
+}
+
+/// The length of a file's footer (metadata, its length field and the magic), from its last
+/// 8 bytes alone: one read, where decoding the footer costs far more.
+pub fn footer_len(path: &Path) -> Result<u64> {
+    let (_, _, n) = open_tail(path)?;
+    Ok(n + 8)
+}
+
+/// Opens a Parquet file and checks its tail: the file, its length, and its metadata's length.
+fn open_tail(path: &Path) -> Result<(std::fs::File, u64, u64)> {
     use std::os::unix::fs::FileExt;
     let damaged = |what: &str| damaged(path, what);
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
@@ -171,6 +185,14 @@ fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
             "the footer length points before the start of the file",
         ));
     }
+    Ok((file, len, n))
+}
+
+/// The Thrift-encoded `FileMetaData` at the end of a Parquet file:
+/// `<metadata> <metadata length: u32 LE> PAR1`.
+fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let (file, len, n) = open_tail(path)?;
     let mut buf = vec![0u8; n as usize];
     file.read_exact_at(&mut buf, len - 8 - n)
         .map_err(|e| Error::io(path, "read", e))?;

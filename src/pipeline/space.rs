@@ -5,18 +5,20 @@ use crate::durable::space::{free_space, FreeSpace};
 use crate::error::{Error, Result};
 use crate::format::ids::FileId;
 use crate::format::model::DbFiles;
+use crate::format::parquet::footer_len;
 use crate::pipeline::discover::Node;
-use crate::pipeline::plan::TablePlan;
+use crate::pipeline::plan::{Group, TablePlan};
+use crate::pipeline::workers::parallel_map;
 use crate::units::{human_bytes, MemoryBudget};
 use serde::Serialize;
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// The space a run needs on the data dir's filesystem, by what takes it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SpaceEstimate {
-    /// The merged files: their inputs' bytes less all but one Parquet footer.
+    /// The merged files: their inputs' bytes less all but one Parquet footer (estimated from a
+    /// few inputs per window).
     pub outputs: u64,
     /// The journal: every snapshot and checkpoint the commit rewrites, twice (the new one, and
     /// the original it keeps for undo), the new ones, and the plan and manifest listing every
@@ -103,6 +105,24 @@ pub fn estimate(
         mount: mount.display().to_string(),
         ..SpaceEstimate::default()
     };
+    // A footer is most of a small file, and a merged file keeps one: each group's footers are
+    // estimated from a few of its inputs (reading every input's tail would cost a second per
+    // hundred thousand files), taking the smallest sampled as every input's.
+    let groups: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
+    let mut footers = parallel_map(&groups, |g| {
+        let n = g.inputs.len();
+        if n == 0 {
+            return (0, 0);
+        }
+        let sampled: Vec<u64> = [0, n / 2, n - 1]
+            .into_iter()
+            .filter_map(|i| footer_len(&data_dir.join(&g.inputs[i].entry.path)).ok())
+            .collect();
+        let smallest = sampled.iter().copied().min().unwrap_or(0);
+        let largest = sampled.iter().copied().max().unwrap_or(0);
+        (smallest * n as u64, largest)
+    })
+    .into_iter();
     for (node, tables) in nodes.iter().zip(plans) {
         let mut touched: HashSet<FileId> = node
             .purged
@@ -111,16 +131,14 @@ pub fn estimate(
             .collect();
         let mut dirs: HashSet<&str> = HashSet::new();
         for g in tables.iter().flat_map(|t| &t.groups) {
-            let mut footers = Vec::with_capacity(g.inputs.len());
             for f in &g.inputs {
                 touched.insert(f.entry.id);
                 if let Some((dir, _)) = f.entry.path.rsplit_once('/') {
                     dirs.insert(dir);
                 }
-                footers.push(footer_len(&data_dir.join(&f.entry.path)).unwrap_or(0));
             }
-            let largest_footer = footers.iter().copied().max().unwrap_or(0);
-            e.outputs += g.bytes - footers.iter().sum::<u64>() + largest_footer;
+            let (all, largest) = footers.next().expect("one estimate per group");
+            e.outputs += g.bytes.saturating_sub(all) + largest;
             let in_memory = g.bytes.saturating_mul(UNCOMPRESSED);
             e.spill = e.spill.max(in_memory.saturating_sub(memory.duckdb_bytes()));
         }
@@ -162,17 +180,4 @@ pub fn estimate(
     }
     e.total = e.outputs + e.metadata + e.directories + e.spill;
     Ok(e)
-}
-
-/// The length of a Parquet file's footer (metadata, its length field and the magic), from
-/// its last 8 bytes; `None` when the file cannot be read as Parquet.
-fn footer_len(path: &Path) -> Option<u64> {
-    let mut f = std::fs::File::open(path).ok()?;
-    f.seek(SeekFrom::End(-8)).ok()?;
-    let mut tail = [0u8; 8];
-    f.read_exact(&mut tail).ok()?;
-    if &tail[4..] != b"PAR1" {
-        return None;
-    }
-    Some(u32::from_le_bytes(tail[..4].try_into().ok()?) as u64 + 8)
 }

@@ -3,7 +3,7 @@
 use super::node::Node;
 use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 
 /// Something about a node an operator should know; none of it is changed by kompactor.
@@ -161,33 +161,34 @@ pub(super) fn check_files(node: &mut Node) {
         .parent()
         .expect("node dir has a parent")
         .to_path_buf();
-    let mut paths_by_id: HashMap<FileId, BTreeSet<String>> = HashMap::new();
-    let mut listed: BTreeSet<&str> = BTreeSet::new();
-    for s in &node.snapshots {
-        for (_, _, f) in s.doc.value.databases.iter() {
-            paths_by_id.entry(f.id).or_default().insert(f.path.clone());
+    // Borrowed, and hashed: a deep history lists millions of paths.
+    let mut path_of: HashMap<FileId, &str> = HashMap::new();
+    let mut dup: BTreeMap<FileId, BTreeSet<&str>> = BTreeMap::new();
+    let mut listed: HashSet<&str> = HashSet::new();
+    let docs = node
+        .snapshots
+        .iter()
+        .map(|s| &s.doc.value.databases)
+        .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases));
+    for files in docs {
+        for (_, _, f) in files.iter() {
             listed.insert(&f.path);
-        }
-    }
-    for c in &node.checkpoints {
-        for (_, _, f) in c.doc.value.databases.iter() {
-            paths_by_id.entry(f.id).or_default().insert(f.path.clone());
-            listed.insert(&f.path);
+            let first = *path_of.entry(f.id).or_insert(&f.path);
+            if first != f.path {
+                dup.entry(f.id)
+                    .or_insert_with(|| BTreeSet::from([first]))
+                    .insert(&f.path);
+            }
         }
     }
     let mut findings = Vec::new();
-    let mut dup: Vec<_> = paths_by_id
-        .into_iter()
-        .filter(|(_, p)| p.len() > 1)
-        .collect();
-    dup.sort_by_key(|(id, _)| *id);
     for (id, paths) in dup {
         findings.push(Finding::DuplicateId {
             id,
-            paths: paths.into_iter().collect(),
+            paths: paths.into_iter().map(String::from).collect(),
         });
     }
-    let mut live_paths = BTreeSet::new();
+    let mut live_paths = HashSet::new();
     for f in node.live.values().flatten() {
         live_paths.insert(f.entry.path.as_str());
         match node.parquet_on_disk.get(&f.entry.path) {
@@ -218,7 +219,7 @@ pub(super) fn check_files(node: &mut Node) {
             Some(_) => {}
         }
     }
-    let hidden_paths: BTreeSet<&str> = node
+    let hidden_paths: HashSet<&str> = node
         .hidden
         .values()
         .flatten()

@@ -23,7 +23,7 @@ use purged::find_purged;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -51,22 +51,34 @@ fn parse_json_doc<T: serde::Serialize + serde::de::DeserializeOwned>(
 
 fn read_snapshot(path: &Path) -> Result<Doc<Snapshot>> {
     let bytes = read(path)?;
-    // Parsed once; the version tag is checked before the shape, so an unknown format says so.
+    let unknown_version = |v: &dyn std::fmt::Display| {
+        Error::at(
+            path,
+            format!("snapshot version {v} is not one kompactor knows (known: \"1\")"),
+        )
+        .hint("this data dir was written by a newer InfluxDB 3 release; upgrade kompactor")
+    };
+    if let Ok(doc) = Doc::<Snapshot>::parse(&bytes) {
+        return match &doc.value.version {
+            Some(v) if !KNOWN_SNAPSHOT_VERSIONS.contains(&v.as_str()) => {
+                Err(unknown_version(&Value::from(v.as_str())))
+            }
+            _ => Ok(doc),
+        };
+    }
+    // Not the shape kompactor knows: the version tag is checked before the shape, so that an
+    // unknown format says so.
     let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
         let hint = if e.is_eof() { " (the file is truncated)" } else { "" };
         Error::at(path, format!("not a valid snapshot JSON: {e}{hint}"))
             .hint("the node's metadata is damaged; restore this file from a backup before running kompactor")
     })?;
     if let Some(v) = raw.get("version") {
-        let known = v
+        if !v
             .as_str()
-            .is_some_and(|s| KNOWN_SNAPSHOT_VERSIONS.contains(&s));
-        if !known {
-            return Err(Error::at(
-                path,
-                format!("snapshot version {v} is not one kompactor knows (known: \"1\")"),
-            )
-            .hint("this data dir was written by a newer InfluxDB 3 release; upgrade kompactor"));
+            .is_some_and(|s| KNOWN_SNAPSHOT_VERSIONS.contains(&s))
+        {
+            return Err(unknown_version(v));
         }
     }
     Doc::from_value(raw).map_err(|e| {
@@ -82,6 +94,58 @@ fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         .map_err(|e| Error::io(dir, "list", e))?;
     v.sort_by_key(|e| e.file_name());
     Ok(v)
+}
+
+/// Every `.parquet` file under a node's `dbs/` directory, by its path relative to the data
+/// dir (`rel` is the directory's own), with its size.
+///
+/// The table directories are listed on a few threads, and each size is read relative to its
+/// directory (one system call, no path walk): a deep history has millions of files.
+fn list_parquet(dbs: &Path, rel: &str) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    let mut tables = Vec::new();
+    for (db, db_rel) in list_dir(dbs, rel, &mut out)? {
+        tables.extend(list_dir(&db, &db_rel, &mut out)?);
+    }
+    let parts = crate::pipeline::workers::parallel_map(&tables, |(dir, rel)| {
+        let mut part = BTreeMap::new();
+        let mut todo = vec![(dir.clone(), rel.clone())];
+        while let Some((d, r)) = todo.pop() {
+            todo.extend(list_dir(&d, &r, &mut part)?);
+        }
+        Ok::<_, Error>(part)
+    });
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Adds the `.parquet` files in `dir` to `out`; returns its subdirectories.
+fn list_dir(
+    dir: &Path,
+    rel: &str,
+    out: &mut BTreeMap<String, u64>,
+) -> Result<Vec<(PathBuf, String)>> {
+    let mut subdirs = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))? {
+        let e = e.map_err(|e| Error::io(dir, "list", e))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ty = e
+            .file_type()
+            .map_err(|err| Error::io(e.path(), "stat", err))?;
+        if ty.is_dir() {
+            subdirs.push((e.path(), format!("{rel}/{name}")));
+        } else if ty.is_file() && name.ends_with(".parquet") {
+            let size = e
+                .metadata()
+                .map_err(|err| Error::io(e.path(), "stat", err))?
+                .len();
+            out.insert(format!("{rel}/{name}"), size);
+        }
+    }
+    Ok(subdirs)
 }
 
 /// Reads one node, for a server with the default load window.
@@ -103,7 +167,8 @@ pub fn discover_node_with(
     let entries = sorted_entries(&dir.join("snapshots"))?;
     let bar = crate::progress::bar(entries.len() as u64, "reading");
     bar.set_message(format!("{node_id} snapshots"));
-    for e in entries {
+    // Read and parsed on a few threads; a name that is not a snapshot's comes back as `None`.
+    let read = crate::pipeline::workers::parallel_map(&entries, |e| {
         bar.inc(1);
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -111,12 +176,13 @@ pub fn discover_node_with(
             .strip_suffix(".info.json")
             .and_then(SnapshotSeq::from_inverted_name);
         let Some(seq) = seq else {
-            findings.push(Finding::StraySnapshotEntry {
-                path: path.display().to_string(),
-            });
-            continue;
+            return Ok(None);
         };
-        let doc = read_snapshot(&path)?;
+        let mut doc = read_snapshot(&path)?;
+        doc.value.databases.shrink_to_fit();
+        if let Some(r) = &mut doc.value.removed_files {
+            r.shrink_to_fit();
+        }
         if doc.value.snapshot_sequence_number != seq {
             return Err(Error::at(
                 &path,
@@ -127,13 +193,21 @@ pub fn discover_node_with(
             ));
         }
         let (mtime, size) = stat(&path)?;
-        snapshots.push(SnapshotFile {
+        Ok(Some(SnapshotFile {
             mtime,
             size,
             path,
             seq,
             doc,
-        });
+        }))
+    });
+    for (e, r) in entries.iter().zip(read) {
+        match r? {
+            Some(s) => snapshots.push(s),
+            None => findings.push(Finding::StraySnapshotEntry {
+                path: e.path().display().to_string(),
+            }),
+        }
     }
     snapshots.sort_by_key(|s| s.seq);
     bar.finish_and_clear();
@@ -154,7 +228,9 @@ pub fn discover_node_with(
                 {
                     continue;
                 }
-                let doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint")?;
+                let mut doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint")?;
+                doc.value.databases.shrink_to_fit();
+                doc.value.pending_removed_files.shrink_to_fit();
                 let (mtime, size) = stat(&path)?;
                 checkpoints.push(CheckpointFile {
                     mtime,
@@ -199,21 +275,12 @@ pub fn discover_node_with(
         }
     }
 
-    let mut parquet_on_disk = BTreeMap::new();
     let dbs = dir.join("dbs");
-    if dbs.is_dir() {
-        for e in walkdir::WalkDir::new(&dbs).sort_by_file_name() {
-            let e = e.map_err(|e| Error::at(&dbs, format!("could not list: {e}")))?;
-            if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".parquet") {
-                let rel = e.path().strip_prefix(data_dir).expect("under data dir");
-                let size = e
-                    .metadata()
-                    .map_err(|err| Error::at(e.path(), format!("could not stat: {err}")))?
-                    .len();
-                parquet_on_disk.insert(rel.to_string_lossy().replace('\\', "/"), size);
-            }
-        }
-    }
+    let parquet_on_disk = if dbs.is_dir() {
+        list_parquet(&dbs, &format!("{node_id}/dbs"))?
+    } else {
+        BTreeMap::new()
+    };
 
     let has_removed = snapshots
         .iter()
