@@ -674,7 +674,7 @@ fn write_metadata(
         chunk_time: Nanos(cfg.window_start(j.window)),
         min_time: Nanos(w.min),
         max_time: Nanos(w.max),
-        extra: Map::new(),
+        extra: Default::default(),
     };
     // Tables are created, then the new tag and field are added to each.
     let tables = a.dbs * a.tables;

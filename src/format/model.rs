@@ -20,7 +20,30 @@ pub struct FileEntry {
     pub min_time: Nanos,
     pub max_time: Nanos,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Extra,
+}
+
+/// The keys of a file entry that kompactor does not know, kept to be written back.
+///
+/// Boxed and absent when empty (almost always): an inline map would take 72 bytes of every
+/// entry, and a deep history holds millions of entries, several times over.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extra(Option<Box<Map<String, Value>>>);
+
+impl Serialize for Extra {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(m) => m.serialize(s),
+            None => s.collect_map(std::iter::empty::<(&str, &Value)>()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Extra {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Extra, D::Error> {
+        let m = Map::<String, Value>::deserialize(d)?;
+        Ok(Extra((!m.is_empty()).then(|| Box::new(m))))
+    }
 }
 
 /// The tables of one database: `{"tables": [[table_id, [file, ...]], ...]}`.
@@ -397,7 +420,7 @@ mod tests {
             chunk_time: Nanos(0),
             min_time: Nanos(0),
             max_time: Nanos(1),
-            extra: Map::new(),
+            extra: Extra::default(),
         };
         d.push(DbId(1), TableId(0), f(1));
         d.push(DbId(1), TableId(0), f(2));
