@@ -140,6 +140,17 @@ pub fn prepare_node(
         .collect();
     let dropped = |f: &FileEntry| replaced_ids.contains(&f.id) || purged_ids.contains(&f.id);
     for s in &node.snapshots {
+        // Most snapshots of a deep history list nothing that changes: they are not copied.
+        let v = &s.doc.value;
+        let touched = Some(s.seq) == falls_out
+            || v.databases.iter().any(|(_, _, f)| dropped(f))
+            || v.removed_files
+                .iter()
+                .flat_map(|r| r.iter())
+                .any(|(_, _, f)| purged_ids.contains(&f.id));
+        if !touched {
+            continue;
+        }
         let mut doc = s.doc.clone();
         let mut n = doc.value.databases.retain_files(|f| !dropped(f));
         // A removal of a purged file is stale too: nothing lists that file any more.

@@ -225,13 +225,17 @@ pub(super) fn check_files(node: &mut Node) {
         .flatten()
         .map(|f| f.entry.path.as_str())
         .collect();
-    for p in node.parquet_on_disk.keys() {
-        if !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()) {
-            findings.push(Finding::Unreferenced {
-                path: p.clone(),
-                listed_in_metadata: listed.contains(p.as_str()),
-            });
-        }
+    let mut unreferenced: Vec<&String> = node
+        .parquet_on_disk
+        .keys()
+        .filter(|p| !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()))
+        .collect();
+    unreferenced.sort();
+    for p in unreferenced {
+        findings.push(Finding::Unreferenced {
+            path: p.clone(),
+            listed_in_metadata: listed.contains(p.as_str()),
+        });
     }
     if let Some(newest) = node.newest_snapshot() {
         let w = newest.doc.value.wal_file_sequence_number;

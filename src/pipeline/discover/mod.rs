@@ -21,7 +21,7 @@ use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS};
 use purged::find_purged;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -101,14 +101,14 @@ fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 ///
 /// The table directories are listed on a few threads, and each size is read relative to its
 /// directory (one system call, no path walk): a deep history has millions of files.
-fn list_parquet(dbs: &Path, rel: &str) -> Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
+fn list_parquet(dbs: &Path, rel: &str) -> Result<HashMap<String, u64>> {
+    let mut out = HashMap::new();
     let mut tables = Vec::new();
     for (db, db_rel) in list_dir(dbs, rel, &mut out)? {
         tables.extend(list_dir(&db, &db_rel, &mut out)?);
     }
     let parts = crate::pipeline::workers::parallel_map(&tables, |(dir, rel)| {
-        let mut part = BTreeMap::new();
+        let mut part = HashMap::new();
         let mut todo = vec![(dir.clone(), rel.clone())];
         while let Some((d, r)) = todo.pop() {
             todo.extend(list_dir(&d, &r, &mut part)?);
@@ -125,7 +125,7 @@ fn list_parquet(dbs: &Path, rel: &str) -> Result<BTreeMap<String, u64>> {
 fn list_dir(
     dir: &Path,
     rel: &str,
-    out: &mut BTreeMap<String, u64>,
+    out: &mut HashMap<String, u64>,
 ) -> Result<Vec<(PathBuf, String)>> {
     let mut subdirs = Vec::new();
     for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))? {
@@ -279,7 +279,7 @@ pub fn discover_node_with(
     let parquet_on_disk = if dbs.is_dir() {
         list_parquet(&dbs, &format!("{node_id}/dbs"))?
     } else {
-        BTreeMap::new()
+        HashMap::new()
     };
 
     let has_removed = snapshots

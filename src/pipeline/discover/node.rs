@@ -7,7 +7,7 @@ use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -54,7 +54,7 @@ pub struct Node {
     pub table_index_files: Vec<PathBuf>,
     pub wal: Vec<WalSeq>,
     /// Parquet files under `<node>/dbs/`, by path relative to the data dir, with their size.
-    pub parquet_on_disk: BTreeMap<String, u64>,
+    pub parquet_on_disk: HashMap<String, u64>,
     /// The file set the server would load, per table, ordered by id.
     pub live: BTreeMap<TableKey, Vec<LiveFile>>,
     pub findings: Vec<Finding>,
