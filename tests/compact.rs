@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use kompactor::durable::journal::trash_name;
 use kompactor::pipeline::discover::discover_node;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -129,28 +130,28 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
         let trash = copy.path().join(".kompactor/trash");
         assert!(trash.is_dir());
     }
-    // Nothing is both live and in the trash.
-    let trashed: BTreeSet<String> = walkdir::WalkDir::new(copy.path().join(".kompactor/trash"))
+    // Nothing is both live and in the trash (`<trash>/<run>/<its trash name>`).
+    let trash = copy.path().join(".kompactor/trash");
+    let trashed: BTreeSet<String> = walkdir::WalkDir::new(&trash)
         .into_iter()
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
         .map(|e| {
-            e.path()
-                .strip_prefix(copy.path())
-                .unwrap()
-                .display()
-                .to_string()
+            let in_run = e.path().strip_prefix(&trash).unwrap();
+            let mut parts = in_run.components();
+            parts.next();
+            parts.as_path().display().to_string()
         })
         .collect();
     assert!(!trashed.is_empty());
     for node in f.nodes() {
         for files in discover_node(copy.path(), &node).unwrap().live.values() {
             for file in files {
-                assert!(!copy
-                    .path()
-                    .join(".kompactor/trash")
-                    .join(&file.entry.path)
-                    .exists());
+                assert!(
+                    !trashed.contains(&trash_name(&file.entry.path)),
+                    "{} is live and in the trash",
+                    file.entry.path
+                );
             }
         }
     }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use kompactor::durable::journal::trash_name;
 use kompactor::pipeline::discover::discover_node;
 use std::path::Path;
 use std::process::Command;
@@ -86,7 +87,7 @@ fn assert_recovered(f: &Fixture, dir: &Path) {
         if trash.is_dir() {
             for run in std::fs::read_dir(&trash).unwrap().flatten() {
                 assert!(
-                    !run.path().join(&file.entry.path).exists(),
+                    !run.path().join(trash_name(&file.entry.path)).exists(),
                     "{} is live and in the trash",
                     file.entry.path
                 );

@@ -296,6 +296,22 @@ pub fn run_ids(data_dir: &Path) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Where a replaced file goes inside a run's trash (relative to it): its path with its last
+/// directory (the server's 10-minute window, `HH-MM`) folded into the file name.
+///
+/// The trash then holds one directory per table and day rather than one per window: a commit
+/// on a deep history would otherwise create (and fsync) hundreds of thousands of directories
+/// while the server is stopped.
+pub fn trash_name(rel: &str) -> String {
+    match rel.rsplit_once('/') {
+        Some((dir, file)) => match dir.rsplit_once('/') {
+            Some((parent, window)) => format!("{parent}/{window}__{file}"),
+            None => format!("{dir}__{file}"),
+        },
+        None => rel.to_string(),
+    }
+}
+
 impl RunDirs {
     /// The run's trash directory relative to the data dir.
     pub fn rel_trash(&self) -> String {
@@ -312,4 +328,19 @@ pub fn dir_size(dir: &Path) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trash_name;
+
+    #[test]
+    fn trash_names_fold_the_window_directory_into_the_file_name() {
+        assert_eq!(
+            trash_name("node0/dbs/1/0/2025-01-06/00-10/0000000001.parquet"),
+            "node0/dbs/1/0/2025-01-06/00-10__0000000001.parquet"
+        );
+        assert_eq!(trash_name("w/f.parquet"), "w__f.parquet");
+        assert_eq!(trash_name("f.parquet"), "f.parquet");
+    }
 }

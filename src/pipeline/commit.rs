@@ -9,7 +9,7 @@
 //! ([`crate::durable::journal::apply`]) then puts them in place in a crash-safe order.
 
 use crate::durable::fsutil::Batch;
-use crate::durable::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
+use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use crate::format::layout::{STATE_DIR, TABLE_INDEX_PATHS};
@@ -280,7 +280,7 @@ pub fn prepare_node(
         .iter()
         .map(|(_, _, f)| Move {
             from: f.path.clone(),
-            to: trash(&f.path),
+            to: trash(&trash_name(&f.path)),
         })
         .collect();
 

@@ -1,6 +1,7 @@
 //! How much disk a planned run needs, checked against what its filesystem has free.
 
 use crate::durable::failpoint::fault_injected;
+use crate::durable::journal::trash_name;
 use crate::durable::space::{free_space, FreeSpace};
 use crate::error::{Error, Result};
 use crate::format::ids::FileId;
@@ -24,8 +25,8 @@ pub struct SpaceEstimate {
     /// the original it keeps for undo), the new ones, and the plan and manifest listing every
     /// replaced file.
     pub metadata: u64,
-    /// The trash's directories: the replaced files keep their window directories there, one
-    /// filesystem block each.
+    /// The trash's directories: one per table and day of the replaced files, one filesystem
+    /// block each.
     pub directories: u64,
     /// Headroom for DuckDB to spill the largest window, when its rows may not fit in
     /// DuckDB's share of the memory budget.
@@ -129,12 +130,12 @@ pub fn estimate(
             .values()
             .flat_map(|t| t.entries.iter().map(|f| f.id))
             .collect();
-        let mut dirs: HashSet<&str> = HashSet::new();
+        let mut dirs: HashSet<String> = HashSet::new();
         for g in tables.iter().flat_map(|t| &t.groups) {
             for f in &g.inputs {
                 touched.insert(f.entry.id);
-                if let Some((dir, _)) = f.entry.path.rsplit_once('/') {
-                    dirs.insert(dir);
+                if let Some((dir, _)) = trash_name(&f.entry.path).rsplit_once('/') {
+                    dirs.insert(dir.to_string());
                 }
             }
             let (all, largest) = footers.next().expect("one estimate per group");
