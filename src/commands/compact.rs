@@ -293,10 +293,15 @@ fn compact(
         }
         // The outputs were written without an fsync each (a worker would wait for the disk
         // once a window); they are made durable together, before anything refers to them.
+        // A prepared window's files were made durable by `prepare`; only their move is new.
         let mut outputs = Batch::default();
-        for (m, _) in &results {
+        for ((m, _), was_prepared) in results.iter().zip(&prepared) {
             for o in m.iter().flat_map(|m| &m.outputs) {
-                outputs.adopt(&o.tmp_path);
+                if *was_prepared {
+                    outputs.adopt_moved(&o.tmp_path);
+                } else {
+                    outputs.adopt(&o.tmp_path);
+                }
             }
         }
         outputs.finish()?;

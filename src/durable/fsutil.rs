@@ -127,6 +127,13 @@ impl Batch {
             .insert(path.parent().expect("file has a parent").to_path_buf());
     }
 
+    /// Adds the directory of a file renamed some other way, whose content is already durable,
+    /// to what `finish` makes durable: its directory alone.
+    pub fn adopt_moved(&mut self, path: &Path) {
+        self.dirs
+            .insert(path.parent().expect("file has a parent").to_path_buf());
+    }
+
     /// Links `to` to the file at `from` (a second name for the same content and mtime).
     pub fn link(&mut self, from: &Path, to: &Path) -> Result<()> {
         let parent = to.parent().expect("file has a parent");
