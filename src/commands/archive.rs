@@ -90,12 +90,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     check_hosts(data_dir, &a.hosts.hosts)?;
     let cutoff = a.older_than.floor_to(DAY);
     let names = Names::load(data_dir, a.names.as_deref())?;
-    let _lock = start(
-        data_dir,
-        a.dry_run,
-        a.server_check.allow_running_server,
-        quiet,
-    )?;
+    let _lock = start(data_dir, a.dry_run, a.server_check.allow_running_server)?;
     if !marker(&a.to).is_file() {
         let empty = !a.to.exists()
             || fs::read_dir(&a.to)

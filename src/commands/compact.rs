@@ -83,7 +83,6 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
         data_dir,
         args.dry_run,
         args.server_check.allow_running_server,
-        quiet,
     )?;
     if !args.dry_run {
         refuse_orphan_guards(data_dir, hosts)?;

@@ -162,19 +162,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
 /// The common opening of a command that changes a data dir: checks the data dir, refuses a
 /// running server and takes kompactor's lock (a dry run does neither: it must not create a
 /// file), then brings unfinished runs to an end (a dry run only says it would).
-pub fn start(
-    data_dir: &Path,
-    dry_run: bool,
-    allow_running_server: bool,
-    quiet: bool,
-) -> Result<Option<Lock>> {
+pub fn start(data_dir: &Path, dry_run: bool, allow_running_server: bool) -> Result<Option<Lock>> {
     let lock = for_change(data_dir, dry_run, allow_running_server)?;
-    recover_first(data_dir, dry_run, quiet)?;
+    recover_first(data_dir, dry_run)?;
     Ok(lock)
 }
 
 /// Brings unfinished runs to an end (or, for a dry run, says it would), under the lock.
-pub fn recover_first(data_dir: &Path, report_only: bool, _quiet: bool) -> Result<Vec<Recovery>> {
+pub fn recover_first(data_dir: &Path, report_only: bool) -> Result<Vec<Recovery>> {
     let done = recover(data_dir, report_only)?;
     for r in &done {
         let verb = if report_only { "would be" } else { "was" };

@@ -79,12 +79,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
     open_archive(&a.archive_dir, false)?;
     let from = a.from.unwrap_or(Nanos::MIN);
     let to = a.to.unwrap_or(Nanos::MAX);
-    let _lock = start(
-        data_dir,
-        a.dry_run,
-        a.server_check.allow_running_server,
-        quiet,
-    )?;
+    let _lock = start(data_dir, a.dry_run, a.server_check.allow_running_server)?;
     let nodes = discover_all(data_dir, &a.hosts.hosts, None)?;
 
     // Windows still in the archive (not restored since), in the requested range. A restored

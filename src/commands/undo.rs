@@ -50,12 +50,7 @@ struct UndoDoc {
 /// `kompactor undo`.
 pub fn run(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
-    let _lock = start(
-        data_dir,
-        a.dry_run,
-        a.server_check.allow_running_server,
-        quiet,
-    )?;
+    let _lock = start(data_dir, a.dry_run, a.server_check.allow_running_server)?;
     let newest = |node: &str| -> Result<Option<SnapshotSeq>> {
         Ok(discover_node(data_dir, node)?
             .newest_snapshot()
