@@ -19,7 +19,7 @@ use crate::pipeline::discover::Node;
 use crate::pipeline::merge::{Merged, Output};
 use crate::pipeline::plan::Group;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -276,11 +276,22 @@ pub fn prepare_node(
             }
         })
         .collect();
+    // Two paths fold to one trash name only if names hold `__` (the server writes none);
+    // such a file gets a name of its own, so that no move can fail after the commit point.
+    let mut taken = HashSet::new();
     let replaced_moves: Vec<Move> = replaced
         .iter()
-        .map(|(_, _, f)| Move {
-            from: f.path.clone(),
-            to: trash(&trash_name(&f.path)),
+        .map(|(_, _, f)| {
+            let mut name = trash_name(&f.path);
+            let mut n = 0;
+            while !taken.insert(name.clone()) {
+                n += 1;
+                name = format!("{}.{n}", f.path);
+            }
+            Move {
+                from: f.path.clone(),
+                to: trash(&name),
+            }
         })
         .collect();
 
