@@ -12,7 +12,7 @@ use crate::pipeline::plan::{Group, TablePlan};
 use crate::pipeline::workers::parallel_map;
 use crate::units::{human_bytes, MemoryBudget};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 /// The space a run needs on the data dir's filesystem, by what takes it.
@@ -115,7 +115,7 @@ pub fn estimate(
         if n == 0 {
             return (0, 0);
         }
-        let sampled: Vec<u64> = [0, n / 2, n - 1]
+        let sampled: Vec<u64> = BTreeSet::from([0, n / 2, n - 1])
             .into_iter()
             .filter_map(|i| footer_len(&data_dir.join(&g.inputs[i].entry.path)).ok())
             .collect();
