@@ -17,6 +17,16 @@ fn run_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
+/// The sum of a per-table count over the first node of a `--json` document.
+fn table_sum(doc: &Value, field: &str) -> u64 {
+    doc["nodes"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[field].as_u64().unwrap())
+        .sum()
+}
+
 fn rows(dir: &Path, node: &str) -> Vec<(String, Vec<String>)> {
     read_through_metadata_with(dir, node, Some(WINDOW))
         .into_iter()
@@ -40,12 +50,7 @@ fn hidden_data_is_shown_and_left_alone_by_default() {
             "--load-window",
             &w,
         ]);
-        let hidden: u64 = status["nodes"][0]["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["hidden_files"].as_u64().unwrap())
-            .sum();
+        let hidden = table_sum(&status, "hidden_files");
         assert!(hidden > 100, "{name}: {hidden} hidden files");
         let plan = run_json(&[
             d,
@@ -58,12 +63,7 @@ fn hidden_data_is_shown_and_left_alone_by_default() {
             "--min-age",
             "0",
         ]);
-        let revived: u64 = plan["nodes"][0]["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["files_revived"].as_u64().unwrap())
-            .sum();
+        let revived = table_sum(&plan, "files_revived");
         assert_eq!(revived, 0, "{name}: the default plan revives nothing");
 
         let before = rows(copy.path(), "node0");
@@ -104,15 +104,8 @@ fn include_hidden_brings_every_row_back_into_view() {
             "0",
             "--include-hidden",
         ]);
-        let tables = plan["nodes"][0]["tables"].as_array().unwrap();
-        let revived: u64 = tables
-            .iter()
-            .map(|t| t["files_revived"].as_u64().unwrap())
-            .sum();
-        let hidden: u64 = tables
-            .iter()
-            .map(|t| t["hidden_files"].as_u64().unwrap())
-            .sum();
+        let revived = table_sum(&plan, "files_revived");
+        let hidden = table_sum(&plan, "hidden_files");
         assert_eq!(revived, hidden, "{name}: every hidden file is planned");
 
         let report = run_json(&[
@@ -126,12 +119,7 @@ fn include_hidden_brings_every_row_back_into_view() {
             "0",
             "--include-hidden",
         ]);
-        let back: u64 = report["nodes"][0]["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["files_revived"].as_u64().unwrap())
-            .sum();
+        let back = table_sum(&report, "files_revived");
         assert_eq!(back, hidden, "{name}: files revived");
         // Every row the fixture's files hold, as the server with its whole history answers.
         let names = table_names(&f, "node0");
