@@ -116,28 +116,9 @@ pub(super) fn compute_live(node: &mut Node) {
 /// Finds the files the server does not load although they are on disk and nothing removed
 /// them: listed only in snapshots beyond its load window, or (with checkpoints) in snapshots
 /// its checkpoints were built without. Their rows are invisible to queries.
-pub(super) fn compute_hidden(node: &mut Node) {
+/// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
+pub(super) fn compute_hidden(node: &mut Node, removed: &HashSet<FileId>) {
     let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
-    let mut removed: HashSet<FileId> = HashSet::new();
-    for s in &node.snapshots {
-        removed.extend(
-            s.doc
-                .value
-                .removed_files
-                .iter()
-                .flat_map(|r| r.iter())
-                .map(|(_, _, f)| f.id),
-        );
-    }
-    for c in &node.checkpoints {
-        removed.extend(
-            c.doc
-                .value
-                .pending_removed_files
-                .iter()
-                .map(|(_, _, f)| f.id),
-        );
-    }
     let mut hidden: BTreeMap<FileId, LiveFile> = BTreeMap::new();
     let listed = node
         .snapshots

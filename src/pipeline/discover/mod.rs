@@ -21,7 +21,7 @@ use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS};
 use purged::find_purged;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -322,8 +322,9 @@ pub fn discover_node_with(
         load_window: load_window.unwrap_or_else(|| generation.default_load_window()),
     };
     live::compute_live(&mut node);
-    set_purged_aside(&mut node, data_dir);
-    live::compute_hidden(&mut node);
+    let removed = node.removal_named_ids();
+    set_purged_aside(&mut node, data_dir, &removed);
+    live::compute_hidden(&mut node, &removed);
     findings::check_files(&mut node);
     Ok(node)
 }
@@ -348,8 +349,8 @@ pub fn discover_all(
 
 /// Takes the entries the server purged out of the live set: they hold no row a query can
 /// return (expired, or of a deleted table), and they are not damage.
-fn set_purged_aside(node: &mut Node, data_dir: &Path) {
-    node.purged = find_purged(node, data_dir);
+fn set_purged_aside(node: &mut Node, data_dir: &Path, removal_named: &HashSet<FileId>) {
+    node.purged = find_purged(node, data_dir, removal_named);
     let ids: BTreeSet<FileId> = node
         .purged
         .values()

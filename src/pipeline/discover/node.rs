@@ -7,7 +7,7 @@ use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -92,6 +92,20 @@ impl Node {
             }
         }
         FileId(next)
+    }
+
+    /// The ids of every file a snapshot's `removed_files` or a checkpoint's
+    /// `pending_removed_files` names.
+    pub fn removal_named_ids(&self) -> HashSet<FileId> {
+        let snapshots = self
+            .snapshots
+            .iter()
+            .flat_map(|s| s.doc.value.removed_files.iter().flat_map(|r| r.iter()));
+        let checkpoints = self
+            .checkpoints
+            .iter()
+            .flat_map(|c| c.doc.value.pending_removed_files.iter());
+        snapshots.chain(checkpoints).map(|(_, _, f)| f.id).collect()
     }
 
     /// The newest checkpoint of each month, oldest month first: what the server merges.

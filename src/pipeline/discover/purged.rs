@@ -105,18 +105,12 @@ impl PurgedTable {
 ///
 /// A missing file that the table index still lists, or that nothing marks as removed on a
 /// node without a table index, is lost, not purged: it is left to the damage checks.
-pub fn find_purged(node: &Node, data_dir: &Path) -> BTreeMap<TableKey, PurgedTable> {
-    let mut removal_named: HashSet<FileId> = HashSet::new();
-    for s in &node.snapshots {
-        for (_, _, f) in s.doc.value.removed_files.iter().flat_map(|r| r.iter()) {
-            removal_named.insert(f.id);
-        }
-    }
-    for c in &node.checkpoints {
-        for (_, _, f) in c.doc.value.pending_removed_files.iter() {
-            removal_named.insert(f.id);
-        }
-    }
+/// `removal_named` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
+pub fn find_purged(
+    node: &Node,
+    data_dir: &Path,
+    removal_named: &HashSet<FileId>,
+) -> BTreeMap<TableKey, PurgedTable> {
     let index = TableIndexView::read(node);
 
     // Each listed entry with the earliest snapshot that covers it.
