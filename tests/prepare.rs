@@ -67,6 +67,26 @@ fn windows(report: &Value) -> (u64, u64) {
     })
 }
 
+/// Over every node of a run report: the snapshot and checkpoint files the commit rewrote,
+/// and of those the ones `prepare` had written already.
+fn metadata_rewrites(report: &Value) -> (u64, u64) {
+    report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["committed"])
+        .filter(|c| !c.is_null())
+        .fold((0, 0), |(r, p), c| {
+            let u = |k: &str| c[k].as_u64().unwrap();
+            // Every checkpoint written but the new one replaces an existing file.
+            let checkpoints = u("checkpoints_written").saturating_sub(1);
+            (
+                r + u("snapshots_rewritten") + checkpoints,
+                p + u("metadata_files_prepared"),
+            )
+        })
+}
+
 /// The Parquet files prepare left under `.kompactor/prepared/`.
 fn prepared_files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir.join(".kompactor/prepared"))
@@ -132,6 +152,13 @@ fn prepare_while_the_node_is_in_use_changes_no_node_and_its_windows_are_committe
             windows(&report),
             (prepared, prepared),
             "{}: every window came prepared",
+            f.name
+        );
+        let (rewritten, taken) = metadata_rewrites(&report);
+        assert!(rewritten > 0, "{}: no metadata rewritten: {report}", f.name);
+        assert_eq!(
+            taken, rewritten,
+            "{}: every rewritten metadata file came prepared",
             f.name
         );
         assert_answers_match(&f, dir);

@@ -310,7 +310,9 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
             })
             .collect();
         if !changes.is_empty() {
-            manifest.nodes.push(prepare_node(node, &changes, &dirs)?.0);
+            manifest
+                .nodes
+                .push(prepare_node(node, &changes, &dirs, None)?.0);
         }
     }
     apply_or_recover(&dirs, &manifest)?;

@@ -280,8 +280,9 @@ fn compact(
             .sum();
         let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
         let t = Instant::now();
+        let store = Prepared::load(data_dir)?;
         let (results, prepared) =
-            take_prepared_then_merge(&jobs, data_dir, &out_dir, &spill, args)?;
+            take_prepared_then_merge(&store, &jobs, data_dir, &out_dir, &spill, args)?;
         // A full disk would fail every window after it too: the run stops there.
         if let Some(i) = results
             .iter()
@@ -347,7 +348,7 @@ fn compact(
                 let changes: Vec<Change> =
                     merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
                 let t = Instant::now();
-                let (m, c) = prepare_node(node, &changes, &dirs)?;
+                let (m, c) = prepare_node(node, &changes, &dirs, Some(&store))?;
                 log::debug!(
                     "node {}: staging the metadata took {:.2}s",
                     node.id,
@@ -417,13 +418,13 @@ fn compact(
 /// their files byte for byte) and merges the others, starting DuckDB only if there are any;
 /// results and whether each came prepared, in job order.
 fn take_prepared_then_merge(
+    store: &Prepared,
     jobs: &[&Group],
     data_dir: &Path,
     out_dir: &Path,
     spill: &Path,
     args: &CompactArgs,
 ) -> Result<(Vec<GroupResult>, Vec<bool>)> {
-    let store = Prepared::load(data_dir)?;
     let mut taken: Vec<Option<GroupResult>> = Vec::with_capacity(jobs.len());
     let mut fresh: Vec<&Group> = Vec::new();
     // One warning however many windows: each is listed at debug level.

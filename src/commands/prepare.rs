@@ -16,8 +16,9 @@ use crate::durable::journal::RunDirs;
 use crate::error::{Error, Result};
 use crate::format::layout::check_hosts;
 use crate::json;
+use crate::pipeline::commit::{compute_node, Change};
 use crate::pipeline::discover::{discover_all, Node};
-use crate::pipeline::merge::Engine;
+use crate::pipeline::merge::{Engine, Merged};
 use crate::pipeline::plan::{plan_node, Group, TablePlan};
 use crate::pipeline::prepared::PreparedWriter;
 use crate::pipeline::space::estimate;
@@ -108,9 +109,10 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
     drop(engine);
     let mut writer = PreparedWriter::new(data_dir, &prepare_id)?;
     let mut failed = 0;
+    let mut merged: Vec<(&Group, Merged)> = Vec::new();
     for (g, (r, _)) in jobs.iter().zip(results) {
         match r {
-            Ok(m) => writer.add(g, m)?,
+            Ok(m) => merged.push((g, m)),
             Err(e) => {
                 failed += 1;
                 log::warn!(
@@ -121,6 +123,27 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
                 );
             }
         }
+    }
+    // The metadata files the commit of these windows rewrites, written now while the server
+    // runs; the commit takes those whose bytes are still exactly what it needs.
+    let dirs = RunDirs::new(data_dir, &prepare_id);
+    for node in &nodes {
+        let changes: Vec<Change> = merged
+            .iter()
+            .filter(|(g, _)| g.node == node.id)
+            .map(|(g, m)| Change::merge(g, m))
+            .collect();
+        if changes.is_empty() {
+            continue;
+        }
+        for f in compute_node(node, &changes, &dirs)?.files {
+            if f.existed {
+                writer.add_metadata(&node.id, &f.in_node(node), &f.bytes, f.mtime)?;
+            }
+        }
+    }
+    for (g, m) in merged {
+        writer.add(g, m)?;
     }
     let manifest = writer.finish()?;
     let bytes: u64 = manifest

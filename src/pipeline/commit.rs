@@ -1,12 +1,13 @@
 //! The commit: the new metadata that makes the server see the merged files instead of their
 //! inputs (spec §6), prepared in full before any node changes.
 //!
-//! [`prepare_node`] computes every file the commit writes: one new snapshot (new ids, the
+//! [`compute_node`] computes every file the commit writes: one new snapshot (new ids, the
 //! replaced files in `removed_files`), every older snapshot that listed a replaced file
 //! rewritten without it (keeping its modification time), the checkpoints rewritten and one
 //! added that covers the new snapshot, and the table index set aside for the server to
-//! rebuild. It stages them in the run directory with copies of the originals; the journal
-//! ([`crate::durable::journal::apply`]) then puts them in place in a crash-safe order.
+//! rebuild. [`prepare_node`] also stages them in the run directory with links to the
+//! originals; the journal ([`crate::durable::apply::apply`]) then puts them in place in a
+//! crash-safe order.
 
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
@@ -18,6 +19,7 @@ use crate::pipeline::discover::LiveFile;
 use crate::pipeline::discover::Node;
 use crate::pipeline::merge::{Merged, Output};
 use crate::pipeline::plan::Group;
+use crate::pipeline::prepared::Prepared;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +44,9 @@ pub struct Committed {
     /// (the new snapshot and checkpoint not counted).
     pub metadata_bytes_before: u64,
     pub metadata_bytes_after: u64,
+    /// Rewritten snapshot and checkpoint files `prepare` had written already, taken as they
+    /// were rather than written again while the server is stopped.
+    pub metadata_files_prepared: usize,
 }
 
 fn rel_to_data_dir(dirs: &RunDirs, p: &Path) -> String {
@@ -75,12 +80,52 @@ impl<'a> Change<'a> {
     }
 }
 
+/// One metadata file a commit writes: a new snapshot or checkpoint, or a rewritten one.
+pub struct MetaFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    /// The modification time it keeps (that of the file it rewrites).
+    pub mtime: Option<SystemTime>,
+    /// Whether it replaces an existing file.
+    pub existed: bool,
+}
+
+impl MetaFile {
+    /// The file's path relative to its node's directory.
+    pub fn in_node(&self, node: &Node) -> String {
+        self.path
+            .strip_prefix(&node.dir)
+            .expect("under the node dir")
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Everything the commit of one node's changes consists of, computed but not yet staged.
+pub struct NodeCommit {
+    /// The new snapshot first: from the moment it is in place no row can be missing.
+    pub files: Vec<MetaFile>,
+    /// The manifest without its `writes` (staging fills them in).
+    pub manifest: NodeManifest,
+    pub committed: Committed,
+}
+
 /// Computes and stages the commit of one node's changes; changes nothing in the node.
+///
+/// A rewritten file whose exact bytes `prestaged` holds (written by `prepare` while the
+/// server ran) is moved into the run instead of written and flushed again.
 pub fn prepare_node(
     node: &Node,
     changes: &[Change],
     dirs: &RunDirs,
+    prestaged: Option<&Prepared>,
 ) -> Result<(NodeManifest, Committed)> {
+    let c = compute_node(node, changes, dirs)?;
+    stage_node(node, c, dirs, prestaged)
+}
+
+/// Computes the commit of one node's changes; writes nothing.
+pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<NodeCommit> {
     let newest = node
         .newest_snapshot()
         .ok_or_else(|| Error::at(&node.dir, "the node has no snapshot to build on"))?;
@@ -219,50 +264,35 @@ pub fn prepare_node(
             .map(|(p, _, _)| old_size(p))
             .sum::<u64>();
 
-    // Stage every file, with the modification time it will have, and keep the original of
-    // every file that is replaced (a second link to it: no copy, and its mtime stays).
-    let mut writes = Vec::new();
-    let mut batch = Batch::default();
-    let mut stage =
-        |path: &Path, bytes: Vec<u8>, mtime: Option<SystemTime>, existed: bool| -> Result<()> {
-            let in_node = path
-                .strip_prefix(&node.dir)
-                .expect("under the node dir")
-                .to_string_lossy()
-                .into_owned();
-            let staged = format!("staged/{}/{in_node}", node.id);
-            batch.write(&dirs.run().join(&staged), &bytes, mtime)?;
-            let original = if existed {
-                let rel = format!("original/{}/{in_node}", node.id);
-                batch.link(path, &dirs.run().join(&rel))?;
-                Some(rel)
-            } else {
-                None
-            };
-            writes.push(MetaWrite {
-                dest: rel_to_data_dir(dirs, path),
-                staged,
-                mtime: mtime.map(to_mtime),
-                original,
-            });
-            Ok(())
-        };
-    // The new snapshot goes first: from then on no row can be missing.
-    stage(&new_snap_path, new_snap.to_bytes(), None, false)?;
+    let mut files = vec![MetaFile {
+        path: new_snap_path,
+        bytes: new_snap.to_bytes(),
+        mtime: None,
+        existed: false,
+    }];
     let mut metadata_bytes_after = 0u64;
     for (path, doc, mtime) in &rewrites {
         let bytes = doc.to_bytes();
         metadata_bytes_after += bytes.len() as u64;
-        stage(path, bytes, Some(*mtime), true)?;
+        files.push(MetaFile {
+            path: path.to_path_buf(),
+            bytes,
+            mtime: Some(*mtime),
+            existed: true,
+        });
     }
-    for (path, doc, mtime) in &checkpoint_writes {
+    for (path, doc, mtime) in checkpoint_writes {
         let bytes = doc.to_bytes();
         if mtime.is_some() {
             metadata_bytes_after += bytes.len() as u64;
         }
-        stage(path, bytes, *mtime, mtime.is_some())?;
+        files.push(MetaFile {
+            path,
+            existed: mtime.is_some(),
+            bytes,
+            mtime,
+        });
     }
-    batch.finish()?;
 
     let trash = |rel: &str| format!("{STATE_DIR}/trash/{}/{rel}", dirs.run_id);
     let set_aside: Vec<Move> = TABLE_INDEX_PATHS
@@ -302,21 +332,74 @@ pub fn prepare_node(
         files_replaced: replaced_ids.len(),
         snapshots_rewritten: rewrites.len(),
         entries_relisted: relisted,
-        checkpoints_written: checkpoint_writes.len(),
+        checkpoints_written: files.len() - 1 - rewrites.len(),
         table_index_set_aside: !set_aside.is_empty(),
         trash_bytes: replaced.iter().map(|(_, _, f)| f.size_bytes).sum(),
         purged_entries_dropped: purged_ids.len(),
         metadata_bytes_before,
         metadata_bytes_after,
+        metadata_files_prepared: 0,
     };
     let manifest = NodeManifest {
         node: node.id.clone(),
         new_snapshot: new_seq,
         outputs,
-        writes,
+        writes: Vec::new(),
         set_aside,
         replaced: replaced_moves,
     };
+    Ok(NodeCommit {
+        files,
+        manifest,
+        committed,
+    })
+}
+
+/// Stages a computed commit in the run directory: every file with the modification time it
+/// will have, and the original of every file it replaces (a second link to it: no copy, and
+/// its mtime stays).
+fn stage_node(
+    node: &Node,
+    c: NodeCommit,
+    dirs: &RunDirs,
+    prestaged: Option<&Prepared>,
+) -> Result<(NodeManifest, Committed)> {
+    let NodeCommit {
+        files,
+        mut manifest,
+        mut committed,
+    } = c;
+    let mut batch = Batch::default();
+    for f in &files {
+        let in_node = f.in_node(node);
+        let staged = format!("staged/{}/{in_node}", node.id);
+        let staged_path = dirs.run().join(&staged);
+        let ready = prestaged
+            .filter(|_| f.existed)
+            .and_then(|p| p.metadata_file(&node.id, &in_node, &f.bytes, f.mtime));
+        match ready {
+            // Flushed by `prepare`: only the move is new.
+            Some(ready) => {
+                batch.rename(&ready, &staged_path)?;
+                committed.metadata_files_prepared += 1;
+            }
+            None => batch.write(&staged_path, &f.bytes, f.mtime)?,
+        }
+        let original = if f.existed {
+            let rel = format!("original/{}/{in_node}", node.id);
+            batch.link(&f.path, &dirs.run().join(&rel))?;
+            Some(rel)
+        } else {
+            None
+        };
+        manifest.writes.push(MetaWrite {
+            dest: rel_to_data_dir(dirs, &f.path),
+            staged,
+            mtime: f.mtime.map(to_mtime),
+            original,
+        });
+    }
+    batch.finish()?;
     Ok((manifest, committed))
 }
 

@@ -1,6 +1,10 @@
 //! Prepared windows: merged and verified while the server runs (`kompactor prepare`), kept
 //! under `.kompactor/prepared/<id>/` with a record of exactly what they replace, and used by
 //! the next compaction for every window whose inputs are still exactly those.
+//!
+//! Beside them, under `meta/<node>/`, the snapshot and checkpoint files as committing those
+//! windows would rewrite them: the commit takes one instead of writing it only when its
+//! bytes are exactly those the commit computed.
 
 use crate::durable::fsutil::{atomic_write, create_dir_all, Batch};
 use crate::error::{Error, Result};
@@ -14,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// One input a prepared window replaces, as it was when it was merged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +174,20 @@ impl PreparedWriter {
         Ok(())
     }
 
+    /// Keeps a snapshot or checkpoint file as the commit of the prepared windows would
+    /// rewrite it (`in_node`: its path in the node's directory), with the modification time
+    /// it keeps, so that the commit need not write and flush it while the server is stopped.
+    pub fn add_metadata(
+        &mut self,
+        node: &str,
+        in_node: &str,
+        bytes: &[u8],
+        mtime: Option<SystemTime>,
+    ) -> Result<()> {
+        let dest = self.dir.join("meta").join(node).join(in_node);
+        self.batch.write(&dest, bytes, mtime)
+    }
+
     /// Makes the outputs durable, then records them; returns the manifest.
     pub fn finish(mut self) -> Result<PreparedManifest> {
         self.batch.finish()?;
@@ -286,6 +305,26 @@ impl Prepared {
             rows_out: w.rows_out,
             checksum: w.checksum,
         }))
+    }
+
+    /// A metadata file `prepare` kept (see [`PreparedWriter::add_metadata`]) with exactly
+    /// these bytes and this modification time, if there is one.
+    pub fn metadata_file(
+        &self,
+        node: &str,
+        in_node: &str,
+        bytes: &[u8],
+        mtime: Option<SystemTime>,
+    ) -> Option<PathBuf> {
+        self.runs
+            .iter()
+            .rev()
+            .map(|(dir, _)| dir.join("meta").join(node).join(in_node))
+            .find(|p| {
+                fs::metadata(p)
+                    .is_ok_and(|m| m.len() == bytes.len() as u64 && m.modified().ok() == mtime)
+                    && fs::read(p).is_ok_and(|b| b == bytes)
+            })
     }
 
     /// The prepared windows no planned group matches, with why.
