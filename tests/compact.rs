@@ -130,7 +130,8 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
         let trash = copy.path().join(".kompactor/trash");
         assert!(trash.is_dir());
     }
-    // Nothing is both live and in the trash (`<trash>/<run>/<its trash name>`).
+    // Nothing is both live and in the trash (`<trash>/<run>/<its trash name>`, or its own
+    // path when its window directory was moved whole).
     let trash = copy.path().join(".kompactor/trash");
     let trashed: BTreeSet<String> = walkdir::WalkDir::new(&trash)
         .into_iter()
@@ -148,7 +149,8 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
         for files in discover_node(copy.path(), &node).unwrap().live.values() {
             for file in files {
                 assert!(
-                    !trashed.contains(&trash_name(&file.entry.path)),
+                    !trashed.contains(&trash_name(&file.entry.path))
+                        && !trashed.contains(&file.entry.path),
                     "{} is live and in the trash",
                     file.entry.path
                 );

@@ -87,7 +87,8 @@ fn assert_recovered(f: &Fixture, dir: &Path) {
         if trash.is_dir() {
             for run in std::fs::read_dir(&trash).unwrap().flatten() {
                 assert!(
-                    !run.path().join(trash_name(&file.entry.path)).exists(),
+                    !run.path().join(trash_name(&file.entry.path)).exists()
+                        && !run.path().join(&file.entry.path).exists(),
                     "{} is live and in the trash",
                     file.entry.path
                 );
@@ -219,6 +220,53 @@ fn undo_restores_the_original_files_and_metadata() {
             text(&again)
         );
     }
+}
+
+/// A window directory is moved to the trash whole when every file in it is replaced; undo
+/// puts it back, file by file should the node have a directory of that name again.
+#[test]
+fn undo_puts_back_window_directories_moved_whole() {
+    let f = fixture("3.10/small");
+    let copy = copy_fixture(&f);
+    let before = node_files(copy.path());
+    assert!(compact(copy.path()).status.success());
+    let run = first_run(copy.path());
+    let run = run.to_str().unwrap();
+    let run_trash = copy.path().join(".kompactor/trash").join(run);
+    let is_window = |p: &Path| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        p.is_dir() && name.len() == 5 && name.as_bytes()[2] == b'-'
+    };
+    let moved: Vec<_> = walkdir::WalkDir::new(&run_trash)
+        .into_iter()
+        .flatten()
+        .map(|e| e.into_path())
+        .filter(|p| is_window(p))
+        .collect();
+    assert!(!moved.is_empty(), "no window directory moved whole");
+    let in_trash = walkdir::WalkDir::new(&run_trash)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .count();
+    // Something makes one of them again, empty, in the node.
+    let again = copy.path().join(moved[0].strip_prefix(&run_trash).unwrap());
+    assert!(!again.exists());
+    std::fs::create_dir(&again).unwrap();
+
+    let d = copy.path().to_str().unwrap();
+    let dry = kompactor(&["undo", d, "--run", run, "--dry-run", "--json"]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    let doc: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(doc["files_back_from_trash"].as_u64(), Some(in_trash as u64));
+    let undo = kompactor(&["undo", d, "--run", run]);
+    assert!(undo.status.success(), "{}", text(&undo));
+    assert_eq!(
+        node_files(copy.path()),
+        before,
+        "undo did not restore the node"
+    );
+    assert_answers_match(&f, copy.path());
 }
 
 #[test]

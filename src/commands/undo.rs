@@ -3,7 +3,7 @@
 use crate::commands::args::{DataDir, ServerCheck};
 use crate::commands::{start, EXIT_OK};
 use crate::durable::journal::RunDirs;
-use crate::durable::undo::{undo, undo_blocker};
+use crate::durable::undo::{files_in_trash, undo, undo_blocker};
 use crate::error::{Error, Result};
 use crate::format::ids::SnapshotSeq;
 use crate::json;
@@ -62,7 +62,8 @@ pub fn run(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
             format!("run {} cannot be undone: {why}", a.run),
         ));
     }
-    let m = RunDirs::new(data_dir, &a.run).read_manifest()?;
+    let dirs = RunDirs::new(data_dir, &a.run);
+    let m = dirs.read_manifest()?;
     let mut doc = UndoDoc {
         format_version: json::FORMAT_VERSION,
         run_id: a.run.clone(),
@@ -73,7 +74,7 @@ pub fn run(a: &UndoArgs, quiet: bool) -> Result<ExitCode> {
         outputs_to_trash: 0,
     };
     for n in &m.nodes {
-        doc.files_back_from_trash += n.replaced.len();
+        doc.files_back_from_trash += files_in_trash(&dirs, n);
         doc.metadata_files_restored += n.writes.iter().filter(|w| w.original.is_some()).count();
         doc.metadata_files_removed += n.writes.iter().filter(|w| w.original.is_none()).count();
         doc.outputs_to_trash += n.outputs.len();

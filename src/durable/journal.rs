@@ -135,7 +135,8 @@ pub struct NodeManifest {
     pub writes: Vec<MetaWrite>,
     /// Derived state set aside for the server to rebuild: from the node into the trash.
     pub set_aside: Vec<Move>,
-    /// Replaced Parquet files: from the node into the trash.
+    /// Replaced Parquet files, and window directories that held nothing else (moved whole):
+    /// from the node into the trash.
     pub replaced: Vec<Move>,
 }
 
@@ -299,8 +300,9 @@ pub fn run_ids(data_dir: &Path) -> Result<Vec<String>> {
 /// Where a replaced file goes inside a run's trash (relative to it): its path with its last
 /// directory (the server's 10-minute window, `HH-MM`) folded into the file name.
 ///
-/// The trash then holds one directory per table and day rather than one per window: a commit
-/// on a deep history would otherwise create (and fsync) hundreds of thousands of directories
+/// For the files moved one by one (a window directory holding only replaced files is moved
+/// whole): the trash then holds one new directory per table and day rather than one per
+/// window, which a commit on a deep history would create (and fsync) by the hundred thousand
 /// while the server is stopped.
 pub fn trash_name(rel: &str) -> String {
     match rel.rsplit_once('/') {

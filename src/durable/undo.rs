@@ -126,6 +126,45 @@ fn set_aside_server_files(
     Ok(())
 }
 
+/// Moves a replaced file, or a window directory the commit moved whole, back from the
+/// trash. Should something have made that directory again since, the trashed one is emptied
+/// into it file by file instead (each move once, so a repeat after a crash goes on).
+fn put_back(dirs: &RunDirs, r: &Move, batch: &mut Batch) -> Result<()> {
+    let back = Move {
+        from: r.to.clone(),
+        to: r.from.clone(),
+    };
+    let trashed = dirs.data_dir.join(&back.from);
+    if !(trashed.is_dir() && dirs.data_dir.join(&back.to).is_dir()) {
+        return dirs.move_once(&back, batch).map(|_| ());
+    }
+    for e in fs::read_dir(&trashed).map_err(|e| Error::io(&trashed, "list", e))? {
+        let e = e.map_err(|e| Error::io(&trashed, "list", e))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let file = Move {
+            from: format!("{}/{name}", back.from),
+            to: format!("{}/{name}", back.to),
+        };
+        dirs.move_once(&file, batch)?;
+    }
+    fs::remove_dir(&trashed).map_err(|e| Error::io(&trashed, "remove the emptied", e))
+}
+
+/// How many replaced files a run's undo brings back from its trash.
+pub fn files_in_trash(dirs: &RunDirs, n: &NodeManifest) -> usize {
+    n.replaced
+        .iter()
+        .map(|r| {
+            let trashed = dirs.data_dir.join(&r.to);
+            match fs::read_dir(&trashed) {
+                Ok(entries) => entries.count(),
+                Err(_) => 1,
+            }
+        })
+        .sum()
+}
+
 /// Restores the data dir as it was before a finished run.
 pub fn undo(data_dir: &Path, run_id: &str) -> Result<()> {
     let dirs = RunDirs::new(data_dir, run_id);
@@ -141,13 +180,7 @@ pub(crate) fn undo_steps(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     for n in &m.nodes {
         dirs.place_guard(&n.node)?;
         for r in &n.replaced {
-            dirs.move_once(
-                &Move {
-                    from: r.to.clone(),
-                    to: r.from.clone(),
-                },
-                &mut batch,
-            )?;
+            put_back(dirs, r, &mut batch)?;
         }
         set_aside_server_files(dirs, n, started, &mut batch)?;
         for s in &n.set_aside {

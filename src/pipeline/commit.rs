@@ -13,7 +13,7 @@ use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
-use crate::format::layout::{STATE_DIR, TABLE_INDEX_PATHS};
+use crate::format::layout::{ParquetPath, STATE_DIR, TABLE_INDEX_PATHS};
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::pipeline::discover::LiveFile;
 use crate::pipeline::discover::Node;
@@ -306,24 +306,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             }
         })
         .collect();
-    // Two paths fold to one trash name only if names hold `__` (the server writes none);
-    // such a file gets a name of its own, so that no move can fail after the commit point.
-    let mut taken = HashSet::new();
-    let replaced_moves: Vec<Move> = replaced
-        .iter()
-        .map(|(_, _, f)| {
-            let mut name = trash_name(&f.path);
-            let mut n = 0;
-            while !taken.insert(name.clone()) {
-                n += 1;
-                name = format!("{}.{n}", f.path);
-            }
-            Move {
-                from: f.path.clone(),
-                to: trash(&name),
-            }
-        })
-        .collect();
+    let replaced_moves = trash_moves(node, &replaced, &outputs, &trash);
 
     let committed = Committed {
         node: node.id.clone(),
@@ -353,6 +336,103 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
         manifest,
         committed,
     })
+}
+
+/// The moves of the replaced files into the trash: a window directory (`.../HH-MM`) that
+/// holds nothing but replaced files is moved whole, every other replaced file on its own.
+///
+/// A deep history replaces millions of files, several per window directory, and each
+/// rename is a journaled directory change made while the server is stopped. A directory
+/// that will receive an output, or holds anything else (a hidden file left alone, a file
+/// the metadata does not list), keeps it and gives up only the replaced files.
+fn trash_moves(
+    node: &Node,
+    replaced: &DbFiles,
+    outputs: &[Move],
+    trash: &dyn Fn(&str) -> String,
+) -> Vec<Move> {
+    let mut by_dir: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (_, _, f) in replaced.iter() {
+        if let Some((dir, name)) = f.path.rsplit_once('/') {
+            by_dir.entry(dir).or_default().insert(name);
+        }
+    }
+    let receives_output: HashSet<&str> = outputs
+        .iter()
+        .filter_map(|o| o.to.rsplit_once('/').map(|(dir, _)| dir))
+        .collect();
+    let data_dir = node.dir.parent().expect("a node dir has a parent");
+    let whole: HashSet<&str> = by_dir
+        .iter()
+        .filter(|(dir, names)| {
+            is_window_dir(&node.id, dir)
+                && !receives_output.contains(*dir)
+                && holds_exactly(&data_dir.join(dir), names)
+        })
+        .map(|(dir, _)| *dir)
+        .collect();
+    let mut moves: Vec<Move> = whole
+        .iter()
+        .map(|dir| Move {
+            from: dir.to_string(),
+            to: trash(dir),
+        })
+        .collect();
+    // Two paths fold to one trash name only if names hold `__` (the server writes none);
+    // such a file gets a name of its own, so that no move can fail after the commit point.
+    let mut taken = HashSet::new();
+    for (_, _, f) in replaced.iter() {
+        if f.path
+            .rsplit_once('/')
+            .is_some_and(|(d, _)| whole.contains(d))
+        {
+            continue;
+        }
+        let mut name = trash_name(&f.path);
+        let mut n = 0;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{}.{n}", f.path);
+        }
+        moves.push(Move {
+            from: f.path.clone(),
+            to: trash(&name),
+        });
+    }
+    moves
+}
+
+/// Whether `dir` (relative to the data dir) is one of the node's window directories,
+/// `<node>/dbs/<db>/<table>/<date>/<window>`, never a table's or a database's own.
+fn is_window_dir(node: &str, dir: &str) -> bool {
+    let file = format!("{dir}/f.parquet");
+    let Some(p) = ParquetPath::parse(&file) else {
+        return false;
+    };
+    let below_table = dir
+        .strip_prefix(p.table_dir)
+        .and_then(|r| r.strip_prefix('/'));
+    dir.starts_with(&format!("{node}/"))
+        && below_table
+            .is_some_and(|r| r.split('/').count() == 2 && !r.split('/').any(str::is_empty))
+}
+
+/// Whether `dir` holds exactly the files `names`, and nothing else.
+fn holds_exactly(dir: &Path, names: &BTreeSet<&str>) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut seen = 0;
+    for e in entries {
+        let Ok(e) = e else { return false };
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        let name = e.file_name();
+        if !is_file || !name.to_str().is_some_and(|n| names.contains(n)) {
+            return false;
+        }
+        seen += 1;
+    }
+    seen == names.len()
 }
 
 /// Stages a computed commit in the run directory: every file with the modification time it
@@ -484,4 +564,25 @@ fn plan_checkpoints(
         .join(format!("{}.checkpoint.json", new_seq.inverted_name()));
     writes.push((path, cp, None));
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_window_dir;
+
+    #[test]
+    fn only_a_nodes_window_directories_are_moved_whole() {
+        assert!(is_window_dir("node0", "node0/dbs/1/0/2025-01-06/00-10"));
+        assert!(is_window_dir(
+            "node0",
+            "node0/dbs/cpu-1/load-0/2025-01-06/00-10"
+        ));
+        // A table's, a day's or another node's directory, or no window at all.
+        assert!(!is_window_dir("node0", "node0/dbs/1/0"));
+        assert!(!is_window_dir("node0", "node0/dbs/1/0/2025-01-06"));
+        assert!(!is_window_dir("node0", "node0/dbs/1/0/2025-01-06/00-10/x"));
+        assert!(!is_window_dir("node0", "node1/dbs/1/0/2025-01-06/00-10"));
+        assert!(!is_window_dir("node0", "node0/wal/1/0/2025-01-06/00-10"));
+        assert!(!is_window_dir("node0", "node0/dbs/1/0//00-10"));
+    }
 }
