@@ -15,6 +15,10 @@
 #   META_COMPACT=1         also time a full compaction (on a hard-linked copy; its merge reads
 #                          every file, so it takes long; the report's phases show the rest)
 #   META_ARGS              extra arguments of every kompactor command (e.g. "--load-window 1000")
+#   META_COMPACT_RUNS=1    compactions of each build (on a fresh hard-linked copy each time)
+#   META_BASELINE          another kompactor binary (copied out of the target dir after building
+#                          an older revision): its compactions alternate with this build's, and
+#                          the medians of both builds' phases are printed side by side
 #   BENCH_DIR=~/.cache/kompactor-bench   where the node is generated (kept, reused)
 #
 # Each command runs under /usr/bin/time -v, once (the node is in the page cache after the
@@ -85,24 +89,47 @@ measure "status" "$K" status "$ds" --hosts "$node" "${extra[@]}"
 measure "verify" "$K" verify "$ds" --hosts "$node" "${extra[@]}"
 
 if [ "${META_COMPACT:-1}" = 1 ]; then
+    runs="${META_COMPACT_RUNS:-1}"
+    builds=(this)
+    if [ -n "${META_BASELINE:-}" ]; then
+        [ -x "$META_BASELINE" ] || { echo "bench-metadata.sh: META_BASELINE=$META_BASELINE is not an executable" >&2; exit 1; }
+        builds=(baseline this)
+    fi
     copy="$bench_dir/meta-copy-$$"
     trap 'rm -rf "$copy"' EXIT
-    # Hard links: kompactor never writes into a file it did not create (new files and
-    # metadata are written under new names and renamed), so the dataset stays as it was.
-    cp -al "$ds" "$copy"
-    echo "== a full compaction (defaults) on a hard-linked copy"
-    measure "compaction" "$K" "$copy" --hosts "$node" "${extra[@]}"
-    python3 - "$copy"/.kompactor/runs/*/report.json <<'EOF'
+    echo "== full compactions (defaults) on hard-linked copies: $runs of each of: ${builds[*]}"
+    for i in $(seq 1 "$runs"); do
+        for b in "${builds[@]}"; do
+            bin="$K"
+            [ "$b" = baseline ] && bin="$META_BASELINE"
+            # Hard links: kompactor never writes into a file it did not create (new files and
+            # metadata are written under new names and renamed), so the dataset stays as it was.
+            rm -rf "$copy"
+            cp -al "$ds" "$copy"
+            sync
+            measure "compaction $b $i" "$bin" "$copy" --hosts "$node" "${extra[@]}"
+            python3 - "$b" "$copy"/.kompactor/runs/*/report.json >>"$logs/phases" <<'EOF'
 import json, sys
-doc = json.load(open(sys.argv[1]))
+doc = json.load(open(sys.argv[2]))
 p = doc["phases"]
-print(f"   phases: read and plan {p['read_and_plan']:.1f} s, merge {p['merge']:.1f} s, commit {p['commit']:.1f} s;"
-      f" non-merge work {p['read_and_plan'] + p['commit']:.1f} s")
-for n in doc["nodes"]:
-    c = n["committed"] or {}
-    files = sum(t["files_before"] for t in n["tables"]), sum(t["files_after"] for t in n["tables"])
-    worst = max(t["files_after"] for t in n["tables"])
-    print(f"   node {n['node']}: files {files[0]} -> {files[1]} (largest table {worst} files);"
-          f" {c.get('snapshots_rewritten', 0)} snapshot(s) rewritten")
+files = [sum(t[k] for n in doc["nodes"] for t in n["tables"]) for k in ("files_before", "files_after")]
+worst = max(t["files_after"] for n in doc["nodes"] for t in n["tables"])
+rewritten = sum((n["committed"] or {}).get("snapshots_rewritten", 0) for n in doc["nodes"])
+print(sys.argv[1], p["read_and_plan"], p["merge"], p["commit"], files[0], files[1], worst, rewritten)
 EOF
+            tail -1 "$logs/phases" | awk '{
+                printf "   phases: read and plan %.1f s, merge %.1f s, commit %.1f s; non-merge work %.1f s\n", $2, $3, $4, $2 + $4
+                printf "   files %d -> %d (largest table %d files); %d snapshot(s) rewritten\n", $5, $6, $7, $8 }'
+        done
+    done
+    # median <build> <column of $logs/phases, or 0 for read and plan + commit>
+    median() {
+        awk -v b="$1" -v c="$2" '$1 == b { print (c == 0 ? $2 + $4 : $c) }' "$logs/phases" | sort -g |
+            awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+    }
+    echo "== medians of $runs compaction(s) of each build, in seconds"
+    printf '%-10s %14s %10s %10s %16s\n' build "read and plan" merge commit "non-merge work"
+    for b in "${builds[@]}"; do
+        printf '%-10s %14.2f %10.2f %10.2f %16.2f\n' "$b" "$(median "$b" 2)" "$(median "$b" 3)" "$(median "$b" 4)" "$(median "$b" 0)"
+    done
 fi
