@@ -362,7 +362,8 @@ fn trash_moves(
         .filter_map(|o| o.to.rsplit_once('/').map(|(dir, _)| dir))
         .collect();
     let data_dir = node.dir.parent().expect("a node dir has a parent");
-    let whole: HashSet<&str> = by_dir
+    // Ordered, so that the journal lists the moves the same way every time.
+    let whole: BTreeSet<&str> = by_dir
         .iter()
         .filter(|(dir, names)| {
             is_window_dir(&node.id, dir)
