@@ -138,7 +138,7 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
         }
         for f in compute_node(node, &changes, &dirs)?.files {
             if f.existed {
-                writer.add_metadata(&node.id, &f.in_node(node), &f.bytes, f.mtime)?;
+                writer.add_metadata(&node.id, &f.in_node(node), &f.to_bytes(), f.mtime)?;
             }
         }
     }

@@ -6,14 +6,14 @@
 //! rewritten without it (keeping its modification time), the checkpoints rewritten and one
 //! added that covers the new snapshot, and the table index set aside for the server to
 //! rebuild. [`prepare_node`] also stages them in the run directory with links to the
-//! originals; the journal ([`crate::durable::apply::apply`]) then puts them in place in a
+//! originals, and lists the moves of the replaced files into the trash; the journal ([`crate::durable::apply::apply`]) then puts them in place in a
 //! crash-safe order.
 
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
-use crate::format::layout::{ParquetPath, STATE_DIR, TABLE_INDEX_PATHS};
+use crate::format::layout::{ParquetPath, TABLE_INDEX_PATHS};
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::pipeline::discover::LiveFile;
 use crate::pipeline::discover::Node;
@@ -80,10 +80,16 @@ impl<'a> Change<'a> {
     }
 }
 
+/// The document a metadata file holds.
+enum MetaDoc {
+    Snapshot(Doc<Snapshot>),
+    Checkpoint(Doc<Checkpoint>),
+}
+
 /// One metadata file a commit writes: a new snapshot or checkpoint, or a rewritten one.
 pub struct MetaFile {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
+    doc: MetaDoc,
     /// The modification time it keeps (that of the file it rewrites).
     pub mtime: Option<SystemTime>,
     /// Whether it replaces an existing file.
@@ -99,15 +105,30 @@ impl MetaFile {
             .to_string_lossy()
             .into_owned()
     }
+
+    /// The file's bytes, as the server writes them.
+    ///
+    /// Made when needed and dropped once written: a deep history rewrites tens of thousands
+    /// of snapshots, and holding all their bytes beside their documents would double the
+    /// commit's memory.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.doc {
+            MetaDoc::Snapshot(d) => d.to_bytes(),
+            MetaDoc::Checkpoint(d) => d.to_bytes(),
+        }
+    }
 }
 
 /// Everything the commit of one node's changes consists of, computed but not yet staged.
 pub struct NodeCommit {
     /// The new snapshot first: from the moment it is in place no row can be missing.
     pub files: Vec<MetaFile>,
-    /// The manifest without its `writes` (staging fills them in).
+    /// The manifest without its `writes` and `replaced`: staging fills them in, the moves
+    /// from what the replaced files' directories hold once the server is stopped.
     pub manifest: NodeManifest,
+    /// Without `metadata_bytes_after`, which staging adds up as it writes.
     pub committed: Committed,
+    replaced: DbFiles,
 }
 
 /// Computes and stages the commit of one node's changes; changes nothing in the node.
@@ -264,63 +285,56 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             .map(|(p, _, _)| old_size(p))
             .sum::<u64>();
 
+    let snapshots_rewritten = rewrites.len();
+    let checkpoints_written = checkpoint_writes.len();
     let mut files = vec![MetaFile {
         path: new_snap_path,
-        bytes: new_snap.to_bytes(),
+        doc: MetaDoc::Snapshot(new_snap),
         mtime: None,
         existed: false,
     }];
-    let mut metadata_bytes_after = 0u64;
-    for (path, doc, mtime) in &rewrites {
-        let bytes = doc.to_bytes();
-        metadata_bytes_after += bytes.len() as u64;
+    for (path, doc, mtime) in rewrites {
         files.push(MetaFile {
             path: path.to_path_buf(),
-            bytes,
-            mtime: Some(*mtime),
+            doc: MetaDoc::Snapshot(doc),
+            mtime: Some(mtime),
             existed: true,
         });
     }
     for (path, doc, mtime) in checkpoint_writes {
-        let bytes = doc.to_bytes();
-        if mtime.is_some() {
-            metadata_bytes_after += bytes.len() as u64;
-        }
         files.push(MetaFile {
             path,
+            doc: MetaDoc::Checkpoint(doc),
             existed: mtime.is_some(),
-            bytes,
             mtime,
         });
     }
 
-    let trash = |rel: &str| format!("{STATE_DIR}/trash/{}/{rel}", dirs.run_id);
     let set_aside: Vec<Move> = TABLE_INDEX_PATHS
         .iter()
         .filter(|name| node.dir.join(name).exists())
         .map(|name| {
             let rel = format!("{}/{name}", node.id);
             Move {
-                to: trash(&rel),
+                to: format!("{}/{rel}", dirs.rel_trash()),
                 from: rel,
             }
         })
         .collect();
-    let replaced_moves = trash_moves(node, &replaced, &outputs, &trash);
 
     let committed = Committed {
         node: node.id.clone(),
         snapshot: new_seq,
         files_added: added.iter().count() - relisted,
         files_replaced: replaced_ids.len(),
-        snapshots_rewritten: rewrites.len(),
+        snapshots_rewritten,
         entries_relisted: relisted,
-        checkpoints_written: files.len() - 1 - rewrites.len(),
+        checkpoints_written,
         table_index_set_aside: !set_aside.is_empty(),
         trash_bytes: replaced.iter().map(|(_, _, f)| f.size_bytes).sum(),
         purged_entries_dropped: purged_ids.len(),
         metadata_bytes_before,
-        metadata_bytes_after,
+        metadata_bytes_after: 0,
         metadata_files_prepared: 0,
     };
     let manifest = NodeManifest {
@@ -329,12 +343,13 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
         outputs,
         writes: Vec::new(),
         set_aside,
-        replaced: replaced_moves,
+        replaced: Vec::new(),
     };
     Ok(NodeCommit {
         files,
         manifest,
         committed,
+        replaced,
     })
 }
 
@@ -345,12 +360,8 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
 /// rename is a journaled directory change made while the server is stopped. A directory
 /// that will receive an output, or holds anything else (a hidden file left alone, a file
 /// the metadata does not list), keeps it and gives up only the replaced files.
-fn trash_moves(
-    node: &Node,
-    replaced: &DbFiles,
-    outputs: &[Move],
-    trash: &dyn Fn(&str) -> String,
-) -> Vec<Move> {
+fn trash_moves(node: &Node, replaced: &DbFiles, outputs: &[Move], dirs: &RunDirs) -> Vec<Move> {
+    let trash = |rel: &str| format!("{}/{rel}", dirs.rel_trash());
     let mut by_dir: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (_, _, f) in replaced.iter() {
         if let Some((dir, name)) = f.path.rsplit_once('/') {
@@ -449,22 +460,28 @@ fn stage_node(
         files,
         mut manifest,
         mut committed,
+        replaced,
     } = c;
+    manifest.replaced = trash_moves(node, &replaced, &manifest.outputs, dirs);
     let mut batch = Batch::default();
     for f in &files {
+        let bytes = f.to_bytes();
+        if f.existed {
+            committed.metadata_bytes_after += bytes.len() as u64;
+        }
         let in_node = f.in_node(node);
         let staged = format!("staged/{}/{in_node}", node.id);
         let staged_path = dirs.run().join(&staged);
         let ready = prestaged
             .filter(|_| f.existed)
-            .and_then(|p| p.metadata_file(&node.id, &in_node, &f.bytes, f.mtime));
+            .and_then(|p| p.metadata_file(&node.id, &in_node, &bytes, f.mtime));
         match ready {
             // Flushed by `prepare`: only the move is new.
             Some(ready) => {
                 batch.rename(&ready, &staged_path)?;
                 committed.metadata_files_prepared += 1;
             }
-            None => batch.write(&staged_path, &f.bytes, f.mtime)?,
+            None => batch.write(&staged_path, &bytes, f.mtime)?,
         }
         let original = if f.existed {
             let rel = format!("original/{}/{in_node}", node.id);
