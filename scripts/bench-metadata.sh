@@ -12,8 +12,9 @@
 #                          databases and tables per database: file entries = snapshots x
 #                          META_DBS x META_TABLES (one file per table and snapshot, 1 row each)
 #   META_FILES=4           files per table and 10-minute window (one snapshot each)
-#   META_COMPACT=1         also time a full compaction (on a hard-linked copy; its merge reads
-#                          every file, so it takes long; the report's phases show the rest)
+#   META_COMPACT=1         also time full compactions (0: leave them out; each on a fresh
+#                          hard-linked copy; the merge reads every file, so they take long; the
+#                          report's phases show the rest)
 #   META_ARGS              extra arguments of every kompactor command (e.g. "--load-window 1000")
 #   META_COMPACT_RUNS=1    compactions of each build (on a fresh hard-linked copy each time)
 #   META_BASELINE          another kompactor binary (copied out of the target dir after building
@@ -21,8 +22,9 @@
 #                          the medians of both builds' phases are printed side by side
 #   BENCH_DIR=~/.cache/kompactor-bench   where the node is generated (kept, reused)
 #
-# Each command runs under /usr/bin/time -v, once (the node is in the page cache after the
-# first); printed: wall time, peak RSS, and lines of output (stdout and stderr together).
+# Each command runs under /usr/bin/time -v, the read-only ones once (the node is in the page
+# cache after the first), a compaction META_COMPACT_RUNS times; printed: wall time, peak RSS,
+# and lines of output (stdout and stderr together).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"

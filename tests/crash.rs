@@ -201,10 +201,8 @@ fn undo_restores_the_original_files_and_metadata() {
         let run = first_run(copy.path());
         let run = run.to_str().unwrap();
         let d = copy.path().to_str().unwrap();
-        let dry = kompactor(&["undo", d, "--run", run, "--dry-run"]);
-        assert!(dry.status.success(), "{}", text(&dry));
-        let undo = kompactor(&["undo", d, "--run", run]);
-        assert!(undo.status.success(), "{}", text(&undo));
+        undo_ok(copy.path(), run, &["--dry-run"]);
+        undo_ok(copy.path(), run, &[]);
         assert_eq!(
             node_files(copy.path()),
             before,
@@ -222,6 +220,60 @@ fn undo_restores_the_original_files_and_metadata() {
     }
 }
 
+/// `kompactor undo <dir> --run <run> [extra]`, which must succeed.
+fn undo_ok(dir: &Path, run: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["undo", dir.to_str().unwrap(), "--run", run];
+    args.extend(extra);
+    let out = kompactor(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    out
+}
+
+/// The window directories a run moved into its trash whole.
+fn moved_whole(run_trash: &Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(run_trash)
+        .into_iter()
+        .flatten()
+        .map(|e| e.into_path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            p.is_dir() && name.len() == 5 && name.as_bytes()[2] == b'-'
+        })
+        .collect()
+}
+
+/// Replaced files leave the node while its guard keeps a server away: a window directory
+/// moved whole then holds only them. A directory of that name a server makes after the
+/// guard went is left alone when the interrupted run is finished.
+#[test]
+fn trash_moves_happen_under_the_guard() {
+    let f = fixture("3.10/small");
+    let copy = copy_fixture(&f);
+    let out = run_with_failpoint(copy.path(), "after-trash-move");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        guarded(copy.path()),
+        "a replaced file left the node unguarded"
+    );
+
+    let copy = copy_fixture(&f);
+    let out = run_with_failpoint(copy.path(), "after-guard-removed");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!guarded(copy.path()));
+    let run = first_run(copy.path());
+    let run_trash = copy.path().join(".kompactor/trash").join(&run);
+    let moved = moved_whole(&run_trash);
+    assert!(!moved.is_empty(), "no window directory moved whole");
+    // A server started now writes into one of those windows again.
+    let again = copy.path().join(moved[0].strip_prefix(&run_trash).unwrap());
+    std::fs::create_dir(&again).unwrap();
+    std::fs::write(again.join("9999999999.parquet"), b"written after the run").unwrap();
+    let out = compact(copy.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(again.join("9999999999.parquet").is_file());
+    assert!(!guarded(copy.path()));
+}
+
 /// A window directory is moved to the trash whole when every file in it is replaced; undo
 /// puts it back, file by file should the node have a directory of that name again.
 #[test]
@@ -233,16 +285,7 @@ fn undo_puts_back_window_directories_moved_whole() {
     let run = first_run(copy.path());
     let run = run.to_str().unwrap();
     let run_trash = copy.path().join(".kompactor/trash").join(run);
-    let is_window = |p: &Path| {
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        p.is_dir() && name.len() == 5 && name.as_bytes()[2] == b'-'
-    };
-    let moved: Vec<_> = walkdir::WalkDir::new(&run_trash)
-        .into_iter()
-        .flatten()
-        .map(|e| e.into_path())
-        .filter(|p| is_window(p))
-        .collect();
+    let moved = moved_whole(&run_trash);
     assert!(!moved.is_empty(), "no window directory moved whole");
     let in_trash = walkdir::WalkDir::new(&run_trash)
         .into_iter()
@@ -254,13 +297,10 @@ fn undo_puts_back_window_directories_moved_whole() {
     assert!(!again.exists());
     std::fs::create_dir(&again).unwrap();
 
-    let d = copy.path().to_str().unwrap();
-    let dry = kompactor(&["undo", d, "--run", run, "--dry-run", "--json"]);
-    assert!(dry.status.success(), "{}", text(&dry));
+    let dry = undo_ok(copy.path(), run, &["--dry-run", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(doc["files_back_from_trash"].as_u64(), Some(in_trash as u64));
-    let undo = kompactor(&["undo", d, "--run", run]);
-    assert!(undo.status.success(), "{}", text(&undo));
+    undo_ok(copy.path(), run, &[]);
     assert_eq!(
         node_files(copy.path()),
         before,

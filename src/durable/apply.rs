@@ -1,7 +1,7 @@
 //! Putting a staged commit in place, and bringing interrupted runs to an end.
 //!
 //! [`apply`] changes the nodes in a crash-safe order (guard, outputs, commit point, metadata,
-//! set-aside, guard removed, trash); [`recover`] finishes or rolls back whatever a crash left.
+//! set-aside, trash, guard removed); [`recover`] finishes or rolls back whatever a crash left.
 
 use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::{fsync_dir, Batch};
@@ -151,16 +151,24 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
                 dirs.move_once(s, &mut batch)?;
             }
         }
-        // The metadata is durable before the guard goes.
+        // The metadata is durable before any replaced file leaves the node.
         batch.finish()?;
         failpoint("after-set-aside")?;
-        dirs.remove_guard(&n.node)?;
-        failpoint("after-guard-removed")?;
+        // Still under the guard: a window directory moved whole takes everything in it, and
+        // only while no server can run is that exactly the replaced files. A server started
+        // before an interrupted run is finished could write into such a directory.
         for r in &n.replaced {
-            dirs.move_once(r, &mut batch)?;
+            // In the trash already: an earlier attempt moved it, and a directory of that name
+            // in the node now is a server's, made after that attempt removed the guard.
+            if !dirs.data_dir.join(&r.to).exists() {
+                dirs.move_once(r, &mut batch)?;
+            }
             bar.inc(1);
             failpoint("after-trash-move")?;
         }
+        batch.finish()?;
+        dirs.remove_guard(&n.node)?;
+        failpoint("after-guard-removed")?;
     }
     bar.finish_and_clear();
     if let Some(a) = &m.archive {

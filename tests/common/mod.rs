@@ -554,8 +554,8 @@ pub const COMPACTION_FAILPOINTS: &[&str] = &[
     "after-commit-point",
     "after-metadata-write",
     "after-set-aside",
-    "after-guard-removed",
     "after-trash-move",
+    "after-guard-removed",
 ];
 
 /// Failpoints met by `archive` (its own, then those of the commit it shares with compaction).
