@@ -53,7 +53,7 @@ fn assert_metadata_consistent(dir: &Path, node: &str, window_ns: i64) {
                 "id {} not below next_file_id {next}",
                 f.entry.id
             );
-            let p = dir.join(&f.entry.path);
+            let p = dir.join(&*f.entry.path);
             assert_eq!(
                 std::fs::metadata(&p).unwrap().len(),
                 f.entry.size_bytes,
@@ -150,7 +150,7 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
             for file in files {
                 assert!(
                     !trashed.contains(&trash_name(&file.entry.path))
-                        && !trashed.contains(&file.entry.path),
+                        && !trashed.contains(&*file.entry.path),
                     "{} is live and in the trash",
                     file.entry.path
                 );
@@ -207,7 +207,7 @@ fn new_files_after_a_compaction_touch_only_their_window() {
         // Whole days: the finer pieces of a day that was too recent are merged into its day
         // once it is old enough, as they should be.
         .filter(|x| x.entry.path.contains("/kompactor-1d-"))
-        .map(|x| x.entry.path.clone())
+        .map(|x| x.entry.path.to_string())
         .collect();
     assert!(!compacted.is_empty());
     let report = compact(copy.path(), "node0", &["--window", "1d", "--min-age", "0"]);
@@ -217,7 +217,7 @@ fn new_files_after_a_compaction_touch_only_their_window() {
         .live
         .values()
         .flatten()
-        .map(|x| x.entry.path.clone())
+        .map(|x| x.entry.path.to_string())
         .collect();
     assert!(
         compacted.is_subset(&still),

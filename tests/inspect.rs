@@ -66,7 +66,7 @@ fn verify_names_each_problem() {
         .live
         .values()
         .flatten()
-        .map(|x| x.entry.path.clone())
+        .map(|x| x.entry.path.to_string())
         .collect();
     let (truncated, removed) = (&files[0], &files[1]);
     let p = copy.path().join(truncated);

@@ -37,7 +37,7 @@ fn listed_paths(dir: &Path, node: &str) -> BTreeSet<String> {
     let checkpoints = n.checkpoints.iter().map(|c| &c.doc.value.databases);
     snapshots
         .chain(checkpoints)
-        .flat_map(|files| files.iter().map(|(_, _, f)| f.path.clone()))
+        .flat_map(|files| files.iter().map(|(_, _, f)| f.path.to_string()))
         .collect()
 }
 

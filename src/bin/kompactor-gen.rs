@@ -668,7 +668,7 @@ fn write_metadata(
     let node_dir = a.out.join(&a.node);
     let entry = |j: &FileJob, w: &Written| FileEntry {
         id: FileId(j.id),
-        path: j.rel.clone(),
+        path: j.rel.as_str().into(),
         size_bytes: w.size,
         row_count: w.rows,
         chunk_time: Nanos(cfg.window_start(j.window)),

@@ -272,7 +272,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                 .iter()
                 .map(|f| Source {
                     id: f.entry.id,
-                    path: f.entry.path.clone(),
+                    path: f.entry.path.to_string(),
                     size_bytes: f.entry.size_bytes,
                     row_count: f.entry.row_count,
                 })

@@ -60,7 +60,9 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         .flatten()
         .filter(|f| !bad.contains(&f.entry.id))
         .collect();
-    let counted = parallel_map(&files, |f| read_row_count(&data_dir.join(&f.entry.path)));
+    let counted = parallel_map(&files, |f| {
+        read_row_count(&data_dir.join(&*f.entry.path), f.entry.size_bytes)
+    });
     for (f, rows) in files.iter().zip(counted) {
         match rows {
             Ok(rows) if rows != f.entry.row_count => out.push(format!(
@@ -124,7 +126,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         if p.to_string_lossy().ends_with("index.info.json") {
             if let Ok(doc) = Doc::<TableIndex>::parse(&std::fs::read(p).unwrap_or_default()) {
                 for f in &doc.value.files {
-                    if !data_dir.join(&f.path).exists() {
+                    if !data_dir.join(&*f.path).exists() {
                         out.push(format!(
                             "table index {} lists file {} which does not exist: {}",
                             p.display(),

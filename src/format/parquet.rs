@@ -141,11 +141,42 @@ pub fn read_footer(path: &Path) -> Result<Footer> {
 }
 
 /// Reads one file's row count from its footer, without decoding its schema: what `verify`
-/// checks of every file.
-pub fn read_row_count(path: &Path) -> Result<u64> {
-    let md = thrift::decode_file_metadata(&footer_bytes(path)?).map_err(|e| damaged(path, &e))?;
+/// checks of every file. `size` is the file's size as listed; one read of its tail then
+/// usually holds the whole footer, where finding the footer without it takes a stat and two
+/// reads (a deep history has millions of files).
+pub fn read_row_count(path: &Path, size: u64) -> Result<u64> {
+    let footer = match tail_footer(path, size)? {
+        Some(f) => f,
+        None => footer_bytes(path)?,
+    };
+    let md = thrift::decode_file_metadata(&footer).map_err(|e| damaged(path, &e))?;
     u64::try_from(md.num_rows)
         .map_err(|_| damaged(path, &format!("a row count of {}", md.num_rows)))
+}
+
+/// The footer from one read of the last 64 KiB of a file of `size` bytes, or `None` when
+/// those bytes do not end in a footer that fits in them (then [`footer_bytes`] reads it,
+/// and says what is wrong if anything is).
+fn tail_footer(path: &Path, size: u64) -> Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::FileExt;
+    let want = size.min(64 * 1024) as usize;
+    if want < 12 {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let mut buf = vec![0u8; want];
+    let got = file
+        .read_at(&mut buf, size - want as u64)
+        .map_err(|e| Error::io(path, "read", e))?;
+    if got != want || &buf[want - 4..] != b"PAR1" {
+        return Ok(None);
+    }
+    let n = u32::from_le_bytes(buf[want - 8..want - 4].try_into().expect("4 bytes")) as usize;
+    if n > want - 8 {
+        return Ok(None);
+    }
+    buf.truncate(want - 8);
+    Ok(Some(buf.split_off(want - 8 - n)))
 }
 
 /// The length of a file's footer (metadata, its length field and the magic), from its last
@@ -372,5 +403,20 @@ mod tests {
         let (back, key) = decode_arrow_schema(enc.as_bytes()).unwrap();
         assert_eq!(back, cols);
         assert_eq!(key, Some(vec!["host".to_string()]));
+    }
+
+    #[test]
+    fn row_count_is_read_with_the_listed_size_or_without_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fixtures/influxdb3-3.10/small/node0/dbs/2/0/2026-11-18/03-50/0000000104.parquet",
+        );
+        let size = std::fs::metadata(&path).unwrap().len();
+        let rows = read_footer(&path).unwrap().num_rows;
+        assert!(tail_footer(&path, size).unwrap().is_some());
+        assert_eq!(read_row_count(&path, size).unwrap(), rows);
+        // A wrong size falls back to the file's real one.
+        assert!(tail_footer(&path, size - 1).unwrap().is_none());
+        assert_eq!(read_row_count(&path, size - 1).unwrap(), rows);
+        assert_eq!(read_row_count(&path, 3).unwrap(), rows);
     }
 }

@@ -169,7 +169,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
                 c.table.table,
                 FileEntry {
                     id: next_id,
-                    path: o.final_path.clone(),
+                    path: o.final_path.as_str().into(),
                     size_bytes: o.size_bytes,
                     row_count: o.row_count,
                     chunk_time: c.chunk_time,
@@ -407,7 +407,7 @@ fn trash_moves(node: &Node, replaced: &DbFiles, outputs: &[Move], dirs: &RunDirs
             name = format!("{}.{n}", f.path);
         }
         moves.push(Move {
-            from: f.path.clone(),
+            from: f.path.to_string(),
             to: trash(&name),
         });
     }

@@ -273,6 +273,8 @@ fn plan_windows(
             continue;
         }
         inputs.sort_by_key(|f| f.entry.id);
+        // Kept for the whole run, as every plan's inputs are: no room left from growing.
+        inputs.shrink_to_fit();
         let rows: u64 = inputs.iter().map(|f| f.entry.row_count).sum();
         let bytes: u64 = inputs.iter().map(|f| f.entry.size_bytes).sum();
         let outputs_estimate = rows.div_ceil(ctx.opts.max_rows_per_file.max(1)).max(1);
@@ -351,7 +353,7 @@ fn time_range(files: &[LiveFile]) -> (Nanos, Nanos) {
 /// name that is not ten digits, so this cannot collide with a file it writes later.
 fn output_path(inputs: &[LiveFile], start: Nanos, window: Nanos, run_id: &str) -> String {
     let path = &inputs[0].entry.path;
-    let table_dir = ParquetPath::parse(path).map_or(path.as_str(), |p| p.table_dir);
+    let table_dir = ParquetPath::parse(path).map_or(&**path, |p| p.table_dir);
     format!(
         "{table_dir}/{}/kompactor-{}-{run_id}.parquet",
         window_dirs(start),

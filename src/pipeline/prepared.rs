@@ -112,7 +112,7 @@ fn inputs_of(g: &Group) -> Vec<PreparedInput> {
         .iter()
         .map(|f| PreparedInput {
             id: f.entry.id,
-            path: f.entry.path.clone(),
+            path: f.entry.path.to_string(),
             size_bytes: f.entry.size_bytes,
         })
         .collect()

@@ -117,7 +117,7 @@ pub fn estimate(
         }
         let sampled: Vec<u64> = BTreeSet::from([0, n / 2, n - 1])
             .into_iter()
-            .filter_map(|i| footer_len(&data_dir.join(&g.inputs[i].entry.path)).ok())
+            .filter_map(|i| footer_len(&data_dir.join(&*g.inputs[i].entry.path)).ok())
             .collect();
         let smallest = sampled.iter().copied().min().unwrap_or(0);
         let largest = sampled.iter().copied().max().unwrap_or(0);

@@ -2,8 +2,9 @@
 
 use super::node::Node;
 use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 /// Something about a node an operator should know; none of it is changed by kompactor.
@@ -164,17 +165,16 @@ pub(super) fn check_files(node: &mut Node) {
     // Borrowed, and hashed: a deep history lists millions of paths.
     let mut path_of: HashMap<FileId, &str> = HashMap::new();
     let mut dup: BTreeMap<FileId, BTreeSet<&str>> = BTreeMap::new();
-    let mut listed: HashSet<&str> = HashSet::new();
-    let docs = node
-        .snapshots
-        .iter()
-        .map(|s| &s.doc.value.databases)
-        .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases));
-    for files in docs {
+    let docs = || {
+        node.snapshots
+            .iter()
+            .map(|s| &s.doc.value.databases)
+            .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
+    };
+    for files in docs() {
         for (_, _, f) in files.iter() {
-            listed.insert(&f.path);
             let first = *path_of.entry(f.id).or_insert(&f.path);
-            if first != f.path {
+            if first != &*f.path {
                 dup.entry(f.id)
                     .or_insert_with(|| BTreeSet::from([first]))
                     .insert(&f.path);
@@ -190,15 +190,15 @@ pub(super) fn check_files(node: &mut Node) {
     }
     let mut live_paths = HashSet::new();
     for f in node.live.values().flatten() {
-        live_paths.insert(f.entry.path.as_str());
-        match node.parquet_on_disk.get(&f.entry.path) {
+        live_paths.insert(&*f.entry.path);
+        match node.parquet_on_disk.get(&*f.entry.path) {
             None => {
                 // Not under dbs/ (or not named .parquet): check the path itself.
-                match fs::metadata(data_dir.join(&f.entry.path)) {
+                match fs::metadata(data_dir.join(&*f.entry.path)) {
                     Ok(m) if m.len() != f.entry.size_bytes => {
                         findings.push(Finding::SizeMismatch {
                             id: f.entry.id,
-                            path: f.entry.path.clone(),
+                            path: f.entry.path.to_string(),
                             recorded: f.entry.size_bytes,
                             on_disk: m.len(),
                         })
@@ -206,13 +206,13 @@ pub(super) fn check_files(node: &mut Node) {
                     Ok(_) => {}
                     Err(_) => findings.push(Finding::Missing {
                         id: f.entry.id,
-                        path: f.entry.path.clone(),
+                        path: f.entry.path.to_string(),
                     }),
                 }
             }
             Some(&size) if size != f.entry.size_bytes => findings.push(Finding::SizeMismatch {
                 id: f.entry.id,
-                path: f.entry.path.clone(),
+                path: f.entry.path.to_string(),
                 recorded: f.entry.size_bytes,
                 on_disk: size,
             }),
@@ -223,7 +223,7 @@ pub(super) fn check_files(node: &mut Node) {
         .hidden
         .values()
         .flatten()
-        .map(|f| f.entry.path.as_str())
+        .map(|f| &*f.entry.path)
         .collect();
     let mut unreferenced: Vec<&String> = node
         .parquet_on_disk
@@ -231,6 +231,18 @@ pub(super) fn check_files(node: &mut Node) {
         .filter(|p| !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()))
         .collect();
     unreferenced.sort();
+    // Which of them the metadata still names, looked up only when there are any.
+    let mut listed: HashSet<&str> = HashSet::new();
+    if !unreferenced.is_empty() {
+        let wanted: HashSet<&str> = unreferenced.iter().map(|p| p.as_str()).collect();
+        for files in docs() {
+            for (_, _, f) in files.iter() {
+                if wanted.contains(&*f.path) {
+                    listed.insert(&f.path);
+                }
+            }
+        }
+    }
     for p in unreferenced {
         findings.push(Finding::Unreferenced {
             path: p.clone(),

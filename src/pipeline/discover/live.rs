@@ -3,9 +3,10 @@
 use super::findings::Finding;
 use super::node::{newest_time, LiveFile, Node, SnapshotFile};
 use crate::format::ids::{FileId, Nanos, TableKey};
-use crate::format::model::DbFiles;
+use crate::format::model::{DbFiles, FileEntry};
+use foldhash::HashSet;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// The on-disk generation of a node, from the newest feature its files show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -54,27 +55,25 @@ impl Generation {
 }
 
 /// Builds the file set exactly as the server does at startup (spec §3).
+///
+/// The replay keeps references to the documents' entries and copies only the survivors: a
+/// deep history adds and removes millions of entries on the way.
 pub(super) fn compute_live(node: &mut Node) {
-    let mut live: BTreeMap<FileId, LiveFile> = BTreeMap::new();
-    let add = |live: &mut BTreeMap<FileId, LiveFile>, files: &DbFiles| {
+    type Replay<'a> = BTreeMap<FileId, (TableKey, &'a FileEntry)>;
+    fn add<'a>(live: &mut Replay<'a>, files: &'a DbFiles) {
         for (db, table, f) in files.iter() {
-            live.insert(
-                f.id,
-                LiveFile {
-                    table: TableKey { db, table },
-                    entry: f.clone(),
-                },
-            );
+            live.insert(f.id, (TableKey { db, table }, f));
         }
-    };
-    let remove = |live: &mut BTreeMap<FileId, LiveFile>, files: &DbFiles| {
+    }
+    fn remove(live: &mut Replay<'_>, files: &DbFiles) {
         for (_, _, f) in files.iter() {
             live.remove(&f.id);
         }
-    };
+    }
 
+    let mut live: Replay = BTreeMap::new();
     let cps = node.effective_checkpoints();
-    if let Some(newest) = cps
+    let loaded = if let Some(newest) = cps
         .iter()
         .map(|c| c.doc.value.last_snapshot_sequence_number)
         .max()
@@ -90,11 +89,10 @@ pub(super) fn compute_live(node: &mut Node) {
                 remove(&mut live, r);
             }
         }
-        node.loaded_snapshots = newer.len();
+        newer.len()
     } else {
         let window = node.load_window;
         let apply_removals = node.generation >= Generation::V3_2;
-        let loaded = node.snapshots.len().min(window);
         for s in node.snapshots.iter().rev().take(window) {
             add(&mut live, &s.doc.value.databases);
             if apply_removals {
@@ -103,14 +101,28 @@ pub(super) fn compute_live(node: &mut Node) {
                 }
             }
         }
-        node.loaded_snapshots = loaded;
-    }
-
-    let mut by_table: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
-    for (_, f) in live {
-        by_table.entry(f.table).or_default().push(f);
-    }
+        node.snapshots.len().min(window)
+    };
+    let by_table = by_table(live.into_values());
+    node.loaded_snapshots = loaded;
     node.live = by_table;
+}
+
+/// Copies entries into per-table lists, keeping their order.
+fn by_table<'a>(
+    files: impl Iterator<Item = (TableKey, &'a FileEntry)>,
+) -> BTreeMap<TableKey, Vec<LiveFile>> {
+    let mut out: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
+    for (table, f) in files {
+        out.entry(table).or_default().push(LiveFile {
+            table,
+            entry: f.clone(),
+        });
+    }
+    // Growing by doubling leaves a list a third empty on average; these lists live as long
+    // as the run and hold every file of the node.
+    out.values_mut().for_each(Vec::shrink_to_fit);
+    out
 }
 
 /// Finds the files the server does not load although they are on disk and nothing removed
@@ -119,7 +131,7 @@ pub(super) fn compute_live(node: &mut Node) {
 /// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
 pub(super) fn compute_hidden(node: &mut Node, removed: &HashSet<FileId>) {
     let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
-    let mut hidden: BTreeMap<FileId, LiveFile> = BTreeMap::new();
+    let mut hidden: BTreeMap<FileId, (TableKey, &FileEntry)> = BTreeMap::new();
     let listed = node
         .snapshots
         .iter()
@@ -130,23 +142,14 @@ pub(super) fn compute_hidden(node: &mut Node, removed: &HashSet<FileId>) {
             if live.contains(&f.id)
                 || removed.contains(&f.id)
                 || hidden.contains_key(&f.id)
-                || !node.parquet_on_disk.contains_key(&f.path)
+                || !node.parquet_on_disk.contains_key(&*f.path)
             {
                 continue;
             }
-            hidden.insert(
-                f.id,
-                LiveFile {
-                    table: TableKey { db, table },
-                    entry: f.clone(),
-                },
-            );
+            hidden.insert(f.id, (TableKey { db, table }, f));
         }
     }
-    let mut by_table: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
-    for (_, f) in hidden {
-        by_table.entry(f.table).or_default().push(f);
-    }
+    let by_table = by_table(hidden.into_values());
     for (table, files) in &by_table {
         let min_time = files
             .iter()

@@ -6,8 +6,9 @@ use super::purged::PurgedTable;
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker};
+use foldhash::{HashMap, HashSet};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 

@@ -8,9 +8,10 @@
 use super::node::Node;
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use crate::format::model::{FileEntry, TableIndex};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What the table index (3.3+) says about the node's files.
@@ -136,7 +137,8 @@ pub fn find_purged(
 
     let mut out: BTreeMap<TableKey, PurgedTable> = BTreeMap::new();
     for (id, (table, f, first_seq)) in listed {
-        let on_disk = node.parquet_on_disk.contains_key(&f.path) || data_dir.join(&f.path).exists();
+        let on_disk =
+            node.parquet_on_disk.contains_key(&*f.path) || data_dir.join(&*f.path).exists();
         if on_disk {
             continue;
         }

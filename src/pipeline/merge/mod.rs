@@ -79,7 +79,7 @@ pub fn merge_group(
     let abs: Vec<PathBuf> = group
         .inputs
         .iter()
-        .map(|f| data_dir.join(&f.entry.path))
+        .map(|f| data_dir.join(&*f.entry.path))
         .collect();
     let footers = read_footers(&abs)?;
     for (f, ft) in group.inputs.iter().zip(&footers) {
@@ -331,7 +331,7 @@ mod tests {
                 },
                 entry: FileEntry {
                     id: FileId(id),
-                    path: rel,
+                    path: rel.into(),
                     size_bytes: fs::metadata(&path).unwrap().len(),
                     row_count: rows.len() as u64,
                     chunk_time: Nanos(chunk),

@@ -4,16 +4,21 @@
 //! keep their order, unknown keys are kept in `extra` and written back, and a document is
 //! written back with its keys in the order it was read.
 
+mod de;
+
 use crate::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
+use de::deserialize_with_extra;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// One Parquet file as the metadata records it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FileEntry {
     pub id: FileId,
-    pub path: String,
+    /// Shared, not copied, by the live set and the plan: a deep history has millions.
+    pub path: Arc<str>,
     pub size_bytes: u64,
     pub row_count: u64,
     pub chunk_time: Nanos,
@@ -39,20 +44,24 @@ impl Serialize for Extra {
     }
 }
 
-impl<'de> Deserialize<'de> for Extra {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Extra, D::Error> {
-        let m = Map::<String, Value>::deserialize(d)?;
-        Ok(Extra((!m.is_empty()).then(|| Box::new(m))))
+impl From<Map<String, Value>> for Extra {
+    fn from(m: Map<String, Value>) -> Extra {
+        Extra((!m.is_empty()).then(|| Box::new(m)))
     }
 }
 
+deserialize_with_extra!(FileEntry, "a file entry",
+    required: [id, path, size_bytes, row_count, chunk_time, min_time, max_time], defaulted: []);
+
 /// The tables of one database: `{"tables": [[table_id, [file, ...]], ...]}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DbTables {
     pub tables: Vec<(TableId, Vec<FileEntry>)>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(DbTables, "a database's tables", required: [tables], defaulted: []);
 
 /// The `[[db_id, {"tables": ...}], ...]` pair map used for added and removed files.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -163,10 +172,10 @@ impl Totals {
 }
 
 /// A snapshot file, `snapshots/<inverted seq>.info.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Snapshot {
     /// `"1"` from beta/3.0 on; absent in the alpha.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     pub next_file_id: FileId,
     pub snapshot_sequence_number: SnapshotSeq,
@@ -178,12 +187,17 @@ pub struct Snapshot {
     pub max_time: Nanos,
     pub databases: DbFiles,
     /// Files removed by this snapshot (3.2+); absent before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub removed_files: Option<DbFiles>,
     /// Keys the model does not interpret (the node id key among them), kept as read.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(Snapshot, "a snapshot",
+    required: [next_file_id, snapshot_sequence_number, wal_file_sequence_number,
+        catalog_sequence_number, parquet_size_bytes, row_count, min_time, max_time, databases],
+    defaulted: [version, removed_files]);
 
 /// The snapshot format versions this tool understands.
 pub const KNOWN_SNAPSHOT_VERSIONS: &[&str] = &["1"];
@@ -206,13 +220,13 @@ impl Snapshot {
 }
 
 /// A snapshot checkpoint, `snapshot-checkpoints/YYYY-MM/<inverted seq>.checkpoint.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Checkpoint {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     pub year_month: String,
     pub last_snapshot_sequence_number: SnapshotSeq,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_file_id: Option<FileId>,
     pub wal_file_sequence_number: WalSeq,
     pub catalog_sequence_number: u64,
@@ -223,11 +237,15 @@ pub struct Checkpoint {
     /// Every live file of the month, cumulative.
     pub databases: DbFiles,
     /// Removals of files that earlier months' checkpoints list.
-    #[serde(default)]
     pub pending_removed_files: DbFiles,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(Checkpoint, "a snapshot checkpoint",
+    required: [year_month, last_snapshot_sequence_number, wal_file_sequence_number,
+        catalog_sequence_number, parquet_size_bytes, row_count, min_time, max_time, databases],
+    defaulted: [version, next_file_id, pending_removed_files]);
 
 impl Checkpoint {
     /// Sets the totals from the month's files.
@@ -242,7 +260,7 @@ impl Checkpoint {
 }
 
 /// A table-index file, `db-indices/<db>/<table>/index.info.json` (3.3+).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TableIndex {
     pub db_id: DbId,
     pub table_id: TableId,
@@ -256,13 +274,21 @@ pub struct TableIndex {
     pub extra: Map<String, Value>,
 }
 
+deserialize_with_extra!(TableIndex, "a table-index file",
+    required: [db_id, table_id, files, latest_snapshot_sequence_number, parquet_size_bytes,
+        row_count, min_time, max_time],
+    defaulted: []);
+
 /// The table-index marker, `table-index-conversion-completed`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TableIndexMarker {
     pub last_sequence_number: SnapshotSeq,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(TableIndexMarker, "a table-index marker",
+    required: [last_sequence_number], defaulted: []);
 
 fn node_id_of(extra: &Map<String, Value>) -> Option<&str> {
     ["node_id", "writer_id", "host_id"]
@@ -279,13 +305,8 @@ pub struct Doc<T> {
 
 impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// Parses JSON text; the error is serde_json's, with line and column.
-    ///
-    /// Straight into the model, plus a scan for the key order: building a JSON value tree
-    /// first would cost several allocations per file entry, millions on a deep history.
     pub fn parse(text: &[u8]) -> Result<Doc<T>, serde_json::Error> {
-        let value = serde_json::from_slice(text)?;
-        let TopKeys(key_order) = serde_json::from_slice(text)?;
-        Ok(Doc { value, key_order })
+        de::parse_recording_keys(text)
     }
 
     /// Interprets an already parsed JSON value, keeping its key order.
@@ -332,33 +353,6 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 }
 
-/// The top-level keys of a JSON object, in order, without building its values.
-struct TopKeys(Vec<String>);
-
-impl<'de> Deserialize<'de> for TopKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopKeys, D::Error> {
-        struct Keys;
-        impl<'de> serde::de::Visitor<'de> for Keys {
-            type Value = TopKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<TopKeys, A::Error> {
-                let mut keys = Vec::new();
-                while let Some(k) = m.next_key::<String>()? {
-                    m.next_value::<serde::de::IgnoredAny>()?;
-                    keys.push(k);
-                }
-                Ok(TopKeys(keys))
-            }
-        }
-        d.deserialize_map(Keys)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +389,30 @@ mod tests {
     }
 
     #[test]
+    fn missing_and_repeated_fields_are_errors_and_optional_ones_default() {
+        let no_path = THREE_ZERO.replace(
+            r#""path": "n/dbs/a-1/b-0/2026-11-18/05-50/0000000005.parquet","#,
+            "",
+        );
+        let e = Doc::<Snapshot>::parse(no_path.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("missing field `path`"), "{e}");
+        let twice = THREE_ZERO.replace(r#""row_count": 2,"#, r#""row_count": 2, "row_count": 3,"#);
+        let e = Doc::<Snapshot>::parse(twice.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("duplicate field `row_count`"), "{e}");
+        let extra_twice = THREE_ZERO.replace(r#""future": [1]"#, r#""future": [1], "future": 2"#);
+        assert!(Doc::<Snapshot>::parse(extra_twice.as_bytes()).is_err());
+        let trailing = format!("{THREE_ZERO} x");
+        assert!(Doc::<Snapshot>::parse(trailing.as_bytes()).is_err());
+        let cp = r#"{"year_month": "2026-11", "last_snapshot_sequence_number": 4,
+          "wal_file_sequence_number": 4, "catalog_sequence_number": 1, "parquet_size_bytes": 0,
+          "row_count": 0, "min_time": 0, "max_time": 0, "databases": []}"#;
+        let doc = Doc::<Checkpoint>::parse(cp.as_bytes()).unwrap();
+        assert!(doc.value.pending_removed_files.is_empty());
+        assert_eq!((doc.value.version, doc.value.next_file_id), (None, None));
+        assert_eq!(doc.key_order.len(), 9);
+    }
+
+    #[test]
     fn alpha_snapshot_names_the_node_writer_id() {
         let alpha = r#"{"writer_id": "w", "next_file_id": 0, "next_db_id": 2, "next_table_id": 3,
           "next_column_id": 9, "snapshot_sequence_number": 1, "wal_file_sequence_number": 1,
@@ -414,7 +432,7 @@ mod tests {
         let mut d = DbFiles::default();
         let f = |id| FileEntry {
             id: FileId(id),
-            path: String::new(),
+            path: "".into(),
             size_bytes: 1,
             row_count: 1,
             chunk_time: Nanos(0),

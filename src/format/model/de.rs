@@ -1,0 +1,163 @@
+//! Reading the model from JSON in one pass, without serde's `flatten`.
+//!
+//! A derived `Deserialize` with a `#[serde(flatten)]` map first buffers the whole object as an
+//! intermediate tree and then reads the struct out of it. For a snapshot or a checkpoint that
+//! tree holds every file entry of the document, with an allocation per key and value: on a
+//! deep history, hundreds of megabytes that live only during the parse, and most of its time.
+//! [`deserialize_with_extra!`] reads the known keys straight into their fields and only the
+//! unknown ones into the `extra` map, and [`parse_recording_keys`] records a document's key
+//! order as it goes, so the text is scanned once.
+
+use super::Doc;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::Deserializer as _;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// Implements `Deserialize` for a struct with named fields and an `extra` map of every key it
+/// does not know. `required` fields must be present; `defaulted` ones take their type's
+/// default when absent (`None` for an `Option`).
+macro_rules! deserialize_with_extra {
+    ($ty:ident, $what:literal, required: [$($req:ident),* $(,)?], defaulted: [$($def:ident),* $(,)?]) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                use $crate::format::model::de::{put, Key, KeySeed};
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut m: A,
+                    ) -> Result<$ty, A::Error> {
+                        const FIELDS: &[&str] = &[$(stringify!($req),)* $(stringify!($def),)*];
+                        $(let mut $req = None;)*
+                        $(let mut $def = None;)*
+                        let mut extra = serde_json::Map::new();
+                        while let Some(key) = m.next_key_seed(KeySeed(FIELDS))? {
+                            match key {
+                                $(Key::Known(stringify!($req)) => put(&mut $req, stringify!($req), m.next_value()?)?,)*
+                                $(Key::Known(stringify!($def)) => put(&mut $def, stringify!($def), m.next_value()?)?,)*
+                                Key::Known(k) => unreachable!("{k} is listed in FIELDS"),
+                                Key::Other(k) => {
+                                    let v = m.next_value()?;
+                                    if extra.insert(k.clone(), v).is_some() {
+                                        return Err(<A::Error as serde::de::Error>::custom(
+                                            format_args!("duplicate key `{k}`"),
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                        Ok($ty {
+                            $($req: $req.ok_or_else(|| {
+                                <A::Error as serde::de::Error>::missing_field(stringify!($req))
+                            })?,)*
+                            $($def: $def.unwrap_or_default(),)*
+                            extra: extra.into(),
+                        })
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+pub(super) use deserialize_with_extra;
+
+/// An object key: one of the struct's fields, or a key kept in `extra`.
+pub enum Key {
+    Known(&'static str),
+    Other(String),
+}
+
+/// Reads a key without allocating when it names a field.
+pub struct KeySeed(pub &'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+        Ok(match self.0.iter().find(|f| **f == s) {
+            Some(f) => Key::Known(f),
+            None => Key::Other(s.to_owned()),
+        })
+    }
+}
+
+/// Fills a field's slot; a key given twice is an error, as it is for a derived `Deserialize`.
+pub fn put<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), E> {
+    match slot.replace(v) {
+        Some(_) => Err(E::duplicate_field(name)),
+        None => Ok(()),
+    }
+}
+
+/// Parses a JSON object into `T` and, in the same pass, the order of its top-level keys.
+pub fn parse_recording_keys<T: DeserializeOwned>(text: &[u8]) -> serde_json::Result<Doc<T>> {
+    let mut d = serde_json::Deserializer::from_slice(text);
+    let doc = d.deserialize_map(DocVisitor(PhantomData))?;
+    d.end()?;
+    Ok(doc)
+}
+
+struct DocVisitor<T>(PhantomData<T>);
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for DocVisitor<T> {
+    type Value = Doc<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Doc<T>, A::Error> {
+        let mut key_order = Vec::new();
+        let value = T::deserialize(MapAccessDeserializer::new(Recording {
+            inner: map,
+            keys: &mut key_order,
+        }))?;
+        Ok(Doc { value, key_order })
+    }
+}
+
+/// A map whose keys are noted down as they are read.
+struct Recording<'k, A> {
+    inner: A,
+    keys: &'k mut Vec<String>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Recording<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let Some(key) = self.inner.next_key::<String>()? else {
+            return Ok(None);
+        };
+        let v = seed.deserialize(IntoDeserializer::<A::Error>::into_deserializer(
+            key.as_str(),
+        ))?;
+        self.keys.push(key);
+        Ok(Some(v))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.inner.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
