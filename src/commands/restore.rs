@@ -93,7 +93,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             let present = w
                 .files
                 .iter()
-                .filter(|f| a.archive_dir.join(&*f.path).is_file())
+                .filter(|f| a.archive_dir.join(&f.path).is_file())
                 .count();
             if present == w.files.len() {
                 selected.push(w);
@@ -101,7 +101,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
                 let gone = w
                     .files
                     .iter()
-                    .find(|f| !a.archive_dir.join(&*f.path).is_file());
+                    .find(|f| !a.archive_dir.join(&f.path).is_file());
                 return Err(Error::at(
                     &a.archive_dir,
                     format!(
@@ -147,7 +147,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         }
         let mut sum = Checksum::empty();
         for f in &w.files {
-            let p = a.archive_dir.join(&*f.path);
+            let p = a.archive_dir.join(&f.path);
             let footer = read_footer(&p)?;
             sum = sum
                 + checksum(
@@ -217,7 +217,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             );
         let mut outs = Vec::new();
         for (i, f) in w.files.iter().enumerate() {
-            let src = a.archive_dir.join(&*f.path);
+            let src = a.archive_dir.join(&f.path);
             let suffix = if w.files.len() > 1 {
                 format!("-{}", i + 1)
             } else {

@@ -6,8 +6,8 @@
 //! rewritten without it (keeping its modification time), the checkpoints rewritten and one
 //! added that covers the new snapshot, and the table index set aside for the server to
 //! rebuild. [`prepare_node`] also stages them in the run directory with links to the
-//! originals, and lists the moves of the replaced files into the trash; the journal ([`crate::durable::apply::apply`]) then puts them in place in a
-//! crash-safe order.
+//! originals, and lists the moves of the replaced files into the trash; the journal
+//! ([`crate::durable::apply::apply`]) then puts them in place in a crash-safe order.
 
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
