@@ -136,7 +136,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                         table: *key,
                         window_start: start,
                         window_end: Nanos(start.0 + DAY.0),
-                        inputs,
+                        inputs: inputs.into_iter().cloned().collect(),
                         rows,
                         bytes,
                         output_path: format!("{dir}/kompactor-{run_id}.parquet"),

@@ -314,6 +314,12 @@ pub fn trash_name(rel: &str) -> String {
     }
 }
 
+/// The directory [`trash_name`] puts a replaced file in (relative to the trash), if any.
+pub fn trash_dir(rel: &str) -> Option<&str> {
+    let (dir, _file) = rel.rsplit_once('/')?;
+    dir.rsplit_once('/').map(|(parent, _window)| parent)
+}
+
 impl RunDirs {
     /// The run's trash directory relative to the data dir.
     pub fn rel_trash(&self) -> String {
@@ -334,7 +340,7 @@ pub fn dir_size(dir: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::trash_name;
+    use super::{trash_dir, trash_name};
 
     #[test]
     fn trash_names_fold_the_window_directory_into_the_file_name() {
@@ -344,5 +350,13 @@ mod tests {
         );
         assert_eq!(trash_name("w/f.parquet"), "w__f.parquet");
         assert_eq!(trash_name("f.parquet"), "f.parquet");
+        for rel in [
+            "node0/dbs/1/0/2025-01-06/00-10/0000000001.parquet",
+            "w/f.parquet",
+            "f.parquet",
+        ] {
+            let dir = trash_name(rel).rsplit_once('/').map(|(d, _)| d.to_string());
+            assert_eq!(trash_dir(rel).map(String::from), dir, "{rel}");
+        }
     }
 }

@@ -109,13 +109,13 @@ pub fn blocked_files(node: &Node) -> BTreeMap<FileId, String> {
 pub fn by_window<'a>(
     files: impl IntoIterator<Item = &'a LiveFile>,
     window: Nanos,
-) -> BTreeMap<Nanos, Vec<LiveFile>> {
-    let mut windows: BTreeMap<Nanos, Vec<LiveFile>> = BTreeMap::new();
+) -> BTreeMap<Nanos, Vec<&'a LiveFile>> {
+    let mut windows: BTreeMap<Nanos, Vec<&LiveFile>> = BTreeMap::new();
     for f in files {
         windows
             .entry(f.entry.chunk_time.floor_to(window))
             .or_default()
-            .push(f.clone());
+            .push(f);
     }
     windows
 }
@@ -185,9 +185,9 @@ struct Found {
 
 fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TablePlan {
     let opts = ctx.opts;
-    let mut candidates: Vec<LiveFile> = files.to_vec();
+    let mut candidates: Vec<&LiveFile> = files.iter().collect();
     if opts.include_hidden {
-        candidates.extend(hidden.iter().cloned());
+        candidates.extend(hidden);
     }
     let finer: Vec<Nanos> = TIERS.iter().copied().filter(|w| *w < opts.window).collect();
     let mut found = Found::default();
@@ -208,7 +208,11 @@ fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TableP
         files_after,
         rows: files.iter().map(|f| f.entry.row_count).sum(),
         bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
-        windows: by_window(files, opts.window).len(),
+        windows: files
+            .iter()
+            .map(|f| f.entry.chunk_time.floor_to(opts.window))
+            .collect::<BTreeSet<_>>()
+            .len(),
         newest_time: newest_time(files),
         min_age_cutoff: ctx.cutoff,
         exceeds_limit_now: files.len() > QUERY_FILE_LIMIT,
@@ -231,14 +235,15 @@ fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TableP
 /// again at the next finer width, down to the server's own.
 fn plan_windows(
     ctx: &TableCtx,
-    files: &[LiveFile],
+    files: &[&LiveFile],
     width: Nanos,
     finer: &[Nanos],
     out: &mut Found,
 ) {
-    for (start, mut inputs) in by_window(files, width) {
+    for (start, mut inputs) in by_window(files.iter().copied(), width) {
         let revived: Vec<&LiveFile> = inputs
             .iter()
+            .copied()
             .filter(|f| ctx.hidden.contains(&f.entry.id))
             .collect();
         // One live file is already as compact as it gets; a hidden one still needs relisting.
@@ -250,7 +255,7 @@ fn plan_windows(
             revived.iter().map(|f| f.entry.size_bytes).sum::<u64>(),
         );
         let revived = revived.len();
-        if newest_time(&inputs) > ctx.cutoff {
+        if newest_time(inputs.iter().copied()) > ctx.cutoff {
             if let Some((next, rest)) = finer.split_first() {
                 plan_windows(ctx, &inputs, *next, rest, out);
             } else {
@@ -273,8 +278,8 @@ fn plan_windows(
             continue;
         }
         inputs.sort_by_key(|f| f.entry.id);
-        // Kept for the whole run, as every plan's inputs are: no room left from growing.
-        inputs.shrink_to_fit();
+        // Copied at their exact number: kept for the whole run, as every plan's inputs are.
+        let inputs: Vec<LiveFile> = inputs.into_iter().cloned().collect();
         let rows: u64 = inputs.iter().map(|f| f.entry.row_count).sum();
         let bytes: u64 = inputs.iter().map(|f| f.entry.size_bytes).sum();
         let outputs_estimate = rows.div_ceil(ctx.opts.max_rows_per_file.max(1)).max(1);

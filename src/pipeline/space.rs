@@ -1,7 +1,7 @@
 //! How much disk a planned run needs, checked against what its filesystem has free.
 
 use crate::durable::failpoint::fault_injected;
-use crate::durable::journal::trash_name;
+use crate::durable::journal::trash_dir;
 use crate::durable::space::{free_space, FreeSpace};
 use crate::error::{Error, Result};
 use crate::format::ids::FileId;
@@ -130,12 +130,12 @@ pub fn estimate(
             .values()
             .flat_map(|t| t.entries.iter().map(|f| f.id))
             .collect();
-        let mut dirs: HashSet<String> = HashSet::new();
+        let mut dirs: HashSet<&str> = HashSet::new();
         for g in tables.iter().flat_map(|t| &t.groups) {
             for f in &g.inputs {
                 touched.insert(f.entry.id);
-                if let Some((dir, _)) = trash_name(&f.entry.path).rsplit_once('/') {
-                    dirs.insert(dir.to_string());
+                if let Some(dir) = trash_dir(&f.entry.path) {
+                    dirs.insert(dir);
                 }
             }
             let (all, largest) = footers.next().expect("one estimate per group");

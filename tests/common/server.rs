@@ -91,8 +91,9 @@ pub struct Serve {
 pub enum StartError {
     /// It exited before answering `/health` (it refused the data dir, for example).
     Exited { status: String, log_tail: String },
-    /// It did not answer `/health` in time; it was killed.
-    NotReady { log_tail: String },
+    /// It did not answer `/health` in time; it was killed, after its threads' stacks and a
+    /// copy of the data dir were kept beside its log (`evidence` says where).
+    NotReady { log_tail: String, evidence: String },
 }
 
 impl std::fmt::Display for StartError {
@@ -104,9 +105,9 @@ impl std::fmt::Display for StartError {
                     "it exited ({status}) before answering /health\n{log_tail}"
                 )
             }
-            StartError::NotReady { log_tail } => write!(
+            StartError::NotReady { log_tail, evidence } => write!(
                 f,
-                "no answer from /health within {READY_TIMEOUT:?}; killed\n{log_tail}"
+                "no answer from /health within {READY_TIMEOUT:?}; killed\n{evidence}\n{log_tail}"
             ),
         }
     }
@@ -147,6 +148,8 @@ pub struct Server {
     pub node: String,
     /// The server's stdout and stderr.
     pub log: PathBuf,
+    /// The data dir it serves.
+    data_dir: PathBuf,
 }
 
 impl Server {
@@ -195,6 +198,7 @@ impl Server {
             port,
             node: node.to_string(),
             log: log.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
         };
         server.wait_ready()?;
         Ok(server)
@@ -214,13 +218,61 @@ impl Server {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let evidence = self.keep_evidence();
                 self.terminate();
                 return Err(StartError::NotReady {
                     log_tail: self.log_tail(40),
+                    evidence,
                 });
             }
             sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Keeps what a start-up hang leaves to study, beside the log: every thread's stack (from
+    /// gdb, and the kernel's view from /proc) and a copy of the data dir as the server saw it.
+    /// Returns where they are.
+    fn keep_evidence(&self) -> String {
+        let pid = self.child.id().to_string();
+        let stacks = self.log.with_extension("stacks.txt");
+        let mut out = String::new();
+        match Command::new("gdb")
+            .args(["-p", &pid, "-batch", "-ex", "thread apply all bt"])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(o) => out.push_str(&String::from_utf8_lossy(&o.stdout)),
+            Err(e) => out.push_str(&format!("gdb did not run: {e}\n")),
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let p = task.path();
+            let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+            out.push_str(&format!(
+                "--- task {}: {} wchan {}\n{}",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan"),
+                read("stack")
+            ));
+        }
+        let _ = std::fs::write(&stacks, out);
+        let copy = self.log.with_extension("data");
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&self.data_dir)
+            .arg(&copy)
+            .status()
+            .is_ok_and(|s| s.success());
+        format!(
+            "stacks: {}; data dir {}",
+            stacks.display(),
+            if copied {
+                format!("copied to {}", copy.display())
+            } else {
+                "could not be copied".to_string()
+            }
+        )
     }
 
     fn url(&self, path: &str) -> String {

@@ -84,12 +84,17 @@ impl DbFiles {
 
     /// Gives back the room parsing left in the lists: with one file per table a list keeps
     /// room for four, and a deep history holds millions of entries.
+    ///
+    /// Each list moves to an allocation of its exact size rather than shrinking in place:
+    /// shrinking leaves the rest of the old block as a gap too small for the next list,
+    /// and over millions of lists those gaps held a third of a deep history's heap. A
+    /// whole freed block is the size the next document's lists grow to, and is reused.
     pub fn shrink_to_fit(&mut self) {
-        self.0.shrink_to_fit();
+        fit(&mut self.0);
         for (_, db) in &mut self.0 {
-            db.tables.shrink_to_fit();
+            fit(&mut db.tables);
             for (_, files) in &mut db.tables {
-                files.shrink_to_fit();
+                fit(files);
             }
         }
     }
@@ -137,6 +142,15 @@ impl DbFiles {
             t.max_time = t.max_time.max(f.max_time);
         }
         t
+    }
+}
+
+/// Moves `v` to an allocation that holds exactly its elements (see [`DbFiles::shrink_to_fit`]).
+fn fit<T>(v: &mut Vec<T>) {
+    if v.capacity() > v.len() {
+        let mut exact = Vec::with_capacity(v.len());
+        exact.append(v);
+        *v = exact;
     }
 }
 

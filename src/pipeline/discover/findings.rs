@@ -1,10 +1,11 @@
 //! What discovery tells an operator about a node: damage, stale entries, hidden data.
 
+use super::disk::DiskFiles;
 use super::node::Node;
+use crate::error::Result;
 use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashSet, HashSetExt};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 /// Something about a node an operator should know; none of it is changed by kompactor.
@@ -156,42 +157,35 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
 }
 
 /// Compares the live set with the files on disk, and looks for reused ids and WAL tails.
-pub(super) fn check_files(node: &mut Node) {
+pub(super) fn check_files(node: &mut Node, disk: &mut DiskFiles) -> Result<()> {
     let data_dir = node
         .dir
         .parent()
         .expect("node dir has a parent")
         .to_path_buf();
-    // Borrowed, and hashed: a deep history lists millions of paths.
-    let mut path_of: HashMap<FileId, &str> = HashMap::new();
-    let mut dup: BTreeMap<FileId, BTreeSet<&str>> = BTreeMap::new();
     let docs = || {
         node.snapshots
             .iter()
             .map(|s| &s.doc.value.databases)
             .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
     };
-    for files in docs() {
-        for (_, _, f) in files.iter() {
-            let first = *path_of.entry(f.id).or_insert(&f.path);
-            if first != &*f.path {
-                dup.entry(f.id)
-                    .or_insert_with(|| BTreeSet::from([first]))
-                    .insert(&f.path);
-            }
-        }
-    }
     let mut findings = Vec::new();
-    for (id, paths) in dup {
+    // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
+    // vector of exactly their number is a third of a hash map's memory.
+    let mut listed: Vec<(FileId, &str)> =
+        Vec::with_capacity(docs().map(|files| files.iter().count()).sum());
+    listed.extend(docs().flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &*f.path))));
+    listed.sort_unstable();
+    listed.dedup();
+    for same_id in listed.chunk_by(|a, b| a.0 == b.0).filter(|c| c.len() > 1) {
         findings.push(Finding::DuplicateId {
-            id,
-            paths: paths.into_iter().map(String::from).collect(),
+            id: same_id[0].0,
+            paths: same_id.iter().map(|(_, p)| p.to_string()).collect(),
         });
     }
-    let mut live_paths = HashSet::new();
+    drop(listed);
     for f in node.live.values().flatten() {
-        live_paths.insert(&*f.entry.path);
-        match node.parquet_on_disk.get(&*f.entry.path) {
+        match disk.refer(&f.entry.path) {
             None => {
                 // Not under dbs/ (or not named .parquet): check the path itself.
                 match fs::metadata(data_dir.join(&*f.entry.path)) {
@@ -210,7 +204,7 @@ pub(super) fn check_files(node: &mut Node) {
                     }),
                 }
             }
-            Some(&size) if size != f.entry.size_bytes => findings.push(Finding::SizeMismatch {
+            Some(size) if size != f.entry.size_bytes => findings.push(Finding::SizeMismatch {
                 id: f.entry.id,
                 path: f.entry.path.to_string(),
                 recorded: f.entry.size_bytes,
@@ -219,22 +213,14 @@ pub(super) fn check_files(node: &mut Node) {
             Some(_) => {}
         }
     }
-    let hidden_paths: HashSet<&str> = node
-        .hidden
-        .values()
-        .flatten()
-        .map(|f| &*f.entry.path)
-        .collect();
-    let mut unreferenced: Vec<&String> = node
-        .parquet_on_disk
-        .keys()
-        .filter(|p| !live_paths.contains(p.as_str()) && !hidden_paths.contains(p.as_str()))
-        .collect();
-    unreferenced.sort();
+    for f in node.hidden.values().flatten() {
+        disk.refer(&f.entry.path);
+    }
+    let unreferenced = disk.unreferenced()?;
     // Which of them the metadata still names, looked up only when there are any.
     let mut listed: HashSet<&str> = HashSet::new();
     if !unreferenced.is_empty() {
-        let wanted: HashSet<&str> = unreferenced.iter().map(|p| p.as_str()).collect();
+        let wanted: HashSet<&str> = unreferenced.iter().map(String::as_str).collect();
         for files in docs() {
             for (_, _, f) in files.iter() {
                 if wanted.contains(&*f.path) {
@@ -243,7 +229,7 @@ pub(super) fn check_files(node: &mut Node) {
             }
         }
     }
-    for p in unreferenced {
+    for p in &unreferenced {
         findings.push(Finding::Unreferenced {
             path: p.clone(),
             listed_in_metadata: listed.contains(p.as_str()),
@@ -260,4 +246,5 @@ pub(super) fn check_files(node: &mut Node) {
         }
     }
     node.findings.extend(findings);
+    Ok(())
 }

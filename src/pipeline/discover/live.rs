@@ -1,5 +1,6 @@
 //! The server's rules for what it loads at startup: generations, load window, the live set.
 
+use super::disk::DiskFiles;
 use super::findings::Finding;
 use super::node::{newest_time, LiveFile, Node, SnapshotFile};
 use crate::format::ids::{FileId, Nanos, TableKey};
@@ -103,25 +104,33 @@ pub(super) fn compute_live(node: &mut Node) {
         }
         node.snapshots.len().min(window)
     };
-    let by_table = by_table(live.into_values());
+    let by_table = by_table(live.values().copied());
     node.loaded_snapshots = loaded;
     node.live = by_table;
 }
 
 /// Copies entries into per-table lists, keeping their order.
+///
+/// The lists live as long as the run and hold every file of the node, so each is allocated
+/// at its exact size up front: growing by doubling would leave a third of them empty, and
+/// shrinking afterwards would leave that room as gaps in the heap.
 fn by_table<'a>(
-    files: impl Iterator<Item = (TableKey, &'a FileEntry)>,
+    files: impl Iterator<Item = (TableKey, &'a FileEntry)> + Clone,
 ) -> BTreeMap<TableKey, Vec<LiveFile>> {
-    let mut out: BTreeMap<TableKey, Vec<LiveFile>> = BTreeMap::new();
+    let mut counts: BTreeMap<TableKey, usize> = BTreeMap::new();
+    for (table, _) in files.clone() {
+        *counts.entry(table).or_default() += 1;
+    }
+    let mut out: BTreeMap<TableKey, Vec<LiveFile>> = counts
+        .into_iter()
+        .map(|(table, n)| (table, Vec::with_capacity(n)))
+        .collect();
     for (table, f) in files {
-        out.entry(table).or_default().push(LiveFile {
+        out.get_mut(&table).expect("counted above").push(LiveFile {
             table,
             entry: f.clone(),
         });
     }
-    // Growing by doubling leaves a list a third empty on average; these lists live as long
-    // as the run and hold every file of the node.
-    out.values_mut().for_each(Vec::shrink_to_fit);
     out
 }
 
@@ -129,7 +138,7 @@ fn by_table<'a>(
 /// them: listed only in snapshots beyond its load window, or (with checkpoints) in snapshots
 /// its checkpoints were built without. Their rows are invisible to queries.
 /// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
-pub(super) fn compute_hidden(node: &mut Node, removed: &HashSet<FileId>) {
+pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &HashSet<FileId>) {
     let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
     let mut hidden: BTreeMap<FileId, (TableKey, &FileEntry)> = BTreeMap::new();
     let listed = node
@@ -142,14 +151,14 @@ pub(super) fn compute_hidden(node: &mut Node, removed: &HashSet<FileId>) {
             if live.contains(&f.id)
                 || removed.contains(&f.id)
                 || hidden.contains_key(&f.id)
-                || !node.parquet_on_disk.contains_key(&*f.path)
+                || !disk.contains(&f.path)
             {
                 continue;
             }
             hidden.insert(f.id, (TableKey { db, table }, f));
         }
     }
-    let by_table = by_table(hidden.into_values());
+    let by_table = by_table(hidden.values().copied());
     for (table, files) in &by_table {
         let min_time = files
             .iter()

@@ -5,6 +5,7 @@
 //! ([`live`]), sets purged entries aside ([`purged`]) and records what is wrong or worth
 //! knowing ([`findings`]).
 
+mod disk;
 mod findings;
 mod live;
 mod node;
@@ -19,12 +20,13 @@ use crate::format::ids::SnapshotSeq;
 use crate::format::ids::{FileId, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS};
-use foldhash::{HashMap, HashMapExt, HashSet};
+use disk::DiskFiles;
+use foldhash::HashSet;
 use purged::find_purged;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -95,58 +97,6 @@ fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         .map_err(|e| Error::io(dir, "list", e))?;
     v.sort_by_key(|e| e.file_name());
     Ok(v)
-}
-
-/// Every `.parquet` file under a node's `dbs/` directory, by its path relative to the data
-/// dir (`rel` is the directory's own), with its size.
-///
-/// The table directories are listed on a few threads, and each size is read relative to its
-/// directory (one system call, no path walk): a deep history has millions of files.
-fn list_parquet(dbs: &Path, rel: &str) -> Result<HashMap<String, u64>> {
-    let mut out = HashMap::new();
-    let mut tables = Vec::new();
-    for (db, db_rel) in list_dir(dbs, rel, &mut out)? {
-        tables.extend(list_dir(&db, &db_rel, &mut out)?);
-    }
-    let parts = crate::pipeline::workers::parallel_map(&tables, |(dir, rel)| {
-        let mut part = HashMap::new();
-        let mut todo = vec![(dir.clone(), rel.clone())];
-        while let Some((d, r)) = todo.pop() {
-            todo.extend(list_dir(&d, &r, &mut part)?);
-        }
-        Ok::<_, Error>(part)
-    });
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
-}
-
-/// Adds the `.parquet` files in `dir` to `out`; returns its subdirectories.
-fn list_dir(
-    dir: &Path,
-    rel: &str,
-    out: &mut HashMap<String, u64>,
-) -> Result<Vec<(PathBuf, String)>> {
-    let mut subdirs = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))? {
-        let e = e.map_err(|e| Error::io(dir, "list", e))?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let ty = e
-            .file_type()
-            .map_err(|err| Error::io(e.path(), "stat", err))?;
-        if ty.is_dir() {
-            subdirs.push((e.path(), format!("{rel}/{name}")));
-        } else if ty.is_file() && name.ends_with(".parquet") {
-            let size = e
-                .metadata()
-                .map_err(|err| Error::io(e.path(), "stat", err))?
-                .len();
-            out.insert(format!("{rel}/{name}"), size);
-        }
-    }
-    Ok(subdirs)
 }
 
 /// Reads one node, for a server with the default load window.
@@ -276,12 +226,7 @@ pub fn discover_node_with(
         }
     }
 
-    let dbs = dir.join("dbs");
-    let parquet_on_disk = if dbs.is_dir() {
-        list_parquet(&dbs, &format!("{node_id}/dbs"))?
-    } else {
-        HashMap::new()
-    };
+    let mut disk = DiskFiles::list(&dir.join("dbs"), &format!("{node_id}/dbs"))?;
 
     let has_removed = snapshots
         .iter()
@@ -314,7 +259,6 @@ pub fn discover_node_with(
         table_index_marker,
         table_index_files,
         wal,
-        parquet_on_disk,
         live: BTreeMap::new(),
         findings,
         loaded_snapshots: 0,
@@ -324,9 +268,9 @@ pub fn discover_node_with(
     };
     live::compute_live(&mut node);
     let removed = node.removal_named_ids();
-    set_purged_aside(&mut node, data_dir, &removed);
-    live::compute_hidden(&mut node, &removed);
-    findings::check_files(&mut node);
+    set_purged_aside(&mut node, data_dir, &disk, &removed);
+    live::compute_hidden(&mut node, &disk, &removed);
+    findings::check_files(&mut node, &mut disk)?;
     Ok(node)
 }
 
@@ -350,8 +294,13 @@ pub fn discover_all(
 
 /// Takes the entries the server purged out of the live set: they hold no row a query can
 /// return (expired, or of a deleted table), and they are not damage.
-fn set_purged_aside(node: &mut Node, data_dir: &Path, removal_named: &HashSet<FileId>) {
-    node.purged = find_purged(node, data_dir, removal_named);
+fn set_purged_aside(
+    node: &mut Node,
+    data_dir: &Path,
+    disk: &DiskFiles,
+    removal_named: &HashSet<FileId>,
+) {
+    node.purged = find_purged(node, data_dir, disk, removal_named);
     let ids: BTreeSet<FileId> = node
         .purged
         .values()

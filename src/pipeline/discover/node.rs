@@ -6,7 +6,7 @@ use super::purged::PurgedTable;
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker};
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,8 +54,6 @@ pub struct Node {
     /// Files under `db-indices/` and `table-snapshots/`.
     pub table_index_files: Vec<PathBuf>,
     pub wal: Vec<WalSeq>,
-    /// Parquet files under `<node>/dbs/`, by path relative to the data dir, with their size.
-    pub parquet_on_disk: HashMap<String, u64>,
     /// The file set the server would load, per table, ordered by id.
     pub live: BTreeMap<TableKey, Vec<LiveFile>>,
     pub findings: Vec<Finding>,
@@ -138,9 +136,9 @@ impl Node {
 }
 
 /// The newest data time of each table's live files.
-pub fn newest_time(files: &[LiveFile]) -> Nanos {
+pub fn newest_time<'a>(files: impl IntoIterator<Item = &'a LiveFile>) -> Nanos {
     files
-        .iter()
+        .into_iter()
         .map(|f| f.entry.max_time)
         .max()
         .unwrap_or(Nanos::MIN)

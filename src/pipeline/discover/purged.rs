@@ -5,6 +5,7 @@
 //! damage: this module tells it apart from a lost file, so that discovery can leave it out of
 //! the live set and the commit can drop it from the metadata.
 
+use super::disk::DiskFiles;
 use super::node::Node;
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use crate::format::model::{FileEntry, TableIndex};
@@ -107,27 +108,41 @@ impl PurgedTable {
 /// A missing file that the table index still lists, or that nothing marks as removed on a
 /// node without a table index, is lost, not purged: it is left to the damage checks.
 /// `removal_named` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
-pub fn find_purged(
+pub(super) fn find_purged(
     node: &Node,
     data_dir: &Path,
+    disk: &DiskFiles,
     removal_named: &HashSet<FileId>,
 ) -> BTreeMap<TableKey, PurgedTable> {
+    let listings = || {
+        let snapshots = node
+            .snapshots
+            .iter()
+            .map(|s| (&s.doc.value.databases, s.seq));
+        let checkpoints = node.checkpoints.iter().map(|c| {
+            (
+                &c.doc.value.databases,
+                c.doc.value.last_snapshot_sequence_number,
+            )
+        });
+        snapshots.chain(checkpoints)
+    };
+    // Only a file that is gone can have been purged. A healthy node has none, so these ids
+    // are found first, and only their entries are gathered below.
+    let gone: HashSet<FileId> = listings()
+        .flat_map(|(files, _)| files.iter())
+        .filter(|(_, _, f)| !disk.contains(&f.path))
+        .map(|(_, _, f)| f.id)
+        .collect();
+    if gone.is_empty() {
+        return BTreeMap::new();
+    }
     let index = TableIndexView::read(node);
 
     // Each listed entry with the earliest snapshot that covers it.
     let mut listed: HashMap<FileId, (TableKey, &FileEntry, SnapshotSeq)> = HashMap::new();
-    let snapshots = node
-        .snapshots
-        .iter()
-        .map(|s| (&s.doc.value.databases, s.seq));
-    let checkpoints = node.checkpoints.iter().map(|c| {
-        (
-            &c.doc.value.databases,
-            c.doc.value.last_snapshot_sequence_number,
-        )
-    });
-    for (files, seq) in snapshots.chain(checkpoints) {
-        for (db, table, f) in files.iter() {
+    for (files, seq) in listings() {
+        for (db, table, f) in files.iter().filter(|(_, _, f)| gone.contains(&f.id)) {
             let e = listed
                 .entry(f.id)
                 .or_insert((TableKey { db, table }, f, seq));
@@ -137,8 +152,7 @@ pub fn find_purged(
 
     let mut out: BTreeMap<TableKey, PurgedTable> = BTreeMap::new();
     for (id, (table, f, first_seq)) in listed {
-        let on_disk =
-            node.parquet_on_disk.contains_key(&*f.path) || data_dir.join(&*f.path).exists();
+        let on_disk = disk.contains(&f.path) || data_dir.join(&*f.path).exists();
         if on_disk {
             continue;
         }
