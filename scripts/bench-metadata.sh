@@ -17,14 +17,17 @@
 #                          report's phases show the rest)
 #   META_ARGS              extra arguments of every kompactor command (e.g. "--load-window 1000")
 #   META_COMPACT_RUNS=1    compactions of each build (on a fresh hard-linked copy each time)
+#   META_READ_RUNS=1       runs of each read-only command by each build
 #   META_BASELINE          another kompactor binary (copied out of the target dir after building
-#                          an older revision): its compactions alternate with this build's, and
-#                          the medians of both builds' phases are printed side by side
+#                          an older revision): its runs alternate with this build's, the medians
+#                          of both builds are printed side by side with their ratio, and the
+#                          outputs of the read-only commands are compared
 #   BENCH_DIR=~/.cache/kompactor-bench   where the node is generated (kept, reused)
 #
-# Each command runs under /usr/bin/time -v, the read-only ones once (the node is in the page
-# cache after the first), a compaction META_COMPACT_RUNS times; printed: wall time, peak RSS,
-# and lines of output (stdout and stderr together).
+# Each command runs under /usr/bin/time -v, the read-only ones META_READ_RUNS times, a
+# compaction META_COMPACT_RUNS times; printed: wall time, peak RSS, and lines of output
+# (stdout and stderr together). The first run of a command may find less of the node in the
+# page cache than the later ones: with a baseline, the builds take turns, so both see that.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -78,32 +81,79 @@ measure() {
     local name="$1" rc=0
     shift
     /usr/bin/time -v -o "$logs/$name.time" "$@" >"$logs/$name.out" 2>&1 || rc=$?
-    printf '%-28s %9s s %9.1f MB %8d lines   exit %d\n' "$name" \
-        "$(to_secs "$(field "$logs/$name.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")" \
-        "$(awk -v k="$(field "$logs/$name.time" 'Maximum resident set size (kbytes)')" 'BEGIN { print k / 1024 }')" \
-        "$(wc -l <"$logs/$name.out")" "$rc"
+    local wall rss lines
+    wall="$(to_secs "$(field "$logs/$name.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")"
+    rss="$(awk -v k="$(field "$logs/$name.time" 'Maximum resident set size (kbytes)')" 'BEGIN { print k / 1024 }')"
+    lines="$(wc -l <"$logs/$name.out")"
+    printf '%-28s %9s s %9.1f MB %8d lines   exit %d\n' "$name" "$wall" "$rss" "$lines" "$rc"
+    last_figures="$wall $rss"
 }
 
-echo "== read-only commands on $ds (logs in $logs)"
+# median: the median of the numbers on stdin.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+builds=(this)
+if [ -n "${META_BASELINE:-}" ]; then
+    [ -x "$META_BASELINE" ] || { echo "bench-metadata.sh: META_BASELINE=$META_BASELINE is not an executable" >&2; exit 1; }
+    builds=(baseline this)
+fi
+bin_of() { if [ "$1" = baseline ]; then echo "$META_BASELINE"; else echo "$K"; fi; }
+
+reads="${META_READ_RUNS:-1}"
+echo "== read-only commands on $ds, $reads run(s) of each of: ${builds[*]} (logs in $logs)"
 printf '%-28s %11s %12s %14s\n' "" "wall" "peak RSS" "output"
-measure "dry run" "$K" "$ds" --hosts "$node" --dry-run "${extra[@]}"
-measure "status" "$K" status "$ds" --hosts "$node" "${extra[@]}"
-measure "verify" "$K" verify "$ds" --hosts "$node" "${extra[@]}"
+for i in $(seq 1 "$reads"); do
+    for b in "${builds[@]}"; do
+        bin="$(bin_of "$b")"
+        measure "dry run $b $i" "$bin" "$ds" --hosts "$node" --dry-run "${extra[@]}"
+        echo "$b dry-run $last_figures" >>"$logs/reads"
+        measure "status $b $i" "$bin" status "$ds" --hosts "$node" "${extra[@]}"
+        echo "$b status $last_figures" >>"$logs/reads"
+        measure "verify $b $i" "$bin" verify "$ds" --hosts "$node" "${extra[@]}"
+        echo "$b verify $last_figures" >>"$logs/reads"
+    done
+done
+echo "== medians of $reads run(s): wall seconds and peak RSS MB"
+printf '%-10s' command
+for b in "${builds[@]}"; do printf '%12s %10s' "$b s" "$b MB"; done
+[ ${#builds[@]} = 2 ] && printf '%10s %10s' "ratio s" "ratio MB"
+echo
+for c in dry-run status verify; do
+    printf '%-10s' "$c"
+    figures=()
+    for b in "${builds[@]}"; do
+        s="$(awk -v b="$b" -v c="$c" '$1 == b && $2 == c { print $3 }' "$logs/reads" | median)"
+        m="$(awk -v b="$b" -v c="$c" '$1 == b && $2 == c { print $4 }' "$logs/reads" | median)"
+        printf '%12.2f %10.1f' "$s" "$m"
+        figures+=("$s" "$m")
+    done
+    if [ ${#builds[@]} = 2 ]; then
+        awk -v a="${figures[0]}" -v b="${figures[2]}" -v c="${figures[1]}" -v d="${figures[3]}" \
+            'BEGIN { printf "%9.2fx %9.2fx", b / a, d / c }'
+    fi
+    echo
+done
+if [ ${#builds[@]} = 2 ]; then
+    # The dry run's disk line gives the free space, which moves between runs.
+    for c in "dry run" status verify; do
+        if diff <(grep -v ' free on ' "$logs/$c baseline 1.out") <(grep -v ' free on ' "$logs/$c this 1.out") >/dev/null; then
+            echo "   $c: both builds print the same output"
+        else
+            echo "   $c: the outputs DIFFER (see $logs/$c baseline 1.out and $logs/$c this 1.out)"
+        fi
+    done
+fi
 
 if [ "${META_COMPACT:-1}" = 1 ]; then
     runs="${META_COMPACT_RUNS:-1}"
-    builds=(this)
-    if [ -n "${META_BASELINE:-}" ]; then
-        [ -x "$META_BASELINE" ] || { echo "bench-metadata.sh: META_BASELINE=$META_BASELINE is not an executable" >&2; exit 1; }
-        builds=(baseline this)
-    fi
     copy="$bench_dir/meta-copy-$$"
     trap 'rm -rf "$copy"' EXIT
     echo "== full compactions (defaults) on hard-linked copies: $runs of each of: ${builds[*]}"
     for i in $(seq 1 "$runs"); do
         for b in "${builds[@]}"; do
-            bin="$K"
-            [ "$b" = baseline ] && bin="$META_BASELINE"
+            bin="$(bin_of "$b")"
             # Hard links: kompactor never writes into a file it did not create (new files and
             # metadata are written under new names and renamed), so the dataset stays as it was.
             rm -rf "$copy"
@@ -124,14 +174,13 @@ EOF
                 printf "   files %d -> %d (largest table %d files); %d snapshot(s) rewritten\n", $5, $6, $7, $8 }'
         done
     done
-    # median <build> <column of $logs/phases, or 0 for read and plan + commit>
-    median() {
-        awk -v b="$1" -v c="$2" '$1 == b { print (c == 0 ? $2 + $4 : $c) }' "$logs/phases" | sort -g |
-            awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+    # phase <build> <column of $logs/phases, or 0 for read and plan + commit>: its median.
+    phase() {
+        awk -v b="$1" -v c="$2" '$1 == b { print (c == 0 ? $2 + $4 : $c) }' "$logs/phases" | median
     }
     echo "== medians of $runs compaction(s) of each build, in seconds"
     printf '%-10s %14s %10s %10s %16s\n' build "read and plan" merge commit "non-merge work"
     for b in "${builds[@]}"; do
-        printf '%-10s %14.2f %10.2f %10.2f %16.2f\n' "$b" "$(median "$b" 2)" "$(median "$b" 3)" "$(median "$b" 4)" "$(median "$b" 0)"
+        printf '%-10s %14.2f %10.2f %10.2f %16.2f\n' "$b" "$(phase "$b" 2)" "$(phase "$b" 3)" "$(phase "$b" 4)" "$(phase "$b" 0)"
     done
 fi
