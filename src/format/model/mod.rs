@@ -82,6 +82,13 @@ impl DbFiles {
         self.iter().next().is_none()
     }
 
+    /// Every file entry, to change in place.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut FileEntry> {
+        self.0
+            .iter_mut()
+            .flat_map(|(_, t)| t.tables.iter_mut().flat_map(|(_, files)| files.iter_mut()))
+    }
+
     /// Gives back the room parsing left in the lists: with one file per table a list keeps
     /// room for four, and a deep history holds millions of entries.
     ///

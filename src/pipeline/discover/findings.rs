@@ -157,7 +157,10 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
 }
 
 /// Compares the live set with the files on disk, and looks for reused ids and WAL tails.
-pub(super) fn check_files(node: &mut Node, disk: &mut DiskFiles) -> Result<()> {
+///
+/// The files on disk are done with first, and let go before the ids are gathered: on a deep
+/// history each takes a hundred megabytes or more.
+pub(super) fn check_files(node: &mut Node, mut disk: DiskFiles) -> Result<()> {
     let data_dir = node
         .dir
         .parent()
@@ -169,6 +172,58 @@ pub(super) fn check_files(node: &mut Node, disk: &mut DiskFiles) -> Result<()> {
             .map(|s| &s.doc.value.databases)
             .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
     };
+    let mut on_disk = Vec::new();
+    for f in node.live.values().flatten() {
+        match disk.refer(&f.entry.path) {
+            None => {
+                // Not under dbs/ (or not named .parquet): check the path itself.
+                match fs::metadata(data_dir.join(&*f.entry.path)) {
+                    Ok(m) if m.len() != f.entry.size_bytes => on_disk.push(Finding::SizeMismatch {
+                        id: f.entry.id,
+                        path: f.entry.path.to_string(),
+                        recorded: f.entry.size_bytes,
+                        on_disk: m.len(),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => on_disk.push(Finding::Missing {
+                        id: f.entry.id,
+                        path: f.entry.path.to_string(),
+                    }),
+                }
+            }
+            Some(size) if size != f.entry.size_bytes => on_disk.push(Finding::SizeMismatch {
+                id: f.entry.id,
+                path: f.entry.path.to_string(),
+                recorded: f.entry.size_bytes,
+                on_disk: size,
+            }),
+            Some(_) => {}
+        }
+    }
+    for f in node.hidden.values().flatten() {
+        disk.refer(&f.entry.path);
+    }
+    let unreferenced = disk.unreferenced()?;
+    drop(disk);
+    // Which of them the metadata still names, looked up only when there are any.
+    let mut named: HashSet<&str> = HashSet::new();
+    if !unreferenced.is_empty() {
+        let wanted: HashSet<&str> = unreferenced.iter().map(String::as_str).collect();
+        for files in docs() {
+            for (_, _, f) in files.iter() {
+                if wanted.contains(&*f.path) {
+                    named.insert(&f.path);
+                }
+            }
+        }
+    }
+    for p in &unreferenced {
+        on_disk.push(Finding::Unreferenced {
+            path: p.clone(),
+            listed_in_metadata: named.contains(p.as_str()),
+        });
+    }
+
     let mut findings = Vec::new();
     // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
     // vector of exactly their number is a third of a hash map's memory.
@@ -184,57 +239,7 @@ pub(super) fn check_files(node: &mut Node, disk: &mut DiskFiles) -> Result<()> {
         });
     }
     drop(listed);
-    for f in node.live.values().flatten() {
-        match disk.refer(&f.entry.path) {
-            None => {
-                // Not under dbs/ (or not named .parquet): check the path itself.
-                match fs::metadata(data_dir.join(&*f.entry.path)) {
-                    Ok(m) if m.len() != f.entry.size_bytes => {
-                        findings.push(Finding::SizeMismatch {
-                            id: f.entry.id,
-                            path: f.entry.path.to_string(),
-                            recorded: f.entry.size_bytes,
-                            on_disk: m.len(),
-                        })
-                    }
-                    Ok(_) => {}
-                    Err(_) => findings.push(Finding::Missing {
-                        id: f.entry.id,
-                        path: f.entry.path.to_string(),
-                    }),
-                }
-            }
-            Some(size) if size != f.entry.size_bytes => findings.push(Finding::SizeMismatch {
-                id: f.entry.id,
-                path: f.entry.path.to_string(),
-                recorded: f.entry.size_bytes,
-                on_disk: size,
-            }),
-            Some(_) => {}
-        }
-    }
-    for f in node.hidden.values().flatten() {
-        disk.refer(&f.entry.path);
-    }
-    let unreferenced = disk.unreferenced()?;
-    // Which of them the metadata still names, looked up only when there are any.
-    let mut listed: HashSet<&str> = HashSet::new();
-    if !unreferenced.is_empty() {
-        let wanted: HashSet<&str> = unreferenced.iter().map(String::as_str).collect();
-        for files in docs() {
-            for (_, _, f) in files.iter() {
-                if wanted.contains(&*f.path) {
-                    listed.insert(&f.path);
-                }
-            }
-        }
-    }
-    for p in &unreferenced {
-        findings.push(Finding::Unreferenced {
-            path: p.clone(),
-            listed_in_metadata: listed.contains(p.as_str()),
-        });
-    }
+    findings.extend(on_disk);
     if let Some(newest) = node.newest_snapshot() {
         let w = newest.doc.value.wal_file_sequence_number;
         let tail: Vec<WalSeq> = node.wal.iter().copied().filter(|s| *s > w).collect();

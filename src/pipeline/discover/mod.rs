@@ -21,12 +21,13 @@ use crate::format::ids::{FileId, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, Doc, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS};
 use disk::DiskFiles;
-use foldhash::HashSet;
+use foldhash::{HashMap, HashMapExt, HashSet};
 use purged::find_purged;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -193,6 +194,8 @@ pub fn discover_node_with(
         }
     }
 
+    share_checkpoint_paths(&snapshots, &mut checkpoints);
+
     let marker_path = dir.join("table-index-conversion-completed");
     let table_index_marker = if marker_path.is_file() {
         Some(parse_json_doc::<TableIndexMarker>(&marker_path, "table-index marker")?.value)
@@ -226,7 +229,7 @@ pub fn discover_node_with(
         }
     }
 
-    let mut disk = DiskFiles::list(&dir.join("dbs"), &format!("{node_id}/dbs"))?;
+    let disk = DiskFiles::list(&dir.join("dbs"), &format!("{node_id}/dbs"))?;
 
     let has_removed = snapshots
         .iter()
@@ -270,8 +273,40 @@ pub fn discover_node_with(
     let removed = node.removal_named_ids();
     set_purged_aside(&mut node, data_dir, &disk, &removed);
     live::compute_hidden(&mut node, &disk, &removed);
-    findings::check_files(&mut node, &mut disk)?;
+    findings::check_files(&mut node, disk)?;
     Ok(node)
+}
+
+/// Points each checkpoint entry at the path of the snapshot entry for the same file, where
+/// the two are equal, instead of a copy of its own.
+///
+/// A checkpoint lists again every file of the snapshots it covers: on a deep history, a
+/// million paths held twice.
+fn share_checkpoint_paths(snapshots: &[SnapshotFile], checkpoints: &mut [CheckpointFile]) {
+    let Some(covered) = checkpoints
+        .iter()
+        .map(|c| c.doc.value.last_snapshot_sequence_number)
+        .max()
+    else {
+        return;
+    };
+    let listed = || {
+        snapshots
+            .iter()
+            .take_while(|s| s.seq <= covered)
+            .flat_map(|s| s.doc.value.databases.iter())
+    };
+    let mut paths: HashMap<FileId, &Arc<str>> = HashMap::with_capacity(listed().count());
+    paths.extend(listed().map(|(_, _, f)| (f.id, &f.path)));
+    for c in checkpoints {
+        for f in c.doc.value.databases.entries_mut() {
+            if let Some(&p) = paths.get(&f.id) {
+                if *p == f.path {
+                    f.path = Arc::clone(p);
+                }
+            }
+        }
+    }
 }
 
 /// Reads every requested node.
@@ -320,5 +355,32 @@ fn set_purged_aside(
             min_time,
             max_time,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_entries_share_the_paths_of_the_snapshots_they_cover() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/influxdb3-3.10/small");
+        let node = discover_node(&fixture, "node0").unwrap();
+        let in_snapshots: HashMap<FileId, &Arc<str>> = node
+            .snapshots
+            .iter()
+            .flat_map(|s| s.doc.value.databases.iter())
+            .map(|(_, _, f)| (f.id, &f.path))
+            .collect();
+        let mut shared = 0;
+        for c in &node.checkpoints {
+            for (_, _, f) in c.doc.value.databases.iter() {
+                if let Some(p) = in_snapshots.get(&f.id) {
+                    assert!(Arc::ptr_eq(p, &f.path), "file {} is held twice", f.id);
+                    shared += 1;
+                }
+            }
+        }
+        assert!(shared > 0, "the fixture's checkpoints cover some snapshot");
     }
 }
