@@ -17,7 +17,7 @@
 #                          report's phases show the rest)
 #   META_ARGS              extra arguments of every kompactor command (e.g. "--load-window 1000")
 #   META_COMPACT_RUNS=1    compactions of each build (on a fresh hard-linked copy each time)
-#   META_READ_RUNS=1       runs of each read-only command by each build
+#   META_READ_RUNS=1       runs of each read-only command by each build (0: none)
 #   META_BASELINE          another kompactor binary (copied out of the target dir after building
 #                          an older revision): its runs alternate with this build's, the medians
 #                          of both builds are printed side by side with their ratio, and the
@@ -102,48 +102,50 @@ fi
 bin_of() { if [ "$1" = baseline ]; then echo "$META_BASELINE"; else echo "$K"; fi; }
 
 reads="${META_READ_RUNS:-1}"
-echo "== read-only commands on $ds, $reads run(s) of each of: ${builds[*]} (logs in $logs)"
-printf '%-28s %11s %12s %14s\n' "" "wall" "peak RSS" "output"
-for i in $(seq 1 "$reads"); do
-    for b in "${builds[@]}"; do
-        bin="$(bin_of "$b")"
-        measure "dry run $b $i" "$bin" "$ds" --hosts "$node" --dry-run "${extra[@]}"
-        echo "$b dry-run $last_figures" >>"$logs/reads"
-        measure "status $b $i" "$bin" status "$ds" --hosts "$node" "${extra[@]}"
-        echo "$b status $last_figures" >>"$logs/reads"
-        measure "verify $b $i" "$bin" verify "$ds" --hosts "$node" "${extra[@]}"
-        echo "$b verify $last_figures" >>"$logs/reads"
+if [ "$reads" -gt 0 ]; then
+    echo "== read-only commands on $ds, $reads run(s) of each of: ${builds[*]} (logs in $logs)"
+    printf '%-28s %11s %12s %14s\n' "" "wall" "peak RSS" "output"
+    for i in $(seq 1 "$reads"); do
+        for b in "${builds[@]}"; do
+            bin="$(bin_of "$b")"
+            measure "dry run $b $i" "$bin" "$ds" --hosts "$node" --dry-run "${extra[@]}"
+            echo "$b dry-run $last_figures" >>"$logs/reads"
+            measure "status $b $i" "$bin" status "$ds" --hosts "$node" "${extra[@]}"
+            echo "$b status $last_figures" >>"$logs/reads"
+            measure "verify $b $i" "$bin" verify "$ds" --hosts "$node" "${extra[@]}"
+            echo "$b verify $last_figures" >>"$logs/reads"
+        done
     done
-done
-echo "== medians of $reads run(s): wall seconds and peak RSS MB"
-printf '%-10s' command
-for b in "${builds[@]}"; do printf '%12s %10s' "$b s" "$b MB"; done
-[ ${#builds[@]} = 2 ] && printf '%10s %10s' "ratio s" "ratio MB"
-echo
-for c in dry-run status verify; do
-    printf '%-10s' "$c"
-    figures=()
-    for b in "${builds[@]}"; do
-        s="$(awk -v b="$b" -v c="$c" '$1 == b && $2 == c { print $3 }' "$logs/reads" | median)"
-        m="$(awk -v b="$b" -v c="$c" '$1 == b && $2 == c { print $4 }' "$logs/reads" | median)"
-        printf '%12.2f %10.1f' "$s" "$m"
-        figures+=("$s" "$m")
+    echo "== medians of $reads run(s): wall seconds and peak RSS MB"
+    printf '%-10s' command
+    for b in "${builds[@]}"; do printf '%12s %10s' "$b s" "$b MB"; done
+    [ ${#builds[@]} = 2 ] && printf '%10s %10s' "ratio s" "ratio MB"
+    echo
+    for c in dry-run status verify; do
+        printf '%-10s' "$c"
+        figures=()
+        for b in "${builds[@]}"; do
+            s="$(awk -v b="$b" -v c="$c" '$1 == b && $2 == c { print $3 }' "$logs/reads" | median)"
+            m="$(awk -v b="$b" -v c="$c" '$1 == b && $2 == c { print $4 }' "$logs/reads" | median)"
+            printf '%12.2f %10.1f' "$s" "$m"
+            figures+=("$s" "$m")
+        done
+        if [ ${#builds[@]} = 2 ]; then
+            awk -v a="${figures[0]}" -v b="${figures[2]}" -v c="${figures[1]}" -v d="${figures[3]}" \
+                'BEGIN { printf "%9.2fx %9.2fx", b / a, d / c }'
+        fi
+        echo
     done
     if [ ${#builds[@]} = 2 ]; then
-        awk -v a="${figures[0]}" -v b="${figures[2]}" -v c="${figures[1]}" -v d="${figures[3]}" \
-            'BEGIN { printf "%9.2fx %9.2fx", b / a, d / c }'
+        # The dry run's disk line gives the free space, which moves between runs.
+        for c in "dry run" status verify; do
+            if diff <(grep -v ' free on ' "$logs/$c baseline 1.out") <(grep -v ' free on ' "$logs/$c this 1.out") >/dev/null; then
+                echo "   $c: both builds print the same output"
+            else
+                echo "   $c: the outputs DIFFER (see $logs/$c baseline 1.out and $logs/$c this 1.out)"
+            fi
+        done
     fi
-    echo
-done
-if [ ${#builds[@]} = 2 ]; then
-    # The dry run's disk line gives the free space, which moves between runs.
-    for c in "dry run" status verify; do
-        if diff <(grep -v ' free on ' "$logs/$c baseline 1.out") <(grep -v ' free on ' "$logs/$c this 1.out") >/dev/null; then
-            echo "   $c: both builds print the same output"
-        else
-            echo "   $c: the outputs DIFFER (see $logs/$c baseline 1.out and $logs/$c this 1.out)"
-        fi
-    done
 fi
 
 if [ "${META_COMPACT:-1}" = 1 ]; then
