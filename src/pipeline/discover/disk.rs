@@ -35,42 +35,20 @@ pub(super) struct DiskFiles {
 
 impl DiskFiles {
     /// Lists `dbs` (whose path relative to the data dir is `rel`); none when it is absent.
-    ///
-    /// The table directories are listed on a few threads, and each size is read relative to
-    /// its directory (one system call, no path walk).
     pub fn list(dbs: &Path, rel: &str) -> Result<DiskFiles> {
-        let mut files = DiskFiles {
-            sizes: HashMap::new(),
+        let parts = walk(dbs, rel, Sizes::Read, &|path, size| {
+            Some((PathKey::of(path), size))
+        })?;
+        // Sized once: growing a table of millions rehashes it while the old one is held.
+        let mut sizes = HashMap::with_capacity(parts.iter().map(Vec::len).sum());
+        for part in parts {
+            sizes.extend(part);
+        }
+        Ok(DiskFiles {
+            sizes,
             dbs: dbs.to_path_buf(),
             rel: rel.to_string(),
-        };
-        if !dbs.is_dir() {
-            return Ok(files);
-        }
-        let mut add = |path: &str, size: u64| {
-            files.sizes.insert(PathKey::of(path), size);
-        };
-        let mut tables = Vec::new();
-        for (db, db_rel) in list_dir(dbs, rel, &mut add)? {
-            tables.extend(list_dir(&db, &db_rel, &mut add)?);
-        }
-        let parts = crate::pipeline::workers::parallel_map(&tables, |(dir, rel)| {
-            let mut part = Vec::new();
-            let mut todo = vec![(dir.clone(), rel.clone())];
-            while let Some((d, r)) = todo.pop() {
-                todo.extend(list_dir(&d, &r, &mut |p: &str, size| {
-                    part.push((PathKey::of(p), size))
-                })?);
-            }
-            Ok::<_, Error>(part)
-        });
-        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-        // Sized once: growing a table of millions rehashes it while the old one is held.
-        files.sizes.reserve(parts.iter().map(Vec::len).sum());
-        for part in parts {
-            files.sizes.extend(part);
-        }
-        Ok(files)
+        })
     }
 
     /// Whether `path` (relative to the data dir) is one of them.
@@ -87,34 +65,73 @@ impl DiskFiles {
 
     /// The paths (relative to the data dir, sorted) of the files [`DiskFiles::refer`] did
     /// not see. Fingerprints do not give paths back, so `dbs/` is listed again to name them,
-    /// only when there are any.
+    /// only when there are any, and without reading sizes.
     pub fn unreferenced(&self) -> Result<Vec<String>> {
         if self.sizes.values().all(|s| s & REFERENCED != 0) {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
-        let mut todo = vec![(self.dbs.clone(), self.rel.clone())];
-        while let Some((d, r)) = todo.pop() {
-            todo.extend(list_dir(&d, &r, &mut |p: &str, _| {
-                if self
-                    .sizes
-                    .get(&PathKey::of(p))
-                    .is_some_and(|s| s & REFERENCED == 0)
-                {
-                    out.push(p.to_string());
-                }
-            })?);
-        }
+        let parts = walk(&self.dbs, &self.rel, Sizes::Skip, &|path, _| {
+            self.sizes
+                .get(&PathKey::of(path))
+                .is_some_and(|s| s & REFERENCED == 0)
+                .then(|| path.to_string())
+        })?;
+        let mut out: Vec<String> = parts.into_iter().flatten().collect();
         out.sort();
         Ok(out)
     }
 }
 
+/// Whether a walk reads each file's size (a `statx` per file) or passes 0.
+#[derive(Clone, Copy, PartialEq)]
+enum Sizes {
+    Read,
+    Skip,
+}
+
+/// Passes every `.parquet` file under `dbs` (whose path relative to the data dir is `rel`),
+/// at any depth, to `keep` with its size, and returns what it kept, in parts; none when
+/// `dbs` is absent.
+///
+/// Each table's directory is walked on one of a few threads: on a deep history they hold
+/// hundreds of thousands of window directories.
+fn walk<T: Send>(
+    dbs: &Path,
+    rel: &str,
+    sizes: Sizes,
+    keep: &(dyn Fn(&str, u64) -> Option<T> + Sync),
+) -> Result<Vec<Vec<T>>> {
+    if !dbs.is_dir() {
+        return Ok(Vec::new());
+    }
+    // Files above the table directories (there should be none) go in the first part.
+    let mut top = Vec::new();
+    let mut tables = Vec::new();
+    for (db, db_rel) in list_dir(dbs, rel, sizes, &mut |p, size| top.extend(keep(p, size)))? {
+        tables.extend(list_dir(&db, &db_rel, sizes, &mut |p, size| {
+            top.extend(keep(p, size))
+        })?);
+    }
+    let parts = crate::pipeline::workers::parallel_map(&tables, |(dir, rel)| {
+        let mut part = Vec::new();
+        let mut todo = vec![(dir.clone(), rel.clone())];
+        while let Some((d, r)) = todo.pop() {
+            todo.extend(list_dir(&d, &r, sizes, &mut |p, size| {
+                part.extend(keep(p, size))
+            })?);
+        }
+        Ok::<_, Error>(part)
+    });
+    std::iter::once(Ok(top)).chain(parts).collect()
+}
+
 /// Passes each `.parquet` file in `dir` (whose path relative to the data dir is `rel`) to
-/// `found` with its size; returns the subdirectories.
+/// `found` with its size (read relative to the directory: one system call, no path walk);
+/// returns the subdirectories.
 fn list_dir(
     dir: &Path,
     rel: &str,
+    sizes: Sizes,
     found: &mut dyn FnMut(&str, u64),
 ) -> Result<Vec<(PathBuf, String)>> {
     let mut subdirs = Vec::new();
@@ -133,10 +150,13 @@ fn list_dir(
         if ty.is_dir() {
             subdirs.push((e.path(), path.clone()));
         } else if ty.is_file() && name.ends_with(".parquet") {
-            let size = e
-                .metadata()
-                .map_err(|err| Error::io(e.path(), "stat", err))?
-                .len();
+            let size = match sizes {
+                Sizes::Read => e
+                    .metadata()
+                    .map_err(|err| Error::io(e.path(), "stat", err))?
+                    .len(),
+                Sizes::Skip => 0,
+            };
             found(&path, size);
         }
     }
@@ -171,6 +191,17 @@ mod tests {
         assert_eq!(files.unreferenced().unwrap(), [one]);
         assert_eq!(files.refer(one), Some(3));
         assert!(files.unreferenced().unwrap().is_empty());
+    }
+
+    #[test]
+    fn files_above_the_table_directories_are_found_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dbs = tmp.path().join("node0/dbs");
+        fs::create_dir_all(dbs.join("1/2/2025-01-01/00-00")).unwrap();
+        fs::write(dbs.join("1/stray.parquet"), b"ab").unwrap();
+        let mut files = DiskFiles::list(&dbs, "node0/dbs").unwrap();
+        assert_eq!(files.unreferenced().unwrap(), ["node0/dbs/1/stray.parquet"]);
+        assert_eq!(files.refer("node0/dbs/1/stray.parquet"), Some(2));
     }
 
     #[test]
