@@ -471,7 +471,7 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
 
     /// One line on stderr with the case's figures (the test harness does not capture it).
     fn report(&self, what: &str) {
-        common::server::skip_notice(&format!(
+        common::server::notice(&format!(
             "maintenance: {} {}: {what} in {:.1?}",
             self.f.name,
             self.node,

@@ -1149,7 +1149,7 @@ impl Case {
             self.starts.get(),
             self.started.elapsed()
         );
-        common::server::skip_notice(&format!("real-server: {line}"));
+        common::server::notice(&format!("real-server: {line}"));
         if let Some(marker) = std::env::var_os("KOMPACTOR_REAL_SERVER_MARKER") {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()

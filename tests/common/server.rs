@@ -64,12 +64,12 @@ fn skip_notice_once(var: &'static str) {
     let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
     if !said.contains(&var) {
         said.push(var);
-        skip_notice(&format!("real-server tests skipped: {var} not set"));
+        notice(&format!("real-server tests skipped: {var} not set"));
     }
 }
 
 /// One line on the test process's stderr that the test harness does not capture.
-pub fn skip_notice(line: &str) {
+pub fn notice(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
@@ -181,10 +181,10 @@ impl Server {
         log: &Path,
     ) -> Result<Server, StartError> {
         let mut attempts = 0;
-        let mut log = log.to_path_buf();
+        let mut this_log = log.to_path_buf();
         loop {
             attempts += 1;
-            match Self::start_once(bin, data_dir, node, opts, &log) {
+            match Self::start_once(bin, data_dir, node, opts, &this_log) {
                 Err(StartError::Exited { log_tail, .. })
                     if attempts < 3 && log_tail.contains("in use") =>
                 {
@@ -197,11 +197,13 @@ impl Server {
                     wal_listing_race: true,
                     ..
                 }) if attempts < 3 => {
-                    eprintln!(
-                        "server start hung in its WAL listing (InfluxDB 3.0.x's start-up race, \
-                         not the data dir's doing; {evidence}); starting it again"
-                    );
-                    log = log.with_extension(format!("retry{attempts}.log"));
+                    this_log = log.with_extension(format!("retry{attempts}.log"));
+                    notice(&format!(
+                        "real-server: a server start hung in its WAL listing (InfluxDB 3.0.x's \
+                         start-up race, not the data dir's doing; {evidence}); starting it \
+                         again, logging to {}",
+                        this_log.display()
+                    ));
                 }
                 other => return other,
             }
