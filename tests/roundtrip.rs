@@ -12,6 +12,8 @@ fn check<T: serde::Serialize + serde::de::DeserializeOwned>(p: &Path) {
     let doc: Doc<T> = Doc::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let original: Value = serde_json::from_slice(&bytes).unwrap();
     let written = doc.to_bytes();
+    let via_tree = serde_json::to_vec_pretty(&doc.to_value()).unwrap();
+    assert!(written == via_tree, "{}: printed text", p.display());
     let back: Value = serde_json::from_slice(&written).unwrap();
     assert_eq!(back, original, "{}", p.display());
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();

@@ -46,6 +46,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -698,7 +699,7 @@ fn write_metadata(
     for (e, files) in events.iter().zip(&by_event) {
         let mut dbs = DbFiles::default();
         for (j, w) in files {
-            dbs.push(DbId(j.db), TableId(j.table), entry(j, w));
+            dbs.push(DbId(j.db), TableId(j.table), Arc::new(entry(j, w)));
             next_file_id = next_file_id.max(j.id + 1);
         }
         max_catalog = max_catalog.max(catalog_seq(e.window));
@@ -745,7 +746,7 @@ fn write_metadata(
             let mut dbs = DbFiles::default();
             for &i in &idx {
                 for (j, w) in &by_event[i] {
-                    dbs.push(DbId(j.db), TableId(j.table), entry(j, w));
+                    dbs.push(DbId(j.db), TableId(j.table), Arc::new(entry(j, w)));
                 }
             }
             let e = &events[last];
@@ -794,7 +795,10 @@ fn write_metadata(
         let totals = DbFiles(vec![(
             DbId(db),
             kompactor::format::model::DbTables {
-                tables: vec![(TableId(table), files.clone())],
+                tables: vec![(
+                    TableId(table),
+                    files.iter().cloned().map(Arc::new).collect(),
+                )],
                 extra: Map::new(),
             },
         )])

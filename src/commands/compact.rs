@@ -91,8 +91,15 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let run_id = new_run_id();
     let read_started = Instant::now();
     let nodes = discover_all(data_dir, hosts, args.plan.server.load_window())?;
+    let t = Instant::now();
     let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
+    log::debug!("planning took {:.2}s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
     let space = estimate(data_dir, &nodes, &plans, args.engine.memory_limit)?;
+    log::debug!(
+        "estimating the space took {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
     let planned = Planned {
         nodes: &nodes,
         plans,

@@ -23,6 +23,7 @@ use crate::pipeline::prepared::Prepared;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What a commit changes on one node.
@@ -167,7 +168,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             added.push(
                 c.table.db,
                 c.table.table,
-                FileEntry {
+                Arc::new(FileEntry {
                     id: next_id,
                     path: o.final_path.as_str().into(),
                     size_bytes: o.size_bytes,
@@ -176,7 +177,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
                     min_time: o.min_time,
                     max_time: o.max_time,
                     extra: Default::default(),
-                },
+                }),
             );
             next_id = FileId(next_id.0 + 1);
             outputs.push(Move {
@@ -228,7 +229,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             let keep: Vec<(
                 crate::format::ids::DbId,
                 crate::format::ids::TableId,
-                FileEntry,
+                Arc<FileEntry>,
             )> = doc
                 .value
                 .databases
@@ -266,7 +267,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
         .join(format!("{}.info.json", new_seq.inverted_name()));
 
     // The final file set, for the checkpoint that covers the new snapshot.
-    let mut final_set: BTreeMap<FileId, (TableKey, FileEntry)> = node
+    let mut final_set: BTreeMap<FileId, (TableKey, Arc<FileEntry>)> = node
         .live
         .values()
         .flatten()
@@ -374,14 +375,20 @@ fn trash_moves(node: &Node, replaced: &DbFiles, outputs: &[Move], dirs: &RunDirs
         .collect();
     let data_dir = node.dir.parent().expect("a node dir has a parent");
     // Ordered, so that the journal lists the moves the same way every time.
-    let whole: BTreeSet<&str> = by_dir
+    let candidates: Vec<(&str, &BTreeSet<&str>)> = by_dir
         .iter()
-        .filter(|(dir, names)| {
-            is_window_dir(&node.id, dir)
-                && !receives_output.contains(*dir)
-                && holds_exactly(&data_dir.join(dir), names)
-        })
-        .map(|(dir, _)| *dir)
+        .filter(|(dir, _)| is_window_dir(&node.id, dir) && !receives_output.contains(*dir))
+        .map(|(dir, names)| (*dir, names))
+        .collect();
+    // Listing each directory is a few system calls, hundreds of thousands of times.
+    let whole_ones = crate::pipeline::workers::parallel_map(&candidates, |(dir, names)| {
+        holds_exactly(&data_dir.join(dir), names)
+    });
+    let whole: BTreeSet<&str> = candidates
+        .iter()
+        .zip(whole_ones)
+        .filter(|(_, whole)| *whole)
+        .map(|((dir, _), _)| *dir)
         .collect();
     let mut moves: Vec<Move> = whole
         .iter()
@@ -462,7 +469,15 @@ fn stage_node(
         mut committed,
         replaced,
     } = c;
+    let t = std::time::Instant::now();
     manifest.replaced = trash_moves(node, &replaced, &manifest.outputs, dirs);
+    log::debug!(
+        "node {}: {} trash move(s) planned in {:.2}s",
+        node.id,
+        manifest.replaced.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
     let mut batch = Batch::default();
     for f in &files {
         let bytes = f.to_bytes();
@@ -497,7 +512,19 @@ fn stage_node(
             original,
         });
     }
+    log::debug!(
+        "node {}: {} metadata file(s) staged in {:.2}s",
+        node.id,
+        files.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
     batch.finish()?;
+    log::debug!(
+        "node {}: flushed in {:.2}s",
+        node.id,
+        t.elapsed().as_secs_f64()
+    );
     Ok((manifest, committed))
 }
 
@@ -510,7 +537,7 @@ type CheckpointWrite = (PathBuf, Doc<Checkpoint>, Option<SystemTime>);
 fn plan_checkpoints(
     node: &Node,
     dropped: &dyn Fn(&FileEntry) -> bool,
-    final_set: &BTreeMap<FileId, (TableKey, FileEntry)>,
+    final_set: &BTreeMap<FileId, (TableKey, Arc<FileEntry>)>,
     new_snap: &Snapshot,
     new_seq: SnapshotSeq,
 ) -> Result<Vec<CheckpointWrite>> {
@@ -542,7 +569,7 @@ fn plan_checkpoints(
     let month = now_month.max(newest_month);
 
     // What the checkpoints of the earlier months merge to.
-    let mut earlier: BTreeMap<FileId, (TableKey, FileEntry)> = BTreeMap::new();
+    let mut earlier: BTreeMap<FileId, (TableKey, Arc<FileEntry>)> = BTreeMap::new();
     for c in effective.iter().filter(|c| c.doc.value.year_month < month) {
         let v = &rewritten[&c.path];
         for (db, table, f) in v.databases.iter() {

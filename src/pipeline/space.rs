@@ -11,8 +11,9 @@ use crate::pipeline::discover::Node;
 use crate::pipeline::plan::{Group, TablePlan};
 use crate::pipeline::workers::parallel_map;
 use crate::units::{human_bytes, MemoryBudget};
+use foldhash::{HashSet, HashSetExt};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The space a run needs on the data dir's filesystem, by what takes it.
@@ -125,13 +126,14 @@ pub fn estimate(
     })
     .into_iter();
     for (node, tables) in nodes.iter().zip(plans) {
-        let mut touched: HashSet<FileId> = node
-            .purged
-            .values()
-            .flat_map(|t| t.entries.iter().map(|f| f.id))
-            .collect();
+        // Sized up front: on a deep history it holds millions of ids.
+        let groups = || tables.iter().flat_map(|t| &t.groups);
+        let inputs: usize = groups().map(|g| g.inputs.len()).sum();
+        let purged = node.purged.values().flat_map(|t| t.entries.iter());
+        let mut touched: HashSet<FileId> = HashSet::with_capacity(inputs + purged.clone().count());
+        touched.extend(purged.map(|f| f.id));
         let mut dirs: HashSet<&str> = HashSet::new();
-        for g in tables.iter().flat_map(|t| &t.groups) {
+        for g in groups() {
             for f in &g.inputs {
                 touched.insert(f.entry.id);
                 if let Some(dir) = trash_dir(&f.entry.path) {

@@ -161,3 +161,26 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Recording<'_, A> {
         self.inner.size_hint()
     }
 }
+
+/// A JSON object's top-level keys and the text of their values, in the order they appear.
+pub struct TopLevel<'a>(pub Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for TopLevel<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopLevel<'a>, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = TopLevel<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<TopLevel<'a>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    fields.push((k, m.next_value()?));
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}

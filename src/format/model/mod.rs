@@ -14,10 +14,13 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// One Parquet file as the metadata records it.
+///
+/// Documents hold entries behind an `Arc`: the snapshots, the checkpoints, the live set and
+/// the plan of a deep history all refer to the same millions of files, and share them
+/// rather than copy them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FileEntry {
     pub id: FileId,
-    /// Shared, not copied, by the live set and the plan: a deep history has millions.
     pub path: Arc<str>,
     pub size_bytes: u64,
     pub row_count: u64,
@@ -56,7 +59,7 @@ deserialize_with_extra!(FileEntry, "a file entry",
 /// The tables of one database: `{"tables": [[table_id, [file, ...]], ...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DbTables {
-    pub tables: Vec<(TableId, Vec<FileEntry>)>,
+    pub tables: Vec<(TableId, Vec<Arc<FileEntry>>)>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -70,7 +73,7 @@ pub struct DbFiles(pub Vec<(DbId, DbTables)>);
 
 impl DbFiles {
     /// Every file entry with the database and table it is listed under.
-    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &FileEntry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &Arc<FileEntry>)> {
         self.0.iter().flat_map(|(db, t)| {
             t.tables
                 .iter()
@@ -83,7 +86,7 @@ impl DbFiles {
     }
 
     /// Every file entry, to change in place.
-    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut FileEntry> {
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut Arc<FileEntry>> {
         self.0
             .iter_mut()
             .flat_map(|(_, t)| t.tables.iter_mut().flat_map(|(_, files)| files.iter_mut()))
@@ -124,7 +127,7 @@ impl DbFiles {
 
     /// Appends a file under its database and table, creating either only if missing, so a
     /// key is never listed twice (the server rejects duplicate keys).
-    pub fn push(&mut self, db: DbId, table: TableId, file: FileEntry) {
+    pub fn push(&mut self, db: DbId, table: TableId, file: Arc<FileEntry>) {
         let pos = match self.0.iter().position(|(d, _)| *d == db) {
             Some(p) => p,
             None => {
@@ -368,9 +371,31 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         }
     }
 
-    /// Pretty-printed JSON, as the server writes it.
+    /// Pretty-printed JSON, as the server writes it, top-level keys in their original order.
+    ///
+    /// The same text as pretty-printing [`Doc::to_value`], without building that tree: a
+    /// commit's new snapshot can list millions of replaced files, and as a tree of JSON
+    /// values they took gigabytes. The model is printed once, and only its top-level keys are
+    /// put back in order; each value's text was printed one level deep, where it goes back.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(&self.to_value()).expect("JSON value serialises")
+        use serde::Serializer as _;
+        let text = serde_json::to_vec_pretty(&self.value).expect("model serialises to JSON");
+        let Ok(de::TopLevel(fields)) = serde_json::from_slice::<de::TopLevel>(&text) else {
+            return text; // not an object: nothing to order
+        };
+        let position = |k: &str| self.key_order.iter().position(|o| o == k);
+        let mut ordered: Vec<(Option<usize>, usize, &str, &serde_json::value::RawValue)> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| (position(k), i, k.as_str(), *v))
+            .collect();
+        // Keys the document was read with first, in its order; new ones after, as printed.
+        ordered.sort_by_key(|&(p, i, _, _)| (p.is_none(), p, i));
+        let mut out = Vec::with_capacity(text.len());
+        serde_json::Serializer::pretty(&mut out)
+            .collect_map(ordered.into_iter().map(|(_, _, k, v)| (k, v)))
+            .expect("printed JSON prints again");
+        out
     }
 }
 
@@ -407,6 +432,32 @@ mod tests {
         assert!(doc.value.removed_files.is_none());
         let f = doc.value.databases.iter().next().unwrap().2;
         assert_eq!(f.max_time, Nanos(1_794_981_041_595_000_001));
+    }
+
+    #[test]
+    fn bytes_are_the_pretty_printed_value_in_the_documents_key_order() {
+        let doc: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
+        let via_value = |d: &Doc<Snapshot>| serde_json::to_vec_pretty(&d.to_value()).unwrap();
+        assert_eq!(doc.to_bytes(), via_value(&doc));
+        // A key the template was not read with goes after the others.
+        let mut grown = doc.value.clone();
+        grown.removed_files = Some(grown.databases.clone());
+        let short_template: Doc<Snapshot> = Doc::parse(
+            THREE_ZERO
+                .replace(
+                    r#""something_new": {"x": 18446744073709551615}"#,
+                    r#""z": 1"#,
+                )
+                .as_bytes(),
+        )
+        .unwrap();
+        let grown = Doc::new(grown, &short_template);
+        assert_eq!(grown.to_bytes(), via_value(&grown));
+        let text = String::from_utf8(grown.to_bytes()).unwrap();
+        assert!(
+            text.find("removed_files") > text.find("\"databases\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -451,15 +502,17 @@ mod tests {
     #[test]
     fn push_never_lists_a_key_twice() {
         let mut d = DbFiles::default();
-        let f = |id| FileEntry {
-            id: FileId(id),
-            path: "".into(),
-            size_bytes: 1,
-            row_count: 1,
-            chunk_time: Nanos(0),
-            min_time: Nanos(0),
-            max_time: Nanos(1),
-            extra: Extra::default(),
+        let f = |id| {
+            Arc::new(FileEntry {
+                id: FileId(id),
+                path: "".into(),
+                size_bytes: 1,
+                row_count: 1,
+                chunk_time: Nanos(0),
+                min_time: Nanos(0),
+                max_time: Nanos(1),
+                extra: Extra::default(),
+            })
         };
         d.push(DbId(1), TableId(0), f(1));
         d.push(DbId(1), TableId(0), f(2));

@@ -8,6 +8,7 @@ use crate::format::model::{DbFiles, FileEntry};
 use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The on-disk generation of a node, from the newest feature its files show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -60,7 +61,7 @@ impl Generation {
 /// The replay keeps references to the documents' entries and copies only the survivors: a
 /// deep history adds and removes millions of entries on the way.
 pub(super) fn compute_live(node: &mut Node) {
-    type Replay<'a> = BTreeMap<FileId, (TableKey, &'a FileEntry)>;
+    type Replay<'a> = BTreeMap<FileId, (TableKey, &'a Arc<FileEntry>)>;
     fn add<'a>(live: &mut Replay<'a>, files: &'a DbFiles) {
         for (db, table, f) in files.iter() {
             live.insert(f.id, (TableKey { db, table }, f));
@@ -115,7 +116,7 @@ pub(super) fn compute_live(node: &mut Node) {
 /// at its exact size up front: growing by doubling would leave a third of them empty, and
 /// shrinking afterwards would leave that room as gaps in the heap.
 fn by_table<'a>(
-    files: impl Iterator<Item = (TableKey, &'a FileEntry)> + Clone,
+    files: impl Iterator<Item = (TableKey, &'a Arc<FileEntry>)> + Clone,
 ) -> BTreeMap<TableKey, Vec<LiveFile>> {
     let mut counts: BTreeMap<TableKey, usize> = BTreeMap::new();
     for (table, _) in files.clone() {
@@ -140,7 +141,7 @@ fn by_table<'a>(
 /// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
 pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &HashSet<FileId>) {
     let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
-    let mut hidden: BTreeMap<FileId, (TableKey, &FileEntry)> = BTreeMap::new();
+    let mut hidden: BTreeMap<FileId, (TableKey, &Arc<FileEntry>)> = BTreeMap::new();
     let listed = node
         .snapshots
         .iter()

@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::format::ids::SnapshotSeq;
 use crate::format::ids::{FileId, WalSeq};
 use crate::format::layout::ParquetPath;
-use crate::format::model::{Checkpoint, Doc, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS};
+use crate::format::model::{
+    Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
+};
 use disk::DiskFiles;
 use foldhash::{HashMap, HashMapExt, HashSet};
 use purged::find_purged;
@@ -113,88 +115,43 @@ pub fn discover_node_with(
     load_window: Option<usize>,
 ) -> Result<Node> {
     let dir = data_dir.join(node_id);
+    let (dbs, dbs_rel) = (dir.join("dbs"), format!("{node_id}/dbs"));
+    // Listing a deep history's window directories is mostly the kernel's work and takes as
+    // long as everything else put together: it runs beside the steps that do not need it,
+    // several of which use one core only.
+    std::thread::scope(|scope| {
+        let listing = scope.spawn(|| {
+            let mut clock = PhaseClock::new(node_id);
+            let disk = DiskFiles::list(&dbs, &dbs_rel);
+            clock.done("listing the Parquet files (beside the next steps)");
+            disk
+        });
+        let mut node = read_metadata(&dir, node_id, load_window)?;
+        let mut clock = PhaseClock::new(node_id);
+        live::compute_live(&mut node);
+        clock.done("the live set");
+        let disk = listing.join().expect("listing the files does not panic")?;
+        clock.done("waiting for the listing");
+        let removed = node.removal_named_ids();
+        set_purged_aside(&mut node, data_dir, &disk, &removed);
+        clock.done("purged files");
+        live::compute_hidden(&mut node, &disk, &removed);
+        clock.done("hidden files");
+        findings::check_files(&mut node, disk)?;
+        clock.done("checking the files");
+        Ok(node)
+    })
+}
+
+/// Reads a node's metadata: snapshots, checkpoints, the table index and the WAL names; the
+/// live set and everything that needs the Parquet files are left to compute.
+fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Result<Node> {
+    let mut clock = PhaseClock::new(node_id);
     let mut findings = Vec::new();
-
-    let mut snapshots = Vec::new();
-    let entries = sorted_entries(&dir.join("snapshots"))?;
-    let bar = crate::progress::bar(entries.len() as u64, "reading");
-    bar.set_message(format!("{node_id} snapshots"));
-    // Read and parsed on a few threads; a name that is not a snapshot's comes back as `None`.
-    let read = crate::pipeline::workers::parallel_map(&entries, |e| {
-        bar.inc(1);
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        let seq = name
-            .strip_suffix(".info.json")
-            .and_then(SnapshotSeq::from_inverted_name);
-        let Some(seq) = seq else {
-            return Ok(None);
-        };
-        let mut doc = read_snapshot(&path)?;
-        doc.value.databases.shrink_to_fit();
-        if let Some(r) = &mut doc.value.removed_files {
-            r.shrink_to_fit();
-        }
-        if doc.value.snapshot_sequence_number != seq {
-            return Err(Error::at(
-                &path,
-                format!(
-                    "file name says snapshot {seq} but the file says {}",
-                    doc.value.snapshot_sequence_number
-                ),
-            ));
-        }
-        let (mtime, size) = stat(&path)?;
-        Ok(Some(SnapshotFile {
-            mtime,
-            size,
-            path,
-            seq,
-            doc,
-        }))
-    });
-    for (e, r) in entries.iter().zip(read) {
-        match r? {
-            Some(s) => snapshots.push(s),
-            None => findings.push(Finding::StraySnapshotEntry {
-                path: e.path().display().to_string(),
-            }),
-        }
-    }
-    snapshots.sort_by_key(|s| s.seq);
-    bar.finish_and_clear();
-
-    let mut checkpoints = Vec::new();
-    let cp_dir = dir.join("snapshot-checkpoints");
-    if cp_dir.is_dir() {
-        for month in sorted_entries(&cp_dir)? {
-            if !month.path().is_dir() {
-                continue;
-            }
-            for e in sorted_entries(&month.path())? {
-                let path = e.path();
-                if !e
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".checkpoint.json")
-                {
-                    continue;
-                }
-                let mut doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint")?;
-                doc.value.databases.shrink_to_fit();
-                doc.value.pending_removed_files.shrink_to_fit();
-                let (mtime, size) = stat(&path)?;
-                checkpoints.push(CheckpointFile {
-                    mtime,
-                    size,
-                    path,
-                    doc,
-                });
-            }
-        }
-    }
-
-    share_checkpoint_paths(&snapshots, &mut checkpoints);
+    let snapshots = read_snapshots(dir, node_id, &mut findings)?;
+    clock.done("reading the snapshots");
+    let checkpoints = read_checkpoints(dir, &snapshots)?;
+    clock.done("reading the checkpoints");
 
     let marker_path = dir.join("table-index-conversion-completed");
     let table_index_marker = if marker_path.is_file() {
@@ -229,8 +186,6 @@ pub fn discover_node_with(
         }
     }
 
-    let disk = DiskFiles::list(&dir.join("dbs"), &format!("{node_id}/dbs"))?;
-
     let has_removed = snapshots
         .iter()
         .any(|s| s.doc.value.removed_files.is_some());
@@ -253,9 +208,9 @@ pub fn discover_node_with(
         Generation::V3_0
     };
 
-    let mut node = Node {
+    Ok(Node {
         id: node_id.to_string(),
-        dir,
+        dir: dir.to_path_buf(),
         generation,
         snapshots,
         checkpoints,
@@ -268,44 +223,181 @@ pub fn discover_node_with(
         purged: BTreeMap::new(),
         hidden: BTreeMap::new(),
         load_window: load_window.unwrap_or_else(|| generation.default_load_window()),
-    };
-    live::compute_live(&mut node);
-    let removed = node.removal_named_ids();
-    set_purged_aside(&mut node, data_dir, &disk, &removed);
-    live::compute_hidden(&mut node, &disk, &removed);
-    findings::check_files(&mut node, disk)?;
-    Ok(node)
+    })
 }
 
-/// Points each checkpoint entry at the path of the snapshot entry for the same file, where
-/// the two are equal, instead of a copy of its own.
+/// Reads and parses every snapshot, on a few threads, in sequence order; a file in
+/// `snapshots/` that is not one is a finding.
+fn read_snapshots(
+    dir: &Path,
+    node_id: &str,
+    findings: &mut Vec<Finding>,
+) -> Result<Vec<SnapshotFile>> {
+    let entries = sorted_entries(&dir.join("snapshots"))?;
+    let bar = crate::progress::bar(entries.len() as u64, "reading");
+    bar.set_message(format!("{node_id} snapshots"));
+    // A name that is not a snapshot's comes back as `None`.
+    let read = crate::pipeline::workers::parallel_map(&entries, |e| {
+        bar.inc(1);
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let seq = name
+            .strip_suffix(".info.json")
+            .and_then(SnapshotSeq::from_inverted_name);
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        let mut doc = read_snapshot(&path)?;
+        doc.value.databases.shrink_to_fit();
+        if let Some(r) = &mut doc.value.removed_files {
+            r.shrink_to_fit();
+        }
+        if doc.value.snapshot_sequence_number != seq {
+            return Err(Error::at(
+                &path,
+                format!(
+                    "file name says snapshot {seq} but the file says {}",
+                    doc.value.snapshot_sequence_number
+                ),
+            ));
+        }
+        let (mtime, size) = stat(&path)?;
+        Ok(Some(SnapshotFile {
+            mtime,
+            size,
+            path,
+            seq,
+            doc,
+        }))
+    });
+    let mut snapshots = Vec::with_capacity(read.len());
+    for (e, r) in entries.iter().zip(read) {
+        match r? {
+            Some(s) => snapshots.push(s),
+            None => findings.push(Finding::StraySnapshotEntry {
+                path: e.path().display().to_string(),
+            }),
+        }
+    }
+    snapshots.sort_by_key(|s| s.seq);
+    bar.finish_and_clear();
+    Ok(snapshots)
+}
+
+/// Reads and parses every checkpoint (`snapshot-checkpoints/YYYY-MM/*.checkpoint.json`).
 ///
 /// A checkpoint lists again every file of the snapshots it covers: on a deep history, a
-/// million paths held twice.
-fn share_checkpoint_paths(snapshots: &[SnapshotFile], checkpoints: &mut [CheckpointFile]) {
-    let Some(covered) = checkpoints
+/// million entries in a file of hundreds of megabytes. Checkpoints are read one at a time,
+/// and each entry equal to that of a snapshot is replaced by the snapshot's own before the
+/// next is read, so that no two copies of them are ever held together.
+fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<CheckpointFile>> {
+    let cp_dir = dir.join("snapshot-checkpoints");
+    if !cp_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut paths = Vec::new();
+    for month in sorted_entries(&cp_dir)? {
+        if !month.path().is_dir() {
+            continue;
+        }
+        for e in sorted_entries(&month.path())? {
+            if e.file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.json")
+            {
+                paths.push(e.path());
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A checkpoint is named after the last snapshot it covers; newer ones it cannot repeat.
+    let covered = paths
         .iter()
-        .map(|c| c.doc.value.last_snapshot_sequence_number)
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(".checkpoint.json"))
+                .and_then(SnapshotSeq::from_inverted_name)
+                .unwrap_or(SnapshotSeq(u64::MAX))
+        })
         .max()
-    else {
-        return;
-    };
+        .expect("some checkpoint");
     let listed = || {
         snapshots
             .iter()
             .take_while(|s| s.seq <= covered)
             .flat_map(|s| s.doc.value.databases.iter())
     };
-    let mut paths: HashMap<FileId, &Arc<str>> = HashMap::with_capacity(listed().count());
-    paths.extend(listed().map(|(_, _, f)| (f.id, &f.path)));
-    for c in checkpoints {
-        for f in c.doc.value.databases.entries_mut() {
-            if let Some(&p) = paths.get(&f.id) {
-                if *p == f.path {
-                    f.path = Arc::clone(p);
+    let mut by_id: HashMap<FileId, &Arc<FileEntry>> = HashMap::with_capacity(listed().count());
+    by_id.extend(listed().map(|(_, _, f)| (f.id, f)));
+    let mut checkpoints = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint")?;
+        for f in doc.value.databases.entries_mut() {
+            if let Some(&e) = by_id.get(&f.id) {
+                if e == f {
+                    *f = Arc::clone(e);
                 }
             }
         }
+        doc.value.databases.shrink_to_fit();
+        doc.value.pending_removed_files.shrink_to_fit();
+        let (mtime, size) = stat(&path)?;
+        checkpoints.push(CheckpointFile {
+            mtime,
+            size,
+            path,
+            doc,
+        });
+    }
+    Ok(checkpoints)
+}
+
+/// The process's resident and peak memory, where the system says (Linux).
+fn resident() -> String {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return String::new();
+    };
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().strip_suffix(" kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    format!(
+        ", {} MiB resident (peak {} MiB)",
+        field("VmRSS:"),
+        field("VmHWM:")
+    )
+}
+
+/// Logs how long each step of reading a node took (at debug level): where a deep history's
+/// time goes.
+struct PhaseClock<'a> {
+    node: &'a str,
+    last: std::time::Instant,
+}
+
+impl<'a> PhaseClock<'a> {
+    fn new(node: &'a str) -> PhaseClock<'a> {
+        PhaseClock {
+            node,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn done(&mut self, what: &str) {
+        let now = std::time::Instant::now();
+        log::debug!(
+            "node {}: {what} took {:.2}s{}",
+            self.node,
+            (now - self.last).as_secs_f64(),
+            resident()
+        );
+        self.last = now;
     }
 }
 
@@ -363,20 +455,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoint_entries_share_the_paths_of_the_snapshots_they_cover() {
+    fn checkpoint_entries_share_the_entries_of_the_snapshots_they_cover() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/influxdb3-3.10/small");
         let node = discover_node(&fixture, "node0").unwrap();
-        let in_snapshots: HashMap<FileId, &Arc<str>> = node
+        let in_snapshots: HashMap<FileId, &Arc<FileEntry>> = node
             .snapshots
             .iter()
             .flat_map(|s| s.doc.value.databases.iter())
-            .map(|(_, _, f)| (f.id, &f.path))
+            .map(|(_, _, f)| (f.id, f))
             .collect();
         let mut shared = 0;
         for c in &node.checkpoints {
             for (_, _, f) in c.doc.value.databases.iter() {
                 if let Some(p) = in_snapshots.get(&f.id) {
-                    assert!(Arc::ptr_eq(p, &f.path), "file {} is held twice", f.id);
+                    assert!(Arc::ptr_eq(p, f), "file {} is held twice", f.id);
                     shared += 1;
                 }
             }

@@ -10,6 +10,7 @@ use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A snapshot file as read from disk.
@@ -38,7 +39,7 @@ pub struct CheckpointFile {
 pub struct LiveFile {
     pub table: TableKey,
     #[serde(flatten)]
-    pub entry: FileEntry,
+    pub entry: Arc<FileEntry>,
 }
 
 /// Everything known about one node directory.

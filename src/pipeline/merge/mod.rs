@@ -221,6 +221,7 @@ mod tests {
     use crate::format::parquet::{encode_arrow_schema, Column, ColumnType};
     use crate::units::MemoryBudget;
     use duckdb::Connection;
+    use std::sync::Arc;
 
     const CHUNK: i64 = 0;
 
@@ -329,7 +330,7 @@ mod tests {
                     db: DbId(1),
                     table: TableId(0),
                 },
-                entry: FileEntry {
+                entry: Arc::new(FileEntry {
                     id: FileId(id),
                     path: rel.into(),
                     size_bytes: fs::metadata(&path).unwrap().len(),
@@ -338,7 +339,7 @@ mod tests {
                     min_time: Nanos(times.clone().min().unwrap()),
                     max_time: Nanos(times.max().unwrap()),
                     extra: Default::default(),
-                },
+                }),
             });
         }
 
