@@ -149,16 +149,7 @@ impl Batch {
 
     /// Renames `from` to `to`, creating `to`'s directory if needed.
     pub fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
-        let parent = to.parent().expect("destination has a parent");
-        self.ensure_dir(parent)?;
-        fs::rename(from, to).map_err(|e| {
-            Error::io(from, &format!("move to {}", to.display()), e)
-                .hint("kompactor's state dir must be on the same file system as the data dir")
-        })?;
-        self.dirs.insert(parent.to_path_buf());
-        self.dirs
-            .insert(from.parent().expect("source has a parent").to_path_buf());
-        Ok(())
+        self.move_entry(from, to, false).map(|_| ())
     }
 
     /// Renames `from` to `to` if `from` exists (creating `to`'s directory if needed); false
@@ -167,11 +158,17 @@ impl Batch {
     /// One system call per move where checking first would take two more: a commit moves
     /// hundreds of thousands of window directories while the server is stopped.
     pub fn rename_if_present(&mut self, from: &Path, to: &Path) -> Result<bool> {
+        self.move_entry(from, to, true)
+    }
+
+    /// The rename behind [`Batch::rename`] and [`Batch::rename_if_present`]: with
+    /// `absent_ok`, a missing `from` is no error but `Ok(false)`.
+    fn move_entry(&mut self, from: &Path, to: &Path, absent_ok: bool) -> Result<bool> {
         let parent = to.parent().expect("destination has a parent");
         self.ensure_dir(parent)?;
         match fs::rename(from, to) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
+            Err(e) if absent_ok && e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
                 return Ok(false)
             }
             Err(e) => {
