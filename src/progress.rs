@@ -69,3 +69,52 @@ pub fn init_logging(verbose: bool) {
         log::set_max_level(max);
     }
 }
+
+/// Logs, at debug level, how long each step of a long task took and the memory then held:
+/// where a deep history's time and memory go.
+pub struct StepClock<'a> {
+    /// What the steps belong to (a node), the start of each line.
+    subject: &'a str,
+    last: std::time::Instant,
+}
+
+impl<'a> StepClock<'a> {
+    pub fn new(subject: &'a str) -> StepClock<'a> {
+        StepClock {
+            subject,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Logs that `what` is done, with its time since the last step (or the start).
+    pub fn done(&mut self, what: &str) {
+        let now = std::time::Instant::now();
+        log::debug!(
+            "node {}: {what} took {:.2}s{}",
+            self.subject,
+            (now - self.last).as_secs_f64(),
+            resident()
+        );
+        self.last = now;
+    }
+}
+
+/// The process's resident and peak memory, where the system says (Linux).
+fn resident() -> String {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return String::new();
+    };
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().strip_suffix(" kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    format!(
+        ", {} MiB resident (peak {} MiB)",
+        field("VmRSS:"),
+        field("VmHWM:")
+    )
+}

@@ -138,7 +138,7 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     let mut batch = Batch::default();
     for n in &m.nodes {
         bar.set_message(n.node.clone());
-        let clock = std::time::Instant::now();
+        let mut clock = crate::progress::StepClock::new(&n.node);
         dirs.place_guard(&n.node)?;
         for w in &n.writes {
             dirs.put_in_place(w, &dirs.run().join(&w.staged), &mut batch)?;
@@ -158,12 +158,7 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
         // Still under the guard: a window directory moved whole takes everything in it, and
         // only while no server can run is that exactly the replaced files. A server started
         // before an interrupted run is finished could write into such a directory.
-        log::debug!(
-            "node {}: metadata in place in {:.2}s",
-            n.node,
-            clock.elapsed().as_secs_f64()
-        );
-        let clock = std::time::Instant::now();
+        clock.done("putting the metadata in place");
         for r in &n.replaced {
             // In the trash already: an earlier attempt moved it, and a directory of that name
             // in the node now is a server's, made after that attempt removed the guard.
@@ -175,11 +170,7 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
             failpoint("after-trash-move")?;
         }
         batch.finish()?;
-        log::debug!(
-            "node {}: replaced files in the trash in {:.2}s",
-            n.node,
-            clock.elapsed().as_secs_f64()
-        );
+        clock.done("moving the replaced files into the trash");
         dirs.remove_guard(&n.node)?;
         failpoint("after-guard-removed")?;
     }

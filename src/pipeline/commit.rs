@@ -469,15 +469,12 @@ fn stage_node(
         mut committed,
         replaced,
     } = c;
-    let t = std::time::Instant::now();
+    let mut clock = crate::progress::StepClock::new(&node.id);
     manifest.replaced = trash_moves(node, &replaced, &manifest.outputs, dirs);
-    log::debug!(
-        "node {}: {} trash move(s) planned in {:.2}s",
-        node.id,
-        manifest.replaced.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let t = std::time::Instant::now();
+    clock.done(&format!(
+        "planning {} trash move(s)",
+        manifest.replaced.len()
+    ));
     let mut batch = Batch::default();
     for f in &files {
         let bytes = f.to_bytes();
@@ -512,19 +509,9 @@ fn stage_node(
             original,
         });
     }
-    log::debug!(
-        "node {}: {} metadata file(s) staged in {:.2}s",
-        node.id,
-        files.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let t = std::time::Instant::now();
+    clock.done(&format!("staging {} metadata file(s)", files.len()));
     batch.finish()?;
-    log::debug!(
-        "node {}: flushed in {:.2}s",
-        node.id,
-        t.elapsed().as_secs_f64()
-    );
+    clock.done("flushing them");
     Ok((manifest, committed))
 }
 

@@ -22,6 +22,7 @@ use crate::format::layout::ParquetPath;
 use crate::format::model::{
     Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
+use crate::progress::StepClock;
 use disk::DiskFiles;
 use foldhash::{HashMap, HashMapExt, HashSet};
 use purged::find_purged;
@@ -121,13 +122,13 @@ pub fn discover_node_with(
     // several of which use one core only.
     std::thread::scope(|scope| {
         let listing = scope.spawn(|| {
-            let mut clock = PhaseClock::new(node_id);
+            let mut clock = StepClock::new(node_id);
             let disk = DiskFiles::list(&dbs, &dbs_rel);
             clock.done("listing the Parquet files (beside the next steps)");
             disk
         });
         let mut node = read_metadata(&dir, node_id, load_window)?;
-        let mut clock = PhaseClock::new(node_id);
+        let mut clock = StepClock::new(node_id);
         live::compute_live(&mut node);
         clock.done("the live set");
         let disk = listing.join().expect("listing the files does not panic")?;
@@ -146,7 +147,7 @@ pub fn discover_node_with(
 /// Reads a node's metadata: snapshots, checkpoints, the table index and the WAL names; the
 /// live set and everything that needs the Parquet files are left to compute.
 fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Result<Node> {
-    let mut clock = PhaseClock::new(node_id);
+    let mut clock = StepClock::new(node_id);
     let mut findings = Vec::new();
     let snapshots = read_snapshots(dir, node_id, &mut findings)?;
     clock.done("reading the snapshots");
@@ -352,53 +353,6 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
         });
     }
     Ok(checkpoints)
-}
-
-/// The process's resident and peak memory, where the system says (Linux).
-fn resident() -> String {
-    let Ok(status) = fs::read_to_string("/proc/self/status") else {
-        return String::new();
-    };
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().strip_suffix(" kB"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb / 1024)
-    };
-    format!(
-        ", {} MiB resident (peak {} MiB)",
-        field("VmRSS:"),
-        field("VmHWM:")
-    )
-}
-
-/// Logs how long each step of reading a node took (at debug level): where a deep history's
-/// time goes.
-struct PhaseClock<'a> {
-    node: &'a str,
-    last: std::time::Instant,
-}
-
-impl<'a> PhaseClock<'a> {
-    fn new(node: &'a str) -> PhaseClock<'a> {
-        PhaseClock {
-            node,
-            last: std::time::Instant::now(),
-        }
-    }
-
-    fn done(&mut self, what: &str) {
-        let now = std::time::Instant::now();
-        log::debug!(
-            "node {}: {what} took {:.2}s{}",
-            self.node,
-            (now - self.last).as_secs_f64(),
-            resident()
-        );
-        self.last = now;
-    }
 }
 
 /// Reads every requested node.
