@@ -274,6 +274,44 @@ fn trash_moves_happen_under_the_guard() {
     assert!(!guarded(copy.path()));
 }
 
+/// A window directory that holds anything besides replaced files (here a file the metadata
+/// does not list) is not moved whole: that file stays where it was.
+#[test]
+fn a_window_directory_holding_another_file_keeps_it() {
+    let f = fixture("3.10/small");
+    let probe = copy_fixture(&f);
+    assert!(compact(probe.path()).status.success());
+    let run_trash = probe
+        .path()
+        .join(".kompactor/trash")
+        .join(first_run(probe.path()));
+    let moved = moved_whole(&run_trash);
+    assert!(!moved.is_empty(), "no window directory moved whole");
+    let window = moved[0].strip_prefix(&run_trash).unwrap().to_path_buf();
+
+    let copy = copy_fixture(&f);
+    let stray = copy.path().join(&window).join("notes.txt");
+    std::fs::write(&stray, b"an operator's note").unwrap();
+    assert!(compact(copy.path()).status.success());
+    assert!(stray.is_file(), "{} left the node", stray.display());
+    let run_trash = copy
+        .path()
+        .join(".kompactor/trash")
+        .join(first_run(copy.path()));
+    assert!(
+        !moved_whole(&run_trash).contains(&run_trash.join(&window)),
+        "{} was moved whole",
+        window.display()
+    );
+    let left: Vec<_> = std::fs::read_dir(copy.path().join(&window))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "the replaced files stayed");
+    assert_answers_match(&f, copy.path());
+}
+
 /// A window directory is moved to the trash whole when every file in it is replaced; undo
 /// puts it back, file by file should the node have a directory of that name again.
 #[test]

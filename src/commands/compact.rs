@@ -12,7 +12,7 @@ use crate::format::ids::TableKey;
 use crate::format::layout::check_hosts;
 use crate::json;
 use crate::pipeline::commit::{prepare_node, Change, Committed};
-use crate::pipeline::discover::{discover_all, summarize, Finding, Node};
+use crate::pipeline::discover::{discover_all, leave_to_exit, summarize, Finding, Node};
 use crate::pipeline::merge::{Engine, Merged};
 use crate::pipeline::plan::{plan_node, Group, TablePlan};
 use crate::pipeline::prepared::Prepared;
@@ -106,7 +106,7 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
         space,
         read_and_plan: read_started.elapsed().as_secs_f64(),
     };
-    match lock {
+    let result = match lock {
         None => dry_run(args, quiet, verbose, planned),
         Some(lock) => {
             // Refused before anything changes; a write that fails for space anyway says
@@ -128,7 +128,9 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
                 }
             })
         }
-    }
+    };
+    leave_to_exit(nodes);
+    result
 }
 
 fn header(args: &CompactArgs, what: &str) -> String {

@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::format::ids::{FileId, Nanos, TableKey};
 use crate::format::layout::{check_hosts, STATE_DIR};
 use crate::json;
-use crate::pipeline::discover::{discover_node_with, newest_time, summarize, Finding, Node};
+use crate::pipeline::discover::{
+    discover_node_with, leave_to_exit, newest_time, summarize, Finding, Node,
+};
 use crate::pipeline::plan::{plan_node, PlanOptions, QUERY_FILE_LIMIT};
 use crate::pipeline::space::{estimate, SpaceEstimate};
 use crate::units::{parse_size, DEFAULT_MEMORY_LIMIT};
@@ -200,6 +202,8 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
     let budget = parse_size(DEFAULT_MEMORY_LIMIT).expect("the default parses");
     let space = estimate(data_dir, &found, &plans, budget)?;
     let nodes: Vec<NodeStatus> = found.iter().map(node_status).collect();
+    drop(plans);
+    leave_to_exit(found);
     let unfinished = unfinished_runs(data_dir)?;
     let trash = data_dir.join(STATE_DIR).join("trash");
     let trash_bytes = if trash.is_dir() { dir_size(&trash) } else { 0 };

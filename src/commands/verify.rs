@@ -9,7 +9,7 @@ use crate::format::layout::check_hosts;
 use crate::format::model::{Doc, TableIndex};
 use crate::format::parquet::read_row_count;
 use crate::json;
-use crate::pipeline::discover::{discover_node_with, Finding, Node};
+use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, Node};
 use crate::pipeline::workers::parallel_map;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,6 +161,7 @@ pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
             .iter()
             .filter(|f| matches!(f, Finding::Purged { .. }));
         info.push((h.clone(), purged.map(Finding::describe).collect()));
+        leave_to_exit(vec![n]);
     }
     let unfinished = unfinished_runs(data_dir)?;
     let total: usize = all.iter().map(|(_, p)| p.len()).sum::<usize>() + unfinished.len();

@@ -159,16 +159,19 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
         // only while no server can run is that exactly the replaced files. A server started
         // before an interrupted run is finished could write into such a directory.
         clock.done("putting the metadata in place");
-        for r in &n.replaced {
-            // In the trash already: an earlier attempt moved it, and a directory of that name
-            // in the node now is a server's, made after that attempt removed the guard.
-            let to = dirs.data_dir.join(&r.to);
-            if !to.exists() {
-                batch.rename_if_present(&dirs.data_dir.join(&r.from), &to)?;
+        with_read_ahead(&dirs.data_dir, &n.replaced, || {
+            for r in &n.replaced {
+                // In the trash already: an earlier attempt moved it, and a directory of that
+                // name in the node now is a server's, made after that attempt removed the guard.
+                let to = dirs.data_dir.join(&r.to);
+                if !to.exists() {
+                    batch.rename_if_present(&dirs.data_dir.join(&r.from), &to)?;
+                }
+                bar.inc(1);
+                failpoint("after-trash-move")?;
             }
-            bar.inc(1);
-            failpoint("after-trash-move")?;
-        }
+            Ok(())
+        })?;
         batch.finish()?;
         clock.done("moving the replaced files into the trash");
         dirs.remove_guard(&n.node)?;
@@ -184,6 +187,42 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     batch.finish()?;
     dirs.set_state(RunState::Done)?;
     remove_tmp(dirs)
+}
+
+/// Threads that read the moves' sources ahead of `moving` them.
+const READ_AHEAD_THREADS: usize = 16;
+
+/// Runs `moving`, which moves `moves` in order, while a few threads read each source ahead.
+///
+/// Moving a directory to another parent rewrites its `..` entry, which the kernel reads
+/// first. After a long merge a deep history's window directories are rarely still cached,
+/// and read one rename at a time, hundreds of thousands of them took most of the commit.
+/// Read ahead in parallel (listing a directory reads that entry), the renames find them
+/// cached. Reading changes nothing: a source already moved is simply not found.
+fn with_read_ahead(
+    data_dir: &Path,
+    moves: &[Move],
+    moving: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for _ in 0..READ_AHEAD_THREADS.min(moves.len() / 64) {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(m) = moves.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    if let Ok(entries) = fs::read_dir(data_dir.join(&m.from)) {
+                        entries.for_each(drop);
+                    }
+                }
+            });
+        }
+        let moved = moving();
+        stop.store(true, Ordering::Relaxed);
+        moved
+    })
 }
 
 /// Undoes a run that did not reach its commit point: no metadata changed, so removing the

@@ -361,60 +361,52 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
 /// rename is a journaled directory change made while the server is stopped. A directory
 /// that will receive an output, or holds anything else (a hidden file left alone, a file
 /// the metadata does not list), keeps it and gives up only the replaced files.
+///
+/// What a directory holds is what discovery listed ([`Node::listed_dirs`]): the replaced
+/// files are distinct names in it that the merge has read, so a directory that held as
+/// many entries as it has replaced files holds nothing else.
 fn trash_moves(node: &Node, replaced: &DbFiles, outputs: &[Move], dirs: &RunDirs) -> Vec<Move> {
     let trash = |rel: &str| format!("{}/{rel}", dirs.rel_trash());
-    let mut by_dir: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (_, _, f) in replaced.iter() {
-        if let Some((dir, name)) = f.path.rsplit_once('/') {
-            by_dir.entry(dir).or_default().insert(name);
-        }
-    }
     let receives_output: HashSet<&str> = outputs
         .iter()
         .filter_map(|o| o.to.rsplit_once('/').map(|(dir, _)| dir))
         .collect();
-    let data_dir = node.dir.parent().expect("a node dir has a parent");
-    // Ordered, so that the journal lists the moves the same way every time.
-    let candidates: Vec<(&str, &BTreeSet<&str>)> = by_dir
+    // Each replaced path once, with its directory, sorted: so that the journal lists the
+    // moves the same way every time, and each directory's files come together.
+    let mut files: Vec<(&str, &str)> = replaced
         .iter()
-        .filter(|(dir, _)| is_window_dir(&node.id, dir) && !receives_output.contains(*dir))
-        .map(|(dir, names)| (*dir, names))
+        .map(|(_, _, f)| (f.path.rsplit_once('/').map_or("", |(dir, _)| dir), &*f.path))
         .collect();
-    // Listing each directory is a few system calls, hundreds of thousands of times.
-    let whole_ones = crate::pipeline::workers::parallel_map(&candidates, |(dir, names)| {
-        holds_exactly(&data_dir.join(dir), names)
-    });
-    let whole: BTreeSet<&str> = candidates
-        .iter()
-        .zip(whole_ones)
-        .filter(|(_, whole)| *whole)
-        .map(|((dir, _), _)| *dir)
-        .collect();
-    let mut moves: Vec<Move> = whole
-        .iter()
-        .map(|dir| Move {
-            from: dir.to_string(),
-            to: trash(dir),
-        })
-        .collect();
+    files.sort_unstable();
+    files.dedup();
+    let mut moves = Vec::new();
+    let mut single = Vec::new();
+    for in_dir in files.chunk_by(|a, b| a.0 == b.0) {
+        let dir = in_dir[0].0;
+        if is_window_dir(&node.id, dir)
+            && !receives_output.contains(dir)
+            && node.listed_dirs.entries(dir) == Some(in_dir.len())
+        {
+            moves.push(Move {
+                from: dir.to_string(),
+                to: trash(dir),
+            });
+        } else {
+            single.extend(in_dir.iter().map(|&(_, path)| path));
+        }
+    }
     // Two paths fold to one trash name only if names hold `__` (the server writes none);
     // such a file gets a name of its own, so that no move can fail after the commit point.
     let mut taken = HashSet::new();
-    for (_, _, f) in replaced.iter() {
-        if f.path
-            .rsplit_once('/')
-            .is_some_and(|(d, _)| whole.contains(d))
-        {
-            continue;
-        }
-        let mut name = trash_name(&f.path);
+    for path in single {
+        let mut name = trash_name(path);
         let mut n = 0;
         while !taken.insert(name.clone()) {
             n += 1;
-            name = format!("{}.{n}", f.path);
+            name = format!("{path}.{n}");
         }
         moves.push(Move {
-            from: f.path.to_string(),
+            from: path.to_string(),
             to: trash(&name),
         });
     }
@@ -434,24 +426,6 @@ fn is_window_dir(node: &str, dir: &str) -> bool {
     dir.starts_with(&format!("{node}/"))
         && below_table
             .is_some_and(|r| r.split('/').count() == 2 && !r.split('/').any(str::is_empty))
-}
-
-/// Whether `dir` holds exactly the files `names`, and nothing else.
-fn holds_exactly(dir: &Path, names: &BTreeSet<&str>) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    let mut seen = 0;
-    for e in entries {
-        let Ok(e) = e else { return false };
-        let is_file = e.file_type().is_ok_and(|t| t.is_file());
-        let name = e.file_name();
-        if !is_file || !name.to_str().is_some_and(|n| names.contains(n)) {
-            return false;
-        }
-        seen += 1;
-    }
-    seen == names.len()
 }
 
 /// Stages a computed commit in the run directory: every file with the modification time it

@@ -134,10 +134,14 @@ pub fn estimate(
         touched.extend(purged.map(|f| f.id));
         let mut dirs: HashSet<&str> = HashSet::new();
         for g in groups() {
+            // A group's inputs come in runs from one directory: each run is looked up once.
+            let mut last = None;
             for f in &g.inputs {
                 touched.insert(f.entry.id);
-                if let Some(dir) = trash_dir(&f.entry.path) {
-                    dirs.insert(dir);
+                let dir = trash_dir(&f.entry.path);
+                if dir != last {
+                    dirs.extend(dir);
+                    last = dir;
                 }
             }
             let (all, largest) = footers.next().expect("one estimate per group");
@@ -163,16 +167,18 @@ pub fn estimate(
                 size + size * (all - gone + 1) / (all + 1)
             }
         };
-        for s in &node.snapshots {
+        // Tens of thousands of small documents: a few threads share them.
+        let snapshots = parallel_map(&node.snapshots, |s| {
             let v = &s.doc.value;
             let removed = v.removed_files.iter();
-            e.metadata += rewritten(
+            rewritten(
                 s.size,
                 &std::iter::once(&v.databases)
                     .chain(removed)
                     .collect::<Vec<_>>(),
-            );
-        }
+            )
+        });
+        e.metadata += snapshots.iter().sum::<u64>();
         for c in &node.checkpoints {
             let v = &c.doc.value;
             e.metadata += rewritten(c.size, &[&v.databases, &v.pending_removed_files]);

@@ -8,12 +8,14 @@
 //! unknown ones into the `extra` map, and [`parse_recording_keys`] records a document's key
 //! order as it goes, so the text is scanned once.
 
-use super::Doc;
+use super::{Doc, EntryPool, FileEntry};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::Deserializer as _;
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// Implements `Deserialize` for a struct with named fields and an `extra` map of every key it
 /// does not know. `required` fields must be present; `defaulted` ones take their type's
@@ -126,8 +128,25 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for DocVisitor<T> {
             inner: map,
             keys: &mut key_order,
         }))?;
-        Ok(Doc { value, key_order })
+        Ok(Doc {
+            value,
+            key_order: shared_order(key_order),
+        })
     }
+}
+
+thread_local! {
+    /// The key order of the last document this thread read.
+    static LAST_ORDER: RefCell<Option<Arc<[String]>>> = const { RefCell::new(None) };
+}
+
+/// The key order as a shared list: a node's tens of thousands of snapshots all have the
+/// same one, and a list of its own took each of them a kilobyte.
+fn shared_order(keys: Vec<String>) -> Arc<[String]> {
+    LAST_ORDER.with_borrow_mut(|last| match last {
+        Some(order) if **order == *keys => Arc::clone(order),
+        _ => Arc::clone(last.insert(keys.into())),
+    })
 }
 
 /// A map whose keys are noted down as they are read.
@@ -182,5 +201,33 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for TopLevel<'a> {
             }
         }
         d.deserialize_map(V(PhantomData))
+    }
+}
+
+thread_local! {
+    /// The entries the document this thread is reading may share ([`with_pool`]). Set up
+    /// without a lazy first use: it is looked at once per entry, millions of times.
+    static POOL: RefCell<Option<EntryPool>> = const { RefCell::new(None) };
+}
+
+/// Runs `read` with `pool` as this thread's pool of entries to share, and gives it back.
+pub fn with_pool<R>(pool: &mut EntryPool, read: impl FnOnce() -> R) -> R {
+    POOL.set(Some(std::mem::take(pool)));
+    let out = read();
+    *pool = POOL.take().expect("the pool stays while reading");
+    out
+}
+
+/// A file entry as read: the pool's equal entry when it has one, else a new one.
+pub struct Shared(pub Arc<FileEntry>);
+
+impl<'de> serde::Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shared, D::Error> {
+        let entry = FileEntry::deserialize(d)?;
+        let same = POOL.with_borrow(|pool| {
+            let same = pool.as_ref()?.0.get(&entry.id)?;
+            (**same == entry).then(|| Arc::clone(same))
+        });
+        Ok(Shared(same.unwrap_or_else(|| Arc::new(entry))))
     }
 }

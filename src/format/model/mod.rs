@@ -64,7 +64,48 @@ pub struct DbTables {
     pub extra: Map<String, Value>,
 }
 
-deserialize_with_extra!(DbTables, "a database's tables", required: [tables], defaulted: []);
+/// A database's tables as they are read: each entry through [`de::share`].
+struct DbTablesRead {
+    tables: Vec<(TableId, Vec<de::Shared>)>,
+    extra: Map<String, Value>,
+}
+
+deserialize_with_extra!(DbTablesRead, "a database's tables", required: [tables], defaulted: []);
+
+impl<'de> Deserialize<'de> for DbTables {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DbTables, D::Error> {
+        let read = DbTablesRead::deserialize(d)?;
+        // Both conversions keep their vectors' allocations.
+        let tables = read
+            .tables
+            .into_iter()
+            .map(|(table, files)| (table, files.into_iter().map(|f| f.0).collect()))
+            .collect();
+        Ok(DbTables {
+            tables,
+            extra: read.extra,
+        })
+    }
+}
+
+/// File entries that a document being read takes instead of its own equal copies, by id.
+///
+/// A checkpoint lists again every file of the snapshots it covers: on a deep history a
+/// million entries. Read through a pool of the snapshots' entries, it allocates none of
+/// them, where reading them first and sharing them after held them all twice.
+#[derive(Default)]
+pub struct EntryPool(foldhash::HashMap<FileId, Arc<FileEntry>>);
+
+impl EntryPool {
+    /// A pool of `entries`, of which there are `count`; of two with one id, the later.
+    pub fn new<'a>(count: usize, entries: impl Iterator<Item = &'a Arc<FileEntry>>) -> EntryPool {
+        use foldhash::HashMapExt;
+        // Sized once: growing a map of millions holds the old one beside the new.
+        let mut map = foldhash::HashMap::with_capacity(count);
+        map.extend(entries.map(|f| (f.id, Arc::clone(f))));
+        EntryPool(map)
+    }
+}
 
 /// The `[[db_id, {"tables": ...}], ...]` pair map used for added and removed files.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -324,7 +365,8 @@ fn node_id_of(extra: &Map<String, Value>) -> Option<&str> {
 #[derive(Clone, Debug)]
 pub struct Doc<T> {
     pub value: T,
-    key_order: Vec<String>,
+    /// Shared between documents of the same shape.
+    key_order: Arc<[String]>,
 }
 
 impl<T: Serialize + DeserializeOwned> Doc<T> {
@@ -333,11 +375,17 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         de::parse_recording_keys(text)
     }
 
+    /// Parses JSON text like [`Doc::parse`], taking from `pool` every file entry equal to
+    /// one of its own.
+    pub fn parse_sharing(text: &[u8], pool: &mut EntryPool) -> Result<Doc<T>, serde_json::Error> {
+        de::with_pool(pool, || de::parse_recording_keys(text))
+    }
+
     /// Interprets an already parsed JSON value, keeping its key order.
     pub fn from_value(raw: Value) -> Result<Doc<T>, serde_json::Error> {
-        let key_order = match &raw {
+        let key_order: Arc<[String]> = match &raw {
             Value::Object(m) => m.keys().cloned().collect(),
-            _ => Vec::new(),
+            _ => Arc::new([]),
         };
         Ok(Doc {
             value: serde_json::from_value(raw)?,
@@ -349,7 +397,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     pub fn new(value: T, like: &Doc<T>) -> Doc<T> {
         Doc {
             value,
-            key_order: like.key_order.clone(),
+            key_order: Arc::clone(&like.key_order),
         }
     }
 
@@ -359,7 +407,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         match v {
             Value::Object(mut m) => {
                 let mut out = Map::new();
-                for k in &self.key_order {
+                for k in self.key_order.iter() {
                     if let Some(x) = m.shift_remove(k) {
                         out.insert(k.clone(), x);
                     }
@@ -521,5 +569,30 @@ mod tests {
         assert_eq!(d.0[0].1.tables.len(), 2);
         assert_eq!(d.retain_files(|e| e.id != FileId(2)), 1);
         assert_eq!(d.totals().row_count, 2);
+    }
+
+    #[test]
+    fn a_pool_gives_its_entry_only_for_an_equal_one() {
+        let snap: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
+        let entry = |doc: &Doc<Snapshot>| Arc::clone(doc.value.databases.iter().next().unwrap().2);
+        let mut pool = EntryPool::new(1, std::iter::once(&entry(&snap)));
+        let same: Doc<Snapshot> = Doc::parse_sharing(THREE_ZERO.as_bytes(), &mut pool).unwrap();
+        assert!(Arc::ptr_eq(&entry(&same), &entry(&snap)));
+        let resized = THREE_ZERO.replace(
+            r#""size_bytes": 10, "row_count": 2, "chunk"#,
+            r#""size_bytes": 11, "row_count": 2, "chunk"#,
+        );
+        let other: Doc<Snapshot> = Doc::parse_sharing(resized.as_bytes(), &mut pool).unwrap();
+        assert!(!Arc::ptr_eq(&entry(&other), &entry(&snap)));
+        assert_eq!(
+            entry(&other).size_bytes,
+            11,
+            "an entry that differs is read as it is"
+        );
+        let alone: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
+        assert!(
+            !Arc::ptr_eq(&entry(&alone), &entry(&snap)),
+            "no pool outside parse_sharing"
+        );
     }
 }

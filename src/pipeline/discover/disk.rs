@@ -8,7 +8,6 @@
 
 use crate::error::{Error, Result};
 use foldhash::{HashMap, HashMapExt};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A path's fingerprint, as two halves: a `u128` would align the table's entries to 16
@@ -26,31 +25,65 @@ impl PathKey {
 /// Set in a size when the metadata refers to the file (no file is 8 EiB).
 const REFERENCED: u64 = 1 << 63;
 
+/// How many entries each directory under a node's `dbs/` held when discovery listed it.
+///
+/// The commit moves a window directory into the trash whole when it holds nothing but
+/// replaced files. A deep history has hundreds of thousands of them, and listing each again
+/// at commit time, while the server is stopped, took longer than the rest of the commit.
+/// Nothing else writes there in between: the server is stopped and kompactor holds the
+/// node from discovery to commit.
+#[derive(Default)]
+pub struct ListedDirs(HashMap<PathKey, u32>);
+
+impl ListedDirs {
+    /// How many entries of any kind `dir` (relative to the data dir) held; none when it was
+    /// not listed.
+    pub fn entries(&self, dir: &str) -> Option<usize> {
+        self.0.get(&PathKey::of(dir)).map(|&n| n as usize)
+    }
+}
+
+impl std::fmt::Debug for ListedDirs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ListedDirs({} directories)", self.0.len())
+    }
+}
+
 /// The `.parquet` files under a node's `dbs/`, with their sizes.
 pub(super) struct DiskFiles {
     /// Size by path fingerprint, with [`REFERENCED`] set once [`DiskFiles::refer`] saw it.
     sizes: HashMap<PathKey, u64>,
-    /// The listed directory, and its path relative to the data dir.
-    dbs: PathBuf,
+    /// What each directory held.
+    dirs: ListedDirs,
+    /// The data dir, and the listed directory's path relative to it.
+    data_dir: PathBuf,
     rel: String,
 }
 
 impl DiskFiles {
-    /// Lists `dbs` (whose path relative to the data dir is `rel`); none when it is absent.
-    pub fn list(dbs: &Path, rel: &str) -> Result<DiskFiles> {
-        let parts = walk(dbs, rel, Sizes::Read, &|path, size| {
+    /// Lists `<data_dir>/<rel>` (a node's `dbs/`); none when it is absent.
+    pub fn list(data_dir: &Path, rel: &str) -> Result<DiskFiles> {
+        let parts = walk(data_dir, rel, Sizes::Read, &|path, size| {
             Some((PathKey::of(path), size))
         })?;
         // Sized once: growing a table of millions rehashes it while the old one is held.
-        let mut sizes = HashMap::with_capacity(parts.iter().map(Vec::len).sum());
+        let mut sizes = HashMap::with_capacity(parts.iter().map(|p| p.kept.len()).sum());
+        let mut dirs = HashMap::with_capacity(parts.iter().map(|p| p.dirs.len()).sum());
         for part in parts {
-            sizes.extend(part);
+            sizes.extend(part.kept);
+            dirs.extend(part.dirs);
         }
         Ok(DiskFiles {
             sizes,
-            dbs: dbs.to_path_buf(),
+            dirs: ListedDirs(dirs),
+            data_dir: data_dir.to_path_buf(),
             rel: rel.to_string(),
         })
+    }
+
+    /// Takes what each directory held, for the commit.
+    pub fn take_dirs(&mut self) -> ListedDirs {
+        std::mem::take(&mut self.dirs)
     }
 
     /// Whether `path` (relative to the data dir) is one of them.
@@ -72,13 +105,13 @@ impl DiskFiles {
         if self.sizes.values().all(|s| s & REFERENCED != 0) {
             return Ok(Vec::new());
         }
-        let parts = walk(&self.dbs, &self.rel, Sizes::Skip, &|path, _| {
+        let parts = walk(&self.data_dir, &self.rel, Sizes::Skip, &|path, _| {
             self.sizes
                 .get(&PathKey::of(path))
                 .is_some_and(|s| s & REFERENCED == 0)
                 .then(|| path.to_string())
         })?;
-        let mut out: Vec<String> = parts.into_iter().flatten().collect();
+        let mut out: Vec<String> = parts.into_iter().flat_map(|p| p.kept).collect();
         out.sort();
         Ok(out)
     }
@@ -91,83 +124,275 @@ enum Sizes {
     Skip,
 }
 
-/// Passes every `.parquet` file under `dbs` (whose path relative to the data dir is `rel`),
-/// at any depth, to `keep` with its size, and returns what it kept, in parts; none when
-/// `dbs` is absent.
+/// What a walk kept of the files of some directories, and how many entries each held.
+struct Part<T> {
+    kept: Vec<T>,
+    dirs: Vec<(PathKey, u32)>,
+}
+
+impl<T> Default for Part<T> {
+    fn default() -> Part<T> {
+        Part {
+            kept: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+}
+
+/// Passes every `.parquet` file under `<data_dir>/<rel>` (`<node>/dbs`), at any depth, to
+/// `keep` with its path relative to the data dir and its size, and returns what it kept, in
+/// parts; none when that directory is absent.
 ///
 /// Each table's directory is walked on one of a few threads: on a deep history they hold
 /// hundreds of thousands of window directories.
 fn walk<T: Send>(
-    dbs: &Path,
+    data_dir: &Path,
     rel: &str,
     sizes: Sizes,
     keep: &(dyn Fn(&str, u64) -> Option<T> + Sync),
-) -> Result<Vec<Vec<T>>> {
+) -> Result<Vec<Part<T>>> {
+    let dbs = data_dir.join(rel);
     if !dbs.is_dir() {
         return Ok(Vec::new());
     }
     // Files above the table directories (there should be none) go in the first part.
-    let mut top = Vec::new();
+    let mut top = Part::default();
+    let mut found = |p: &str, size| top.kept.extend(keep(p, size));
+    let mut dbs_dir = OpenDir::open(&dbs).map_err(|e| Error::io(&dbs, "list", e))?;
     let mut tables = Vec::new();
-    for (db, db_rel) in list_dir(dbs, rel, sizes, &mut |p, size| top.extend(keep(p, size)))? {
-        tables.extend(list_dir(&db, &db_rel, sizes, &mut |p, size| {
-            top.extend(keep(p, size))
-        })?);
+    for db in list(
+        &mut dbs_dir,
+        rel,
+        data_dir,
+        sizes,
+        &mut found,
+        &mut top.dirs,
+    )? {
+        let db_rel = format!("{rel}/{db}");
+        let mut db_dir = dbs_dir
+            .child(&db)
+            .map_err(|e| Error::io(data_dir.join(&db_rel), "list", e))?;
+        let in_db = list(
+            &mut db_dir,
+            &db_rel,
+            data_dir,
+            sizes,
+            &mut found,
+            &mut top.dirs,
+        )?;
+        tables.extend(in_db.into_iter().map(|t| format!("{db_rel}/{t}")));
     }
-    let parts = crate::pipeline::workers::parallel_map(&tables, |(dir, rel)| {
-        let mut part = Vec::new();
-        let mut todo = vec![(dir.clone(), rel.clone())];
-        while let Some((d, r)) = todo.pop() {
-            todo.extend(list_dir(&d, &r, sizes, &mut |p, size| {
-                part.extend(keep(p, size))
-            })?);
-        }
+    let parts = crate::pipeline::workers::parallel_map(&tables, |table_rel| {
+        let mut part = Part::default();
+        let abs = data_dir.join(table_rel);
+        let mut dir = OpenDir::open(&abs).map_err(|e| Error::io(&abs, "list", e))?;
+        let mut found = |p: &str, size| part.kept.extend(keep(p, size));
+        let mut rel = table_rel.clone();
+        walk_tree(
+            &mut dir,
+            &mut rel,
+            data_dir,
+            sizes,
+            &mut found,
+            &mut part.dirs,
+        )?;
         Ok::<_, Error>(part)
     });
     std::iter::once(Ok(top)).chain(parts).collect()
 }
 
-/// Passes each `.parquet` file in `dir` (whose path relative to the data dir is `rel`) to
-/// `found` with its size (read relative to the directory: one system call, no path walk);
-/// returns the subdirectories.
-fn list_dir(
-    dir: &Path,
-    rel: &str,
+/// Lists `dir` (at `rel`) and everything below it, depth first. Each subdirectory is opened
+/// relative to its parent: one name to look up rather than a whole path, and no more open
+/// directories than levels.
+fn walk_tree(
+    dir: &mut OpenDir,
+    rel: &mut String,
+    data_dir: &Path,
     sizes: Sizes,
     found: &mut dyn FnMut(&str, u64),
-) -> Result<Vec<(PathBuf, String)>> {
-    let mut subdirs = Vec::new();
+    dirs: &mut Vec<(PathKey, u32)>,
+) -> Result<()> {
+    for name in list(dir, rel, data_dir, sizes, found, dirs)? {
+        let len = rel.len();
+        rel.push('/');
+        rel.push_str(&name);
+        let mut child = dir
+            .child(&name)
+            .map_err(|e| Error::io(data_dir.join(&*rel), "list", e))?;
+        walk_tree(&mut child, rel, data_dir, sizes, found, dirs)?;
+        rel.truncate(len);
+    }
+    Ok(())
+}
+
+/// Lists one directory (at `rel`): passes each `.parquet` file in it to `found` with its
+/// size, records how many entries of any kind it holds, and returns its subdirectories.
+fn list(
+    dir: &mut OpenDir,
+    rel: &str,
+    data_dir: &Path,
+    sizes: Sizes,
+    found: &mut dyn FnMut(&str, u64),
+    dirs: &mut Vec<(PathKey, u32)>,
+) -> Result<Vec<String>> {
+    let is_parquet = |name: &str| name.ends_with(".parquet");
+    let entries = dir
+        .entries(&|name| sizes == Sizes::Read && is_parquet(name))
+        .map_err(|e| Error::io(data_dir.join(rel), "list", e))?;
+    dirs.push((
+        PathKey::of(rel),
+        u32::try_from(entries.len()).unwrap_or(u32::MAX),
+    ));
     // One buffer for every path of the directory: no allocation per file.
     let mut path = format!("{rel}/");
     let prefix = path.len();
-    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))? {
-        let e = e.map_err(|e| Error::io(dir, "list", e))?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let ty = e
-            .file_type()
-            .map_err(|err| Error::io(e.path(), "stat", err))?;
-        path.truncate(prefix);
-        path.push_str(&name);
-        if ty.is_dir() {
-            subdirs.push((e.path(), path.clone()));
-        } else if ty.is_file() && name.ends_with(".parquet") {
-            let size = match sizes {
-                Sizes::Read => e
-                    .metadata()
-                    .map_err(|err| Error::io(e.path(), "stat", err))?
-                    .len(),
-                Sizes::Skip => 0,
-            };
-            found(&path, size);
+    let mut subdirs = Vec::new();
+    for e in entries {
+        match e.kind {
+            Kind::Dir => subdirs.push(e.name),
+            Kind::File if is_parquet(&e.name) => {
+                path.truncate(prefix);
+                path.push_str(&e.name);
+                let size = e
+                    .size
+                    .transpose()
+                    .map_err(|err| Error::io(data_dir.join(&path), "stat", err))?;
+                found(&path, size.unwrap_or(0));
+            }
+            Kind::File | Kind::Other => {}
         }
     }
     Ok(subdirs)
 }
 
+/// What a directory entry is: only directories and regular files are followed or kept.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Dir,
+    File,
+    Other,
+}
+
+/// One entry of a directory.
+struct Entry {
+    name: String,
+    kind: Kind,
+    /// The file's size, when it was asked for.
+    size: Option<std::io::Result<u64>>,
+}
+
+#[cfg(unix)]
+use fd_dir::OpenDir;
+#[cfg(not(unix))]
+use path_dir::OpenDir;
+
+/// Directories listed through file descriptors: a subdirectory is opened, and a file's size
+/// read, relative to its directory.
+#[cfg(unix)]
+mod fd_dir {
+    use super::{Entry, Kind};
+    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+    use std::io;
+    use std::path::Path;
+
+    const FLAGS: OFlags = OFlags::RDONLY
+        .union(OFlags::DIRECTORY)
+        .union(OFlags::CLOEXEC);
+
+    pub struct OpenDir(Dir);
+
+    impl OpenDir {
+        pub fn open(path: &Path) -> io::Result<OpenDir> {
+            let fd = rustix::fs::open(path, FLAGS, Mode::empty())?;
+            Ok(OpenDir(Dir::new(fd)?))
+        }
+
+        pub fn child(&self, name: &str) -> io::Result<OpenDir> {
+            let fd = rustix::fs::openat(self.0.fd()?, name, FLAGS, Mode::empty())?;
+            Ok(OpenDir(Dir::new(fd)?))
+        }
+
+        /// Every entry but `.` and `..`, with the size of each file `sized` names.
+        pub fn entries(&mut self, sized: &dyn Fn(&str) -> bool) -> io::Result<Vec<Entry>> {
+            let mut out = Vec::new();
+            while let Some(e) = self.0.read() {
+                let e = e?;
+                let raw = e.file_name();
+                if matches!(raw.to_bytes(), b"." | b"..") {
+                    continue;
+                }
+                let name = String::from_utf8_lossy(raw.to_bytes()).into_owned();
+                let wants_size = sized(&name);
+                let mut ty = e.file_type();
+                let mut size = None;
+                // A file system that does not give types in listings is asked per entry.
+                if ty == FileType::Unknown || (ty == FileType::RegularFile && wants_size) {
+                    match rustix::fs::statat(self.0.fd()?, raw, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => {
+                            ty = FileType::from_raw_mode(st.st_mode);
+                            size = Some(Ok(u64::try_from(st.st_size).unwrap_or(0)));
+                        }
+                        Err(err) => size = Some(Err(err.into())),
+                    }
+                }
+                let kind = match ty {
+                    FileType::Directory => Kind::Dir,
+                    FileType::RegularFile => Kind::File,
+                    _ => Kind::Other,
+                };
+                let size = size.filter(|_| kind == Kind::File && wants_size);
+                out.push(Entry { name, kind, size });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Directories listed by path, where file descriptors are not at hand.
+#[cfg(not(unix))]
+mod path_dir {
+    use super::{Entry, Kind};
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    pub struct OpenDir(PathBuf);
+
+    impl OpenDir {
+        pub fn open(path: &Path) -> io::Result<OpenDir> {
+            Ok(OpenDir(path.to_path_buf()))
+        }
+
+        pub fn child(&self, name: &str) -> io::Result<OpenDir> {
+            Ok(OpenDir(self.0.join(name)))
+        }
+
+        /// Every entry, with the size of each file `sized` names.
+        pub fn entries(&mut self, sized: &dyn Fn(&str) -> bool) -> io::Result<Vec<Entry>> {
+            let mut out = Vec::new();
+            for e in std::fs::read_dir(&self.0)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ty = e.file_type()?;
+                let kind = if ty.is_dir() {
+                    Kind::Dir
+                } else if ty.is_file() {
+                    Kind::File
+                } else {
+                    Kind::Other
+                };
+                let size =
+                    (kind == Kind::File && sized(&name)).then(|| e.metadata().map(|m| m.len()));
+                out.push(Entry { name, kind, size });
+            }
+            Ok(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn finds_sizes_and_names_only_the_unreferenced() {
@@ -178,7 +403,7 @@ mod tests {
         fs::write(dir.join("1.parquet"), b"abc").unwrap();
         fs::write(dir.join("2.parquet"), b"abcdef").unwrap();
         fs::write(dir.join("notes.txt"), b"x").unwrap();
-        let mut files = DiskFiles::list(&dbs, "node0/dbs").unwrap();
+        let mut files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
         let one = "node0/dbs/1/2/2025-01-01/00-00/1.parquet";
         let two = "node0/dbs/1/2/2025-01-01/00-00/2.parquet";
         assert!(files.contains(one) && !files.contains("node0/dbs/1/2/x.parquet"));
@@ -193,6 +418,16 @@ mod tests {
         assert_eq!(files.unreferenced().unwrap(), [one]);
         assert_eq!(files.refer(one), Some(3));
         assert!(files.unreferenced().unwrap().is_empty());
+        let dirs = files.take_dirs();
+        let window = "node0/dbs/1/2/2025-01-01/00-00";
+        assert_eq!(
+            dirs.entries(window),
+            Some(3),
+            "every entry counts, not only Parquet"
+        );
+        assert_eq!(dirs.entries("node0/dbs/1/2/2025-01-01"), Some(1));
+        assert_eq!(dirs.entries("node0/dbs"), Some(1));
+        assert_eq!(dirs.entries("node0/dbs/1/2/2025-01-02"), None);
     }
 
     #[test]
@@ -201,7 +436,7 @@ mod tests {
         let dbs = tmp.path().join("node0/dbs");
         fs::create_dir_all(dbs.join("1/2/2025-01-01/00-00")).unwrap();
         fs::write(dbs.join("1/stray.parquet"), b"ab").unwrap();
-        let mut files = DiskFiles::list(&dbs, "node0/dbs").unwrap();
+        let mut files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
         assert_eq!(files.unreferenced().unwrap(), ["node0/dbs/1/stray.parquet"]);
         assert_eq!(files.refer("node0/dbs/1/stray.parquet"), Some(2));
     }
@@ -209,7 +444,7 @@ mod tests {
     #[test]
     fn a_missing_dbs_dir_holds_no_files() {
         let tmp = tempfile::tempdir().unwrap();
-        let files = DiskFiles::list(&tmp.path().join("dbs"), "node0/dbs").unwrap();
+        let files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
         assert!(!files.contains("node0/dbs/1.parquet"));
         assert!(files.unreferenced().unwrap().is_empty());
     }

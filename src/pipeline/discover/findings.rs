@@ -156,11 +156,44 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
     out
 }
 
-/// Compares the live set with the files on disk, and looks for reused ids and WAL tails.
+/// The ids that the snapshots and checkpoints list with more than one path.
 ///
-/// The files on disk are done with first, and let go before the ids are gathered: on a deep
-/// history each takes a hundred megabytes or more.
-pub(super) fn check_files(node: &mut Node, mut disk: DiskFiles) -> Result<()> {
+/// It needs only the documents, so discovery finds them beside the purged files: on a deep
+/// history, sorting millions of ids takes a second.
+pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
+    let docs = || {
+        node.snapshots
+            .iter()
+            .map(|s| &s.doc.value.databases)
+            .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
+    };
+    // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
+    // vector of exactly their number is a third of a hash map's memory.
+    let mut listed: Vec<(FileId, &str)> =
+        Vec::with_capacity(docs().map(|files| files.iter().count()).sum());
+    listed.extend(docs().flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &*f.path))));
+    listed.sort_unstable();
+    listed.dedup();
+    listed
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|c| c.len() > 1)
+        .map(|same_id| Finding::DuplicateId {
+            id: same_id[0].0,
+            paths: same_id.iter().map(|(_, p)| p.to_string()).collect(),
+        })
+        .collect()
+}
+
+/// Compares the live set with the files on disk, and looks for WAL tails; `duplicates`
+/// ([`duplicate_ids`]) go first among the findings.
+///
+/// The files on disk are let go of as soon as they are compared: on a deep history they
+/// take a hundred megabytes or more.
+pub(super) fn check_files(
+    node: &mut Node,
+    mut disk: DiskFiles,
+    duplicates: Vec<Finding>,
+) -> Result<()> {
     let data_dir = node
         .dir
         .parent()
@@ -224,21 +257,7 @@ pub(super) fn check_files(node: &mut Node, mut disk: DiskFiles) -> Result<()> {
         });
     }
 
-    let mut findings = Vec::new();
-    // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
-    // vector of exactly their number is a third of a hash map's memory.
-    let mut listed: Vec<(FileId, &str)> =
-        Vec::with_capacity(docs().map(|files| files.iter().count()).sum());
-    listed.extend(docs().flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &*f.path))));
-    listed.sort_unstable();
-    listed.dedup();
-    for same_id in listed.chunk_by(|a, b| a.0 == b.0).filter(|c| c.len() > 1) {
-        findings.push(Finding::DuplicateId {
-            id: same_id[0].0,
-            paths: same_id.iter().map(|(_, p)| p.to_string()).collect(),
-        });
-    }
-    drop(listed);
+    let mut findings = duplicates;
     findings.extend(on_disk);
     if let Some(newest) = node.newest_snapshot() {
         let w = newest.doc.value.wal_file_sequence_number;

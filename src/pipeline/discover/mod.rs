@@ -11,26 +11,25 @@ mod live;
 mod node;
 pub mod purged;
 
+pub use disk::ListedDirs;
 pub use findings::{summarize, Finding};
 pub use live::Generation;
 pub use node::{newest_time, CheckpointFile, LiveFile, Node, SnapshotFile};
 
 use crate::error::{Error, Result};
-use crate::format::ids::SnapshotSeq;
 use crate::format::ids::{FileId, WalSeq};
+use crate::format::ids::{SnapshotSeq, TableKey};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{
-    Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
+    Checkpoint, Doc, EntryPool, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
 use crate::progress::StepClock;
 use disk::DiskFiles;
-use foldhash::{HashMap, HashMapExt, HashSet};
-use purged::find_purged;
+use purged::{find_purged, PurgedTable};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -44,12 +43,18 @@ fn stat(path: &Path) -> Result<(SystemTime, u64)> {
         .map_err(|e| Error::io(path, "read the modification time of", e))
 }
 
+/// Reads and parses a JSON document, sharing the entries of `pool` when given.
 fn parse_json_doc<T: serde::Serialize + serde::de::DeserializeOwned>(
     path: &Path,
     what: &str,
+    pool: Option<&mut EntryPool>,
 ) -> Result<Doc<T>> {
     let bytes = read(path)?;
-    Doc::parse(&bytes).map_err(|e| {
+    let parsed = match pool {
+        Some(pool) => Doc::parse_sharing(&bytes, pool),
+        None => Doc::parse(&bytes),
+    };
+    parsed.map_err(|e| {
         let hint = if e.is_eof() { " (the file is truncated)" } else { "" };
         Error::at(path, format!("not a valid {what}: {e}{hint}"))
             .hint("the node's metadata is damaged; restore this file from a backup before running kompactor")
@@ -116,14 +121,14 @@ pub fn discover_node_with(
     load_window: Option<usize>,
 ) -> Result<Node> {
     let dir = data_dir.join(node_id);
-    let (dbs, dbs_rel) = (dir.join("dbs"), format!("{node_id}/dbs"));
+    let dbs_rel = format!("{node_id}/dbs");
     // Listing a deep history's window directories is mostly the kernel's work and takes as
     // long as everything else put together: it runs beside the steps that do not need it,
     // several of which use one core only.
     std::thread::scope(|scope| {
         let listing = scope.spawn(|| {
             let mut clock = StepClock::new(node_id);
-            let disk = DiskFiles::list(&dbs, &dbs_rel);
+            let disk = DiskFiles::list(data_dir, &dbs_rel);
             clock.done("listing the Parquet files (beside the next steps)");
             disk
         });
@@ -131,14 +136,25 @@ pub fn discover_node_with(
         let mut clock = StepClock::new(node_id);
         live::compute_live(&mut node);
         clock.done("the live set");
-        let disk = listing.join().expect("listing the files does not panic")?;
+        let mut disk = listing.join().expect("listing the files does not panic")?;
+        node.listed_dirs = disk.take_dirs();
         clock.done("waiting for the listing");
         let removed = node.removal_named_ids();
-        set_purged_aside(&mut node, data_dir, &disk, &removed);
-        clock.done("purged files");
+        let (purged, duplicates) = std::thread::scope(|scope| {
+            let duplicates = scope.spawn(|| findings::duplicate_ids(&node));
+            let purged = find_purged(&node, data_dir, &disk, &removed);
+            (
+                purged,
+                duplicates
+                    .join()
+                    .expect("finding reused ids does not panic"),
+            )
+        });
+        set_purged_aside(&mut node, purged);
+        clock.done("purged files and reused ids");
         live::compute_hidden(&mut node, &disk, &removed);
         clock.done("hidden files");
-        findings::check_files(&mut node, disk)?;
+        findings::check_files(&mut node, disk, duplicates)?;
         clock.done("checking the files");
         Ok(node)
     })
@@ -156,7 +172,7 @@ fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Resul
 
     let marker_path = dir.join("table-index-conversion-completed");
     let table_index_marker = if marker_path.is_file() {
-        Some(parse_json_doc::<TableIndexMarker>(&marker_path, "table-index marker")?.value)
+        Some(parse_json_doc::<TableIndexMarker>(&marker_path, "table-index marker", None)?.value)
     } else {
         None
     };
@@ -223,6 +239,7 @@ fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Resul
         loaded_snapshots: 0,
         purged: BTreeMap::new(),
         hidden: BTreeMap::new(),
+        listed_dirs: ListedDirs::default(),
         load_window: load_window.unwrap_or_else(|| generation.default_load_window()),
     })
 }
@@ -288,9 +305,9 @@ fn read_snapshots(
 /// Reads and parses every checkpoint (`snapshot-checkpoints/YYYY-MM/*.checkpoint.json`).
 ///
 /// A checkpoint lists again every file of the snapshots it covers: on a deep history, a
-/// million entries in a file of hundreds of megabytes. Checkpoints are read one at a time,
-/// and each entry equal to that of a snapshot is replaced by the snapshot's own before the
-/// next is read, so that no two copies of them are ever held together.
+/// million entries in a file of hundreds of megabytes. Each is read through a pool of the
+/// snapshots' entries ([`EntryPool`]), so that an entry equal to a snapshot's is that
+/// entry, never a copy.
 fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<CheckpointFile>> {
     let cp_dir = dir.join("snapshot-checkpoints");
     if !cp_dir.is_dir() {
@@ -329,19 +346,12 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
             .iter()
             .take_while(|s| s.seq <= covered)
             .flat_map(|s| s.doc.value.databases.iter())
+            .map(|(_, _, f)| f)
     };
-    let mut by_id: HashMap<FileId, &Arc<FileEntry>> = HashMap::with_capacity(listed().count());
-    by_id.extend(listed().map(|(_, _, f)| (f.id, f)));
+    let mut pool = EntryPool::new(listed().count(), listed());
     let mut checkpoints = Vec::with_capacity(paths.len());
     for path in paths {
-        let mut doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint")?;
-        for f in doc.value.databases.entries_mut() {
-            if let Some(&e) = by_id.get(&f.id) {
-                if e == f {
-                    *f = Arc::clone(e);
-                }
-            }
-        }
+        let mut doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint", Some(&mut pool))?;
         doc.value.databases.shrink_to_fit();
         doc.value.pending_removed_files.shrink_to_fit();
         let (mtime, size) = stat(&path)?;
@@ -373,15 +383,16 @@ pub fn discover_all(
         .collect()
 }
 
-/// Takes the entries the server purged out of the live set: they hold no row a query can
-/// return (expired, or of a deleted table), and they are not damage.
-fn set_purged_aside(
-    node: &mut Node,
-    data_dir: &Path,
-    disk: &DiskFiles,
-    removal_named: &HashSet<FileId>,
-) {
-    node.purged = find_purged(node, data_dir, disk, removal_named);
+/// Lets go of nodes at the end of a command without freeing them: the process exits next,
+/// and freeing a deep history's millions of entries one at a time took about a second.
+pub fn leave_to_exit(nodes: Vec<Node>) {
+    std::mem::forget(nodes);
+}
+
+/// Takes the entries the server purged ([`find_purged`]) out of the live set: they hold no
+/// row a query can return (expired, or of a deleted table), and they are not damage.
+fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) {
+    node.purged = purged;
     let ids: BTreeSet<FileId> = node
         .purged
         .values()
@@ -407,6 +418,9 @@ fn set_purged_aside(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::model::FileEntry;
+    use foldhash::HashMap;
+    use std::sync::Arc;
 
     #[test]
     fn checkpoint_entries_share_the_entries_of_the_snapshots_they_cover() {

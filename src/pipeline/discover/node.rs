@@ -1,5 +1,6 @@
 //! A node as discovery found it: its metadata files, its live files, and what is wrong.
 
+use super::disk::ListedDirs;
 use super::findings::Finding;
 use super::live::Generation;
 use super::purged::PurgedTable;
@@ -64,6 +65,8 @@ pub struct Node {
     pub purged: BTreeMap<TableKey, PurgedTable>,
     /// Files on disk that the server does not load (beyond its load window), per table.
     pub hidden: BTreeMap<TableKey, Vec<LiveFile>>,
+    /// How many entries each directory under `dbs/` held when it was listed.
+    pub listed_dirs: ListedDirs,
     /// How many of the newest snapshots the server loads when it has no checkpoints.
     pub load_window: usize,
 }
