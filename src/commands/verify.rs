@@ -10,7 +10,7 @@ use crate::format::model::{Doc, TableIndex};
 use crate::format::parquet::read_row_count;
 use crate::json;
 use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, Node};
-use crate::pipeline::workers::parallel_map;
+use crate::pipeline::workers::parallel_map_io;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -60,7 +60,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         .flatten()
         .filter(|f| !bad.contains(&f.entry.id))
         .collect();
-    let counted = parallel_map(&files, |f| {
+    let counted = parallel_map_io(&files, |f| {
         read_row_count(&data_dir.join(&*f.entry.path), f.entry.size_bytes)
     });
     for (f, rows) in files.iter().zip(counted) {

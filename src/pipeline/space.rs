@@ -9,7 +9,7 @@ use crate::format::model::DbFiles;
 use crate::format::parquet::footer_len;
 use crate::pipeline::discover::Node;
 use crate::pipeline::plan::{Group, TablePlan};
-use crate::pipeline::workers::parallel_map;
+use crate::pipeline::workers::{parallel_map, parallel_map_io};
 use crate::units::{human_bytes, MemoryBudget};
 use foldhash::{HashSet, HashSetExt};
 use serde::Serialize;
@@ -111,7 +111,7 @@ pub fn estimate(
     // estimated from a few of its inputs (reading every input's tail would cost a second per
     // hundred thousand files), taking the smallest sampled as every input's.
     let groups: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();
-    let mut footers = parallel_map(&groups, |g| {
+    let mut footers = parallel_map_io(&groups, |g| {
         let n = g.inputs.len();
         if n == 0 {
             return (0, 0);

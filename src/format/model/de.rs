@@ -12,7 +12,7 @@ use super::{Doc, EntryPool, FileEntry};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::Deserializer as _;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -208,14 +208,18 @@ thread_local! {
     /// The entries the document this thread is reading may share ([`with_pool`]). Set up
     /// without a lazy first use: it is looked at once per entry, millions of times.
     static POOL: RefCell<Option<EntryPool>> = const { RefCell::new(None) };
+    /// How many entries read through the pool it did not have.
+    static NOT_IN_POOL: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Runs `read` with `pool` as this thread's pool of entries to share, and gives it back.
-pub fn with_pool<R>(pool: &mut EntryPool, read: impl FnOnce() -> R) -> R {
+/// Runs `read` with `pool` as this thread's pool of entries to share, and gives it back;
+/// also how many of the entries read were not in it.
+pub fn with_pool<R>(pool: &mut EntryPool, read: impl FnOnce() -> R) -> (R, usize) {
     POOL.set(Some(std::mem::take(pool)));
+    NOT_IN_POOL.set(0);
     let out = read();
     *pool = POOL.take().expect("the pool stays while reading");
-    out
+    (out, NOT_IN_POOL.take())
 }
 
 /// A file entry as read: the pool's equal entry when it has one, else a new one.
@@ -225,8 +229,12 @@ impl<'de> serde::Deserialize<'de> for Shared {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shared, D::Error> {
         let entry = FileEntry::deserialize(d)?;
         let same = POOL.with_borrow(|pool| {
-            let same = pool.as_ref()?.0.get(&entry.id)?;
-            (**same == entry).then(|| Arc::clone(same))
+            let pool = pool.as_ref()?;
+            let same = pool.0.get(&entry.id).filter(|same| ***same == entry);
+            if same.is_none() {
+                NOT_IN_POOL.set(NOT_IN_POOL.get() + 1);
+            }
+            same.map(Arc::clone)
         });
         Ok(Shared(same.unwrap_or_else(|| Arc::new(entry))))
     }

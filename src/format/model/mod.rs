@@ -376,9 +376,13 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     /// Parses JSON text like [`Doc::parse`], taking from `pool` every file entry equal to
-    /// one of its own.
-    pub fn parse_sharing(text: &[u8], pool: &mut EntryPool) -> Result<Doc<T>, serde_json::Error> {
-        de::with_pool(pool, || de::parse_recording_keys(text))
+    /// one of its own; also how many of its entries the pool did not have.
+    pub fn parse_sharing(
+        text: &[u8],
+        pool: &mut EntryPool,
+    ) -> Result<(Doc<T>, usize), serde_json::Error> {
+        let (doc, not_in_pool) = de::with_pool(pool, || de::parse_recording_keys(text));
+        Ok((doc?, not_in_pool))
     }
 
     /// Interprets an already parsed JSON value, keeping its key order.
@@ -576,13 +580,16 @@ mod tests {
         let snap: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
         let entry = |doc: &Doc<Snapshot>| Arc::clone(doc.value.databases.iter().next().unwrap().2);
         let mut pool = EntryPool::new(1, std::iter::once(&entry(&snap)));
-        let same: Doc<Snapshot> = Doc::parse_sharing(THREE_ZERO.as_bytes(), &mut pool).unwrap();
+        let (same, not_in_pool) = Doc::parse_sharing(THREE_ZERO.as_bytes(), &mut pool).unwrap();
         assert!(Arc::ptr_eq(&entry(&same), &entry(&snap)));
+        assert_eq!(not_in_pool, 0);
         let resized = THREE_ZERO.replace(
             r#""size_bytes": 10, "row_count": 2, "chunk"#,
             r#""size_bytes": 11, "row_count": 2, "chunk"#,
         );
-        let other: Doc<Snapshot> = Doc::parse_sharing(resized.as_bytes(), &mut pool).unwrap();
+        let (other, not_in_pool): (Doc<Snapshot>, _) =
+            Doc::parse_sharing(resized.as_bytes(), &mut pool).unwrap();
+        assert_eq!(not_in_pool, 1);
         assert!(!Arc::ptr_eq(&entry(&other), &entry(&snap)));
         assert_eq!(
             entry(&other).size_bytes,

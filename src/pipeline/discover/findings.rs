@@ -161,17 +161,14 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
 /// It needs only the documents, so discovery finds them beside the purged files: on a deep
 /// history, sorting millions of ids takes a second.
 pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
-    let docs = || {
-        node.snapshots
-            .iter()
-            .map(|s| &s.doc.value.databases)
-            .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
-    };
     // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
     // vector of exactly their number is a third of a hash map's memory.
     let mut listed: Vec<(FileId, &str)> =
-        Vec::with_capacity(docs().map(|files| files.iter().count()).sum());
-    listed.extend(docs().flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &*f.path))));
+        Vec::with_capacity(node.listings().map(|files| files.iter().count()).sum());
+    listed.extend(
+        node.listings()
+            .flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &*f.path))),
+    );
     listed.sort_unstable();
     listed.dedup();
     listed

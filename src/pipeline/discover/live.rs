@@ -142,12 +142,7 @@ fn by_table<'a>(
 pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &HashSet<FileId>) {
     let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
     let mut hidden: BTreeMap<FileId, (TableKey, &Arc<FileEntry>)> = BTreeMap::new();
-    let listed = node
-        .snapshots
-        .iter()
-        .map(|s| &s.doc.value.databases)
-        .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases));
-    for files in listed {
+    for files in node.listings() {
         for (db, table, f) in files.iter() {
             if live.contains(&f.id)
                 || removed.contains(&f.id)

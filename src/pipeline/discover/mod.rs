@@ -43,18 +43,14 @@ fn stat(path: &Path) -> Result<(SystemTime, u64)> {
         .map_err(|e| Error::io(path, "read the modification time of", e))
 }
 
-/// Reads and parses a JSON document, sharing the entries of `pool` when given.
-fn parse_json_doc<T: serde::Serialize + serde::de::DeserializeOwned>(
+/// Reads a JSON document (a `what`) and parses it with `parse`.
+fn parse_json_doc<R>(
     path: &Path,
     what: &str,
-    pool: Option<&mut EntryPool>,
-) -> Result<Doc<T>> {
+    parse: impl FnOnce(&[u8]) -> serde_json::Result<R>,
+) -> Result<R> {
     let bytes = read(path)?;
-    let parsed = match pool {
-        Some(pool) => Doc::parse_sharing(&bytes, pool),
-        None => Doc::parse(&bytes),
-    };
-    parsed.map_err(|e| {
+    parse(&bytes).map_err(|e| {
         let hint = if e.is_eof() { " (the file is truncated)" } else { "" };
         Error::at(path, format!("not a valid {what}: {e}{hint}"))
             .hint("the node's metadata is damaged; restore this file from a backup before running kompactor")
@@ -172,7 +168,14 @@ fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Resul
 
     let marker_path = dir.join("table-index-conversion-completed");
     let table_index_marker = if marker_path.is_file() {
-        Some(parse_json_doc::<TableIndexMarker>(&marker_path, "table-index marker", None)?.value)
+        Some(
+            parse_json_doc(
+                &marker_path,
+                "table-index marker",
+                Doc::<TableIndexMarker>::parse,
+            )?
+            .value,
+        )
     } else {
         None
     };
@@ -351,11 +354,14 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
     let mut pool = EntryPool::new(listed().count(), listed());
     let mut checkpoints = Vec::with_capacity(paths.len());
     for path in paths {
-        let mut doc = parse_json_doc::<Checkpoint>(&path, "snapshot checkpoint", Some(&mut pool))?;
+        let (mut doc, own_entries) = parse_json_doc(&path, "snapshot checkpoint", |text| {
+            Doc::<Checkpoint>::parse_sharing(text, &mut pool)
+        })?;
         doc.value.databases.shrink_to_fit();
         doc.value.pending_removed_files.shrink_to_fit();
         let (mtime, size) = stat(&path)?;
         checkpoints.push(CheckpointFile {
+            own_entries,
             mtime,
             size,
             path,
@@ -434,12 +440,21 @@ mod tests {
             .collect();
         let mut shared = 0;
         for c in &node.checkpoints {
+            let mut own = 0;
             for (_, _, f) in c.doc.value.databases.iter() {
-                if let Some(p) = in_snapshots.get(&f.id) {
-                    assert!(Arc::ptr_eq(p, f), "file {} is held twice", f.id);
-                    shared += 1;
+                match in_snapshots.get(&f.id) {
+                    Some(p) => {
+                        assert!(Arc::ptr_eq(p, f), "file {} is held twice", f.id);
+                        shared += 1;
+                    }
+                    None => own += 1,
                 }
             }
+            let pending = c.doc.value.pending_removed_files.iter();
+            own += pending
+                .filter(|(_, _, f)| !in_snapshots.contains_key(&f.id))
+                .count();
+            assert_eq!(c.own_entries, own, "{}", c.path.display());
         }
         assert!(shared > 0, "the fixture's checkpoints cover some snapshot");
     }

@@ -6,7 +6,7 @@ use super::live::Generation;
 use super::purged::PurgedTable;
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
-use crate::format::model::{Checkpoint, Doc, FileEntry, Snapshot, TableIndexMarker};
+use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndexMarker};
 use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,6 +30,9 @@ pub struct SnapshotFile {
 pub struct CheckpointFile {
     pub path: PathBuf,
     pub doc: Doc<Checkpoint>,
+    /// How many of its entries are not also a snapshot's (equal entries are one shared
+    /// entry): when none, a check of every snapshot's files has seen all of its files.
+    pub own_entries: usize,
     pub mtime: SystemTime,
     /// Bytes on disk.
     pub size: u64,
@@ -95,6 +98,15 @@ impl Node {
             }
         }
         FileId(next)
+    }
+
+    /// The file lists of every snapshot, and of every checkpoint that lists a file no
+    /// snapshot does: every listed file, without the checkpoints' repeats of millions of the
+    /// snapshots' entries, for checks that look at each file on its own.
+    pub fn listings(&self) -> impl Iterator<Item = &DbFiles> {
+        let snapshots = self.snapshots.iter().map(|s| &s.doc.value.databases);
+        let checkpoints = self.checkpoints.iter().filter(|c| c.own_entries > 0);
+        snapshots.chain(checkpoints.map(|c| &c.doc.value.databases))
     }
 
     /// The ids of every file a snapshot's `removed_files` or a checkpoint's

@@ -129,8 +129,9 @@ pub(super) fn find_purged(
     };
     // Only a file that is gone can have been purged. A healthy node has none, so these ids
     // are found first, and only their entries are gathered below.
-    let gone: HashSet<FileId> = listings()
-        .flat_map(|(files, _)| files.iter())
+    let gone: HashSet<FileId> = node
+        .listings()
+        .flat_map(|files| files.iter())
         .filter(|(_, _, f)| !disk.contains(&f.path))
         .map(|(_, _, f)| f.id)
         .collect();
