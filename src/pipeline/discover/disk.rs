@@ -143,8 +143,9 @@ impl<T> Default for Part<T> {
 /// `keep` with its path relative to the data dir and its size, and returns what it kept, in
 /// parts; none when that directory is absent.
 ///
-/// Each table's directory is walked on one of a few threads: on a deep history they hold
-/// hundreds of thousands of window directories.
+/// Each table's directory is walked on one of sixteen threads: on a deep history they hold
+/// hundreds of thousands of window directories, and right after the server stops those are
+/// rarely cached, so most of the walk waits on the disk.
 fn walk<T: Send>(
     data_dir: &Path,
     rel: &str,
@@ -182,7 +183,7 @@ fn walk<T: Send>(
         )?;
         tables.extend(in_db.into_iter().map(|t| format!("{db_rel}/{t}")));
     }
-    let parts = crate::pipeline::workers::parallel_map(&tables, |table_rel| {
+    let parts = crate::pipeline::workers::parallel_map_io(&tables, |table_rel| {
         let mut part = Part::default();
         let abs = data_dir.join(table_rel);
         let mut dir = OpenDir::open(&abs).map_err(|e| Error::io(&abs, "list", e))?;
