@@ -5,7 +5,7 @@ use crate::commands::args::{DataDir, EngineArgs, Hosts, PlanArgs, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK, EXIT_PARTIAL};
 use crate::durable::apply::{apply_or_recover, recover};
 use crate::durable::fsutil::{create_dir_all, Batch};
-use crate::durable::interlock::Lock;
+use crate::durable::interlock::{refuse_if_in_use, Lock};
 use crate::durable::journal::{Manifest, RunDirs, RunState, GUARD_NAME};
 use crate::error::{Error, Result};
 use crate::format::ids::TableKey;
@@ -315,6 +315,10 @@ fn compact(
         }
         outputs.finish()?;
         report.phases.merge = t.elapsed().as_secs_f64();
+        // Checked again before anything in the nodes changes: a merge can take hours, and a
+        // server started meanwhile would write beside the commit, even into a window
+        // directory that the commit, going by what discovery listed, moves whole.
+        refuse_if_in_use(data_dir, args.server_check.allow_running_server)?;
         let commit_started = Instant::now();
         let mut results = results.into_iter();
         let mut prepared = prepared.into_iter();
