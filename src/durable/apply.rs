@@ -189,9 +189,6 @@ fn roll_forward(dirs: &RunDirs, m: &Manifest) -> Result<()> {
     remove_tmp(dirs)
 }
 
-/// Threads that read the moves' sources ahead of `moving` them.
-const READ_AHEAD_THREADS: usize = 16;
-
 /// Runs `moving`, which moves `moves` in order, while a few threads read each source ahead.
 ///
 /// Moving a directory to another parent rewrites its `..` entry, which the kernel reads
@@ -204,10 +201,11 @@ fn with_read_ahead(
     moves: &[Move],
     moving: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
+    use crate::durable::fsutil::IO_THREADS;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
     std::thread::scope(|s| {
-        for _ in 0..READ_AHEAD_THREADS.min(moves.len() / 64) {
+        for _ in 0..IO_THREADS.min(moves.len() / 64) {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
                     let Some(m) = moves.get(next.fetch_add(1, Ordering::Relaxed)) else {

@@ -6,6 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// Threads for work that mostly waits on the disk (reading millions of files or directories
+/// that are not cached): more reads in flight than there are CPUs.
+pub const IO_THREADS: usize = 16;
+
 /// Flushes a file's data and metadata to disk.
 pub fn fsync_file(path: &Path) -> Result<()> {
     File::open(path)

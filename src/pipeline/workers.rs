@@ -1,6 +1,7 @@
 //! Merging many groups at once: a few workers, each on its own session of one DuckDB.
 
 use crate::durable::failpoint::failpoint;
+use crate::durable::fsutil::IO_THREADS;
 use crate::error::Result;
 use crate::pipeline::merge::{merge_group, Engine, Merged};
 use crate::pipeline::plan::Group;
@@ -85,11 +86,9 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -
     map_on(cpus.clamp(1, 8), items, f)
 }
 
-/// Like [`parallel_map`], for work that mostly waits on the disk (reading millions of files
-/// that are not cached): on sixteen threads, so that more reads are in flight than there are
-/// CPUs.
+/// Like [`parallel_map`], for work that mostly waits on the disk, on [`IO_THREADS`] threads.
 pub fn parallel_map_io<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    map_on(16, items, f)
+    map_on(IO_THREADS, items, f)
 }
 
 /// Applies `f` to every item on `threads` threads, each taking a run of them; results in order.
