@@ -64,7 +64,7 @@ pub struct DbTables {
     pub extra: Map<String, Value>,
 }
 
-/// A database's tables as they are read: each entry through [`de::share`].
+/// A database's tables as they are read: each entry through the pool ([`de::Shared`]).
 struct DbTablesRead {
     tables: Vec<(TableId, Vec<de::Shared>)>,
     extra: Map<String, Value>,
@@ -124,13 +124,6 @@ impl DbFiles {
 
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
-    }
-
-    /// Every file entry, to change in place.
-    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut Arc<FileEntry>> {
-        self.0
-            .iter_mut()
-            .flat_map(|(_, t)| t.tables.iter_mut().flat_map(|(_, files)| files.iter_mut()))
     }
 
     /// Gives back the room parsing left in the lists: with one file per table a list keeps
