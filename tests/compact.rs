@@ -53,7 +53,7 @@ fn assert_metadata_consistent(dir: &Path, node: &str, window_ns: i64) {
                 "id {} not below next_file_id {next}",
                 f.entry.id
             );
-            let p = dir.join(&*f.entry.path);
+            let p = f.entry.path.under(dir);
             assert_eq!(
                 std::fs::metadata(&p).unwrap().len(),
                 f.entry.size_bytes,
@@ -149,8 +149,8 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
         for files in discover_node(copy.path(), &node).unwrap().live.values() {
             for file in files {
                 assert!(
-                    !trashed.contains(&trash_name(&file.entry.path))
-                        && !trashed.contains(&*file.entry.path),
+                    !trashed.contains(&trash_name(&file.entry.path.to_string()))
+                        && !trashed.contains(&file.entry.path.to_string()),
                     "{} is live and in the trash",
                     file.entry.path
                 );

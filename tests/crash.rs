@@ -60,7 +60,7 @@ fn assert_server_view_safe(f: &Fixture, dir: &Path) {
     }
     let n = discover_node(dir, "node0").unwrap();
     for file in n.live.values().flatten() {
-        let p = dir.join(&*file.entry.path);
+        let p = file.entry.path.under(dir);
         assert_eq!(
             std::fs::metadata(&p).map(|m| m.len()).ok(),
             Some(file.entry.size_bytes),
@@ -76,7 +76,7 @@ fn assert_recovered(f: &Fixture, dir: &Path) {
     assert!(!guarded(dir), "guard left after recovery");
     let n = discover_node(dir, "node0").unwrap();
     for file in n.live.values().flatten() {
-        let p = dir.join(&*file.entry.path);
+        let p = file.entry.path.under(dir);
         assert_eq!(
             std::fs::metadata(&p).map(|m| m.len()).ok(),
             Some(file.entry.size_bytes),
@@ -87,8 +87,10 @@ fn assert_recovered(f: &Fixture, dir: &Path) {
         if trash.is_dir() {
             for run in std::fs::read_dir(&trash).unwrap().flatten() {
                 assert!(
-                    !run.path().join(trash_name(&file.entry.path)).exists()
-                        && !run.path().join(&*file.entry.path).exists(),
+                    !run.path()
+                        .join(trash_name(&file.entry.path.to_string()))
+                        .exists()
+                        && !file.entry.path.under(&run.path()).exists(),
                     "{} is live and in the trash",
                     file.entry.path
                 );
@@ -532,7 +534,10 @@ fn a_corrupt_input_stops_only_its_window() {
     assert!(text(&out).contains(&victim), "{}", text(&out));
     let n = discover_node(copy.path(), "node0").unwrap();
     assert!(
-        n.live.values().flatten().any(|x| *x.entry.path == *victim),
+        n.live
+            .values()
+            .flatten()
+            .any(|x| x.entry.path.to_string() == *victim),
         "the corrupt file is no longer live"
     );
     assert!(p.exists());

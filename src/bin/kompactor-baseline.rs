@@ -132,7 +132,7 @@ fn run(args: &Args) -> Result<(), String> {
         let paths: Vec<PathBuf> = g
             .inputs
             .iter()
-            .map(|f| args.data_dir.join(&*f.entry.path))
+            .map(|f| f.entry.path.under(&args.data_dir))
             .collect();
         let newest = g
             .inputs

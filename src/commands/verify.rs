@@ -4,7 +4,7 @@ use crate::commands::args::InspectArgs;
 use crate::commands::status::{unfinished_runs, UnfinishedRun};
 use crate::commands::{EXIT_INCONSISTENT, EXIT_OK};
 use crate::error::Result;
-use crate::format::ids::FileId;
+use crate::format::ids::{FileId, FileIdSet};
 use crate::format::layout::check_hosts;
 use crate::format::model::{Doc, TableIndex};
 use crate::format::parquet::read_row_count;
@@ -12,7 +12,7 @@ use crate::json;
 use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, Node};
 use crate::pipeline::workers::parallel_map_io;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -61,7 +61,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         .filter(|f| !bad.contains(&f.entry.id))
         .collect();
     let counted = parallel_map_io(&files, |f| {
-        read_row_count(&data_dir.join(&*f.entry.path), f.entry.size_bytes)
+        read_row_count(&f.entry.path.under(data_dir), f.entry.size_bytes)
     });
     for (f, rows) in files.iter().zip(counted) {
         match rows {
@@ -73,15 +73,8 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
             Err(e) => out.push(e.to_string()),
         }
     }
-    let mut ids = BTreeMap::new();
-    for f in n.live.values().flatten() {
-        if let Some(other) = ids.insert(f.entry.id, &f.entry.path) {
-            out.push(format!(
-                "file id {} is live twice: {other} and {}",
-                f.entry.id, f.entry.path
-            ));
-        }
-    }
+    // An id listed twice is a finding of discovery (`DuplicateId`, above): the live set
+    // holds each id once, as the server's does.
     if let Some(newest) = n.newest_snapshot() {
         let next = newest.doc.value.next_file_id;
         if let Some(max) = n.next_free_file_id().0.checked_sub(1) {
@@ -94,23 +87,35 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
     }
     // Checkpoints must describe the same files as the snapshots they stand for.
     if !n.checkpoints.is_empty() {
-        let mut from_snapshots: BTreeSet<FileId> = BTreeSet::new();
-        for s in &n.snapshots {
-            for (_, _, f) in s.doc.value.databases.iter() {
-                from_snapshots.insert(f.id);
-            }
-        }
-        for s in &n.snapshots {
-            for (_, _, f) in s.doc.value.removed_files.iter().flat_map(|r| r.iter()) {
-                from_snapshots.remove(&f.id);
-            }
-        }
-        for f in n.purged.values().flat_map(|t| &t.entries) {
-            from_snapshots.remove(&f.id);
-        }
-        let live: BTreeSet<FileId> = n.live.values().flatten().map(|f| f.entry.id).collect();
-        let only_cp: Vec<_> = live.difference(&from_snapshots).collect();
-        let only_snap: Vec<_> = from_snapshots.difference(&live).collect();
+        // What the snapshots add, less what they remove and what the server purged.
+        let listed = || {
+            n.snapshots
+                .iter()
+                .flat_map(|s| s.doc.value.databases.iter())
+        };
+        let added = FileIdSet::new(listed().map(|(_, _, f)| f.id));
+        let removals = n
+            .snapshots
+            .iter()
+            .flat_map(|s| s.doc.value.removed_files.iter());
+        let purged = n
+            .purged
+            .values()
+            .flat_map(|t| t.entries.iter().map(|f| f.id));
+        let removed = FileIdSet::new(
+            removals
+                .flat_map(|r| r.iter().map(|(_, _, f)| f.id))
+                .chain(purged),
+        );
+        let from_snapshots = |id| added.contains(id) && !removed.contains(id);
+        let live_ids = || n.live.values().flatten().map(|f| f.entry.id);
+        let live = FileIdSet::new(live_ids());
+        // Sets of the few that differ, for their count and the smallest.
+        let only_cp: BTreeSet<FileId> = live_ids().filter(|&id| !from_snapshots(id)).collect();
+        let only_snap: BTreeSet<FileId> = listed()
+            .map(|(_, _, f)| f.id)
+            .filter(|&id| from_snapshots(id) && !live.contains(id))
+            .collect();
         if !only_cp.is_empty() || !only_snap.is_empty() {
             out.push(format!(
                 "checkpoints and snapshots disagree: {} live file(s) are listed by no snapshot (e.g. {:?}), {} file(s) of the snapshots are not live through the checkpoints (e.g. {:?})",
@@ -126,7 +131,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         if p.to_string_lossy().ends_with("index.info.json") {
             if let Ok(doc) = Doc::<TableIndex>::parse(&std::fs::read(p).unwrap_or_default()) {
                 for f in &doc.value.files {
-                    if !data_dir.join(&*f.path).exists() {
+                    if !f.path.under(data_dir).exists() {
                         out.push(format!(
                             "table index {} lists file {} which does not exist: {}",
                             p.display(),

@@ -12,7 +12,7 @@
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::error::{Error, Result};
-use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey};
 use crate::format::layout::{ParquetPath, TABLE_INDEX_PATHS};
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::pipeline::discover::LiveFile;
@@ -199,7 +199,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
     } else {
         None
     };
-    let live_ids: BTreeSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
+    let live_ids = FileIdSet::new(node.live.values().flatten().map(|f| f.entry.id));
     let purged_ids: BTreeSet<FileId> = node
         .purged
         .values()
@@ -234,7 +234,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
                 .value
                 .databases
                 .iter()
-                .filter(|(_, _, f)| live_ids.contains(&f.id))
+                .filter(|(_, _, f)| live_ids.contains(f.id))
                 .map(|(d, t, f)| (d, t, f.clone()))
                 .collect();
             for (d, t, f) in keep {
@@ -244,7 +244,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             }
             doc.value
                 .databases
-                .retain_files(|f| !live_ids.contains(&f.id));
+                .retain_files(|f| !live_ids.contains(f.id));
         }
         if n > 0 {
             doc.value.recompute_totals();
@@ -373,9 +373,13 @@ fn trash_moves(node: &Node, replaced: &DbFiles, outputs: &[Move], dirs: &RunDirs
         .collect();
     // Each replaced path once, with its directory, sorted: so that the journal lists the
     // moves the same way every time, and each directory's files come together.
-    let mut files: Vec<(&str, &str)> = replaced
+    let paths: Vec<String> = replaced
         .iter()
-        .map(|(_, _, f)| (f.path.rsplit_once('/').map_or("", |(dir, _)| dir), &*f.path))
+        .map(|(_, _, f)| f.path.to_string())
+        .collect();
+    let mut files: Vec<(&str, &str)> = paths
+        .iter()
+        .map(|p| (p.rsplit_once('/').map_or("", |(dir, _)| dir), p.as_str()))
         .collect();
     files.sort_unstable();
     files.dedup();

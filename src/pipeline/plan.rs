@@ -357,11 +357,12 @@ fn time_range(files: &[LiveFile]) -> (Nanos, Nanos) {
 /// the files it replaces, in the naming the node already uses. The server never writes a
 /// name that is not ten digits, so this cannot collide with a file it writes later.
 fn output_path(inputs: &[LiveFile], start: Nanos, window: Nanos, run_id: &str) -> String {
-    let path = &inputs[0].entry.path;
-    let table_dir = ParquetPath::parse(path).map_or(&**path, |p| p.table_dir);
-    format!(
-        "{table_dir}/{}/kompactor-{}-{run_id}.parquet",
-        window_dirs(start),
-        format_duration(window)
-    )
+    inputs[0].entry.path.with_str(|path| {
+        let table_dir = ParquetPath::parse(path).map_or(path, |p| p.table_dir);
+        format!(
+            "{table_dir}/{}/kompactor-{}-{run_id}.parquet",
+            window_dirs(start),
+            format_duration(window)
+        )
+    })
 }

@@ -4,7 +4,7 @@ use crate::durable::failpoint::fault_injected;
 use crate::durable::journal::trash_dir;
 use crate::durable::space::{free_space, FreeSpace};
 use crate::error::{Error, Result};
-use crate::format::ids::FileId;
+use crate::format::ids::FileIdSet;
 use crate::format::model::DbFiles;
 use crate::format::parquet::footer_len;
 use crate::pipeline::discover::Node;
@@ -118,7 +118,7 @@ pub fn estimate(
         }
         let sampled: Vec<u64> = BTreeSet::from([0, n / 2, n - 1])
             .into_iter()
-            .filter_map(|i| footer_len(&data_dir.join(&*g.inputs[i].entry.path)).ok())
+            .filter_map(|i| footer_len(&g.inputs[i].entry.path.under(data_dir)).ok())
             .collect();
         let smallest = sampled.iter().copied().min().unwrap_or(0);
         let largest = sampled.iter().copied().max().unwrap_or(0);
@@ -128,21 +128,24 @@ pub fn estimate(
     for (node, tables) in nodes.iter().zip(plans) {
         // Sized up front: on a deep history it holds millions of ids.
         let groups = || tables.iter().flat_map(|t| &t.groups);
-        let inputs: usize = groups().map(|g| g.inputs.len()).sum();
-        let purged = node.purged.values().flat_map(|t| t.entries.iter());
-        let mut touched: HashSet<FileId> = HashSet::with_capacity(inputs + purged.clone().count());
-        touched.extend(purged.map(|f| f.id));
-        let mut dirs: HashSet<&str> = HashSet::new();
+        let purged = node
+            .purged
+            .values()
+            .flat_map(|t| t.entries.iter().map(|f| f.id));
+        let inputs = groups().flat_map(|g| g.inputs.iter().map(|f| f.entry.id));
+        let touched = FileIdSet::new(purged.chain(inputs));
+        let mut dirs: HashSet<String> = HashSet::new();
         for g in groups() {
             // A group's inputs come in runs from one directory: each run is looked up once.
-            let mut last = None;
+            let mut last: Option<String> = None;
             for f in &g.inputs {
-                touched.insert(f.entry.id);
-                let dir = trash_dir(&f.entry.path);
-                if dir != last {
-                    dirs.extend(dir);
-                    last = dir;
-                }
+                f.entry.path.with_str(|p| {
+                    let dir = trash_dir(p);
+                    if dir != last.as_deref() {
+                        last = dir.map(str::to_string);
+                        dirs.extend(last.clone());
+                    }
+                });
             }
             let (all, largest) = footers.next().expect("one estimate per group");
             e.outputs += g.bytes.saturating_sub(all) + largest;
@@ -159,7 +162,7 @@ pub fn estimate(
         let rewritten = |size: u64, lists: &[&DbFiles]| -> u64 {
             let entries = lists.iter().flat_map(|l| l.iter());
             let (all, gone) = entries.fold((0u64, 0u64), |(a, g), (_, _, f)| {
-                (a + 1, g + u64::from(touched.contains(&f.id)))
+                (a + 1, g + u64::from(touched.contains(f.id)))
             });
             if gone == 0 {
                 0

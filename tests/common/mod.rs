@@ -231,10 +231,7 @@ pub fn read_through_metadata_with(
     let conn = duckdb::Connection::open_in_memory().unwrap();
     let mut out = BTreeMap::new();
     for (key, files) in &n.live {
-        let paths: Vec<PathBuf> = files
-            .iter()
-            .map(|f| data_dir.join(&*f.entry.path))
-            .collect();
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.entry.path.under(data_dir)).collect();
         let footers = read_footers(&paths).unwrap();
         let pairs: Vec<(
             kompactor::format::ids::FileId,
@@ -260,7 +257,7 @@ pub fn read_through_metadata_with(
         {
             let mut app = conn.appender("ranks").unwrap();
             for (i, f) in ranked.iter().enumerate() {
-                let p = data_dir.join(&*f.entry.path).to_string_lossy().into_owned();
+                let p = f.entry.path.under(data_dir).to_string_lossy().into_owned();
                 app.append_row(duckdb::params![p, i as i64, f.entry.chunk_time.0])
                     .unwrap();
             }

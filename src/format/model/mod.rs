@@ -5,6 +5,9 @@
 //! written back with its keys in the order it was read.
 
 mod de;
+mod path;
+
+pub use path::EntryPath;
 
 use crate::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use de::deserialize_with_extra;
@@ -21,7 +24,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FileEntry {
     pub id: FileId,
-    pub path: Arc<str>,
+    pub path: EntryPath,
     pub size_bytes: u64,
     pub row_count: u64,
     pub chunk_time: Nanos,
@@ -114,7 +117,7 @@ pub struct DbFiles(pub Vec<(DbId, DbTables)>);
 
 impl DbFiles {
     /// Every file entry with the database and table it is listed under.
-    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &Arc<FileEntry>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &Arc<FileEntry>)> + Clone {
         self.0.iter().flat_map(|(db, t)| {
             t.tables
                 .iter()
@@ -368,13 +371,18 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         de::parse_recording_keys(text)
     }
 
-    /// Parses JSON text like [`Doc::parse`], taking from `pool` every file entry equal to
+    /// Reads JSON text like [`Doc::parse`], taking from `pool` every file entry equal to
     /// one of its own; also how many of its entries the pool did not have.
-    pub fn parse_sharing(
-        text: &[u8],
+    ///
+    /// The text is read as it is parsed, never held whole: a deep history's checkpoint is
+    /// hundreds of megabytes of it.
+    pub fn read_sharing(
+        text: impl std::io::Read,
         pool: &mut EntryPool,
     ) -> Result<(Doc<T>, usize), serde_json::Error> {
-        let (doc, not_in_pool) = de::with_pool(pool, || de::parse_recording_keys(text));
+        let (doc, not_in_pool) = de::with_pool(pool, || {
+            de::read_recording_keys(serde_json::Deserializer::from_reader(text))
+        });
         Ok((doc?, not_in_pool))
     }
 
@@ -573,7 +581,7 @@ mod tests {
         let snap: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
         let entry = |doc: &Doc<Snapshot>| Arc::clone(doc.value.databases.iter().next().unwrap().2);
         let mut pool = EntryPool::new(1, std::iter::once(&entry(&snap)));
-        let (same, not_in_pool) = Doc::parse_sharing(THREE_ZERO.as_bytes(), &mut pool).unwrap();
+        let (same, not_in_pool) = Doc::read_sharing(THREE_ZERO.as_bytes(), &mut pool).unwrap();
         assert!(Arc::ptr_eq(&entry(&same), &entry(&snap)));
         assert_eq!(not_in_pool, 0);
         let resized = THREE_ZERO.replace(
@@ -581,7 +589,7 @@ mod tests {
             r#""size_bytes": 11, "row_count": 2, "chunk"#,
         );
         let (other, not_in_pool): (Doc<Snapshot>, _) =
-            Doc::parse_sharing(resized.as_bytes(), &mut pool).unwrap();
+            Doc::read_sharing(resized.as_bytes(), &mut pool).unwrap();
         assert_eq!(not_in_pool, 1);
         assert!(!Arc::ptr_eq(&entry(&other), &entry(&snap)));
         assert_eq!(
@@ -592,7 +600,7 @@ mod tests {
         let alone: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
         assert!(
             !Arc::ptr_eq(&entry(&alone), &entry(&snap)),
-            "no pool outside parse_sharing"
+            "no pool outside read_sharing"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! missing file look present, which the merge then fails to read and stops on.
 
 use crate::error::{Error, Result};
+use crate::format::model::EntryPath;
 use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 
@@ -87,13 +88,13 @@ impl DiskFiles {
     }
 
     /// Whether `path` (relative to the data dir) is one of them.
-    pub fn contains(&self, path: &str) -> bool {
-        self.sizes.contains_key(&PathKey::of(path))
+    pub fn contains(&self, path: &EntryPath) -> bool {
+        self.sizes.contains_key(&path.with_str(PathKey::of))
     }
 
     /// Notes that the metadata refers to `path`; its size, if it is one of them.
-    pub fn refer(&mut self, path: &str) -> Option<u64> {
-        let size = self.sizes.get_mut(&PathKey::of(path))?;
+    pub fn refer(&mut self, path: &EntryPath) -> Option<u64> {
+        let size = self.sizes.get_mut(&path.with_str(PathKey::of))?;
         *size |= REFERENCED;
         Some(*size & !REFERENCED)
     }
@@ -407,17 +408,20 @@ mod tests {
         let mut files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
         let one = "node0/dbs/1/2/2025-01-01/00-00/1.parquet";
         let two = "node0/dbs/1/2/2025-01-01/00-00/2.parquet";
-        assert!(files.contains(one) && !files.contains("node0/dbs/1/2/x.parquet"));
+        assert!(
+            files.contains(&EntryPath::from(one))
+                && !files.contains(&EntryPath::from("node0/dbs/1/2/x.parquet"))
+        );
         assert_eq!(files.unreferenced().unwrap(), [one, two]);
-        assert_eq!(files.refer(two), Some(6));
+        assert_eq!(files.refer(&EntryPath::from(two)), Some(6));
         assert_eq!(
-            files.refer(two),
+            files.refer(&EntryPath::from(two)),
             Some(6),
             "a second reference leaves the size alone"
         );
-        assert_eq!(files.refer("node0/dbs/9.parquet"), None);
+        assert_eq!(files.refer(&EntryPath::from("node0/dbs/9.parquet")), None);
         assert_eq!(files.unreferenced().unwrap(), [one]);
-        assert_eq!(files.refer(one), Some(3));
+        assert_eq!(files.refer(&EntryPath::from(one)), Some(3));
         assert!(files.unreferenced().unwrap().is_empty());
         let dirs = files.take_dirs();
         let window = "node0/dbs/1/2/2025-01-01/00-00";
@@ -439,14 +443,17 @@ mod tests {
         fs::write(dbs.join("1/stray.parquet"), b"ab").unwrap();
         let mut files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
         assert_eq!(files.unreferenced().unwrap(), ["node0/dbs/1/stray.parquet"]);
-        assert_eq!(files.refer("node0/dbs/1/stray.parquet"), Some(2));
+        assert_eq!(
+            files.refer(&EntryPath::from("node0/dbs/1/stray.parquet")),
+            Some(2)
+        );
     }
 
     #[test]
     fn a_missing_dbs_dir_holds_no_files() {
         let tmp = tempfile::tempdir().unwrap();
         let files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
-        assert!(!files.contains("node0/dbs/1.parquet"));
+        assert!(!files.contains(&EntryPath::from("node0/dbs/1.parquet")));
         assert!(files.unreferenced().unwrap().is_empty());
     }
 }

@@ -4,6 +4,7 @@ use super::disk::DiskFiles;
 use super::node::Node;
 use crate::error::Result;
 use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
+use crate::format::model::EntryPath;
 use foldhash::{HashSet, HashSetExt};
 use serde::Serialize;
 use std::fs;
@@ -163,20 +164,24 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
 pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
     // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
     // vector of exactly their number is a third of a hash map's memory.
-    let mut listed: Vec<(FileId, &str)> =
+    let mut listed: Vec<(FileId, &EntryPath)> =
         Vec::with_capacity(node.listings().map(|files| files.iter().count()).sum());
     listed.extend(
         node.listings()
-            .flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &*f.path))),
+            .flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &f.path))),
     );
     listed.sort_unstable();
     listed.dedup();
     listed
         .chunk_by(|a, b| a.0 == b.0)
         .filter(|c| c.len() > 1)
-        .map(|same_id| Finding::DuplicateId {
-            id: same_id[0].0,
-            paths: same_id.iter().map(|(_, p)| p.to_string()).collect(),
+        .map(|same_id| {
+            let mut paths: Vec<String> = same_id.iter().map(|(_, p)| p.to_string()).collect();
+            paths.sort();
+            Finding::DuplicateId {
+                id: same_id[0].0,
+                paths,
+            }
         })
         .collect()
 }
@@ -207,7 +212,7 @@ pub(super) fn check_files(
         match disk.refer(&f.entry.path) {
             None => {
                 // Not under dbs/ (or not named .parquet): check the path itself.
-                match fs::metadata(data_dir.join(&*f.entry.path)) {
+                match fs::metadata(f.entry.path.under(&data_dir)) {
                     Ok(m) if m.len() != f.entry.size_bytes => on_disk.push(Finding::SizeMismatch {
                         id: f.entry.id,
                         path: f.entry.path.to_string(),
@@ -241,8 +246,8 @@ pub(super) fn check_files(
         let wanted: HashSet<&str> = unreferenced.iter().map(String::as_str).collect();
         for files in docs() {
             for (_, _, f) in files.iter() {
-                if wanted.contains(&*f.path) {
-                    named.insert(&f.path);
+                if let Some(p) = f.path.with_str(|p| wanted.get(p).copied()) {
+                    named.insert(p);
                 }
             }
         }

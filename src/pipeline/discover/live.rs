@@ -3,9 +3,8 @@
 use super::disk::DiskFiles;
 use super::findings::Finding;
 use super::node::{newest_time, LiveFile, Node, SnapshotFile};
-use crate::format::ids::{FileId, Nanos, TableKey};
+use crate::format::ids::{FileId, FileIdSet, Nanos, TableKey};
 use crate::format::model::{DbFiles, FileEntry};
-use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,23 +56,8 @@ impl Generation {
 }
 
 /// Builds the file set exactly as the server does at startup (spec §3).
-///
-/// The replay keeps references to the documents' entries and copies only the survivors: a
-/// deep history adds and removes millions of entries on the way.
 pub(super) fn compute_live(node: &mut Node) {
-    type Replay<'a> = BTreeMap<FileId, (TableKey, &'a Arc<FileEntry>)>;
-    fn add<'a>(live: &mut Replay<'a>, files: &'a DbFiles) {
-        for (db, table, f) in files.iter() {
-            live.insert(f.id, (TableKey { db, table }, f));
-        }
-    }
-    fn remove(live: &mut Replay<'_>, files: &DbFiles) {
-        for (_, _, f) in files.iter() {
-            live.remove(&f.id);
-        }
-    }
-
-    let mut live: Replay = BTreeMap::new();
+    let mut replay = Replay::default();
     let cps = node.effective_checkpoints();
     let loaded = if let Some(newest) = cps
         .iter()
@@ -81,14 +65,14 @@ pub(super) fn compute_live(node: &mut Node) {
         .max()
     {
         for c in &cps {
-            add(&mut live, &c.doc.value.databases);
-            remove(&mut live, &c.doc.value.pending_removed_files);
+            replay.add(&c.doc.value.databases);
+            replay.remove(&c.doc.value.pending_removed_files);
         }
         let newer: Vec<&SnapshotFile> = node.snapshots.iter().filter(|s| s.seq > newest).collect();
         for s in &newer {
-            add(&mut live, &s.doc.value.databases);
+            replay.add(&s.doc.value.databases);
             if let Some(r) = &s.doc.value.removed_files {
-                remove(&mut live, r);
+                replay.remove(r);
             }
         }
         newer.len()
@@ -96,18 +80,79 @@ pub(super) fn compute_live(node: &mut Node) {
         let window = node.load_window;
         let apply_removals = node.generation >= Generation::V3_2;
         for s in node.snapshots.iter().rev().take(window) {
-            add(&mut live, &s.doc.value.databases);
+            replay.add(&s.doc.value.databases);
             if apply_removals {
                 if let Some(r) = &s.doc.value.removed_files {
-                    remove(&mut live, r);
+                    replay.remove(r);
                 }
             }
         }
         node.snapshots.len().min(window)
     };
-    let by_table = by_table(live.values().copied());
+    let live = replay.live();
     node.loaded_snapshots = loaded;
-    node.live = by_table;
+    node.live = live;
+}
+
+/// The server's replay: files added and removed by id, in order; of several operations on one
+/// id, the last decides.
+///
+/// The operations are noted down in a vector and sorted by id once, rather than applied to a
+/// map one by one: a deep history replays millions, and a B-tree of them held twice the
+/// memory, half of its nodes empty.
+#[derive(Default)]
+struct Replay<'a> {
+    /// (id, when, table, the entry added or `None` for a removal).
+    ops: Vec<(FileId, u32, u32, Option<&'a Arc<FileEntry>>)>,
+    tables: Vec<TableKey>,
+}
+
+impl<'a> Replay<'a> {
+    fn add(&mut self, files: &'a DbFiles) {
+        self.ops.reserve(files.iter().count());
+        for (db, tables) in &files.0 {
+            for (table, list) in &tables.tables {
+                let key = TableKey {
+                    db: *db,
+                    table: *table,
+                };
+                let t = match self.tables.iter().position(|k| *k == key) {
+                    Some(t) => t,
+                    None => {
+                        self.tables.push(key);
+                        self.tables.len() - 1
+                    }
+                };
+                for f in list {
+                    self.note(f.id, t as u32, Some(f));
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, files: &DbFiles) {
+        for (_, _, f) in files.iter() {
+            self.note(f.id, u32::MAX, None);
+        }
+    }
+
+    fn note(&mut self, id: FileId, table: u32, entry: Option<&'a Arc<FileEntry>>) {
+        let when = u32::try_from(self.ops.len()).expect("fewer than 4 billion operations");
+        self.ops.push((id, when, table, entry));
+    }
+
+    /// The files present at the end, per table, ordered by id.
+    fn live(mut self) -> BTreeMap<TableKey, Vec<LiveFile>> {
+        self.ops
+            .sort_unstable_by_key(|&(id, when, _, _)| (id, when));
+        let last_of_each = self
+            .ops
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|same_id| same_id.last().expect("a chunk is never empty"));
+        let present = last_of_each
+            .filter_map(|&(_, _, t, entry)| entry.map(|e| (self.tables[t as usize], e)));
+        by_table(present)
+    }
 }
 
 /// Copies entries into per-table lists, keeping their order.
@@ -139,13 +184,13 @@ fn by_table<'a>(
 /// them: listed only in snapshots beyond its load window, or (with checkpoints) in snapshots
 /// its checkpoints were built without. Their rows are invisible to queries.
 /// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
-pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &HashSet<FileId>) {
-    let live: HashSet<FileId> = node.live.values().flatten().map(|f| f.entry.id).collect();
+pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &FileIdSet) {
+    let live = FileIdSet::new(node.live.values().flatten().map(|f| f.entry.id));
     let mut hidden: BTreeMap<FileId, (TableKey, &Arc<FileEntry>)> = BTreeMap::new();
     for files in node.listings() {
         for (db, table, f) in files.iter() {
-            if live.contains(&f.id)
-                || removed.contains(&f.id)
+            if live.contains(f.id)
+                || removed.contains(f.id)
                 || hidden.contains_key(&f.id)
                 || !disk.contains(&f.path)
             {
@@ -171,4 +216,68 @@ pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &HashSe
         });
     }
     node.hidden = by_table;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::ids::{DbId, TableId};
+
+    fn entry(id: u64, size: u64) -> Arc<FileEntry> {
+        Arc::new(FileEntry {
+            id: FileId(id),
+            path: format!("n/dbs/1/0/2026-11-16/00-10/{id}.parquet").into(),
+            size_bytes: size,
+            row_count: 1,
+            chunk_time: Nanos(0),
+            min_time: Nanos(0),
+            max_time: Nanos(1),
+            extra: Default::default(),
+        })
+    }
+
+    fn list(files: &[(u64, &Arc<FileEntry>)]) -> DbFiles {
+        let mut d = DbFiles::default();
+        for (table, f) in files {
+            d.push(DbId(1), TableId(*table), Arc::clone(f));
+        }
+        d
+    }
+
+    #[test]
+    fn the_last_operation_on_an_id_decides() {
+        let (one, two, three) = (entry(1, 10), entry(2, 10), entry(3, 10));
+        let (two_again, one_moved) = (entry(2, 20), entry(1, 30));
+        let first = list(&[(0, &one), (0, &two), (1, &three)]);
+        let removal = list(&[(0, &two), (0, &entry(9, 1))]);
+        let second = list(&[(0, &two_again), (1, &one_moved)]);
+        let last_removal = list(&[(1, &three)]);
+        let mut replay = Replay::default();
+        replay.add(&first);
+        replay.remove(&removal);
+        replay.add(&second);
+        replay.remove(&last_removal);
+        let live = replay.live();
+        let table = |t| TableKey {
+            db: DbId(1),
+            table: TableId(t),
+        };
+        let ids = |t| -> Vec<(u64, u64)> {
+            live.get(&table(t)).map_or(Vec::new(), |files| {
+                files
+                    .iter()
+                    .map(|f| (f.entry.id.0, f.entry.size_bytes))
+                    .collect()
+            })
+        };
+        // 2 was removed and added again; 1 moved to table 1; 3 and 9 are gone.
+        assert_eq!(ids(0), [(2, 20)]);
+        assert_eq!(ids(1), [(1, 30)]);
+        assert!(Arc::ptr_eq(&live[&table(0)][0].entry, &two_again));
+        assert!(live
+            .values()
+            .flatten()
+            .all(|f| f.table == table(0) || f.table == table(1)));
+        assert_eq!(live[&table(1)][0].table, table(1));
+    }
 }

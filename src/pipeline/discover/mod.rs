@@ -50,11 +50,34 @@ fn parse_json_doc<R>(
     parse: impl FnOnce(&[u8]) -> serde_json::Result<R>,
 ) -> Result<R> {
     let bytes = read(path)?;
-    parse(&bytes).map_err(|e| {
-        let hint = if e.is_eof() { " (the file is truncated)" } else { "" };
-        Error::at(path, format!("not a valid {what}: {e}{hint}"))
-            .hint("the node's metadata is damaged; restore this file from a backup before running kompactor")
+    parse(&bytes).map_err(|e| not_valid(path, what, e))
+}
+
+/// Parses a JSON document (a `what`) with `parse` as it is read.
+fn stream_json_doc<R>(
+    path: &Path,
+    what: &str,
+    parse: impl FnOnce(std::io::BufReader<fs::File>) -> serde_json::Result<R>,
+) -> Result<R> {
+    let file = fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    parse(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+        if e.is_io() {
+            Error::io(path, "read", e.into())
+        } else {
+            not_valid(path, what, e)
+        }
     })
+}
+
+fn not_valid(path: &Path, what: &str, e: serde_json::Error) -> Error {
+    let hint = if e.is_eof() {
+        " (the file is truncated)"
+    } else {
+        ""
+    };
+    Error::at(path, format!("not a valid {what}: {e}{hint}")).hint(
+        "the node's metadata is damaged; restore this file from a backup before running kompactor",
+    )
 }
 
 fn read_snapshot(path: &Path) -> Result<Doc<Snapshot>> {
@@ -213,7 +236,10 @@ fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Resul
         .iter()
         .flat_map(|s| s.doc.value.databases.iter())
         .next()
-        .map(|(_, _, f)| ParquetPath::parse(&f.path).is_some_and(|p| p.is_id_only()));
+        .map(|(_, _, f)| {
+            f.path
+                .with_str(|p| ParquetPath::parse(p).is_some_and(|p| p.is_id_only()))
+        });
     let generation = if !checkpoints.is_empty() {
         Generation::V3_8_2
     } else if id_only == Some(true) {
@@ -354,8 +380,8 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
     let mut pool = EntryPool::new(listed().count(), listed());
     let mut checkpoints = Vec::with_capacity(paths.len());
     for path in paths {
-        let (mut doc, own_entries) = parse_json_doc(&path, "snapshot checkpoint", |text| {
-            Doc::<Checkpoint>::parse_sharing(text, &mut pool)
+        let (mut doc, own_entries) = stream_json_doc(&path, "snapshot checkpoint", |text| {
+            Doc::<Checkpoint>::read_sharing(text, &mut pool)
         })?;
         doc.value.databases.shrink_to_fit();
         doc.value.pending_removed_files.shrink_to_fit();

@@ -4,10 +4,9 @@ use super::disk::ListedDirs;
 use super::findings::Finding;
 use super::live::Generation;
 use super::purged::PurgedTable;
-use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey, WalSeq};
+use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndexMarker};
-use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -111,7 +110,7 @@ impl Node {
 
     /// The ids of every file a snapshot's `removed_files` or a checkpoint's
     /// `pending_removed_files` names.
-    pub fn removal_named_ids(&self) -> HashSet<FileId> {
+    pub fn removal_named_ids(&self) -> FileIdSet {
         let snapshots = self
             .snapshots
             .iter()
@@ -120,7 +119,7 @@ impl Node {
             .checkpoints
             .iter()
             .flat_map(|c| c.doc.value.pending_removed_files.iter());
-        snapshots.chain(checkpoints).map(|(_, _, f)| f.id).collect()
+        FileIdSet::new(snapshots.chain(checkpoints).map(|(_, _, f)| f.id))
     }
 
     /// The newest checkpoint of each month, oldest month first: what the server merges.
@@ -147,7 +146,9 @@ impl Node {
     /// The database and table names of a table, when its Parquet paths carry them (up to 3.5).
     pub fn table_names(&self, key: TableKey) -> Option<(String, String)> {
         let f = self.live.get(&key)?.first()?;
-        ParquetPath::parse(&f.entry.path)?.names(key.db, key.table)
+        f.entry
+            .path
+            .with_str(|p| ParquetPath::parse(p)?.names(key.db, key.table))
     }
 }
 

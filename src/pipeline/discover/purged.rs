@@ -7,7 +7,7 @@
 
 use super::disk::DiskFiles;
 use super::node::Node;
-use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
+use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey};
 use crate::format::model::{FileEntry, TableIndex};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
@@ -112,7 +112,7 @@ pub(super) fn find_purged(
     node: &Node,
     data_dir: &Path,
     disk: &DiskFiles,
-    removal_named: &HashSet<FileId>,
+    removal_named: &FileIdSet,
 ) -> BTreeMap<TableKey, PurgedTable> {
     let listings = || {
         let snapshots = node
@@ -153,14 +153,14 @@ pub(super) fn find_purged(
 
     let mut out: BTreeMap<TableKey, PurgedTable> = BTreeMap::new();
     for (id, (table, f, first_seq)) in listed {
-        let on_disk = disk.contains(&f.path) || data_dir.join(&*f.path).exists();
+        let on_disk = disk.contains(&f.path) || f.path.under(data_dir).exists();
         if on_disk {
             continue;
         }
         let by_index = index
             .as_ref()
             .is_some_and(|ix| first_seq <= ix.seen_up_to && !ix.listed.contains(&id));
-        if removal_named.contains(&id) || by_index {
+        if removal_named.contains(id) || by_index {
             out.entry(table).or_default().entries.push(f.clone());
         }
     }

@@ -96,7 +96,7 @@ pub(super) fn ranked_scan(
                 format!(
                     "SELECT {}, {rank} AS {RANK_COL} FROM {}",
                     schema.projection(&present(&[*f], footer_of)),
-                    read_one(&data_dir.join(&*f.entry.path))
+                    read_one(&f.entry.path.under(data_dir))
                 )
             })
             .collect::<Vec<_>>()
@@ -115,7 +115,7 @@ pub(super) fn ranked_scan(
             sql_list(
                 &ranked
                     .iter()
-                    .map(|f| data_dir.join(&*f.entry.path))
+                    .map(|f| f.entry.path.under(data_dir))
                     .collect::<Vec<_>>()
             )
         )

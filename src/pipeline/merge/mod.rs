@@ -79,7 +79,7 @@ pub fn merge_group(
     let abs: Vec<PathBuf> = group
         .inputs
         .iter()
-        .map(|f| data_dir.join(&*f.entry.path))
+        .map(|f| f.entry.path.under(data_dir))
         .collect();
     let footers = read_footers(&abs)?;
     for (f, ft) in group.inputs.iter().zip(&footers) {
