@@ -208,8 +208,11 @@ pub(super) fn check_files(
             .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
     };
     let mut on_disk = Vec::new();
-    for f in node.live.values().flatten() {
-        match disk.refer(&f.entry.path) {
+    let live = node.live.values().flatten();
+    disk.refer_each(
+        live,
+        |f| &f.entry.path,
+        |f, size| match size {
             None => {
                 // Not under dbs/ (or not named .parquet): check the path itself.
                 match fs::metadata(f.entry.path.under(&data_dir)) {
@@ -233,11 +236,10 @@ pub(super) fn check_files(
                 on_disk: size,
             }),
             Some(_) => {}
-        }
-    }
-    for f in node.hidden.values().flatten() {
-        disk.refer(&f.entry.path);
-    }
+        },
+    );
+    let hidden = node.hidden.values().flatten();
+    disk.refer_each(hidden, |f| &f.entry.path, |_, _| {});
     let unreferenced = disk.unreferenced()?;
     drop(disk);
     // Which of them the metadata still names, looked up only when there are any.

@@ -129,12 +129,17 @@ pub(super) fn find_purged(
     };
     // Only a file that is gone can have been purged. A healthy node has none, so these ids
     // are found first, and only their entries are gathered below.
-    let gone: HashSet<FileId> = node
-        .listings()
-        .flat_map(|files| files.iter())
-        .filter(|(_, _, f)| !disk.contains(&f.path))
-        .map(|(_, _, f)| f.id)
-        .collect();
+    let mut gone: HashSet<FileId> = HashSet::new();
+    let listed = node.listings().flat_map(|files| files.iter());
+    disk.contains_each(
+        listed,
+        |(_, _, f)| &f.path,
+        |(_, _, f), present| {
+            if !present {
+                gone.insert(f.id);
+            }
+        },
+    );
     if gone.is_empty() {
         return BTreeMap::new();
     }
