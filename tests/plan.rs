@@ -209,6 +209,32 @@ fn truncated_snapshot_is_refused_with_its_name() {
 }
 
 #[test]
+fn truncated_checkpoint_is_refused_with_its_name() {
+    let copy = copy_fixture(&fixture("3.10/small"));
+    let months = copy.path().join("node0/snapshot-checkpoints");
+    let checkpoint = walkdir::WalkDir::new(&months)
+        .into_iter()
+        .flatten()
+        .map(|e| e.into_path())
+        .find(|p| p.to_string_lossy().ends_with(".checkpoint.json"))
+        .expect("the fixture has a checkpoint");
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, &bytes[..bytes.len() / 2]).unwrap();
+    let d = copy.path().to_str().unwrap();
+    let name = checkpoint
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_refused(
+        copy.path(),
+        &[d, "--hosts", "node0", "--dry-run"],
+        &[&name, "not a valid snapshot checkpoint", "truncated"],
+    );
+}
+
+#[test]
 fn unknown_snapshot_version_is_refused() {
     let copy = small_copy();
     let snaps = copy.path().join("node0/snapshots");
