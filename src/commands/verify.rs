@@ -108,10 +108,15 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
                 .chain(purged),
         );
         let from_snapshots = |id| added.contains(id) && !removed.contains(id);
-        let live_ids = || n.live.values().flatten().map(|f| f.entry.id);
-        let live = FileIdSet::new(live_ids());
+        let live = n.live_ids();
         // Sets of the few that differ, for their count and the smallest.
-        let only_cp: BTreeSet<FileId> = live_ids().filter(|&id| !from_snapshots(id)).collect();
+        let only_cp: BTreeSet<FileId> = n
+            .live
+            .values()
+            .flatten()
+            .map(|f| f.entry.id)
+            .filter(|&id| !from_snapshots(id))
+            .collect();
         let only_snap: BTreeSet<FileId> = listed()
             .map(|(_, _, f)| f.id)
             .filter(|&id| from_snapshots(id) && !live.contains(id))

@@ -12,7 +12,7 @@
 use crate::durable::fsutil::Batch;
 use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::error::{Error, Result};
-use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey};
+use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use crate::format::layout::{ParquetPath, TABLE_INDEX_PATHS};
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::pipeline::discover::LiveFile;
@@ -199,7 +199,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
     } else {
         None
     };
-    let live_ids = FileIdSet::new(node.live.values().flatten().map(|f| f.entry.id));
+    let live_ids = node.live_ids();
     let purged_ids: BTreeSet<FileId> = node
         .purged
         .values()

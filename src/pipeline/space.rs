@@ -126,7 +126,7 @@ pub fn estimate(
     })
     .into_iter();
     for (node, tables) in nodes.iter().zip(plans) {
-        // Sized up front: on a deep history it holds millions of ids.
+        // Every id the commit drops from a document: on a deep history, millions.
         let groups = || tables.iter().flat_map(|t| &t.groups);
         let purged = node
             .purged
@@ -136,7 +136,7 @@ pub fn estimate(
         let touched = FileIdSet::new(purged.chain(inputs));
         let mut dirs: HashSet<String> = HashSet::new();
         for g in groups() {
-            // A group's inputs come in runs from one directory: each run is looked up once.
+            // A group's inputs come in runs from one directory: each run is noted once.
             let mut last: Option<String> = None;
             for f in &g.inputs {
                 f.entry.path.with_str(|p| {

@@ -441,13 +441,13 @@ mod path_dir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn refer(files: &mut DiskFiles, path: &EntryPath) -> Option<u64> {
         let mut size = None;
         files.refer_each(std::iter::once(path), |p| p, |_, s| size = s);
         size
     }
-    use std::fs;
 
     #[test]
     fn finds_sizes_and_names_only_the_unreferenced() {

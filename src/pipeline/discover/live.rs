@@ -105,6 +105,9 @@ struct Replay<'a> {
     /// (id, when, table, the entry added or `None` for a removal).
     ops: Vec<(FileId, u32, u32, Option<&'a Arc<FileEntry>>)>,
     tables: Vec<TableKey>,
+    /// Each table's index in `tables`: a node can have thousands, and tens of thousands of
+    /// snapshots list them.
+    table_index: foldhash::HashMap<TableKey, u32>,
 }
 
 impl<'a> Replay<'a> {
@@ -116,15 +119,13 @@ impl<'a> Replay<'a> {
                     db: *db,
                     table: *table,
                 };
-                let t = match self.tables.iter().position(|k| *k == key) {
-                    Some(t) => t,
-                    None => {
-                        self.tables.push(key);
-                        self.tables.len() - 1
-                    }
-                };
+                let tables = &mut self.tables;
+                let t = *self.table_index.entry(key).or_insert_with(|| {
+                    tables.push(key);
+                    (tables.len() - 1) as u32
+                });
                 for f in list {
-                    self.note(f.id, t as u32, Some(f));
+                    self.note(f.id, t, Some(f));
                 }
             }
         }
@@ -185,7 +186,7 @@ fn by_table<'a>(
 /// its checkpoints were built without. Their rows are invisible to queries.
 /// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
 pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &FileIdSet) {
-    let live = FileIdSet::new(node.live.values().flatten().map(|f| f.entry.id));
+    let live = node.live_ids();
     let mut hidden: BTreeMap<FileId, (TableKey, &Arc<FileEntry>)> = BTreeMap::new();
     for files in node.listings() {
         for (db, table, f) in files.iter() {

@@ -108,6 +108,11 @@ impl Node {
         snapshots.chain(checkpoints.map(|c| &c.doc.value.databases))
     }
 
+    /// The ids of the live files.
+    pub fn live_ids(&self) -> FileIdSet {
+        FileIdSet::new(self.live.values().flatten().map(|f| f.entry.id))
+    }
+
     /// The ids of every file a snapshot's `removed_files` or a checkpoint's
     /// `pending_removed_files` names.
     pub fn removal_named_ids(&self) -> FileIdSet {
