@@ -248,3 +248,39 @@ fn progress_bars_show_on_a_terminal_only() {
     );
     assert!(t.contains("committed snapshot"), "{t}");
 }
+
+#[test]
+fn an_id_listed_with_two_paths_is_reported_by_verify() {
+    let f = fixture("influxdb3-3.10/small");
+    let tmp = copy_fixture(&f);
+    // The oldest snapshot that lists a file: a checkpoint covers it and lists that file again,
+    // with the path it had.
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path().join("node0/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let (path, mut snap, old) = names
+        .iter()
+        .rev()
+        .find_map(|p| {
+            let snap = read_json(p);
+            let first = &snap["databases"][0][1]["tables"][0][1][0]["path"];
+            let old = first.as_str()?.to_string();
+            Some((p.clone(), snap, old))
+        })
+        .expect("a snapshot lists a file");
+    let moved = old.replace(".parquet", "-moved.parquet");
+    snap["databases"][0][1]["tables"][0][1][0]["path"] = moved.clone().into();
+    std::fs::write(&path, serde_json::to_vec(&snap).unwrap()).unwrap();
+
+    let d = tmp.path().to_str().unwrap();
+    let v = kompactor(&["verify", d, "--hosts", "node0"]);
+    assert_eq!(v.status.code(), Some(4), "{}", text(&v));
+    let out = text(&v);
+    let mut both = [old, moved];
+    both.sort();
+    let want = format!("used for 2 different paths: {}, {}", both[0], both[1]);
+    assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+    assert_eq!(out.matches("different paths").count(), 1, "{out}");
+}

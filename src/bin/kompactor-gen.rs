@@ -799,7 +799,7 @@ fn write_metadata(
                     TableId(table),
                     files.iter().cloned().map(Arc::new).collect(),
                 )],
-                extra: Map::new(),
+                extra: Default::default(),
             },
         )])
         .totals();

@@ -120,21 +120,52 @@ enum IdSetRepr {
 impl FileIdSet {
     /// The set of `ids` (read twice: once to size it, once to fill it).
     pub fn new(ids: impl Iterator<Item = FileId> + Clone) -> FileIdSet {
-        let (count, max) = ids
-            .clone()
-            .fold((0u64, None), |(n, m), id| (n + 1, m.max(Some(id.0))));
+        let mut set = FileIdSet::empty_for(ids.clone());
+        for id in ids {
+            set.insert(id);
+        }
+        set
+    }
+
+    /// An empty set with the form that suits `ids`, for them to be inserted one at a time.
+    pub fn empty_for(ids: impl Iterator<Item = FileId>) -> FileIdSet {
+        let (count, max) = ids.fold((0u64, None), |(n, m), id| (n + 1, m.max(Some(id.0))));
         let Some(max) = max else {
             return FileIdSet(IdSetRepr::Bits(Vec::new()));
         };
         // A bitmap while it is no larger than a hash set of the same ids would be.
         if max / 128 <= count + 256 {
-            let mut bits = vec![0u64; (max / 64 + 1) as usize];
-            for id in ids {
-                bits[(id.0 / 64) as usize] |= 1 << (id.0 % 64);
-            }
-            FileIdSet(IdSetRepr::Bits(bits))
+            FileIdSet(IdSetRepr::Bits(vec![0u64; (max / 64 + 1) as usize]))
         } else {
-            FileIdSet(IdSetRepr::Hashed(ids.collect()))
+            let room = usize::try_from(count).unwrap_or(usize::MAX);
+            FileIdSet(IdSetRepr::Hashed(
+                foldhash::HashSet::with_capacity_and_hasher(room, Default::default()),
+            ))
+        }
+    }
+
+    /// Adds `id`; whether it was not there yet.
+    pub fn insert(&mut self, id: FileId) -> bool {
+        match &mut self.0 {
+            IdSetRepr::Bits(bits) => {
+                let w = usize::try_from(id.0 / 64).expect("a bitmap's ids fit in memory");
+                if w >= bits.len() {
+                    bits.resize(w + 1, 0);
+                }
+                let bit = 1 << (id.0 % 64);
+                let new = bits[w] & bit == 0;
+                bits[w] |= bit;
+                new
+            }
+            IdSetRepr::Hashed(set) => set.insert(id),
+        }
+    }
+
+    /// Removes every id, keeping the form and the room.
+    pub fn clear(&mut self) {
+        match &mut self.0 {
+            IdSetRepr::Bits(bits) => bits.fill(0),
+            IdSetRepr::Hashed(set) => set.clear(),
         }
     }
 
@@ -186,6 +217,11 @@ mod tests {
                 );
             }
         }
+        let mut set = FileIdSet::empty_for(dense.into_iter());
+        assert!(set.insert(FileId(3)) && !set.insert(FileId(3)) && set.insert(FileId(500)));
+        assert_eq!(set.len(), 2);
+        set.clear();
+        assert!(set.is_empty() && set.insert(FileId(3)));
         assert!(matches!(
             FileIdSet::new(dense.into_iter()).0,
             IdSetRepr::Bits(_)

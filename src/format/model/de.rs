@@ -218,13 +218,13 @@ thread_local! {
     static NOT_IN_POOL: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Runs `read` with `pool` as this thread's pool of entries to share, and gives it back;
-/// also how many of the entries read were not in it.
-pub fn with_pool<R>(pool: &mut EntryPool, read: impl FnOnce() -> R) -> (R, usize) {
-    POOL.set(Some(std::mem::take(pool)));
+/// Runs `read` with `pool` as this thread's pool of entries to share; also how many of the
+/// entries read were not in it.
+pub fn with_pool<R>(pool: &EntryPool, read: impl FnOnce() -> R) -> (R, usize) {
+    POOL.set(Some(pool.clone()));
     NOT_IN_POOL.set(0);
     let out = read();
-    *pool = POOL.take().expect("the pool stays while reading");
+    POOL.take().expect("the pool stays while reading");
     (out, NOT_IN_POOL.take())
 }
 

@@ -14,6 +14,7 @@ use de::deserialize_with_extra;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// One Parquet file as the metadata records it.
@@ -34,7 +35,8 @@ pub struct FileEntry {
     pub extra: Extra,
 }
 
-/// The keys of a file entry that kompactor does not know, kept to be written back.
+/// The keys of a file entry or a database's tables that kompactor does not know, kept to be
+/// written back.
 ///
 /// Boxed and absent when empty (almost always): an inline map would take 72 bytes of every
 /// entry, and a deep history holds millions of entries, several times over.
@@ -59,17 +61,23 @@ impl From<Map<String, Value>> for Extra {
 deserialize_with_extra!(FileEntry, "a file entry",
     required: [id, path, size_bytes, row_count, chunk_time, min_time, max_time], defaulted: []);
 
+/// The files a document lists under one table, in order.
+///
+/// A snapshot lists one file per table, almost always; the list holds that one in place,
+/// where a `Vec` would take a heap block for it: on a deep history, millions of blocks.
+pub type FileList = SmallVec<[Arc<FileEntry>; 1]>;
+
 /// The tables of one database: `{"tables": [[table_id, [file, ...]], ...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DbTables {
-    pub tables: Vec<(TableId, Vec<Arc<FileEntry>>)>,
+    pub tables: Vec<(TableId, FileList)>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Extra,
 }
 
 /// A database's tables as they are read: each entry through the pool ([`de::Shared`]).
 struct DbTablesRead {
-    tables: Vec<(TableId, Vec<de::Shared>)>,
+    tables: Vec<(TableId, SmallVec<[de::Shared; 1]>)>,
     extra: Map<String, Value>,
 }
 
@@ -78,7 +86,7 @@ deserialize_with_extra!(DbTablesRead, "a database's tables", required: [tables],
 impl<'de> Deserialize<'de> for DbTables {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DbTables, D::Error> {
         let read = DbTablesRead::deserialize(d)?;
-        // Both conversions keep their vectors' allocations.
+        // The outer conversion keeps its vector's allocation; a list of one is never on the heap.
         let tables = read
             .tables
             .into_iter()
@@ -86,7 +94,7 @@ impl<'de> Deserialize<'de> for DbTables {
             .collect();
         Ok(DbTables {
             tables,
-            extra: read.extra,
+            extra: read.extra.into(),
         })
     }
 }
@@ -96,8 +104,10 @@ impl<'de> Deserialize<'de> for DbTables {
 /// A checkpoint lists again every file of the snapshots it covers: on a deep history a
 /// million entries. Read through a pool of the snapshots' entries, it allocates none of
 /// them, where reading them first and sharing them after held them all twice.
-#[derive(Default)]
-pub struct EntryPool(foldhash::HashMap<FileId, Arc<FileEntry>>);
+///
+/// Cloning it shares it: the checkpoints are read side by side, through one pool.
+#[derive(Clone, Default)]
+pub struct EntryPool(Arc<foldhash::HashMap<FileId, Arc<FileEntry>>>);
 
 impl EntryPool {
     /// A pool of `entries`, of which there are `count`; of two with one id, the later.
@@ -106,7 +116,7 @@ impl EntryPool {
         // Sized once: growing a map of millions holds the old one beside the new.
         let mut map = foldhash::HashMap::with_capacity(count);
         map.extend(entries.map(|f| (f.id, Arc::clone(f))));
-        EntryPool(map)
+        EntryPool(Arc::new(map))
     }
 }
 
@@ -141,7 +151,9 @@ impl DbFiles {
         for (_, db) in &mut self.0 {
             fit(&mut db.tables);
             for (_, files) in &mut db.tables {
-                fit(files);
+                if files.spilled() && files.capacity() > files.len() {
+                    *files = files.drain(..).collect();
+                }
             }
         }
     }
@@ -175,7 +187,7 @@ impl DbFiles {
         let tables = &mut self.0[pos].1.tables;
         match tables.iter_mut().find(|(t, _)| *t == table) {
             Some((_, files)) => files.push(file),
-            None => tables.push((table, vec![file])),
+            None => tables.push((table, smallvec::smallvec![file])),
         }
     }
 
@@ -378,7 +390,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// hundreds of megabytes of it.
     pub fn read_sharing(
         text: impl std::io::Read,
-        pool: &mut EntryPool,
+        pool: &EntryPool,
     ) -> Result<(Doc<T>, usize), serde_json::Error> {
         let (doc, not_in_pool) = de::with_pool(pool, || {
             de::read_recording_keys(serde_json::Deserializer::from_reader(text))
@@ -580,8 +592,8 @@ mod tests {
     fn a_pool_gives_its_entry_only_for_an_equal_one() {
         let snap: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
         let entry = |doc: &Doc<Snapshot>| Arc::clone(doc.value.databases.iter().next().unwrap().2);
-        let mut pool = EntryPool::new(1, std::iter::once(&entry(&snap)));
-        let (same, not_in_pool) = Doc::read_sharing(THREE_ZERO.as_bytes(), &mut pool).unwrap();
+        let pool = EntryPool::new(1, std::iter::once(&entry(&snap)));
+        let (same, not_in_pool) = Doc::read_sharing(THREE_ZERO.as_bytes(), &pool).unwrap();
         assert!(Arc::ptr_eq(&entry(&same), &entry(&snap)));
         assert_eq!(not_in_pool, 0);
         let resized = THREE_ZERO.replace(
@@ -589,7 +601,7 @@ mod tests {
             r#""size_bytes": 11, "row_count": 2, "chunk"#,
         );
         let (other, not_in_pool): (Doc<Snapshot>, _) =
-            Doc::read_sharing(resized.as_bytes(), &mut pool).unwrap();
+            Doc::read_sharing(resized.as_bytes(), &pool).unwrap();
         assert_eq!(not_in_pool, 1);
         assert!(!Arc::ptr_eq(&entry(&other), &entry(&snap)));
         assert_eq!(

@@ -1,27 +1,13 @@
 //! The Parquet files on a node's disk, as listing its `dbs/` directory finds them.
 //!
-//! A deep history has millions of files. They are kept by a 128-bit fingerprint of their path
-//! (XXH3-128) rather than by the path itself: a sixth of the memory, no allocation per file,
-//! and a lookup compares two integers instead of two paths. The chance that two of two
-//! million paths share a fingerprint is about 10^-26; and a false match could only make a
-//! missing file look present, which the merge then fails to read and stops on.
+//! A deep history has millions of files; they are kept by their path's fingerprint
+//! ([`PathKey`]). A false match could only make a missing file look present, which the
+//! merge then fails to read and stops on.
 
+use super::fingerprint::{KeyTable, PathKey};
 use crate::error::{Error, Result};
 use crate::format::model::EntryPath;
-use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
-
-/// A path's fingerprint, as two halves: a `u128` would align the table's entries to 16
-/// bytes and make each of them a third larger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct PathKey(u64, u64);
-
-impl PathKey {
-    fn of(path: &str) -> PathKey {
-        let h = xxhash_rust::xxh3::xxh3_128(path.as_bytes());
-        PathKey((h >> 64) as u64, h as u64)
-    }
-}
 
 /// Set in a size when the metadata refers to the file (no file is 8 EiB).
 const REFERENCED: u64 = 1 << 63;
@@ -34,13 +20,13 @@ const REFERENCED: u64 = 1 << 63;
 /// Nothing else writes there in between: the server is stopped and kompactor holds the
 /// node from discovery to commit.
 #[derive(Default)]
-pub struct ListedDirs(HashMap<PathKey, u32>);
+pub struct ListedDirs(KeyTable<u32>);
 
 impl ListedDirs {
     /// How many entries of any kind `dir` (relative to the data dir) held; none when it was
     /// not listed.
     pub fn entries(&self, dir: &str) -> Option<usize> {
-        self.0.get(&PathKey::of(dir)).map(|&n| n as usize)
+        self.0.get(PathKey::of(dir)).map(|&n| n as usize)
     }
 }
 
@@ -53,7 +39,7 @@ impl std::fmt::Debug for ListedDirs {
 /// The `.parquet` files under a node's `dbs/`, with their sizes.
 pub(super) struct DiskFiles {
     /// Size by path fingerprint, with [`REFERENCED`] set once [`DiskFiles::refer_each`] saw it.
-    sizes: HashMap<PathKey, u64>,
+    sizes: KeyTable<u64>,
     /// What each directory held.
     dirs: ListedDirs,
     /// The data dir, and the listed directory's path relative to it.
@@ -67,16 +53,17 @@ impl DiskFiles {
         let parts = walk(data_dir, rel, Sizes::Read, &|path, size| {
             Some((PathKey::of(path), size))
         })?;
-        // Sized once: growing a table of millions rehashes it while the old one is held.
-        let mut sizes = HashMap::with_capacity(parts.iter().map(|p| p.kept.len()).sum());
-        let mut dirs = HashMap::with_capacity(parts.iter().map(|p| p.dirs.len()).sum());
+        // Sized once, and each part let go of as it is taken: a deep history's parts hold
+        // millions of entries.
+        let mut sizes = Vec::with_capacity(parts.iter().map(|p| p.kept.len()).sum());
+        let mut dirs = Vec::with_capacity(parts.iter().map(|p| p.dirs.len()).sum());
         for part in parts {
             sizes.extend(part.kept);
             dirs.extend(part.dirs);
         }
         Ok(DiskFiles {
-            sizes,
-            dirs: ListedDirs(dirs),
+            sizes: KeyTable::new(sizes),
+            dirs: ListedDirs(KeyTable::new(dirs)),
             data_dir: data_dir.to_path_buf(),
             rel: rel.to_string(),
         })
@@ -89,7 +76,7 @@ impl DiskFiles {
 
     /// Whether `path` (relative to the data dir) is one of them.
     pub fn contains(&self, path: &EntryPath) -> bool {
-        self.sizes.contains_key(&path.with_str(PathKey::of))
+        self.sizes.get(path.with_str(PathKey::of)).is_some()
     }
 
     /// [`DiskFiles::contains`] for the path of each of `items`, told to `found` in order.
@@ -100,7 +87,7 @@ impl DiskFiles {
         mut found: impl FnMut(T, bool),
     ) {
         in_batches(items, path, |t, key| {
-            found(t, self.sizes.contains_key(&key))
+            found(t, self.sizes.get(key).is_some())
         });
     }
 
@@ -116,7 +103,7 @@ impl DiskFiles {
     }
 
     fn refer_key(&mut self, key: PathKey) -> Option<u64> {
-        let size = self.sizes.get_mut(&key)?;
+        let size = self.sizes.get_mut(key)?;
         *size |= REFERENCED;
         Some(*size & !REFERENCED)
     }
@@ -130,7 +117,7 @@ impl DiskFiles {
         }
         let parts = walk(&self.data_dir, &self.rel, Sizes::Skip, &|path, _| {
             self.sizes
-                .get(&PathKey::of(path))
+                .get(PathKey::of(path))
                 .is_some_and(|s| s & REFERENCED == 0)
                 .then(|| path.to_string())
         })?;

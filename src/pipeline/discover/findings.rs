@@ -5,8 +5,9 @@ use super::node::Node;
 use crate::error::Result;
 use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
 use crate::format::model::EntryPath;
-use foldhash::{HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 /// Something about a node an operator should know; none of it is changed by kompactor.
@@ -159,31 +160,76 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
 
 /// The ids that the snapshots and checkpoints list with more than one path.
 ///
-/// It needs only the documents, so discovery finds them beside the purged files: on a deep
-/// history, sorting millions of ids takes a second.
+/// It needs only the documents, so discovery finds them beside the purged files. A deep
+/// history lists millions of entries, most of them twice (a snapshot and a checkpoint):
+/// only the first path of each id is kept, and the paths of the few ids listed with
+/// another one are gathered in a second pass.
 pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
-    // Every (id, path) listed, borrowed and sorted: a deep history lists millions, and a
-    // vector of exactly their number is a third of a hash map's memory.
-    let mut listed: Vec<(FileId, &EntryPath)> =
-        Vec::with_capacity(node.listings().map(|files| files.iter().count()).sum());
-    listed.extend(
-        node.listings()
-            .flat_map(|files| files.iter().map(|(_, _, f)| (f.id, &f.path))),
-    );
-    listed.sort_unstable();
-    listed.dedup();
-    listed
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|c| c.len() > 1)
-        .map(|same_id| {
-            let mut paths: Vec<String> = same_id.iter().map(|(_, p)| p.to_string()).collect();
-            paths.sort();
-            Finding::DuplicateId {
-                id: same_id[0].0,
-                paths,
-            }
+    let listed = || node.listings().flat_map(|files| files.iter().map(|e| e.2));
+    let mut first = FirstPaths::for_ids(listed().map(|f| f.id));
+    let mut reused = BTreeMap::<FileId, BTreeSet<String>>::new();
+    for f in listed() {
+        if first.note(f.id, &f.path).is_some_and(|p| *p != f.path) {
+            reused.entry(f.id).or_default();
+        }
+    }
+    if reused.is_empty() {
+        return Vec::new();
+    }
+    for f in listed() {
+        if let Some(paths) = reused.get_mut(&f.id) {
+            paths.insert(f.path.to_string());
+        }
+    }
+    reused
+        .into_iter()
+        .map(|(id, paths)| Finding::DuplicateId {
+            id,
+            paths: paths.into_iter().collect(),
         })
         .collect()
+}
+
+/// The first path noted for each file id: by id in a vector when the ids are dense (the
+/// server hands them out in sequence), else in a hash map.
+enum FirstPaths<'a> {
+    Dense {
+        lowest: u64,
+        paths: Vec<Option<&'a EntryPath>>,
+    },
+    Sparse(HashMap<FileId, Option<&'a EntryPath>>),
+}
+
+impl<'a> FirstPaths<'a> {
+    fn for_ids(ids: impl Iterator<Item = FileId>) -> FirstPaths<'a> {
+        let (count, lowest, highest) = ids.fold((0u64, u64::MAX, 0), |(n, lo, hi), id| {
+            (n + 1, lo.min(id.0), hi.max(id.0))
+        });
+        let span = highest.saturating_sub(lowest).saturating_add(1);
+        // A vector while it is no larger than a hash map of the same ids would be.
+        match usize::try_from(span) {
+            Ok(span) if count > 0 && span as u64 <= 2 * count + 1024 => FirstPaths::Dense {
+                lowest,
+                paths: vec![None; span],
+            },
+            _ => FirstPaths::Sparse(HashMap::new()),
+        }
+    }
+
+    /// Notes `path` for `id` unless it has one; the one it had.
+    fn note(&mut self, id: FileId, path: &'a EntryPath) -> Option<&'a EntryPath> {
+        let slot = match self {
+            FirstPaths::Dense { lowest, paths } => &mut paths[(id.0 - *lowest) as usize],
+            FirstPaths::Sparse(map) => map.entry(id).or_insert(None),
+        };
+        match slot {
+            Some(had) => Some(*had),
+            None => {
+                *slot = Some(path);
+                None
+            }
+        }
+    }
 }
 
 /// Compares the live set with the files on disk, and looks for WAL tails; `duplicates`
@@ -275,4 +321,33 @@ pub(super) fn check_files(
     }
     node.findings.extend(findings);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_path_of_an_id_is_kept_dense_or_sparse() {
+        let a: EntryPath = "n/dbs/1/2/2026-11-16/00-10/1.parquet".to_string().into();
+        let b: EntryPath = "n/dbs/1/2/2026-11-16/00-20/1.parquet".to_string().into();
+        let dense = [3, 1, 2].map(FileId);
+        let sparse = [5, 1 << 40, u64::MAX].map(FileId);
+        for ids in [dense, sparse] {
+            let mut first = FirstPaths::for_ids(ids.into_iter());
+            for id in ids {
+                assert_eq!(first.note(id, &a), None, "{id}");
+                assert_eq!(first.note(id, &b), Some(&a), "{id}");
+                assert_eq!(first.note(id, &a), Some(&a), "{id}");
+            }
+        }
+        let form = |ids: [FileId; 3]| {
+            matches!(
+                FirstPaths::for_ids(ids.into_iter()),
+                FirstPaths::Dense { .. }
+            )
+        };
+        assert!(form(dense));
+        assert!(!form(sparse));
+    }
 }

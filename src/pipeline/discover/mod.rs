@@ -7,6 +7,7 @@
 
 mod disk;
 mod findings;
+mod fingerprint;
 mod live;
 mod node;
 pub mod purged;
@@ -377,24 +378,24 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
             .flat_map(|s| s.doc.value.databases.iter())
             .map(|(_, _, f)| f)
     };
-    let mut pool = EntryPool::new(listed().count(), listed());
-    let mut checkpoints = Vec::with_capacity(paths.len());
-    for path in paths {
-        let (mut doc, own_entries) = stream_json_doc(&path, "snapshot checkpoint", |text| {
-            Doc::<Checkpoint>::read_sharing(text, &mut pool)
+    let pool = EntryPool::new(listed().count(), listed());
+    // Side by side: a deep history's checkpoints are each a few hundred megabytes of text.
+    let read = crate::pipeline::workers::parallel_map(&paths, |path| {
+        let (mut doc, own_entries) = stream_json_doc(path, "snapshot checkpoint", |text| {
+            Doc::<Checkpoint>::read_sharing(text, &pool)
         })?;
         doc.value.databases.shrink_to_fit();
         doc.value.pending_removed_files.shrink_to_fit();
-        let (mtime, size) = stat(&path)?;
-        checkpoints.push(CheckpointFile {
+        let (mtime, size) = stat(path)?;
+        Ok(CheckpointFile {
             own_entries,
             mtime,
             size,
-            path,
+            path: path.clone(),
             doc,
-        });
-    }
-    Ok(checkpoints)
+        })
+    });
+    read.into_iter().collect()
 }
 
 /// Reads every requested node.
