@@ -284,3 +284,33 @@ fn an_id_listed_with_two_paths_is_reported_by_verify() {
     assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
     assert_eq!(out.matches("different paths").count(), 1, "{out}");
 }
+
+#[test]
+fn verify_reports_table_index_entries_whose_file_does_not_exist() {
+    let f = fixture("influxdb3-3.10/small");
+    let tmp = copy_fixture(&f);
+    let index = tmp.path().join("node0/db-indices/1/0/index.info.json");
+    let mut doc = read_json(&index);
+    // One entry names a path that was never written; another's file is deleted from disk.
+    let renamed = doc["files"][0]["path"]
+        .as_str()
+        .unwrap()
+        .replace(".parquet", "-gone.parquet");
+    doc["files"][0]["path"] = renamed.clone().into();
+    let deleted = doc["files"][1]["path"].as_str().unwrap().to_string();
+    std::fs::write(&index, serde_json::to_vec(&doc).unwrap()).unwrap();
+    std::fs::remove_file(tmp.path().join(&deleted)).unwrap();
+
+    let d = tmp.path().to_str().unwrap();
+    let v = kompactor(&["verify", d, "--hosts", "node0"]);
+    assert_eq!(v.status.code(), Some(4), "{}", text(&v));
+    let out = text(&v);
+    for (id, path) in [
+        (&doc["files"][0]["id"], &renamed),
+        (&doc["files"][1]["id"], &deleted),
+    ] {
+        let want = format!("lists file {id} which does not exist: {path}");
+        assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("which does not exist").count(), 2, "{out}");
+}
