@@ -129,34 +129,34 @@ pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan
         .chain(node.hidden.keys())
         .copied()
         .collect();
+    let keys: Vec<TableKey> = keys.into_iter().collect();
     let none = Vec::new();
-    keys.into_iter()
-        .map(|key| {
-            let files = node.live.get(&key).unwrap_or(&none);
-            let hidden = node.hidden.get(&key).unwrap_or(&none);
-            let ctx = TableCtx {
-                node,
-                table: key,
-                opts,
-                run_id,
-                blocked: &blocked,
-                hidden: hidden.iter().map(|f| f.entry.id).collect(),
-                // Hidden data can be newer than what the server shows (snapshot order is
-                // not data order): when it is merged, it counts as the table's data.
-                cutoff: Nanos(
-                    newest_time(files)
-                        .max(if opts.include_hidden {
-                            newest_time(hidden)
-                        } else {
-                            Nanos::MIN
-                        })
-                        .0
-                        .saturating_sub(opts.min_age.0),
-                ),
-            };
-            plan_table(&ctx, files, hidden)
-        })
-        .collect()
+    // Tables side by side: a deep history's plan looks at millions of files.
+    crate::pipeline::workers::parallel_map(&keys, |&key| {
+        let files = node.live.get(&key).unwrap_or(&none);
+        let hidden = node.hidden.get(&key).unwrap_or(&none);
+        let ctx = TableCtx {
+            node,
+            table: key,
+            opts,
+            run_id,
+            blocked: &blocked,
+            hidden: hidden.iter().map(|f| f.entry.id).collect(),
+            // Hidden data can be newer than what the server shows (snapshot order is
+            // not data order): when it is merged, it counts as the table's data.
+            cutoff: Nanos(
+                newest_time(files)
+                    .max(if opts.include_hidden {
+                        newest_time(hidden)
+                    } else {
+                        Nanos::MIN
+                    })
+                    .0
+                    .saturating_sub(opts.min_age.0),
+            ),
+        };
+        plan_table(&ctx, files, hidden)
+    })
 }
 
 /// The finer widths a window too recent to merge whole is tried at, widest first; the last

@@ -86,8 +86,12 @@ impl DiskFiles {
         path: impl Fn(&T) -> &EntryPath,
         mut found: impl FnMut(T, bool),
     ) {
-        in_batches(items, path, |t, key| {
-            found(t, self.sizes.get(key).is_some())
+        let mut at = Vec::new();
+        in_batches(items, path, |batch, keys| {
+            self.sizes.positions(keys, &mut at);
+            for (t, i) in batch.drain(..).zip(&at) {
+                found(t, i.is_some());
+            }
         });
     }
 
@@ -99,13 +103,18 @@ impl DiskFiles {
         path: impl Fn(&T) -> &EntryPath,
         mut found: impl FnMut(T, Option<u64>),
     ) {
-        in_batches(items, path, |t, key| found(t, self.refer_key(key)));
-    }
-
-    fn refer_key(&mut self, key: PathKey) -> Option<u64> {
-        let size = self.sizes.get_mut(key)?;
-        *size |= REFERENCED;
-        Some(*size & !REFERENCED)
+        let mut at = Vec::new();
+        in_batches(items, path, |batch, keys| {
+            self.sizes.positions(keys, &mut at);
+            for (t, i) in batch.drain(..).zip(&at) {
+                let size = i.map(|i| {
+                    let size = self.sizes.value_mut(i);
+                    *size |= REFERENCED;
+                    *size & !REFERENCED
+                });
+                found(t, size);
+            }
+        });
     }
 
     /// The paths (relative to the data dir, sorted) of the files [`DiskFiles::refer_each`] did
@@ -127,28 +136,27 @@ impl DiskFiles {
     }
 }
 
-/// Calls `each` with every item and the fingerprint of its path, computed a batch at a time.
+/// Calls `each` with a batch of the items at a time and the fingerprints of their paths;
+/// `each` drains the batch.
 ///
 /// A lookup in a table of millions is a cache miss. With the fingerprints of a batch computed
-/// before its lookups, the processor has several misses under way at once; with the work of
-/// a fingerprint between two lookups, it waited for each: a third of the time of the checks
-/// that look up every file of a deep history.
+/// before its lookups, and the lookups made a batch at a time ([`KeyTable::positions`]), the
+/// processor has many misses under way at once; with the work of a fingerprint between two
+/// lookups, it waited for each.
 fn in_batches<T>(
     items: impl Iterator<Item = T>,
     path: impl Fn(&T) -> &EntryPath,
-    mut each: impl FnMut(T, PathKey),
+    mut each: impl FnMut(&mut Vec<T>, &[PathKey]),
 ) {
     const BATCH: usize = 64;
     let mut items = items.peekable();
     let mut batch = Vec::with_capacity(BATCH);
+    let mut keys = Vec::with_capacity(BATCH);
     while items.peek().is_some() {
-        batch.extend(items.by_ref().take(BATCH).map(|t| {
-            let key = path(&t).with_str(PathKey::of);
-            (t, key)
-        }));
-        for (t, key) in batch.drain(..) {
-            each(t, key);
-        }
+        batch.extend(items.by_ref().take(BATCH));
+        keys.clear();
+        keys.extend(batch.iter().map(|t| path(t).with_str(PathKey::of)));
+        each(&mut batch, &keys);
     }
 }
 
