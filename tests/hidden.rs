@@ -150,3 +150,43 @@ fn include_hidden_brings_every_row_back_into_view() {
         }
     }
 }
+
+#[test]
+fn verify_finds_hidden_files_the_table_index_lists_and_reports_one_deleted() {
+    let f = fixture("3.5.0/small");
+    let copy = copy_fixture(&f);
+    let d = copy.path().to_str().unwrap();
+    let w = WINDOW.to_string();
+    let verify = || kompactor(&["verify", d, "--hosts", "node0", "--load-window", &w]);
+    let v = verify();
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+
+    // A file only the oldest snapshot lists: hidden by the window, named by the table index.
+    let node =
+        kompactor::pipeline::discover::discover_node_with(copy.path(), "node0", Some(WINDOW))
+            .unwrap();
+    let hidden = node
+        .hidden
+        .values()
+        .flatten()
+        .next()
+        .expect("a hidden file");
+    let path = hidden.entry.path.to_string();
+    let indexed = index_files(copy.path(), "node0")
+        .iter()
+        .any(|p| std::fs::read_to_string(p).unwrap().contains(&path));
+    assert!(indexed, "the table index lists {path}");
+    std::fs::remove_file(copy.path().join(&path)).unwrap();
+
+    let v = verify();
+    assert_eq!(v.status.code(), Some(4), "{}", text(&v));
+    let want = format!(
+        "lists file {} which does not exist: {path}",
+        hidden.entry.id
+    );
+    assert!(
+        text(&v).contains(&want),
+        "wanted {want:?} in:\n{}",
+        text(&v)
+    );
+}

@@ -9,11 +9,11 @@ use crate::format::layout::check_hosts;
 use crate::format::model::{Doc, FileEntry, TableIndex};
 use crate::format::parquet::read_row_count;
 use crate::json;
-use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, Node};
+use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, LiveFile, Node};
 use crate::pipeline::workers::parallel_map_io;
 use crate::progress::StepClock;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -140,16 +140,21 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         }
     }
     clock.done("checkpoints against snapshots");
-    // The table index may only name files that exist. Discovery found the live ones (by
-    // listing their directories): only the others are looked for, one at a time.
-    let found_live = |t: &TableIndex, f: &FileEntry| {
+    // The table index may only name files that exist. Discovery found the live and the
+    // hidden ones on disk (by listing their directories), less those it reports missing:
+    // only the others are looked for, one at a time.
+    let found = |t: &TableIndex, f: &FileEntry| {
         let table = TableKey {
             db: t.db_id,
             table: t.table_id,
         };
-        let live = n.live.get(&table).map_or(&[][..], Vec::as_slice);
-        live.binary_search_by_key(&f.id, |l| l.entry.id)
-            .is_ok_and(|i| live[i].entry.path == f.path && !bad.contains(&f.id))
+        let listed = |set: &BTreeMap<TableKey, Vec<LiveFile>>| {
+            let files = set.get(&table).map_or(&[][..], Vec::as_slice);
+            files
+                .binary_search_by_key(&f.id, |l| l.entry.id)
+                .is_ok_and(|i| files[i].entry.path == f.path)
+        };
+        (listed(&n.live) && !bad.contains(&f.id)) || listed(&n.hidden)
     };
     let indexes = crate::pipeline::workers::parallel_map(&n.table_index_files, |p| {
         let mut wrong = Vec::new();
@@ -159,7 +164,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         match Doc::<TableIndex>::parse(&std::fs::read(p).unwrap_or_default()) {
             Ok(doc) => {
                 for f in &doc.value.files {
-                    if !found_live(&doc.value, f) && !f.path.under(data_dir).exists() {
+                    if !found(&doc.value, f) && !f.path.under(data_dir).exists() {
                         wrong.push(format!(
                             "table index {} lists file {} which does not exist: {}",
                             p.display(),
