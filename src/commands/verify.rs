@@ -10,7 +10,7 @@ use crate::format::model::{Doc, FileEntry, TableIndex};
 use crate::format::parquet::read_row_count;
 use crate::json;
 use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, LiveFile, Node};
-use crate::pipeline::workers::parallel_map_io;
+use crate::pipeline::workers::{parallel_map, parallel_map_io};
 use crate::progress::StepClock;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,7 +156,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         };
         (listed(&n.live) && !bad.contains(&f.id)) || listed(&n.hidden)
     };
-    let indexes = crate::pipeline::workers::parallel_map(&n.table_index_files, |p| {
+    let indexes = parallel_map(&n.table_index_files, |p| {
         let mut wrong = Vec::new();
         if !p.to_string_lossy().ends_with("index.info.json") {
             return wrong;

@@ -129,15 +129,18 @@ impl FileIdSet {
 
     /// An empty set with the form that suits `ids`, for them to be inserted one at a time.
     pub fn empty_for(ids: impl Iterator<Item = FileId>) -> FileIdSet {
-        let (count, max) = ids.fold((0u64, None), |(n, m), id| (n + 1, m.max(Some(id.0))));
-        let Some(max) = max else {
+        let span = IdSpan::of(ids);
+        if span.count == 0 {
             return FileIdSet(IdSetRepr::Bits(Vec::new()));
-        };
-        // A bitmap while it is no larger than a hash set of the same ids would be.
-        if max / 128 <= count + 256 {
-            FileIdSet(IdSetRepr::Bits(vec![0u64; (max / 64 + 1) as usize]))
+        }
+        // A bit per id from 0 to the highest.
+        if span.direct_fits(span.highest / 8) {
+            FileIdSet(IdSetRepr::Bits(vec![
+                0u64;
+                (span.highest / 64 + 1) as usize
+            ]))
         } else {
-            let room = usize::try_from(count).unwrap_or(usize::MAX);
+            let room = usize::try_from(span.count).unwrap_or(usize::MAX);
             FileIdSet(IdSetRepr::Hashed(
                 foldhash::HashSet::with_capacity_and_hasher(room, Default::default()),
             ))
@@ -195,6 +198,77 @@ impl FileIdSet {
     }
 }
 
+/// How many ids a set or map is built for, and their range.
+struct IdSpan {
+    count: u64,
+    lowest: u64,
+    highest: u64,
+}
+
+impl IdSpan {
+    fn of(ids: impl Iterator<Item = FileId>) -> IdSpan {
+        ids.fold(
+            IdSpan {
+                count: 0,
+                lowest: u64::MAX,
+                highest: 0,
+            },
+            |s, id| IdSpan {
+                count: s.count + 1,
+                lowest: s.lowest.min(id.0),
+                highest: s.highest.max(id.0),
+            },
+        )
+    }
+
+    /// Whether a table indexed by id, of `bytes`, is no larger than a hash table of the same
+    /// ids would be (about 16 bytes each), give or take a few kilobytes.
+    fn direct_fits(&self, bytes: u64) -> bool {
+        bytes <= self.count.saturating_mul(16).saturating_add(4096)
+    }
+}
+
+/// Values by file id, for a set of ids known up front: a slot per id from the lowest to the
+/// highest when the ids are dense, as the server gives them out, else a hash map.
+pub struct FileIdMap<V>(IdMapRepr<V>);
+
+enum IdMapRepr<V> {
+    Direct { lowest: u64, slots: Vec<Option<V>> },
+    Hashed(foldhash::HashMap<FileId, V>),
+}
+
+impl<V> FileIdMap<V> {
+    /// An empty map with the form that suits `ids`; only those may be inserted.
+    pub fn for_ids(ids: impl Iterator<Item = FileId>) -> FileIdMap<V> {
+        let span = IdSpan::of(ids);
+        let slots = span.highest.saturating_sub(span.lowest).saturating_add(1);
+        let bytes = slots.saturating_mul(std::mem::size_of::<Option<V>>() as u64);
+        match usize::try_from(slots) {
+            Ok(slots) if span.count > 0 && span.direct_fits(bytes) => {
+                FileIdMap(IdMapRepr::Direct {
+                    lowest: span.lowest,
+                    slots: std::iter::repeat_with(|| None).take(slots).collect(),
+                })
+            }
+            _ => FileIdMap(IdMapRepr::Hashed(Default::default())),
+        }
+    }
+
+    /// The value of `id`, once `value` is stored for it if it had none.
+    pub fn get_or_insert(&mut self, id: FileId, value: V) -> &V {
+        match &mut self.0 {
+            IdMapRepr::Direct { lowest, slots } => {
+                let slot =
+                    id.0.checked_sub(*lowest)
+                        .and_then(|i| slots.get_mut(usize::try_from(i).ok()?))
+                        .expect("an id the map was built for");
+                slot.get_or_insert(value)
+            }
+            IdMapRepr::Hashed(map) => map.entry(id).or_insert(value),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +304,27 @@ mod tests {
             FileIdSet::new(sparse.into_iter()).0,
             IdSetRepr::Hashed(_)
         ));
+    }
+
+    #[test]
+    fn id_maps_keep_the_first_value_dense_or_sparse() {
+        let dense = [3, 1, 2].map(FileId);
+        let sparse = [5, 1 << 40, u64::MAX].map(FileId);
+        for ids in [dense, sparse] {
+            let mut map = FileIdMap::for_ids(ids.into_iter());
+            for id in ids {
+                assert_eq!(*map.get_or_insert(id, "a"), "a", "{id}");
+                assert_eq!(*map.get_or_insert(id, "b"), "a", "{id}");
+            }
+        }
+        let direct = |ids: [FileId; 3]| {
+            matches!(
+                FileIdMap::<&str>::for_ids(ids.into_iter()).0,
+                IdMapRepr::Direct { .. }
+            )
+        };
+        assert!(direct(dense));
+        assert!(!direct(sparse));
     }
 
     #[test]

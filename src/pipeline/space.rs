@@ -137,14 +137,14 @@ pub fn estimate(
         let mut dirs: HashSet<String> = HashSet::new();
         for g in groups() {
             // A group's inputs come in runs from one directory: each run is noted once.
-            let mut last: Option<String> = None;
+            let mut last = String::new();
             for f in &g.inputs {
-                f.entry.path.with_str(|p| {
-                    let dir = trash_dir(p);
-                    if dir != last.as_deref() {
-                        last = dir.map(str::to_string);
-                        dirs.extend(last.clone());
+                f.entry.path.with_str(|p| match trash_dir(p) {
+                    Some(dir) if dir != last => {
+                        last.replace_range(.., dir);
+                        dirs.insert(last.clone());
                     }
+                    _ => {}
                 });
             }
             let (all, largest) = footers.next().expect("one estimate per group");

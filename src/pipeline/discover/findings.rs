@@ -3,9 +3,8 @@
 use super::disk::DiskFiles;
 use super::node::Node;
 use crate::error::Result;
-use crate::format::ids::{FileId, Nanos, TableKey, WalSeq};
-use crate::format::model::EntryPath;
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use crate::format::ids::{FileId, FileIdMap, Nanos, TableKey, WalSeq};
+use foldhash::{HashSet, HashSetExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -166,10 +165,10 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
 /// another one are gathered in a second pass.
 pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
     let listed = || node.listings().flat_map(|files| files.iter().map(|e| e.2));
-    let mut first = FirstPaths::for_ids(listed().map(|f| f.id));
+    let mut first = FileIdMap::for_ids(listed().map(|f| f.id));
     let mut reused = BTreeMap::<FileId, BTreeSet<String>>::new();
     for f in listed() {
-        if first.note(f.id, &f.path).is_some_and(|p| *p != f.path) {
+        if **first.get_or_insert(f.id, &f.path) != f.path {
             reused.entry(f.id).or_default();
         }
     }
@@ -188,48 +187,6 @@ pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
             paths: paths.into_iter().collect(),
         })
         .collect()
-}
-
-/// The first path noted for each file id: by id in a vector when the ids are dense (the
-/// server hands them out in sequence), else in a hash map.
-enum FirstPaths<'a> {
-    Dense {
-        lowest: u64,
-        paths: Vec<Option<&'a EntryPath>>,
-    },
-    Sparse(HashMap<FileId, Option<&'a EntryPath>>),
-}
-
-impl<'a> FirstPaths<'a> {
-    fn for_ids(ids: impl Iterator<Item = FileId>) -> FirstPaths<'a> {
-        let (count, lowest, highest) = ids.fold((0u64, u64::MAX, 0), |(n, lo, hi), id| {
-            (n + 1, lo.min(id.0), hi.max(id.0))
-        });
-        let span = highest.saturating_sub(lowest).saturating_add(1);
-        // A vector while it is no larger than a hash map of the same ids would be.
-        match usize::try_from(span) {
-            Ok(span) if count > 0 && span as u64 <= 2 * count + 1024 => FirstPaths::Dense {
-                lowest,
-                paths: vec![None; span],
-            },
-            _ => FirstPaths::Sparse(HashMap::new()),
-        }
-    }
-
-    /// Notes `path` for `id` unless it has one; the one it had.
-    fn note(&mut self, id: FileId, path: &'a EntryPath) -> Option<&'a EntryPath> {
-        let slot = match self {
-            FirstPaths::Dense { lowest, paths } => &mut paths[(id.0 - *lowest) as usize],
-            FirstPaths::Sparse(map) => map.entry(id).or_insert(None),
-        };
-        match slot {
-            Some(had) => Some(*had),
-            None => {
-                *slot = Some(path);
-                None
-            }
-        }
-    }
 }
 
 /// Compares the live set with the files on disk, and looks for WAL tails; `duplicates`
@@ -321,33 +278,4 @@ pub(super) fn check_files(
     }
     node.findings.extend(findings);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_path_of_an_id_is_kept_dense_or_sparse() {
-        let a: EntryPath = "n/dbs/1/2/2026-11-16/00-10/1.parquet".to_string().into();
-        let b: EntryPath = "n/dbs/1/2/2026-11-16/00-20/1.parquet".to_string().into();
-        let dense = [3, 1, 2].map(FileId);
-        let sparse = [5, 1 << 40, u64::MAX].map(FileId);
-        for ids in [dense, sparse] {
-            let mut first = FirstPaths::for_ids(ids.into_iter());
-            for id in ids {
-                assert_eq!(first.note(id, &a), None, "{id}");
-                assert_eq!(first.note(id, &b), Some(&a), "{id}");
-                assert_eq!(first.note(id, &a), Some(&a), "{id}");
-            }
-        }
-        let form = |ids: [FileId; 3]| {
-            matches!(
-                FirstPaths::for_ids(ids.into_iter()),
-                FirstPaths::Dense { .. }
-            )
-        };
-        assert!(form(dense));
-        assert!(!form(sparse));
-    }
 }

@@ -65,7 +65,8 @@ pub struct Node {
     pub loaded_snapshots: usize,
     /// Entries of files the server purged (retention, hard deletes), per table; not in `live`.
     pub purged: BTreeMap<TableKey, PurgedTable>,
-    /// Files on disk that the server does not load (beyond its load window), per table.
+    /// Files on disk that the server does not load (beyond its load window), per table,
+    /// ordered by id.
     pub hidden: BTreeMap<TableKey, Vec<LiveFile>>,
     /// How many entries each directory under `dbs/` held when it was listed.
     pub listed_dirs: ListedDirs,
