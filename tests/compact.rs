@@ -47,18 +47,14 @@ fn assert_metadata_consistent(dir: &Path, node: &str, window_ns: i64) {
     for (key, files) in &n.live {
         let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
         for f in files {
-            assert!(ids.insert(f.entry.id), "id {} twice", f.entry.id);
-            assert!(
-                f.entry.id < next,
-                "id {} not below next_file_id {next}",
-                f.entry.id
-            );
-            let p = f.entry.path.under(dir);
+            assert!(ids.insert(f.id), "id {} twice", f.id);
+            assert!(f.id < next, "id {} not below next_file_id {next}", f.id);
+            let p = f.path.under(dir);
             assert_eq!(
                 std::fs::metadata(&p).unwrap().len(),
-                f.entry.size_bytes,
+                f.size_bytes,
                 "{}",
-                f.entry.path
+                f.path
             );
             let (rows, min, max): (i64, i64, i64) = conn
                 .query_row(
@@ -67,16 +63,11 @@ fn assert_metadata_consistent(dir: &Path, node: &str, window_ns: i64) {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .unwrap();
-            assert_eq!(rows as u64, f.entry.row_count, "{}", f.entry.path);
-            assert_eq!(
-                (min, max),
-                (f.entry.min_time.0, f.entry.max_time.0),
-                "{}",
-                f.entry.path
-            );
-            if f.entry.path.contains("/kompactor-") {
+            assert_eq!(rows as u64, f.row_count, "{}", f.path);
+            assert_eq!((min, max), (f.min_time.0, f.max_time.0), "{}", f.path);
+            if f.path.contains("/kompactor-") {
                 *per_window
-                    .entry(f.entry.chunk_time.0.div_euclid(window_ns))
+                    .entry(f.chunk_time.0.div_euclid(window_ns))
                     .or_default() += 1;
                 let max_rg: i64 = conn
                     .query_row(
@@ -94,12 +85,12 @@ fn assert_metadata_consistent(dir: &Path, node: &str, window_ns: i64) {
         // One compacted file per window: the windows are merged with every file they hold.
         let merged_windows: BTreeSet<i64> = per_window.keys().copied().collect();
         for f in files {
-            let w = f.entry.chunk_time.0.div_euclid(window_ns);
+            let w = f.chunk_time.0.div_euclid(window_ns);
             if merged_windows.contains(&w) {
                 assert!(
-                    f.entry.path.contains("/kompactor-"),
+                    f.path.contains("/kompactor-"),
                     "{key}: {} left beside a merged window",
-                    f.entry.path
+                    f.path
                 );
             }
         }
@@ -149,10 +140,10 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
         for files in discover_node(copy.path(), &node).unwrap().live.values() {
             for file in files {
                 assert!(
-                    !trashed.contains(&trash_name(&file.entry.path.to_string()))
-                        && !trashed.contains(&file.entry.path.to_string()),
+                    !trashed.contains(&trash_name(&file.path.to_string()))
+                        && !trashed.contains(&file.path.to_string()),
                     "{} is live and in the trash",
-                    file.entry.path
+                    file.path
                 );
             }
         }
@@ -206,8 +197,8 @@ fn new_files_after_a_compaction_touch_only_their_window() {
         .flatten()
         // Whole days: the finer pieces of a day that was too recent are merged into its day
         // once it is old enough, as they should be.
-        .filter(|x| x.entry.path.contains("/kompactor-1d-"))
-        .map(|x| x.entry.path.to_string())
+        .filter(|x| x.path.contains("/kompactor-1d-"))
+        .map(|x| x.path.to_string())
         .collect();
     assert!(!compacted.is_empty());
     let report = compact(copy.path(), "node0", &["--window", "1d", "--min-age", "0"]);
@@ -217,7 +208,7 @@ fn new_files_after_a_compaction_touch_only_their_window() {
         .live
         .values()
         .flatten()
-        .map(|x| x.entry.path.to_string())
+        .map(|x| x.path.to_string())
         .collect();
     assert!(
         compacted.is_subset(&still),
@@ -248,16 +239,13 @@ fn row_cap_splits_a_window_by_time() {
         for file in files {
             // A piece may exceed the cap only by rows that share its boundary timestamp.
             assert!(
-                file.entry.row_count <= 1_100,
+                file.row_count <= 1_100,
                 "{} has {} rows",
-                file.entry.path,
-                file.entry.row_count
+                file.path,
+                file.row_count
             );
         }
-        let mut ranges: Vec<_> = files
-            .iter()
-            .map(|x| (x.entry.min_time, x.entry.max_time))
-            .collect();
+        let mut ranges: Vec<_> = files.iter().map(|x| (x.min_time, x.max_time)).collect();
         ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].1 < w[1].0, "split pieces overlap in time: {w:?}");

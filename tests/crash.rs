@@ -60,12 +60,12 @@ fn assert_server_view_safe(f: &Fixture, dir: &Path) {
     }
     let n = discover_node(dir, "node0").unwrap();
     for file in n.live.values().flatten() {
-        let p = file.entry.path.under(dir);
+        let p = file.path.under(dir);
         assert_eq!(
             std::fs::metadata(&p).map(|m| m.len()).ok(),
-            Some(file.entry.size_bytes),
+            Some(file.size_bytes),
             "{}",
-            file.entry.path
+            file.path
         );
     }
     assert_answers_match(f, dir);
@@ -76,23 +76,21 @@ fn assert_recovered(f: &Fixture, dir: &Path) {
     assert!(!guarded(dir), "guard left after recovery");
     let n = discover_node(dir, "node0").unwrap();
     for file in n.live.values().flatten() {
-        let p = file.entry.path.under(dir);
+        let p = file.path.under(dir);
         assert_eq!(
             std::fs::metadata(&p).map(|m| m.len()).ok(),
-            Some(file.entry.size_bytes),
+            Some(file.size_bytes),
             "{}",
-            file.entry.path
+            file.path
         );
         let trash = dir.join(".kompactor/trash");
         if trash.is_dir() {
             for run in std::fs::read_dir(&trash).unwrap().flatten() {
                 assert!(
-                    !run.path()
-                        .join(trash_name(&file.entry.path.to_string()))
-                        .exists()
-                        && !file.entry.path.under(&run.path()).exists(),
+                    !run.path().join(trash_name(&file.path.to_string())).exists()
+                        && !file.path.under(&run.path()).exists(),
                     "{} is live and in the trash",
-                    file.entry.path
+                    file.path
                 );
             }
         }
@@ -537,7 +535,7 @@ fn a_corrupt_input_stops_only_its_window() {
         n.live
             .values()
             .flatten()
-            .any(|x| x.entry.path.to_string() == *victim),
+            .any(|x| x.path.to_string() == *victim),
         "the corrupt file is no longer live"
     );
     assert!(p.exists());
@@ -545,7 +543,7 @@ fn a_corrupt_input_stops_only_its_window() {
         .live
         .values()
         .flatten()
-        .filter(|x| x.entry.path.contains("/kompactor-"))
+        .filter(|x| x.path.contains("/kompactor-"))
         .count();
     assert_eq!(merged, 8, "the other windows were merged");
     let v = kompactor(&["verify", copy.path().to_str().unwrap(), "--hosts", "node0"]);
@@ -587,7 +585,7 @@ fn missing_and_resized_inputs_stop_only_their_windows() {
         .live
         .values()
         .flatten()
-        .filter(|x| x.entry.path.contains("/kompactor-"))
+        .filter(|x| x.path.contains("/kompactor-"))
         .count();
     assert_eq!(merged, 7);
 }

@@ -171,7 +171,7 @@ fn verify_finds_hidden_files_the_table_index_lists_and_reports_one_deleted() {
         .flatten()
         .next()
         .expect("a hidden file");
-    let path = hidden.entry.path.to_string();
+    let path = hidden.path.to_string();
     let indexed = index_files(copy.path(), "node0")
         .iter()
         .any(|p| std::fs::read_to_string(p).unwrap().contains(&path));
@@ -180,10 +180,7 @@ fn verify_finds_hidden_files_the_table_index_lists_and_reports_one_deleted() {
 
     let v = verify();
     assert_eq!(v.status.code(), Some(4), "{}", text(&v));
-    let want = format!(
-        "lists file {} which does not exist: {path}",
-        hidden.entry.id
-    );
+    let want = format!("lists file {} which does not exist: {path}", hidden.id);
     assert!(
         text(&v).contains(&want),
         "wanted {want:?} in:\n{}",

@@ -66,7 +66,7 @@ fn verify_names_each_problem() {
         .live
         .values()
         .flatten()
-        .map(|x| x.entry.path.to_string())
+        .map(|x| x.path.to_string())
         .collect();
     let (truncated, removed) = (&files[0], &files[1]);
     let p = copy.path().join(truncated);
@@ -167,7 +167,7 @@ fn the_run_report_matches_every_fixture() {
                     "{} {db}.{table}",
                     f.name
                 );
-                let rows_after: u64 = live.iter().map(|x| x.entry.row_count).sum();
+                let rows_after: u64 = live.iter().map(|x| x.row_count).sum();
                 assert_eq!(o["rows_in_files_after"].as_u64(), Some(rows_after));
                 let count = f.summary()["answers"][&node][db][table]["count"]["row"]["n"]
                     .as_u64()
@@ -313,4 +313,65 @@ fn verify_reports_table_index_entries_whose_file_does_not_exist() {
         assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
     }
     assert_eq!(out.matches("which does not exist").count(), 2, "{out}");
+}
+
+#[test]
+fn verify_reads_the_row_count_of_every_footer() {
+    let f = fixture("influxdb3-3.10/small");
+    let tmp = copy_fixture(&f);
+    let n = discover_node(tmp.path(), "node0").unwrap();
+    let live: Vec<_> = n.live.values().flatten().cloned().collect();
+    let (miscounted, damaged) = (&live[0], &live[1]);
+    // Every document that lists the first file records one row more than its footer holds.
+    fn add_a_row(v: &mut Value, id: u64) -> usize {
+        match v {
+            Value::Object(o) if o.get("id").and_then(Value::as_u64) == Some(id) => {
+                let rows = o["row_count"].as_u64().unwrap();
+                o["row_count"] = (rows + 1).into();
+                1
+            }
+            Value::Object(o) => o.values_mut().map(|v| add_a_row(v, id)).sum(),
+            Value::Array(a) => a.iter_mut().map(|v| add_a_row(v, id)).sum(),
+            _ => 0,
+        }
+    }
+    let mut edited = 0;
+    for dir in ["snapshots", "snapshot-checkpoints"] {
+        for e in walkdir::WalkDir::new(tmp.path().join("node0").join(dir)) {
+            let p = e.unwrap().into_path();
+            if p.is_file() {
+                let mut doc = read_json(&p);
+                if add_a_row(&mut doc, miscounted.id.0) > 0 {
+                    std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+                    edited += 1;
+                }
+            }
+        }
+    }
+    assert!(edited > 0);
+    // The second file's footer length points before the start of the file; its size is
+    // unchanged, so only its footer tells.
+    let p = tmp.path().join(damaged.path.to_string());
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes.len() - 8;
+    bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+
+    let d = tmp.path().to_str().unwrap();
+    let v = kompactor(&["verify", d, "--hosts", "node0"]);
+    assert_eq!(v.status.code(), Some(4), "{}", text(&v));
+    let out = text(&v);
+    let want = format!(
+        "file {} holds {} rows but the metadata records {}: {}",
+        miscounted.id,
+        miscounted.row_count,
+        miscounted.row_count + 1,
+        miscounted.path
+    );
+    assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+    let want = format!("file {}: ", damaged.id);
+    assert!(
+        out.contains(&want) && out.contains("unreadable Parquet footer"),
+        "wanted {want:?} and an unreadable footer in:\n{out}"
+    );
 }

@@ -18,7 +18,7 @@ use crate::pipeline::archive::{
     Source, Window, DAY, META,
 };
 use crate::pipeline::commit::{prepare_node, Change};
-use crate::pipeline::discover::discover_all;
+use crate::pipeline::discover::{discover_all, LiveFile};
 use crate::pipeline::merge::{merge_group, Engine};
 use crate::pipeline::plan::{blocked_files, by_window, Group};
 use crate::units::parse_time_or_age;
@@ -27,6 +27,7 @@ use serde::Serialize;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// `kompactor archive` arguments.
 #[derive(Args, Debug, Clone)]
@@ -109,15 +110,15 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     for (ni, node) in nodes.iter().enumerate() {
         let blocked = blocked_files(node);
         for (key, files) in &node.live {
-            let days = by_window(files.iter().filter(|f| f.entry.chunk_time < cutoff), DAY);
+            let days = by_window(files.iter().filter(|f| f.chunk_time < cutoff), DAY);
             for (start, inputs) in days {
-                if let Some(f) = inputs.iter().find(|f| f.entry.max_time >= cutoff) {
+                if let Some(f) = inputs.iter().find(|f| f.max_time >= cutoff) {
                     return Err(Error::new(format!(
                         "node {} table {}: file {} holds data after the cutoff day ({}); pick a cutoff after {}",
-                        node.id, node.table_label(*key), f.entry.path, cutoff.to_rfc3339(), f.entry.max_time.to_rfc3339()
+                        node.id, node.table_label(*key), f.path, cutoff.to_rfc3339(), f.max_time.to_rfc3339()
                     )));
                 }
-                if let Some(why) = inputs.iter().find_map(|f| blocked.get(&f.entry.id)) {
+                if let Some(why) = inputs.iter().find_map(|f| blocked.get(&f.id)) {
                     return Err(Error::new(format!(
                         "node {} table {}: cannot archive {}: {why}",
                         node.id,
@@ -127,8 +128,8 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                 }
                 let (db, table) = names.of(node, *key);
                 let dir = partition_dir(&node.id, &db, &table, start);
-                let rows = inputs.iter().map(|f| f.entry.row_count).sum();
-                let bytes = inputs.iter().map(|f| f.entry.size_bytes).sum();
+                let rows = inputs.iter().map(|f| f.row_count).sum();
+                let bytes = inputs.iter().map(|f| f.size_bytes).sum();
                 groups.push((
                     ni,
                     Group {
@@ -136,7 +137,13 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                         table: *key,
                         window_start: start,
                         window_end: Nanos(start.0 + DAY.0),
-                        inputs: inputs.into_iter().cloned().collect(),
+                        inputs: inputs
+                            .into_iter()
+                            .map(|f| LiveFile {
+                                table: *key,
+                                entry: Arc::clone(f),
+                            })
+                            .collect(),
                         rows,
                         bytes,
                         output_path: format!("{dir}/kompactor-{run_id}.parquet"),

@@ -137,11 +137,11 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         };
         if let Some(live) = node.live.get(&key).and_then(|fs| {
             fs.iter()
-                .find(|f| f.entry.max_time >= w.window_start && f.entry.min_time < w.window_end)
+                .find(|f| f.max_time >= w.window_start && f.min_time < w.window_end)
         }) {
             return Err(Error::new(format!(
                 "node {} table {}.{} {}: the window is live in the node (file {}); restoring it would duplicate its rows",
-                w.node, w.db, w.table, w.date, live.entry.path
+                w.node, w.db, w.table, w.date, live.path
             ))
             .hint("restore only windows that were archived and not written again (--from/--to)"));
         }

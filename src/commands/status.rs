@@ -121,26 +121,18 @@ fn node_status(n: &Node) -> NodeStatus {
         .into_iter()
         .map(|k| {
             let files = n.live.get(&k).map_or(&[][..], Vec::as_slice);
-            let min = files
-                .iter()
-                .map(|f| f.entry.min_time)
-                .min()
-                .unwrap_or(Nanos::MAX);
-            let max = files
-                .iter()
-                .map(|f| f.entry.max_time)
-                .max()
-                .unwrap_or(Nanos::MIN);
+            let min = files.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
+            let max = files.iter().map(|f| f.max_time).max().unwrap_or(Nanos::MIN);
             let on_disk_min = files
                 .iter()
-                .filter(|f| !lost.contains(&f.entry.id))
-                .map(|f| f.entry.min_time)
+                .filter(|f| !lost.contains(&f.id))
+                .map(|f| f.min_time)
                 .min();
             let purged = n.purged.get(&k);
             let hidden = n.hidden.get(&k).map_or(&[][..], Vec::as_slice);
             let hmin = hidden
                 .iter()
-                .map(|f| f.entry.min_time)
+                .map(|f| f.min_time)
                 .min()
                 .unwrap_or(Nanos::MAX);
             let hmax = newest_time(hidden);
@@ -151,8 +143,8 @@ fn node_status(n: &Node) -> NodeStatus {
                 db_id: k.db.0,
                 table_id: k.table.0,
                 files: files.len(),
-                rows_in_files: files.iter().map(|f| f.entry.row_count).sum(),
-                bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
+                rows_in_files: files.iter().map(|f| f.row_count).sum(),
+                bytes: files.iter().map(|f| f.size_bytes).sum(),
                 min_time: time(min, files.is_empty()),
                 max_time: time(max, files.is_empty()),
                 full_table_query_files: files.len(),
@@ -160,11 +152,11 @@ fn node_status(n: &Node) -> NodeStatus {
                 purged_entries: purged.map_or(0, |p| p.entries.len()),
                 purged_min_time: time(pmin, purged.is_none()),
                 purged_max_time: time(pmax, purged.is_none()),
-                lost_files: files.iter().filter(|f| lost.contains(&f.entry.id)).count(),
+                lost_files: files.iter().filter(|f| lost.contains(&f.id)).count(),
                 oldest_time_on_disk: on_disk_min.map_or(String::new(), Nanos::to_rfc3339),
                 hidden_files: hidden.len(),
-                hidden_rows: hidden.iter().map(|f| f.entry.row_count).sum(),
-                hidden_bytes: hidden.iter().map(|f| f.entry.size_bytes).sum(),
+                hidden_rows: hidden.iter().map(|f| f.row_count).sum(),
+                hidden_bytes: hidden.iter().map(|f| f.size_bytes).sum(),
                 hidden_min_time: time(hmin, hidden.is_empty()),
                 hidden_max_time: time(hmax, hidden.is_empty()),
             }

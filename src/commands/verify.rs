@@ -7,15 +7,15 @@ use crate::error::Result;
 use crate::format::ids::{FileId, FileIdSet, TableKey};
 use crate::format::layout::check_hosts;
 use crate::format::model::{Doc, FileEntry, TableIndex};
-use crate::format::parquet::read_row_count;
 use crate::json;
-use crate::pipeline::discover::{discover_node_with, leave_to_exit, Finding, LiveFile, Node};
-use crate::pipeline::workers::{parallel_map, parallel_map_io};
+use crate::pipeline::discover::{discover_node_counting_rows, leave_to_exit, Finding, Node};
+use crate::pipeline::workers::parallel_map;
 use crate::progress::StepClock;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// One node in the `verify --json` document.
 #[derive(Serialize)]
@@ -47,40 +47,16 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
                 f,
                 Finding::Missing { .. }
                     | Finding::SizeMismatch { .. }
+                    | Finding::RowCountMismatch { .. }
+                    | Finding::UnreadableFooter { .. }
                     | Finding::DuplicateId { .. }
                     | Finding::StraySnapshotEntry { .. }
             )
         })
         .map(|f| f.describe())
         .collect();
-    // Row counts, from the footers of the files that exist with the right size.
     let mut clock = StepClock::new(&n.id);
     let bad: BTreeSet<FileId> = n.findings.iter().filter_map(|f| f.blocks_file()).collect();
-    let files: Vec<_> = n
-        .live
-        .values()
-        .flatten()
-        .filter(|f| !bad.contains(&f.entry.id))
-        .collect();
-    // In runs, each giving back only what is wrong: a result per file of a deep history, an
-    // error's worth of room each, took more memory than the rest of `verify`.
-    let runs: Vec<_> = files.chunks(4096).collect();
-    let wrong = parallel_map_io(&runs, |run| {
-        let mut wrong = Vec::new();
-        for f in *run {
-            match read_row_count(&f.entry.path.under(data_dir), f.entry.size_bytes) {
-                Ok(rows) if rows != f.entry.row_count => wrong.push(format!(
-                    "file {} holds {rows} rows but the metadata records {}: {}",
-                    f.entry.id, f.entry.row_count, f.entry.path
-                )),
-                Ok(_) => {}
-                Err(e) => wrong.push(e.to_string()),
-            }
-        }
-        wrong
-    });
-    out.extend(wrong.into_iter().flatten());
-    clock.done("row counts from the footers");
     // An id listed twice is a finding of discovery (`DuplicateId`, above): the live set
     // holds each id once, as the server's does.
     if let Some(newest) = n.newest_snapshot() {
@@ -122,7 +98,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
             .live
             .values()
             .flatten()
-            .map(|f| f.entry.id)
+            .map(|f| f.id)
             .filter(|&id| !from_snapshots(id))
             .collect();
         let only_snap: BTreeSet<FileId> = listed()
@@ -148,11 +124,11 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
             db: t.db_id,
             table: t.table_id,
         };
-        let listed = |set: &BTreeMap<TableKey, Vec<LiveFile>>| {
+        let listed = |set: &BTreeMap<TableKey, Vec<Arc<FileEntry>>>| {
             let files = set.get(&table).map_or(&[][..], Vec::as_slice);
             files
-                .binary_search_by_key(&f.id, |l| l.entry.id)
-                .is_ok_and(|i| files[i].entry.path == f.path)
+                .binary_search_by_key(&f.id, |l| l.id)
+                .is_ok_and(|i| files[i].path == f.path)
         };
         (listed(&n.live) && !bad.contains(&f.id)) || listed(&n.hidden)
     };
@@ -194,7 +170,8 @@ pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
     // Normal state worth knowing, that does not make the data dir inconsistent.
     let mut info: Vec<(String, Vec<String>)> = Vec::new();
     for h in &a.hosts.hosts {
-        let n = discover_node_with(data_dir, h, a.server.load_window())?;
+        // The footers' row counts are read as the files are listed: one open of each.
+        let n = discover_node_counting_rows(data_dir, h, a.server.load_window())?;
         all.push((h.clone(), problems(data_dir, &n)?));
         let purged = n
             .findings

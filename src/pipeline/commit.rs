@@ -269,10 +269,10 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
     // The final file set, for the checkpoint that covers the new snapshot.
     let mut final_set: BTreeMap<FileId, (TableKey, Arc<FileEntry>)> = node
         .live
-        .values()
-        .flatten()
-        .filter(|f| !replaced_ids.contains(&f.entry.id))
-        .map(|f| (f.entry.id, (f.table, f.entry.clone())))
+        .iter()
+        .flat_map(|(table, files)| files.iter().map(move |f| (*table, f)))
+        .filter(|(_, f)| !replaced_ids.contains(&f.id))
+        .map(|(table, f)| (f.id, (table, Arc::clone(f))))
         .collect();
     for (db, table, f) in added.iter() {
         final_set.insert(f.id, (TableKey { db, table }, f.clone()));

@@ -2,10 +2,12 @@
 
 use crate::format::ids::{FileId, Nanos, TableKey};
 use crate::format::layout::{window_dirs, ParquetPath};
+use crate::format::model::FileEntry;
 use crate::pipeline::discover::{newest_time, LiveFile, Node};
 use crate::units::format_duration;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The choices that shape a plan.
 #[derive(Clone, Copy, Debug)]
@@ -106,14 +108,14 @@ pub fn blocked_files(node: &Node) -> BTreeMap<FileId, String> {
 
 /// A table's files by the `window`-long interval (aligned to the epoch) their `chunk_time`
 /// falls in.
-pub fn by_window<'a>(
-    files: impl IntoIterator<Item = &'a LiveFile>,
+pub fn by_window<'a, F: AsRef<FileEntry>>(
+    files: impl IntoIterator<Item = &'a F>,
     window: Nanos,
-) -> BTreeMap<Nanos, Vec<&'a LiveFile>> {
-    let mut windows: BTreeMap<Nanos, Vec<&LiveFile>> = BTreeMap::new();
+) -> BTreeMap<Nanos, Vec<&'a F>> {
+    let mut windows: BTreeMap<Nanos, Vec<&F>> = BTreeMap::new();
     for f in files {
         windows
-            .entry(f.entry.chunk_time.floor_to(window))
+            .entry(f.as_ref().chunk_time.floor_to(window))
             .or_default()
             .push(f);
     }
@@ -141,7 +143,7 @@ pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan
             opts,
             run_id,
             blocked: &blocked,
-            hidden: hidden.iter().map(|f| f.entry.id).collect(),
+            hidden: hidden.iter().map(|f| f.id).collect(),
             // Hidden data can be newer than what the server shows (snapshot order is
             // not data order): when it is merged, it counts as the table's data.
             cutoff: Nanos(
@@ -183,9 +185,9 @@ struct Found {
     skipped: Vec<Skipped>,
 }
 
-fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TablePlan {
+fn plan_table(ctx: &TableCtx, files: &[Arc<FileEntry>], hidden: &[Arc<FileEntry>]) -> TablePlan {
     let opts = ctx.opts;
-    let mut candidates: Vec<&LiveFile> = files.iter().collect();
+    let mut candidates: Vec<&Arc<FileEntry>> = files.iter().collect();
     if opts.include_hidden {
         candidates.extend(hidden);
     }
@@ -206,11 +208,11 @@ fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TableP
         label: ctx.node.table_label(ctx.table),
         files_now: files.len(),
         files_after,
-        rows: files.iter().map(|f| f.entry.row_count).sum(),
-        bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
+        rows: files.iter().map(|f| f.row_count).sum(),
+        bytes: files.iter().map(|f| f.size_bytes).sum(),
         windows: files
             .iter()
-            .map(|f| f.entry.chunk_time.floor_to(opts.window))
+            .map(|f| f.chunk_time.floor_to(opts.window))
             .collect::<BTreeSet<_>>()
             .len(),
         newest_time: newest_time(files),
@@ -220,8 +222,8 @@ fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TableP
         limit_after_reason: (files_after > QUERY_FILE_LIMIT)
             .then(|| over_limit_reason(&found, files_after, opts)),
         hidden_files: hidden.len(),
-        hidden_rows: hidden.iter().map(|f| f.entry.row_count).sum(),
-        hidden_bytes: hidden.iter().map(|f| f.entry.size_bytes).sum(),
+        hidden_rows: hidden.iter().map(|f| f.row_count).sum(),
+        hidden_bytes: hidden.iter().map(|f| f.size_bytes).sum(),
         hidden_min_time: hmin,
         hidden_max_time: hmax,
         files_revived: found.groups.iter().map(|g| g.revived).sum(),
@@ -235,24 +237,24 @@ fn plan_table(ctx: &TableCtx, files: &[LiveFile], hidden: &[LiveFile]) -> TableP
 /// again at the next finer width, down to the server's own.
 fn plan_windows(
     ctx: &TableCtx,
-    files: &[&LiveFile],
+    files: &[&Arc<FileEntry>],
     width: Nanos,
     finer: &[Nanos],
     out: &mut Found,
 ) {
     for (start, mut inputs) in by_window(files.iter().copied(), width) {
-        let revived: Vec<&LiveFile> = inputs
+        let revived: Vec<&Arc<FileEntry>> = inputs
             .iter()
             .copied()
-            .filter(|f| ctx.hidden.contains(&f.entry.id))
+            .filter(|f| ctx.hidden.contains(&f.id))
             .collect();
         // One live file is already as compact as it gets; a hidden one still needs relisting.
         if inputs.len() < 2 && revived.is_empty() {
             continue;
         }
         let (rows_revived, bytes_revived) = (
-            revived.iter().map(|f| f.entry.row_count).sum::<u64>(),
-            revived.iter().map(|f| f.entry.size_bytes).sum::<u64>(),
+            revived.iter().map(|f| f.row_count).sum::<u64>(),
+            revived.iter().map(|f| f.size_bytes).sum::<u64>(),
         );
         let revived = revived.len();
         if newest_time(inputs.iter().copied()) > ctx.cutoff {
@@ -268,7 +270,7 @@ fn plan_windows(
             }
             continue;
         }
-        if let Some(why) = inputs.iter().find_map(|f| ctx.blocked.get(&f.entry.id)) {
+        if let Some(why) = inputs.iter().find_map(|f| ctx.blocked.get(&f.id)) {
             out.skipped.push(Skipped {
                 window_start: start,
                 files: inputs.len(),
@@ -277,9 +279,15 @@ fn plan_windows(
             });
             continue;
         }
-        inputs.sort_by_key(|f| f.entry.id);
+        inputs.sort_by_key(|f| f.id);
         // Copied at their exact number: kept for the whole run, as every plan's inputs are.
-        let inputs: Vec<LiveFile> = inputs.into_iter().cloned().collect();
+        let inputs: Vec<LiveFile> = inputs
+            .into_iter()
+            .map(|f| LiveFile {
+                table: ctx.table,
+                entry: Arc::clone(f),
+            })
+            .collect();
         let rows: u64 = inputs.iter().map(|f| f.entry.row_count).sum();
         let bytes: u64 = inputs.iter().map(|f| f.entry.size_bytes).sum();
         let outputs_estimate = rows.div_ceil(ctx.opts.max_rows_per_file.max(1)).max(1);
@@ -342,12 +350,8 @@ fn over_limit_reason(found: &Found, files_after: usize, opts: &PlanOptions) -> S
 }
 
 /// The time range of some files' data; (MAX, MIN) when there are none.
-fn time_range(files: &[LiveFile]) -> (Nanos, Nanos) {
-    let min = files
-        .iter()
-        .map(|f| f.entry.min_time)
-        .min()
-        .unwrap_or(Nanos::MAX);
+fn time_range(files: &[Arc<FileEntry>]) -> (Nanos, Nanos) {
+    let min = files.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
     (min, newest_time(files))
 }
 

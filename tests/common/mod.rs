@@ -231,25 +231,16 @@ pub fn read_through_metadata_with(
     let conn = duckdb::Connection::open_in_memory().unwrap();
     let mut out = BTreeMap::new();
     for (key, files) in &n.live {
-        let paths: Vec<PathBuf> = files.iter().map(|f| f.entry.path.under(data_dir)).collect();
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.path.under(data_dir)).collect();
         let footers = read_footers(&paths).unwrap();
         let pairs: Vec<(
             kompactor::format::ids::FileId,
             &kompactor::format::parquet::Footer,
-        )> = files
-            .iter()
-            .map(|f| f.entry.id)
-            .zip(footers.iter())
-            .collect();
+        )> = files.iter().map(|f| f.id).zip(footers.iter()).collect();
         let schema = TableSchema::union(&pairs).unwrap();
         // Rank: within a chunk_time, larger min_time first; the last one wins.
         let mut ranked: Vec<_> = files.iter().collect();
-        ranked.sort_by(|a, b| {
-            b.entry
-                .min_time
-                .cmp(&a.entry.min_time)
-                .then(a.entry.id.cmp(&b.entry.id))
-        });
+        ranked.sort_by(|a, b| b.min_time.cmp(&a.min_time).then(a.id.cmp(&b.id)));
         conn.execute_batch(
             "CREATE OR REPLACE TEMP TABLE ranks (f VARCHAR, r BIGINT, chunk BIGINT)",
         )
@@ -257,8 +248,8 @@ pub fn read_through_metadata_with(
         {
             let mut app = conn.appender("ranks").unwrap();
             for (i, f) in ranked.iter().enumerate() {
-                let p = f.entry.path.under(data_dir).to_string_lossy().into_owned();
-                app.append_row(duckdb::params![p, i as i64, f.entry.chunk_time.0])
+                let p = f.path.under(data_dir).to_string_lossy().into_owned();
+                app.append_row(duckdb::params![p, i as i64, f.chunk_time.0])
                     .unwrap();
             }
         }

@@ -58,6 +58,21 @@ pub fn decode_file_metadata(buf: &[u8]) -> Result<FileMetaData, String> {
     Ok(out)
 }
 
+/// Decodes only `num_rows` from the `FileMetaData` at the start of `buf`: the schema before
+/// it is skipped and nothing after it is read, so that checking the row counts of millions
+/// of files costs no allocation and no walk through their key-value metadata.
+pub fn decode_num_rows(buf: &[u8]) -> Result<i64, String> {
+    let mut r = Reader { buf, pos: 0 };
+    let mut last = 0i16;
+    while let Some((id, ty)) = r.field_header(&mut last)? {
+        match (id, ty) {
+            (3, I64) => return r.varint_i64(),
+            _ => r.skip(ty, 0)?,
+        }
+    }
+    Err("the footer has no row count".into())
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -266,6 +281,7 @@ mod tests {
         buf.push(STOP);
         buf.push(field(1, I64));
         buf.extend(zigzag(104_892)); // 3: num_rows
+        let rows_end = buf.len();
         buf.push(field(1, LIST)); // 4: row_groups, empty
         buf.push(STRUCT);
         buf.push(field(1, LIST)); // 5: key_value_metadata
@@ -285,6 +301,12 @@ mod tests {
 
         let md = decode_file_metadata(&buf).unwrap();
         assert_eq!(md.num_rows, 104_892);
+        assert_eq!(decode_num_rows(&buf), Ok(104_892));
+        assert_eq!(
+            decode_num_rows(&buf[..rows_end]),
+            Ok(104_892),
+            "nothing after the row count is read"
+        );
         assert_eq!(
             md.key_value,
             vec![
@@ -300,9 +322,15 @@ mod tests {
         ok.extend(zigzag(7));
         ok.push(STOP);
         assert_eq!(decode_file_metadata(&ok).unwrap().num_rows, 7);
+        assert_eq!(decode_num_rows(&ok), Ok(7));
         for cut in 0..ok.len() {
             assert!(decode_file_metadata(&ok[..cut]).is_err(), "cut at {cut}");
+            if cut < ok.len() - 1 {
+                assert!(decode_num_rows(&ok[..cut]).is_err(), "cut at {cut}");
+            }
         }
+        let no_rows = [field(1, I32), zigzag(2)[0], STOP];
+        assert!(decode_num_rows(&no_rows).is_err());
         let nested: Vec<u8> = std::iter::repeat_n(field(1, STRUCT), 1000).collect();
         assert!(decode_file_metadata(&nested).is_err());
         assert!(decode_file_metadata(&[field(1, 13)]).is_err());

@@ -7,10 +7,44 @@
 use super::fingerprint::{KeyTable, PathKey};
 use crate::error::{Error, Result};
 use crate::format::model::EntryPath;
+use crate::format::parquet::quick_row_count;
 use std::path::{Path, PathBuf};
 
 /// Set in a size when the metadata refers to the file (no file is 8 EiB).
 const REFERENCED: u64 = 1 << 63;
+
+/// In [`Listed::rows`]: the footer was not read, or not in one go (a footer of more than
+/// 64 KiB, a damaged or unreadable file, a count above 4 billion rows).
+const NOT_READ: u32 = u32::MAX;
+
+/// Whether listing a node's files also reads the row count in each file's footer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Footers {
+    /// Sizes only: what compaction and `status` need (a `statx` per file).
+    Skip,
+    /// Sizes and row counts, for `verify`: each file is opened and its last 64 KiB read,
+    /// where it is listed. That costs less than a stat now and an open later: on a deep
+    /// history the path lookups of two million files take seconds.
+    Read,
+}
+
+/// What the listing keeps of one file: 12 bytes, a fifth of a table entry of two million.
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct Listed {
+    /// With [`REFERENCED`] set once [`DiskFiles::refer_each`] saw it.
+    size: u64,
+    rows: u32,
+}
+
+/// A file on disk, as the listing found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnDisk {
+    pub size: u64,
+    /// The row count its footer gives; `None` when footers were not read or this one could
+    /// not be read in one go ([`crate::format::parquet::read_row_count`] says why).
+    pub rows: Option<u64>,
+}
 
 /// How many entries each directory under a node's `dbs/` held when discovery listed it.
 ///
@@ -36,10 +70,10 @@ impl std::fmt::Debug for ListedDirs {
     }
 }
 
-/// The `.parquet` files under a node's `dbs/`, with their sizes.
+/// The `.parquet` files under a node's `dbs/`, with their sizes (and row counts, when asked).
 pub(super) struct DiskFiles {
-    /// Size by path fingerprint, with [`REFERENCED`] set once [`DiskFiles::refer_each`] saw it.
-    sizes: KeyTable<u64>,
+    files: KeyTable<Listed>,
+    footers: Footers,
     /// What each directory held.
     dirs: ListedDirs,
     /// The data dir, and the listed directory's path relative to it.
@@ -49,24 +83,34 @@ pub(super) struct DiskFiles {
 
 impl DiskFiles {
     /// Lists `<data_dir>/<rel>` (a node's `dbs/`); none when it is absent.
-    pub fn list(data_dir: &Path, rel: &str) -> Result<DiskFiles> {
-        let parts = walk(data_dir, rel, Sizes::Read, &|path, size| {
-            Some((PathKey::of(path), size))
+    pub fn list(data_dir: &Path, rel: &str, footers: Footers) -> Result<DiskFiles> {
+        let probe = match footers {
+            Footers::Skip => Probe::Size,
+            Footers::Read => Probe::Footer,
+        };
+        let parts = walk(data_dir, rel, probe, &|path, listed| {
+            Some((PathKey::of(path), listed))
         })?;
         // Sized once, and each part let go of as it is taken: a deep history's parts hold
         // millions of entries.
-        let mut sizes = Vec::with_capacity(parts.iter().map(|p| p.kept.len()).sum());
+        let mut files = Vec::with_capacity(parts.iter().map(|p| p.kept.len()).sum());
         let mut dirs = Vec::with_capacity(parts.iter().map(|p| p.dirs.len()).sum());
         for part in parts {
-            sizes.extend(part.kept);
+            files.extend(part.kept);
             dirs.extend(part.dirs);
         }
         Ok(DiskFiles {
-            sizes: KeyTable::new(sizes),
+            files: KeyTable::new(files),
+            footers,
             dirs: ListedDirs(KeyTable::new(dirs)),
             data_dir: data_dir.to_path_buf(),
             rel: rel.to_string(),
         })
+    }
+
+    /// Whether the listing read the footers' row counts.
+    pub fn footers(&self) -> Footers {
+        self.footers
     }
 
     /// Takes what each directory held, for the commit.
@@ -76,7 +120,7 @@ impl DiskFiles {
 
     /// Whether `path` (relative to the data dir) is one of them.
     pub fn contains(&self, path: &EntryPath) -> bool {
-        self.sizes.get(path.with_str(PathKey::of)).is_some()
+        self.files.get(path.with_str(PathKey::of)).is_some()
     }
 
     /// [`DiskFiles::contains`] for the path of each of `items`, told to `found` in order.
@@ -88,7 +132,7 @@ impl DiskFiles {
     ) {
         let mut at = Vec::new();
         in_batches(items, path, |batch, keys| {
-            self.sizes.positions(keys, &mut at);
+            self.files.positions(keys, &mut at);
             for (t, i) in batch.drain(..).zip(&at) {
                 found(t, i.is_some());
             }
@@ -96,23 +140,28 @@ impl DiskFiles {
     }
 
     /// Notes that the metadata refers to the path of each of `items`; tells `found`, in
-    /// order, the size of each that is one of them.
+    /// order, what the listing found of each that is one of them.
     pub fn refer_each<T>(
         &mut self,
         items: impl Iterator<Item = T>,
         path: impl Fn(&T) -> &EntryPath,
-        mut found: impl FnMut(T, Option<u64>),
+        mut found: impl FnMut(T, Option<OnDisk>),
     ) {
         let mut at = Vec::new();
         in_batches(items, path, |batch, keys| {
-            self.sizes.positions(keys, &mut at);
+            self.files.positions(keys, &mut at);
             for (t, i) in batch.drain(..).zip(&at) {
-                let size = i.map(|i| {
-                    let size = self.sizes.value_mut(i);
-                    *size |= REFERENCED;
-                    *size & !REFERENCED
+                let on_disk = i.map(|i| {
+                    let listed = self.files.value_mut(i);
+                    let size = listed.size;
+                    listed.size = size | REFERENCED;
+                    let rows = listed.rows;
+                    OnDisk {
+                        size: size & !REFERENCED,
+                        rows: (rows != NOT_READ).then_some(u64::from(rows)),
+                    }
                 });
-                found(t, size);
+                found(t, on_disk);
             }
         });
     }
@@ -121,13 +170,14 @@ impl DiskFiles {
     /// not see. Fingerprints do not give paths back, so `dbs/` is listed again to name them,
     /// only when there are any, and without reading sizes.
     pub fn unreferenced(&self) -> Result<Vec<String>> {
-        if self.sizes.values().all(|s| s & REFERENCED != 0) {
+        let referenced = |l: &Listed| l.size & REFERENCED != 0;
+        if self.files.values().all(referenced) {
             return Ok(Vec::new());
         }
-        let parts = walk(&self.data_dir, &self.rel, Sizes::Skip, &|path, _| {
-            self.sizes
+        let parts = walk(&self.data_dir, &self.rel, Probe::Nothing, &|path, _| {
+            self.files
                 .get(PathKey::of(path))
-                .is_some_and(|s| s & REFERENCED == 0)
+                .is_some_and(|l| !referenced(l))
                 .then(|| path.to_string())
         })?;
         let mut out: Vec<String> = parts.into_iter().flat_map(|p| p.kept).collect();
@@ -160,11 +210,15 @@ fn in_batches<T>(
     }
 }
 
-/// Whether a walk reads each file's size (a `statx` per file) or passes 0.
+/// What a walk reads of each file besides its name.
 #[derive(Clone, Copy, PartialEq)]
-enum Sizes {
-    Read,
-    Skip,
+enum Probe {
+    /// Nothing: sizes and row counts come back as 0 and [`NOT_READ`].
+    Nothing,
+    /// Its size: a `statx`.
+    Size,
+    /// Its size and its footer's row count: an open, a `statx` of the open file and a read.
+    Footer,
 }
 
 /// What a walk kept of the files of some directories, and how many entries each held.
@@ -183,8 +237,8 @@ impl<T> Default for Part<T> {
 }
 
 /// Passes every `.parquet` file under `<data_dir>/<rel>` (`<node>/dbs`), at any depth, to
-/// `keep` with its path relative to the data dir and its size, and returns what it kept, in
-/// parts; none when that directory is absent.
+/// `keep` with its path relative to the data dir and what `probe` read of it, and returns
+/// what it kept, in parts; none when that directory is absent.
 ///
 /// Each table's directory is walked on one of sixteen threads: on a deep history they hold
 /// hundreds of thousands of window directories, and right after the server stops those are
@@ -192,121 +246,133 @@ impl<T> Default for Part<T> {
 fn walk<T: Send>(
     data_dir: &Path,
     rel: &str,
-    sizes: Sizes,
-    keep: &(dyn Fn(&str, u64) -> Option<T> + Sync),
+    probe: Probe,
+    keep: &(dyn Fn(&str, Listed) -> Option<T> + Sync),
 ) -> Result<Vec<Part<T>>> {
     let dbs = data_dir.join(rel);
     if !dbs.is_dir() {
         return Ok(Vec::new());
     }
     // Files above the table directories (there should be none) go in the first part.
-    let mut top = Part::default();
-    let mut found = |p: &str, size| top.kept.extend(keep(p, size));
+    let mut top = Lister::new(data_dir, probe, keep);
     let mut dbs_dir = OpenDir::open(&dbs).map_err(|e| Error::io(&dbs, "list", e))?;
     let mut tables = Vec::new();
-    for db in list(
-        &mut dbs_dir,
-        rel,
-        data_dir,
-        sizes,
-        &mut found,
-        &mut top.dirs,
-    )? {
+    for db in top.list(&mut dbs_dir, rel)? {
         let db_rel = format!("{rel}/{db}");
         let mut db_dir = dbs_dir
             .child(&db)
             .map_err(|e| Error::io(data_dir.join(&db_rel), "list", e))?;
-        let in_db = list(
-            &mut db_dir,
-            &db_rel,
-            data_dir,
-            sizes,
-            &mut found,
-            &mut top.dirs,
-        )?;
+        let in_db = top.list(&mut db_dir, &db_rel)?;
         tables.extend(in_db.into_iter().map(|t| format!("{db_rel}/{t}")));
     }
     let parts = crate::pipeline::workers::parallel_map_io(&tables, |table_rel| {
-        let mut part = Part::default();
         let abs = data_dir.join(table_rel);
         let mut dir = OpenDir::open(&abs).map_err(|e| Error::io(&abs, "list", e))?;
-        let mut found = |p: &str, size| part.kept.extend(keep(p, size));
-        let mut rel = table_rel.clone();
-        walk_tree(
-            &mut dir,
-            &mut rel,
-            data_dir,
-            sizes,
-            &mut found,
-            &mut part.dirs,
-        )?;
-        Ok::<_, Error>(part)
+        let mut lister = Lister::new(data_dir, probe, keep);
+        lister.walk_tree(&mut dir, &mut table_rel.clone())?;
+        Ok::<_, Error>(lister.part)
     });
-    std::iter::once(Ok(top)).chain(parts).collect()
+    std::iter::once(Ok(top.part)).chain(parts).collect()
 }
 
-/// Lists `dir` (at `rel`) and everything below it, depth first. Each subdirectory is opened
-/// relative to its parent: one name to look up rather than a whole path, and no more open
-/// directories than levels.
-fn walk_tree(
-    dir: &mut OpenDir,
-    rel: &mut String,
-    data_dir: &Path,
-    sizes: Sizes,
-    found: &mut dyn FnMut(&str, u64),
-    dirs: &mut Vec<(PathKey, u32)>,
-) -> Result<()> {
-    for name in list(dir, rel, data_dir, sizes, found, dirs)? {
-        let len = rel.len();
-        rel.push('/');
-        rel.push_str(&name);
-        let mut child = dir
-            .child(&name)
-            .map_err(|e| Error::io(data_dir.join(&*rel), "list", e))?;
-        walk_tree(&mut child, rel, data_dir, sizes, found, dirs)?;
-        rel.truncate(len);
-    }
-    Ok(())
+/// One thread's walk: what it keeps, and a buffer for the footers it reads.
+struct Lister<'a, T> {
+    data_dir: &'a Path,
+    probe: Probe,
+    keep: &'a (dyn Fn(&str, Listed) -> Option<T> + Sync),
+    part: Part<T>,
+    tail: Vec<u8>,
 }
 
-/// Lists one directory (at `rel`): passes each `.parquet` file in it to `found` with its
-/// size, records how many entries of any kind it holds, and returns its subdirectories.
-fn list(
-    dir: &mut OpenDir,
-    rel: &str,
-    data_dir: &Path,
-    sizes: Sizes,
-    found: &mut dyn FnMut(&str, u64),
-    dirs: &mut Vec<(PathKey, u32)>,
-) -> Result<Vec<String>> {
-    let is_parquet = |name: &str| name.ends_with(".parquet");
-    let entries = dir
-        .entries(&|name| sizes == Sizes::Read && is_parquet(name))
-        .map_err(|e| Error::io(data_dir.join(rel), "list", e))?;
-    dirs.push((
-        PathKey::of(rel),
-        u32::try_from(entries.len()).unwrap_or(u32::MAX),
-    ));
-    // One buffer for every path of the directory: no allocation per file.
-    let mut path = format!("{rel}/");
-    let prefix = path.len();
-    let mut subdirs = Vec::new();
-    for e in entries {
-        match e.kind {
-            Kind::Dir => subdirs.push(e.name),
-            Kind::File if is_parquet(&e.name) => {
-                path.truncate(prefix);
-                path.push_str(&e.name);
-                let size = e
-                    .size
-                    .transpose()
-                    .map_err(|err| Error::io(data_dir.join(&path), "stat", err))?;
-                found(&path, size.unwrap_or(0));
-            }
-            Kind::File | Kind::Other => {}
+impl<'a, T> Lister<'a, T> {
+    fn new(
+        data_dir: &'a Path,
+        probe: Probe,
+        keep: &'a (dyn Fn(&str, Listed) -> Option<T> + Sync),
+    ) -> Lister<'a, T> {
+        Lister {
+            data_dir,
+            probe,
+            keep,
+            part: Part::default(),
+            tail: Vec::new(),
         }
     }
-    Ok(subdirs)
+
+    /// Lists `dir` (at `rel`) and everything below it, depth first. Each subdirectory is
+    /// opened relative to its parent: one name to look up rather than a whole path, and no
+    /// more open directories than levels.
+    fn walk_tree(&mut self, dir: &mut OpenDir, rel: &mut String) -> Result<()> {
+        for name in self.list(dir, rel)? {
+            let len = rel.len();
+            rel.push('/');
+            rel.push_str(&name);
+            let mut child = dir
+                .child(&name)
+                .map_err(|e| Error::io(self.data_dir.join(&*rel), "list", e))?;
+            self.walk_tree(&mut child, rel)?;
+            rel.truncate(len);
+        }
+        Ok(())
+    }
+
+    /// Lists one directory (at `rel`): passes each `.parquet` file in it to `keep` with what
+    /// was read of it, records how many entries of any kind it holds, and returns its
+    /// subdirectories.
+    fn list(&mut self, dir: &mut OpenDir, rel: &str) -> Result<Vec<String>> {
+        let is_parquet = |name: &str| name.ends_with(".parquet");
+        let entries = dir
+            .entries(&|name| self.probe == Probe::Size && is_parquet(name))
+            .map_err(|e| Error::io(self.data_dir.join(rel), "list", e))?;
+        self.part.dirs.push((
+            PathKey::of(rel),
+            u32::try_from(entries.len()).unwrap_or(u32::MAX),
+        ));
+        // One buffer for every path of the directory: no allocation per file.
+        let mut path = format!("{rel}/");
+        let prefix = path.len();
+        let mut subdirs = Vec::new();
+        for e in entries {
+            match e.kind {
+                Kind::Dir => subdirs.push(e.name),
+                Kind::File if is_parquet(&e.name) => {
+                    path.truncate(prefix);
+                    path.push_str(&e.name);
+                    let listed = match self.probe {
+                        Probe::Footer => self.read_footer(dir, &e.name),
+                        Probe::Size | Probe::Nothing => {
+                            e.size.unwrap_or(Ok(0)).map(|size| Listed {
+                                size,
+                                rows: NOT_READ,
+                            })
+                        }
+                    };
+                    let listed =
+                        listed.map_err(|err| Error::io(self.data_dir.join(&path), "stat", err))?;
+                    self.part.kept.extend((self.keep)(&path, listed));
+                }
+                Kind::File | Kind::Other => {}
+            }
+        }
+        Ok(subdirs)
+    }
+
+    /// The size and row count of the file `name` in `dir`. A file that cannot be opened
+    /// (permissions) is only sized: whoever needs its rows reads it again, and is told why
+    /// that fails.
+    fn read_footer(&mut self, dir: &OpenDir, name: &str) -> std::io::Result<Listed> {
+        let Ok(file) = dir.open_file(name) else {
+            return Ok(Listed {
+                size: dir.size_of(name)?,
+                rows: NOT_READ,
+            });
+        };
+        let size = file.metadata()?.len();
+        let rows = quick_row_count(&file, size, &mut self.tail)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(NOT_READ);
+        Ok(Listed { size, rows })
+    }
 }
 
 /// What a directory entry is: only directories and regular files are followed or kept.
@@ -354,6 +420,19 @@ mod fd_dir {
         pub fn child(&self, name: &str) -> io::Result<OpenDir> {
             let fd = rustix::fs::openat(self.0.fd()?, name, FLAGS, Mode::empty())?;
             Ok(OpenDir(Dir::new(fd)?))
+        }
+
+        /// Opens the file `name` in this directory, to read.
+        pub fn open_file(&self, name: &str) -> io::Result<std::fs::File> {
+            let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            let fd = rustix::fs::openat(self.0.fd()?, name, flags, Mode::empty())?;
+            Ok(std::fs::File::from(fd))
+        }
+
+        /// The size of the file `name` in this directory.
+        pub fn size_of(&self, name: &str) -> io::Result<u64> {
+            let st = rustix::fs::statat(self.0.fd()?, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(u64::try_from(st.st_size).unwrap_or(0))
         }
 
         /// Every entry but `.` and `..`, with the size of each file `sized` names.
@@ -410,6 +489,16 @@ mod path_dir {
             Ok(OpenDir(self.0.join(name)))
         }
 
+        /// Opens the file `name` in this directory, to read.
+        pub fn open_file(&self, name: &str) -> io::Result<std::fs::File> {
+            std::fs::File::open(self.0.join(name))
+        }
+
+        /// The size of the file `name` in this directory.
+        pub fn size_of(&self, name: &str) -> io::Result<u64> {
+            Ok(std::fs::symlink_metadata(self.0.join(name))?.len())
+        }
+
         /// Every entry, with the size of each file `sized` names.
         pub fn entries(&mut self, sized: &dyn Fn(&str) -> bool) -> io::Result<Vec<Entry>> {
             let mut out = Vec::new();
@@ -440,7 +529,11 @@ mod tests {
 
     fn refer(files: &mut DiskFiles, path: &EntryPath) -> Option<u64> {
         let mut size = None;
-        files.refer_each(std::iter::once(path), |p| p, |_, s| size = s);
+        files.refer_each(
+            std::iter::once(path),
+            |p| p,
+            |_, d| size = d.map(|d| d.size),
+        );
         size
     }
 
@@ -453,7 +546,7 @@ mod tests {
         fs::write(dir.join("1.parquet"), b"abc").unwrap();
         fs::write(dir.join("2.parquet"), b"abcdef").unwrap();
         fs::write(dir.join("notes.txt"), b"x").unwrap();
-        let mut files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
+        let mut files = DiskFiles::list(tmp.path(), "node0/dbs", Footers::Skip).unwrap();
         let one = "node0/dbs/1/2/2025-01-01/00-00/1.parquet";
         let two = "node0/dbs/1/2/2025-01-01/00-00/2.parquet";
         assert!(
@@ -492,7 +585,7 @@ mod tests {
         let dbs = tmp.path().join("node0/dbs");
         fs::create_dir_all(dbs.join("1/2/2025-01-01/00-00")).unwrap();
         fs::write(dbs.join("1/stray.parquet"), b"ab").unwrap();
-        let mut files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
+        let mut files = DiskFiles::list(tmp.path(), "node0/dbs", Footers::Skip).unwrap();
         assert_eq!(files.unreferenced().unwrap(), ["node0/dbs/1/stray.parquet"]);
         assert_eq!(
             refer(&mut files, &EntryPath::from("node0/dbs/1/stray.parquet")),
@@ -501,9 +594,55 @@ mod tests {
     }
 
     #[test]
+    fn footers_are_read_while_listing_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node0/dbs/1/2/2025-01-01/00-00");
+        fs::create_dir_all(&dir).unwrap();
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fixtures/influxdb3-3.10/small/node0/dbs/2/0/2026-11-18/03-50/0000000104.parquet",
+        );
+        let rows = crate::format::parquet::read_footer(&real).unwrap().num_rows;
+        fs::copy(&real, dir.join("1.parquet")).unwrap();
+        fs::write(dir.join("2.parquet"), b"not parquet at all").unwrap();
+        let size = fs::metadata(&real).unwrap().len();
+        let one = EntryPath::from("node0/dbs/1/2/2025-01-01/00-00/1.parquet");
+        let two = EntryPath::from("node0/dbs/1/2/2025-01-01/00-00/2.parquet");
+        let seen = |footers| {
+            let mut files = DiskFiles::list(tmp.path(), "node0/dbs", footers).unwrap();
+            assert_eq!(files.footers(), footers);
+            let mut seen = Vec::new();
+            files.refer_each([&one, &two].into_iter(), |p| p, |_, d| seen.push(d));
+            seen
+        };
+        assert_eq!(
+            seen(Footers::Read),
+            [
+                Some(OnDisk {
+                    size,
+                    rows: Some(rows)
+                }),
+                Some(OnDisk {
+                    size: 18,
+                    rows: None
+                })
+            ]
+        );
+        assert_eq!(
+            seen(Footers::Skip),
+            [
+                Some(OnDisk { size, rows: None }),
+                Some(OnDisk {
+                    size: 18,
+                    rows: None
+                })
+            ]
+        );
+    }
+
+    #[test]
     fn a_missing_dbs_dir_holds_no_files() {
         let tmp = tempfile::tempdir().unwrap();
-        let files = DiskFiles::list(tmp.path(), "node0/dbs").unwrap();
+        let files = DiskFiles::list(tmp.path(), "node0/dbs", Footers::Skip).unwrap();
         assert!(!files.contains(&EntryPath::from("node0/dbs/1.parquet")));
         assert!(files.unreferenced().unwrap().is_empty());
     }

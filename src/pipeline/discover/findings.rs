@@ -1,9 +1,11 @@
 //! What discovery tells an operator about a node: damage, stale entries, hidden data.
 
-use super::disk::DiskFiles;
+use super::disk::{DiskFiles, Footers};
 use super::node::Node;
 use crate::error::Result;
 use crate::format::ids::{FileId, FileIdMap, Nanos, TableKey, WalSeq};
+use crate::format::model::FileEntry;
+use crate::format::parquet::read_row_count;
 use foldhash::{HashSet, HashSetExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +34,16 @@ pub enum Finding {
         recorded: u64,
         on_disk: u64,
     },
+    /// A live file whose footer gives another row count than its `row_count`; only `verify`
+    /// reads footers.
+    RowCountMismatch {
+        id: FileId,
+        path: String,
+        recorded: u64,
+        in_footer: u64,
+    },
+    /// A live file whose footer cannot be read; only `verify` reads footers.
+    UnreadableFooter { id: FileId, error: String },
     /// A Parquet file under the node that the server does not serve.
     Unreferenced {
         path: String,
@@ -74,6 +86,10 @@ impl Finding {
             Finding::SizeMismatch { id, path, recorded, on_disk } => format!(
                 "file {id} is {on_disk} bytes on disk but the metadata records {recorded}: {path}"
             ),
+            Finding::RowCountMismatch { id, path, recorded, in_footer } => format!(
+                "file {id} holds {in_footer} rows but the metadata records {recorded}: {path}"
+            ),
+            Finding::UnreadableFooter { id, error } => format!("file {id}: {error}"),
             Finding::Unreferenced { path, listed_in_metadata: true } => {
                 format!("Parquet file is not live (removed, or outside the load window): {path}")
             }
@@ -104,6 +120,8 @@ impl Finding {
             Finding::Missing { .. } => "lost",
             Finding::Purged { .. } => "purged",
             Finding::SizeMismatch { .. } => "resized",
+            Finding::RowCountMismatch { .. } => "miscounted",
+            Finding::UnreadableFooter { .. } => "unreadable",
             Finding::Unreferenced { .. } => "unreferenced",
             Finding::DuplicateId { .. } => "duplicate id",
             Finding::Hidden { .. } => "hidden",
@@ -115,8 +133,11 @@ impl Finding {
     /// Whether this finding makes a file unsafe to merge.
     pub fn blocks_file(&self) -> Option<FileId> {
         match self {
-            Finding::Missing { id, .. } | Finding::SizeMismatch { id, .. } => Some(*id),
-            Finding::DuplicateId { id, .. } => Some(*id),
+            Finding::Missing { id, .. }
+            | Finding::SizeMismatch { id, .. }
+            | Finding::RowCountMismatch { id, .. }
+            | Finding::UnreadableFooter { id, .. }
+            | Finding::DuplicateId { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -140,6 +161,8 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
             items[0],
             Finding::Missing { .. }
                 | Finding::SizeMismatch { .. }
+                | Finding::RowCountMismatch { .. }
+                | Finding::UnreadableFooter { .. }
                 | Finding::Unreferenced { .. }
                 | Finding::DuplicateId { .. }
                 | Finding::StraySnapshotEntry { .. }
@@ -189,8 +212,9 @@ pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
         .collect()
 }
 
-/// Compares the live set with the files on disk, and looks for WAL tails; `duplicates`
-/// ([`duplicate_ids`]) go first among the findings.
+/// Compares the live set with the files on disk (and with their footers' row counts, when
+/// the listing read them), and looks for WAL tails; `duplicates` ([`duplicate_ids`]) go
+/// first among the findings.
 ///
 /// The files on disk are let go of as soon as they are compared: on a deep history they
 /// take a hundred megabytes or more.
@@ -210,39 +234,61 @@ pub(super) fn check_files(
             .map(|s| &s.doc.value.databases)
             .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
     };
+    // Rows are compared only where the file is whole and its id means one file.
+    let count_rows = disk.footers() == Footers::Read;
+    let reused: BTreeSet<FileId> = duplicates.iter().filter_map(Finding::blocks_file).collect();
+    let mut miscounted = Vec::new();
+    let mut compare_rows = |f: &FileEntry, size: u64, rows: Option<u64>| {
+        if !count_rows || reused.contains(&f.id) {
+            return;
+        }
+        // A footer the listing could not read in one go is read again, the slow way that
+        // says what is wrong with it.
+        let rows = rows.map_or_else(|| read_row_count(&f.path.under(&data_dir), size), Ok);
+        match rows {
+            Ok(rows) if rows != f.row_count => miscounted.push(Finding::RowCountMismatch {
+                id: f.id,
+                path: f.path.to_string(),
+                recorded: f.row_count,
+                in_footer: rows,
+            }),
+            Ok(_) => {}
+            Err(e) => miscounted.push(Finding::UnreadableFooter {
+                id: f.id,
+                error: e.to_string(),
+            }),
+        }
+    };
+    let resized = |f: &FileEntry, on_disk: u64| Finding::SizeMismatch {
+        id: f.id,
+        path: f.path.to_string(),
+        recorded: f.size_bytes,
+        on_disk,
+    };
     let mut on_disk = Vec::new();
     let live = node.live.values().flatten();
     disk.refer_each(
         live,
-        |f| &f.entry.path,
-        |f, size| match size {
+        |f| &f.path,
+        |f, found| match found {
             None => {
                 // Not under dbs/ (or not named .parquet): check the path itself.
-                match fs::metadata(f.entry.path.under(&data_dir)) {
-                    Ok(m) if m.len() != f.entry.size_bytes => on_disk.push(Finding::SizeMismatch {
-                        id: f.entry.id,
-                        path: f.entry.path.to_string(),
-                        recorded: f.entry.size_bytes,
-                        on_disk: m.len(),
-                    }),
-                    Ok(_) => {}
+                match fs::metadata(f.path.under(&data_dir)) {
+                    Ok(m) if m.len() != f.size_bytes => on_disk.push(resized(f, m.len())),
+                    Ok(m) => compare_rows(f, m.len(), None),
                     Err(_) => on_disk.push(Finding::Missing {
-                        id: f.entry.id,
-                        path: f.entry.path.to_string(),
+                        id: f.id,
+                        path: f.path.to_string(),
                     }),
                 }
             }
-            Some(size) if size != f.entry.size_bytes => on_disk.push(Finding::SizeMismatch {
-                id: f.entry.id,
-                path: f.entry.path.to_string(),
-                recorded: f.entry.size_bytes,
-                on_disk: size,
-            }),
-            Some(_) => {}
+            Some(d) if d.size != f.size_bytes => on_disk.push(resized(f, d.size)),
+            Some(d) => compare_rows(f, d.size, d.rows),
         },
     );
+    on_disk.append(&mut miscounted);
     let hidden = node.hidden.values().flatten();
-    disk.refer_each(hidden, |f| &f.entry.path, |_, _| {});
+    disk.refer_each(hidden, |f| &f.path, |_, _| {});
     let unreferenced = disk.unreferenced()?;
     drop(disk);
     // Which of them the metadata still names, looked up only when there are any.

@@ -2,7 +2,7 @@
 
 use super::disk::DiskFiles;
 use super::findings::Finding;
-use super::node::{newest_time, LiveFile, Node, SnapshotFile};
+use super::node::{newest_time, Node, SnapshotFile};
 use crate::format::ids::{FileId, FileIdSet, Nanos, TableKey};
 use crate::format::model::{DbFiles, FileEntry};
 use serde::Serialize;
@@ -122,7 +122,7 @@ impl<'a> Replay<'a> {
     }
 
     /// The files present at the end, per table, ordered by id.
-    fn live(self) -> BTreeMap<TableKey, Vec<LiveFile>> {
+    fn live(self) -> BTreeMap<TableKey, Vec<Arc<FileEntry>>> {
         let ids = self
             .steps
             .iter()
@@ -134,19 +134,16 @@ impl<'a> Replay<'a> {
             *counts.entry(table).or_default() += files.len()
         });
         met.clear();
-        let mut out: BTreeMap<TableKey, Vec<LiveFile>> = counts
+        let mut out: BTreeMap<TableKey, Vec<Arc<FileEntry>>> = counts
             .into_iter()
             .map(|(table, n)| (table, Vec::with_capacity(n)))
             .collect();
         self.each_present(&mut met, |table, files| {
             let list = out.get_mut(&table).expect("counted above");
-            list.extend(files.iter().map(|&f| LiveFile {
-                table,
-                entry: Arc::clone(f),
-            }));
+            list.extend(files.iter().map(|&f| Arc::clone(f)));
         });
         for list in out.values_mut() {
-            list.sort_unstable_by_key(|f| f.entry.id);
+            list.sort_unstable_by_key(|f| f.id);
         }
         out
     }
@@ -189,20 +186,19 @@ impl<'a> Replay<'a> {
 /// shrinking afterwards would leave that room as gaps in the heap.
 fn by_table<'a>(
     files: impl Iterator<Item = (TableKey, &'a Arc<FileEntry>)> + Clone,
-) -> BTreeMap<TableKey, Vec<LiveFile>> {
+) -> BTreeMap<TableKey, Vec<Arc<FileEntry>>> {
     let mut counts: BTreeMap<TableKey, usize> = BTreeMap::new();
     for (table, _) in files.clone() {
         *counts.entry(table).or_default() += 1;
     }
-    let mut out: BTreeMap<TableKey, Vec<LiveFile>> = counts
+    let mut out: BTreeMap<TableKey, Vec<Arc<FileEntry>>> = counts
         .into_iter()
         .map(|(table, n)| (table, Vec::with_capacity(n)))
         .collect();
     for (table, f) in files {
-        out.get_mut(&table).expect("counted above").push(LiveFile {
-            table,
-            entry: f.clone(),
-        });
+        out.get_mut(&table)
+            .expect("counted above")
+            .push(Arc::clone(f));
     }
     out
 }
@@ -228,16 +224,12 @@ pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &FileId
     }
     let by_table = by_table(hidden.values().copied());
     for (table, files) in &by_table {
-        let min_time = files
-            .iter()
-            .map(|f| f.entry.min_time)
-            .min()
-            .unwrap_or(Nanos::MAX);
+        let min_time = files.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
         node.findings.push(Finding::Hidden {
             table: *table,
             files: files.len(),
-            rows: files.iter().map(|f| f.entry.row_count).sum(),
-            bytes: files.iter().map(|f| f.entry.size_bytes).sum(),
+            rows: files.iter().map(|f| f.row_count).sum(),
+            bytes: files.iter().map(|f| f.size_bytes).sum(),
             min_time,
             max_time: newest_time(files),
         });
@@ -291,20 +283,16 @@ mod tests {
         };
         let ids = |t| -> Vec<(u64, u64)> {
             live.get(&table(t)).map_or(Vec::new(), |files| {
-                files
-                    .iter()
-                    .map(|f| (f.entry.id.0, f.entry.size_bytes))
-                    .collect()
+                files.iter().map(|f| (f.id.0, f.size_bytes)).collect()
             })
         };
         // 2 was removed and added again; 1 moved to table 1; 3 and 9 are gone.
         assert_eq!(ids(0), [(2, 20)]);
         assert_eq!(ids(1), [(1, 30)]);
-        assert!(Arc::ptr_eq(&live[&table(0)][0].entry, &two_again));
-        assert!(live
-            .values()
-            .flatten()
-            .all(|f| f.table == table(0) || f.table == table(1)));
-        assert_eq!(live[&table(1)][0].table, table(1));
+        assert!(Arc::ptr_eq(&live[&table(0)][0], &two_again));
+        assert_eq!(
+            live.keys().copied().collect::<Vec<_>>(),
+            [table(0), table(1)]
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::format::model::{
     Checkpoint, Doc, EntryPool, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
 use crate::progress::StepClock;
-use disk::DiskFiles;
+use disk::{DiskFiles, Footers};
 use purged::{find_purged, PurgedTable};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,6 +140,26 @@ pub fn discover_node_with(
     node_id: &str,
     load_window: Option<usize>,
 ) -> Result<Node> {
+    discover(data_dir, node_id, load_window, Footers::Skip)
+}
+
+/// [`discover_node_with`], reading also the row count in every Parquet file's footer: a live
+/// file whose footer disagrees with its entry, or cannot be read, is a finding. What
+/// `verify` checks.
+pub fn discover_node_counting_rows(
+    data_dir: &Path,
+    node_id: &str,
+    load_window: Option<usize>,
+) -> Result<Node> {
+    discover(data_dir, node_id, load_window, Footers::Read)
+}
+
+fn discover(
+    data_dir: &Path,
+    node_id: &str,
+    load_window: Option<usize>,
+    footers: Footers,
+) -> Result<Node> {
     let dir = data_dir.join(node_id);
     let dbs_rel = format!("{node_id}/dbs");
     // Listing a deep history's window directories is mostly the kernel's work and takes as
@@ -148,7 +168,7 @@ pub fn discover_node_with(
     std::thread::scope(|scope| {
         let listing = scope.spawn(|| {
             let mut clock = StepClock::new(node_id);
-            let disk = DiskFiles::list(data_dir, &dbs_rel);
+            let disk = DiskFiles::list(data_dir, &dbs_rel, footers);
             clock.done("listing the Parquet files (beside the next steps)");
             disk
         });
@@ -432,7 +452,7 @@ fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) {
         .flat_map(|t| t.entries.iter().map(|f| f.id))
         .collect();
     for files in node.live.values_mut() {
-        files.retain(|f| !ids.contains(&f.entry.id));
+        files.retain(|f| !ids.contains(&f.id));
     }
     node.live.retain(|_, files| !files.is_empty());
     for (table, p) in &node.purged {
