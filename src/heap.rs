@@ -36,6 +36,25 @@ pub fn trims_skipped() -> u64 {
     0
 }
 
+/// Gives the free pages of every arena of the heap back to the kernel (glibc's
+/// `malloc_trim(0)`, whatever [`tune`] keeps); a no-op where the C library is not glibc.
+///
+/// For after a step whose threads freed much of what they allocated: glibc keeps what a
+/// thread frees in that thread's arena, counted in the process's memory, for that thread
+/// alone to reuse.
+pub fn release_free() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap"))]
+    if let Some(trim) = glibc::glibc_malloc_trim() {
+        // SAFETY: glibc's malloc_trim may be called from any thread at any time.
+        unsafe { trim(0) };
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "glibc-heap")))]
+    // SAFETY: as above.
+    unsafe {
+        libc::malloc_trim(0)
+    };
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu", feature = "glibc-heap"))]
 mod glibc {
     use super::MemoryBudget;
@@ -67,7 +86,7 @@ mod glibc {
     }
 
     /// glibc's own `malloc_trim`, which this module's definition hides from the linker.
-    fn glibc_malloc_trim() -> Option<TrimFn> {
+    pub(super) fn glibc_malloc_trim() -> Option<TrimFn> {
         static REAL: OnceLock<usize> = OnceLock::new();
         let addr = symbol(&REAL, libc::RTLD_NEXT, c"malloc_trim");
         // SAFETY: a non-null `malloc_trim` from the C library has exactly this signature.

@@ -169,6 +169,9 @@ fn discover(
         let listing = scope.spawn(|| {
             let mut clock = StepClock::new(node_id);
             let disk = DiskFiles::list(data_dir, &dbs_rel, footers);
+            // The listing's threads freed their parts (a deep history's millions of
+            // entries) into arenas of their own, which no other step would reuse.
+            crate::heap::release_free();
             clock.done("listing the Parquet files (beside the next steps)");
             disk
         });
