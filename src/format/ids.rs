@@ -250,7 +250,41 @@ impl<V> FileIdMap<V> {
                     slots: std::iter::repeat_with(|| None).take(slots).collect(),
                 })
             }
-            _ => FileIdMap(IdMapRepr::Hashed(Default::default())),
+            // Sized once: growing a map of millions holds the old one beside the new.
+            _ => FileIdMap(IdMapRepr::Hashed(
+                foldhash::HashMap::with_capacity_and_hasher(
+                    usize::try_from(span.count).unwrap_or(0),
+                    Default::default(),
+                ),
+            )),
+        }
+    }
+
+    /// The slot of `id`, which must be one of the ids the map was built for.
+    fn slot(lowest: u64, slots: &mut [Option<V>], id: FileId) -> &mut Option<V> {
+        id.0.checked_sub(lowest)
+            .and_then(|i| slots.get_mut(usize::try_from(i).ok()?))
+            .expect("an id the map was built for")
+    }
+
+    /// Stores `value` for `id`, in place of any it had.
+    pub fn insert(&mut self, id: FileId, value: V) {
+        match &mut self.0 {
+            IdMapRepr::Direct { lowest, slots } => *Self::slot(*lowest, slots, id) = Some(value),
+            IdMapRepr::Hashed(map) => {
+                map.insert(id, value);
+            }
+        }
+    }
+
+    /// The value of `id`, if it has one.
+    pub fn get(&self, id: FileId) -> Option<&V> {
+        match &self.0 {
+            IdMapRepr::Direct { lowest, slots } => {
+                let i = usize::try_from(id.0.checked_sub(*lowest)?).ok()?;
+                slots.get(i)?.as_ref()
+            }
+            IdMapRepr::Hashed(map) => map.get(&id),
         }
     }
 
@@ -258,11 +292,7 @@ impl<V> FileIdMap<V> {
     pub fn get_or_insert(&mut self, id: FileId, value: V) -> &V {
         match &mut self.0 {
             IdMapRepr::Direct { lowest, slots } => {
-                let slot =
-                    id.0.checked_sub(*lowest)
-                        .and_then(|i| slots.get_mut(usize::try_from(i).ok()?))
-                        .expect("an id the map was built for");
-                slot.get_or_insert(value)
+                Self::slot(*lowest, slots, id).get_or_insert(value)
             }
             IdMapRepr::Hashed(map) => map.entry(id).or_insert(value),
         }
@@ -307,15 +337,19 @@ mod tests {
     }
 
     #[test]
-    fn id_maps_keep_the_first_value_dense_or_sparse() {
+    fn id_maps_keep_the_first_value_or_the_one_inserted_dense_or_sparse() {
         let dense = [3, 1, 2].map(FileId);
         let sparse = [5, 1 << 40, u64::MAX].map(FileId);
         for ids in [dense, sparse] {
             let mut map = FileIdMap::for_ids(ids.into_iter());
             for id in ids {
+                assert_eq!(map.get(id), None, "{id}");
                 assert_eq!(*map.get_or_insert(id, "a"), "a", "{id}");
                 assert_eq!(*map.get_or_insert(id, "b"), "a", "{id}");
+                map.insert(id, "c");
+                assert_eq!(map.get(id), Some(&"c"), "{id}");
             }
+            assert_eq!(map.get(FileId(4)), None);
         }
         let direct = |ids: [FileId; 3]| {
             matches!(

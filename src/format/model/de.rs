@@ -236,7 +236,7 @@ impl<'de> serde::Deserialize<'de> for Shared {
         let entry = FileEntry::deserialize(d)?;
         let same = POOL.with_borrow(|pool| {
             let pool = pool.as_ref()?;
-            let same = pool.0.get(&entry.id).filter(|same| ***same == entry);
+            let same = pool.get(entry.id).filter(|same| ***same == entry);
             if same.is_none() {
                 NOT_IN_POOL.set(NOT_IN_POOL.get() + 1);
             }

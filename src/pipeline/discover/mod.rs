@@ -401,7 +401,7 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
             .flat_map(|s| s.doc.value.databases.iter())
             .map(|(_, _, f)| f)
     };
-    let pool = EntryPool::new(listed().count(), listed());
+    let pool = EntryPool::new(listed());
     // Side by side: a deep history's checkpoints are each a few hundred megabytes of text.
     let read = crate::pipeline::workers::parallel_map(&paths, |path| {
         let (mut doc, own_entries) = stream_json_doc(path, "snapshot checkpoint", |text| {
