@@ -85,7 +85,7 @@ measure() {
     wall="$(to_secs "$(field "$logs/$name.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")"
     rss="$(awk -v k="$(field "$logs/$name.time" 'Maximum resident set size (kbytes)')" 'BEGIN { print k / 1024 }')"
     lines="$(wc -l <"$logs/$name.out")"
-    printf '%-28s %9s s %9.1f MB %8d lines   exit %d\n' "$name" "$wall" "$rss" "$lines" "$rc"
+    printf '%-28s %9s s %9.1f MiB %8d lines   exit %d\n' "$name" "$wall" "$rss" "$lines" "$rc"
     last_figures="$wall $rss"
 }
 
@@ -116,10 +116,10 @@ if [ "$reads" -gt 0 ]; then
             echo "$b verify $last_figures" >>"$logs/reads"
         done
     done
-    echo "== medians of $reads run(s): wall seconds and peak RSS MB"
+    echo "== medians of $reads run(s): wall seconds and peak RSS MiB (GNU time counts KiB)"
     printf '%-10s' command
-    for b in "${builds[@]}"; do printf '%12s %10s' "$b s" "$b MB"; done
-    [ ${#builds[@]} = 2 ] && printf '%10s %10s' "ratio s" "ratio MB"
+    for b in "${builds[@]}"; do printf '%12s %10s' "$b s" "$b MiB"; done
+    [ ${#builds[@]} = 2 ] && printf '%10s %10s' "ratio s" "ratio MiB"
     echo
     for c in dry-run status verify; do
         printf '%-10s' "$c"
