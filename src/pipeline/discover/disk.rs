@@ -28,7 +28,7 @@ pub enum Footers {
     Read,
 }
 
-/// What the listing keeps of one file: 12 bytes, a fifth of a table entry of two million.
+/// What the listing keeps of one file beside its path's fingerprint: 12 bytes, two million times.
 #[derive(Clone, Copy)]
 #[repr(C, packed(4))]
 struct Listed {
