@@ -37,7 +37,7 @@ use clap::Parser;
 use duckdb::Connection;
 use kompactor::format::ids::{DbId, FileId, Nanos, SnapshotSeq, TableId, WalSeq};
 use kompactor::format::model::{
-    Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndex, TableIndexMarker,
+    Checkpoint, DbFiles, Doc, EntryRc, FileEntry, Snapshot, TableIndex, TableIndexMarker,
 };
 use kompactor::format::parquet::{encode_arrow_schema, sql_ident, sql_str, Column, ColumnType};
 use serde_json::Map;
@@ -46,7 +46,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -699,7 +698,7 @@ fn write_metadata(
     for (e, files) in events.iter().zip(&by_event) {
         let mut dbs = DbFiles::default();
         for (j, w) in files {
-            dbs.push(DbId(j.db), TableId(j.table), Arc::new(entry(j, w)));
+            dbs.push(DbId(j.db), TableId(j.table), EntryRc::new(entry(j, w)));
             next_file_id = next_file_id.max(j.id + 1);
         }
         max_catalog = max_catalog.max(catalog_seq(e.window));
@@ -746,7 +745,7 @@ fn write_metadata(
             let mut dbs = DbFiles::default();
             for &i in &idx {
                 for (j, w) in &by_event[i] {
-                    dbs.push(DbId(j.db), TableId(j.table), Arc::new(entry(j, w)));
+                    dbs.push(DbId(j.db), TableId(j.table), EntryRc::new(entry(j, w)));
                 }
             }
             let e = &events[last];
@@ -797,7 +796,7 @@ fn write_metadata(
             kompactor::format::model::DbTables {
                 tables: vec![(
                     TableId(table),
-                    files.iter().cloned().map(Arc::new).collect(),
+                    files.iter().cloned().map(EntryRc::new).collect(),
                 )],
                 extra: Default::default(),
             },

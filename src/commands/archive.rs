@@ -12,6 +12,7 @@ use crate::durable::journal::{ArchiveSide, Manifest, RunDirs, RunState};
 use crate::error::{Error, Result};
 use crate::format::ids::Nanos;
 use crate::format::layout::{check_hosts, date_of};
+use crate::format::model::EntryRc;
 use crate::json;
 use crate::pipeline::archive::{
     marker, open_archive, partition_dir, tmp_rel, undone_rel, ArchiveManifest, ArchivedFile, Names,
@@ -27,7 +28,6 @@ use serde::Serialize;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// `kompactor archive` arguments.
 #[derive(Args, Debug, Clone)]
@@ -141,7 +141,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                             .into_iter()
                             .map(|f| LiveFile {
                                 table: *key,
-                                entry: Arc::clone(f),
+                                entry: EntryRc::clone(f),
                             })
                             .collect(),
                         rows,

@@ -6,6 +6,7 @@ use crate::commands::{EXIT_INCONSISTENT, EXIT_OK};
 use crate::error::Result;
 use crate::format::ids::{FileId, FileIdSet, TableKey};
 use crate::format::layout::check_hosts;
+use crate::format::model::EntryRc;
 use crate::format::model::{Doc, FileEntry, TableIndex};
 use crate::json;
 use crate::pipeline::discover::{discover_node_counting_rows, leave_to_exit, Finding, Node};
@@ -15,7 +16,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// One node in the `verify --json` document.
 #[derive(Serialize)]
@@ -124,7 +124,7 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
             db: t.db_id,
             table: t.table_id,
         };
-        let listed = |set: &BTreeMap<TableKey, Vec<Arc<FileEntry>>>| {
+        let listed = |set: &BTreeMap<TableKey, Vec<EntryRc>>| {
             let files = set.get(&table).map_or(&[][..], Vec::as_slice);
             files
                 .binary_search_by_key(&f.id, |l| l.id)

@@ -14,6 +14,7 @@ use crate::durable::journal::{to_mtime, trash_name, MetaWrite, Move, NodeManifes
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos, SnapshotSeq, TableKey};
 use crate::format::layout::{ParquetPath, TABLE_INDEX_PATHS};
+use crate::format::model::EntryRc;
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot};
 use crate::pipeline::discover::LiveFile;
 use crate::pipeline::discover::Node;
@@ -23,7 +24,6 @@ use crate::pipeline::prepared::Prepared;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What a commit changes on one node.
@@ -168,7 +168,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             added.push(
                 c.table.db,
                 c.table.table,
-                Arc::new(FileEntry {
+                EntryRc::new(FileEntry {
                     id: next_id,
                     path: o.final_path.as_str().into(),
                     size_bytes: o.size_bytes,
@@ -229,7 +229,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             let keep: Vec<(
                 crate::format::ids::DbId,
                 crate::format::ids::TableId,
-                Arc<FileEntry>,
+                EntryRc,
             )> = doc
                 .value
                 .databases
@@ -267,12 +267,12 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
         .join(format!("{}.info.json", new_seq.inverted_name()));
 
     // The final file set, for the checkpoint that covers the new snapshot.
-    let mut final_set: BTreeMap<FileId, (TableKey, Arc<FileEntry>)> = node
+    let mut final_set: BTreeMap<FileId, (TableKey, EntryRc)> = node
         .live
         .iter()
         .flat_map(|(table, files)| files.iter().map(move |f| (*table, f)))
         .filter(|(_, f)| !replaced_ids.contains(&f.id))
-        .map(|(table, f)| (f.id, (table, Arc::clone(f))))
+        .map(|(table, f)| (f.id, (table, EntryRc::clone(f))))
         .collect();
     for (db, table, f) in added.iter() {
         final_set.insert(f.id, (TableKey { db, table }, f.clone()));
@@ -502,7 +502,7 @@ type CheckpointWrite = (PathBuf, Doc<Checkpoint>, Option<SystemTime>);
 fn plan_checkpoints(
     node: &Node,
     dropped: &dyn Fn(&FileEntry) -> bool,
-    final_set: &BTreeMap<FileId, (TableKey, Arc<FileEntry>)>,
+    final_set: &BTreeMap<FileId, (TableKey, EntryRc)>,
     new_snap: &Snapshot,
     new_seq: SnapshotSeq,
 ) -> Result<Vec<CheckpointWrite>> {
@@ -534,7 +534,7 @@ fn plan_checkpoints(
     let month = now_month.max(newest_month);
 
     // What the checkpoints of the earlier months merge to.
-    let mut earlier: BTreeMap<FileId, (TableKey, Arc<FileEntry>)> = BTreeMap::new();
+    let mut earlier: BTreeMap<FileId, (TableKey, EntryRc)> = BTreeMap::new();
     for c in effective.iter().filter(|c| c.doc.value.year_month < month) {
         let v = &rewritten[&c.path];
         for (db, table, f) in v.databases.iter() {

@@ -2,12 +2,12 @@
 
 use crate::format::ids::{FileId, Nanos, TableKey};
 use crate::format::layout::{window_dirs, ParquetPath};
+use crate::format::model::EntryRc;
 use crate::format::model::FileEntry;
 use crate::pipeline::discover::{newest_time, LiveFile, Node};
 use crate::units::format_duration;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// The choices that shape a plan.
 #[derive(Clone, Copy, Debug)]
@@ -185,9 +185,9 @@ struct Found {
     skipped: Vec<Skipped>,
 }
 
-fn plan_table(ctx: &TableCtx, files: &[Arc<FileEntry>], hidden: &[Arc<FileEntry>]) -> TablePlan {
+fn plan_table(ctx: &TableCtx, files: &[EntryRc], hidden: &[EntryRc]) -> TablePlan {
     let opts = ctx.opts;
-    let mut candidates: Vec<&Arc<FileEntry>> = files.iter().collect();
+    let mut candidates: Vec<&EntryRc> = files.iter().collect();
     if opts.include_hidden {
         candidates.extend(hidden);
     }
@@ -237,13 +237,13 @@ fn plan_table(ctx: &TableCtx, files: &[Arc<FileEntry>], hidden: &[Arc<FileEntry>
 /// again at the next finer width, down to the server's own.
 fn plan_windows(
     ctx: &TableCtx,
-    files: &[&Arc<FileEntry>],
+    files: &[&EntryRc],
     width: Nanos,
     finer: &[Nanos],
     out: &mut Found,
 ) {
     for (start, mut inputs) in by_window(files.iter().copied(), width) {
-        let revived: Vec<&Arc<FileEntry>> = inputs
+        let revived: Vec<&EntryRc> = inputs
             .iter()
             .copied()
             .filter(|f| ctx.hidden.contains(&f.id))
@@ -285,7 +285,7 @@ fn plan_windows(
             .into_iter()
             .map(|f| LiveFile {
                 table: ctx.table,
-                entry: Arc::clone(f),
+                entry: EntryRc::clone(f),
             })
             .collect();
         let rows: u64 = inputs.iter().map(|f| f.entry.row_count).sum();
@@ -350,7 +350,7 @@ fn over_limit_reason(found: &Found, files_after: usize, opts: &PlanOptions) -> S
 }
 
 /// The time range of some files' data; (MAX, MIN) when there are none.
-fn time_range(files: &[Arc<FileEntry>]) -> (Nanos, Nanos) {
+fn time_range(files: &[EntryRc]) -> (Nanos, Nanos) {
     let min = files.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
     (min, newest_time(files))
 }

@@ -8,7 +8,7 @@
 //! unknown ones into the `extra` map, and [`parse_recording_keys`] records a document's key
 //! order as it goes, so the text is scanned once.
 
-use super::{Doc, EntryPool, FileEntry};
+use super::{Doc, EntryPool, EntryRc, FileEntry};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::Deserializer as _;
@@ -229,7 +229,7 @@ pub fn with_pool<R>(pool: &EntryPool, read: impl FnOnce() -> R) -> (R, usize) {
 }
 
 /// A file entry as read: the pool's equal entry when it has one, else a new one.
-pub struct Shared(pub Arc<FileEntry>);
+pub struct Shared(pub EntryRc);
 
 impl<'de> serde::Deserialize<'de> for Shared {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shared, D::Error> {
@@ -240,8 +240,8 @@ impl<'de> serde::Deserialize<'de> for Shared {
             if same.is_none() {
                 NOT_IN_POOL.set(NOT_IN_POOL.get() + 1);
             }
-            same.map(Arc::clone)
+            same.cloned()
         });
-        Ok(Shared(same.unwrap_or_else(|| Arc::new(entry))))
+        Ok(Shared(same.unwrap_or_else(|| EntryRc::new(entry))))
     }
 }

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 /// One Parquet file as the metadata records it.
 ///
-/// Documents hold entries behind an `Arc`: the snapshots, the checkpoints, the live set and
-/// the plan of a deep history all refer to the same millions of files, and share them
-/// rather than copy them.
+/// Documents hold entries behind an [`EntryRc`]: the snapshots, the checkpoints, the live
+/// set and the plan of a deep history all refer to the same millions of files, and share
+/// them rather than copy them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FileEntry {
     pub id: FileId,
@@ -58,6 +58,13 @@ impl From<Map<String, Value>> for Extra {
     }
 }
 
+/// A shared [`FileEntry`].
+///
+/// Counted without weak references (`triomphe::Arc`): an entry (80 bytes) and its count then
+/// take 96 bytes of glibc's heap, where std's `Arc` and its two counts took 112; a deep
+/// history holds two million of them.
+pub type EntryRc = triomphe::Arc<FileEntry>;
+
 deserialize_with_extra!(FileEntry, "a file entry",
     required: [id, path, size_bytes, row_count, chunk_time, min_time, max_time], defaulted: []);
 
@@ -65,7 +72,7 @@ deserialize_with_extra!(FileEntry, "a file entry",
 ///
 /// A snapshot lists one file per table, almost always; the list holds that one in place,
 /// where a `Vec` would take a heap block for it: on a deep history, millions of blocks.
-pub type FileList = SmallVec<[Arc<FileEntry>; 1]>;
+pub type FileList = SmallVec<[EntryRc; 1]>;
 
 /// The tables of one database: `{"tables": [[table_id, [file, ...]], ...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -110,20 +117,20 @@ impl<'de> Deserialize<'de> for DbTables {
 /// A slot per id ([`FileIdMap`]): 8 bytes per file of a deep history, where a hash map
 /// of its two million entries took 36 MB at discovery's peak.
 #[derive(Clone)]
-pub struct EntryPool(Arc<FileIdMap<Arc<FileEntry>>>);
+pub struct EntryPool(Arc<FileIdMap<EntryRc>>);
 
 impl EntryPool {
     /// A pool of `entries`; of two with one id, the later.
-    pub fn new<'a>(entries: impl Iterator<Item = &'a Arc<FileEntry>> + Clone) -> EntryPool {
+    pub fn new<'a>(entries: impl Iterator<Item = &'a EntryRc> + Clone) -> EntryPool {
         let mut map = FileIdMap::for_ids(entries.clone().map(|f| f.id));
         for f in entries {
-            map.insert(f.id, Arc::clone(f));
+            map.insert(f.id, EntryRc::clone(f));
         }
         EntryPool(Arc::new(map))
     }
 
     /// The pool's entry of `id`.
-    pub fn get(&self, id: FileId) -> Option<&Arc<FileEntry>> {
+    pub fn get(&self, id: FileId) -> Option<&EntryRc> {
         self.0.get(id)
     }
 }
@@ -135,7 +142,7 @@ pub struct DbFiles(pub Vec<(DbId, DbTables)>);
 
 impl DbFiles {
     /// Every file entry with the database and table it is listed under.
-    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &Arc<FileEntry>)> + Clone {
+    pub fn iter(&self) -> impl Iterator<Item = (DbId, TableId, &EntryRc)> + Clone {
         self.0.iter().flat_map(|(db, t)| {
             t.tables
                 .iter()
@@ -184,7 +191,7 @@ impl DbFiles {
 
     /// Appends a file under its database and table, creating either only if missing, so a
     /// key is never listed twice (the server rejects duplicate keys).
-    pub fn push(&mut self, db: DbId, table: TableId, file: Arc<FileEntry>) {
+    pub fn push(&mut self, db: DbId, table: TableId, file: EntryRc) {
         let pos = match self.0.iter().position(|(d, _)| *d == db) {
             Some(p) => p,
             None => {
@@ -576,7 +583,7 @@ mod tests {
     fn push_never_lists_a_key_twice() {
         let mut d = DbFiles::default();
         let f = |id| {
-            Arc::new(FileEntry {
+            EntryRc::new(FileEntry {
                 id: FileId(id),
                 path: "".into(),
                 size_bytes: 1,
@@ -599,10 +606,11 @@ mod tests {
     #[test]
     fn a_pool_gives_its_entry_only_for_an_equal_one() {
         let snap: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
-        let entry = |doc: &Doc<Snapshot>| Arc::clone(doc.value.databases.iter().next().unwrap().2);
+        let entry =
+            |doc: &Doc<Snapshot>| EntryRc::clone(doc.value.databases.iter().next().unwrap().2);
         let pool = EntryPool::new(std::iter::once(&entry(&snap)));
         let (same, not_in_pool) = Doc::read_sharing(THREE_ZERO.as_bytes(), &pool).unwrap();
-        assert!(Arc::ptr_eq(&entry(&same), &entry(&snap)));
+        assert!(EntryRc::ptr_eq(&entry(&same), &entry(&snap)));
         assert_eq!(not_in_pool, 0);
         let resized = THREE_ZERO.replace(
             r#""size_bytes": 10, "row_count": 2, "chunk"#,
@@ -611,7 +619,7 @@ mod tests {
         let (other, not_in_pool): (Doc<Snapshot>, _) =
             Doc::read_sharing(resized.as_bytes(), &pool).unwrap();
         assert_eq!(not_in_pool, 1);
-        assert!(!Arc::ptr_eq(&entry(&other), &entry(&snap)));
+        assert!(!EntryRc::ptr_eq(&entry(&other), &entry(&snap)));
         assert_eq!(
             entry(&other).size_bytes,
             11,
@@ -619,7 +627,7 @@ mod tests {
         );
         let alone: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
         assert!(
-            !Arc::ptr_eq(&entry(&alone), &entry(&snap)),
+            !EntryRc::ptr_eq(&entry(&alone), &entry(&snap)),
             "no pool outside read_sharing"
         );
     }

@@ -23,7 +23,8 @@ pub struct EntryPath(Repr);
 enum Repr {
     /// `<table_dir>/<date>/<time>/<number, zero-padded to width>.parquet`.
     Window {
-        table_dir: Arc<str>,
+        /// Behind a thin pointer: 8 bytes less in every entry than an `Arc<str>`.
+        table_dir: Arc<String>,
         /// Minutes since 0001-01-01T00:00 (the proleptic Gregorian calendar, as chrono's);
         /// a window after the year 8165 does not fit and is kept as text.
         minute: u32,
@@ -136,15 +137,15 @@ impl EntryPath {
 
 thread_local! {
     /// The table directories this thread has read paths under: a table's files share one.
-    static TABLE_DIRS: RefCell<foldhash::HashSet<Arc<str>>> = RefCell::default();
+    static TABLE_DIRS: RefCell<foldhash::HashMap<Box<str>, Arc<String>>> = RefCell::default();
 }
 
-fn intern(dir: &str) -> Arc<str> {
+fn intern(dir: &str) -> Arc<String> {
     TABLE_DIRS.with_borrow_mut(|dirs| match dirs.get(dir) {
         Some(d) => Arc::clone(d),
         None => {
-            let d: Arc<str> = dir.into();
-            dirs.insert(Arc::clone(&d));
+            let d = Arc::new(dir.to_string());
+            dirs.insert(dir.into(), Arc::clone(&d));
             d
         }
     })

@@ -4,10 +4,10 @@ use super::disk::DiskFiles;
 use super::findings::Finding;
 use super::node::{newest_time, Node, SnapshotFile};
 use crate::format::ids::{FileId, FileIdSet, Nanos, TableKey};
-use crate::format::model::{DbFiles, FileEntry};
+use crate::format::model::DbFiles;
+use crate::format::model::EntryRc;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// The on-disk generation of a node, from the newest feature its files show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -122,7 +122,7 @@ impl<'a> Replay<'a> {
     }
 
     /// The files present at the end, per table, ordered by id.
-    fn live(self) -> BTreeMap<TableKey, Vec<Arc<FileEntry>>> {
+    fn live(self) -> BTreeMap<TableKey, Vec<EntryRc>> {
         let ids = self
             .steps
             .iter()
@@ -134,13 +134,13 @@ impl<'a> Replay<'a> {
             *counts.entry(table).or_default() += files.len()
         });
         met.clear();
-        let mut out: BTreeMap<TableKey, Vec<Arc<FileEntry>>> = counts
+        let mut out: BTreeMap<TableKey, Vec<EntryRc>> = counts
             .into_iter()
             .map(|(table, n)| (table, Vec::with_capacity(n)))
             .collect();
         self.each_present(&mut met, |table, files| {
             let list = out.get_mut(&table).expect("counted above");
-            list.extend(files.iter().map(|&f| Arc::clone(f)));
+            list.extend(files.iter().map(|&f| EntryRc::clone(f)));
         });
         for list in out.values_mut() {
             list.sort_unstable_by_key(|f| f.id);
@@ -150,11 +150,7 @@ impl<'a> Replay<'a> {
 
     /// Tells `present`, a table's list at a time, the files whose last operation adds them;
     /// `met` is empty on the way in.
-    fn each_present(
-        &self,
-        met: &mut FileIdSet,
-        mut present: impl FnMut(TableKey, &[&'a Arc<FileEntry>]),
-    ) {
+    fn each_present(&self, met: &mut FileIdSet, mut present: impl FnMut(TableKey, &[&'a EntryRc])) {
         let mut decided = Vec::new();
         for &(op, files) in self.steps.iter().rev() {
             for (db, tables) in files.0.iter().rev() {
@@ -185,20 +181,20 @@ impl<'a> Replay<'a> {
 /// at its exact size up front: growing by doubling would leave a third of them empty, and
 /// shrinking afterwards would leave that room as gaps in the heap.
 fn by_table<'a>(
-    files: impl Iterator<Item = (TableKey, &'a Arc<FileEntry>)> + Clone,
-) -> BTreeMap<TableKey, Vec<Arc<FileEntry>>> {
+    files: impl Iterator<Item = (TableKey, &'a EntryRc)> + Clone,
+) -> BTreeMap<TableKey, Vec<EntryRc>> {
     let mut counts: BTreeMap<TableKey, usize> = BTreeMap::new();
     for (table, _) in files.clone() {
         *counts.entry(table).or_default() += 1;
     }
-    let mut out: BTreeMap<TableKey, Vec<Arc<FileEntry>>> = counts
+    let mut out: BTreeMap<TableKey, Vec<EntryRc>> = counts
         .into_iter()
         .map(|(table, n)| (table, Vec::with_capacity(n)))
         .collect();
     for (table, f) in files {
         out.get_mut(&table)
             .expect("counted above")
-            .push(Arc::clone(f));
+            .push(EntryRc::clone(f));
     }
     out
 }
@@ -209,7 +205,7 @@ fn by_table<'a>(
 /// `removed` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
 pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &FileIdSet) {
     let live = node.live_ids();
-    let mut hidden: BTreeMap<FileId, (TableKey, &Arc<FileEntry>)> = BTreeMap::new();
+    let mut hidden: BTreeMap<FileId, (TableKey, &EntryRc)> = BTreeMap::new();
     for files in node.listings() {
         for (db, table, f) in files.iter() {
             if live.contains(f.id)
@@ -241,9 +237,10 @@ pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &FileId
 mod tests {
     use super::*;
     use crate::format::ids::{DbId, TableId};
+    use crate::format::model::FileEntry;
 
-    fn entry(id: u64, size: u64) -> Arc<FileEntry> {
-        Arc::new(FileEntry {
+    fn entry(id: u64, size: u64) -> EntryRc {
+        EntryRc::new(FileEntry {
             id: FileId(id),
             path: format!("n/dbs/1/0/2026-11-16/00-10/{id}.parquet").into(),
             size_bytes: size,
@@ -255,10 +252,10 @@ mod tests {
         })
     }
 
-    fn list(files: &[(u64, &Arc<FileEntry>)]) -> DbFiles {
+    fn list(files: &[(u64, &EntryRc)]) -> DbFiles {
         let mut d = DbFiles::default();
         for (table, f) in files {
-            d.push(DbId(1), TableId(*table), Arc::clone(f));
+            d.push(DbId(1), TableId(*table), EntryRc::clone(f));
         }
         d
     }
@@ -289,7 +286,7 @@ mod tests {
         // 2 was removed and added again; 1 moved to table 1; 3 and 9 are gone.
         assert_eq!(ids(0), [(2, 20)]);
         assert_eq!(ids(1), [(1, 30)]);
-        assert!(Arc::ptr_eq(&live[&table(0)][0], &two_again));
+        assert!(EntryRc::ptr_eq(&live[&table(0)][0], &two_again));
         assert_eq!(
             live.keys().copied().collect::<Vec<_>>(),
             [table(0), table(1)]

@@ -474,15 +474,14 @@ fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::model::FileEntry;
+    use crate::format::model::EntryRc;
     use foldhash::HashMap;
-    use std::sync::Arc;
 
     #[test]
     fn checkpoint_entries_share_the_entries_of_the_snapshots_they_cover() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/influxdb3-3.10/small");
         let node = discover_node(&fixture, "node0").unwrap();
-        let in_snapshots: HashMap<FileId, &Arc<FileEntry>> = node
+        let in_snapshots: HashMap<FileId, &EntryRc> = node
             .snapshots
             .iter()
             .flat_map(|s| s.doc.value.databases.iter())
@@ -494,7 +493,7 @@ mod tests {
             for (_, _, f) in c.doc.value.databases.iter() {
                 match in_snapshots.get(&f.id) {
                     Some(p) => {
-                        assert!(Arc::ptr_eq(p, f), "file {} is held twice", f.id);
+                        assert!(EntryRc::ptr_eq(p, f), "file {} is held twice", f.id);
                         shared += 1;
                     }
                     None => own += 1,

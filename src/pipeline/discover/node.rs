@@ -6,11 +6,11 @@ use super::live::Generation;
 use super::purged::PurgedTable;
 use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey, WalSeq};
 use crate::format::layout::ParquetPath;
+use crate::format::model::EntryRc;
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndexMarker};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A snapshot file as read from disk.
@@ -45,7 +45,7 @@ pub struct CheckpointFile {
 pub struct LiveFile {
     pub table: TableKey,
     #[serde(flatten)]
-    pub entry: Arc<FileEntry>,
+    pub entry: EntryRc,
 }
 
 impl AsRef<FileEntry> for LiveFile {
@@ -68,7 +68,7 @@ pub struct Node {
     pub table_index_files: Vec<PathBuf>,
     pub wal: Vec<WalSeq>,
     /// The file set the server would load, per table, ordered by id.
-    pub live: BTreeMap<TableKey, Vec<Arc<FileEntry>>>,
+    pub live: BTreeMap<TableKey, Vec<EntryRc>>,
     pub findings: Vec<Finding>,
     /// Snapshots the server loads (all when checkpoints are used).
     pub loaded_snapshots: usize,
@@ -76,7 +76,7 @@ pub struct Node {
     pub purged: BTreeMap<TableKey, PurgedTable>,
     /// Files on disk that the server does not load (beyond its load window), per table,
     /// ordered by id.
-    pub hidden: BTreeMap<TableKey, Vec<Arc<FileEntry>>>,
+    pub hidden: BTreeMap<TableKey, Vec<EntryRc>>,
     /// How many entries each directory under `dbs/` held when it was listed.
     pub listed_dirs: ListedDirs,
     /// How many of the newest snapshots the server loads when it has no checkpoints.

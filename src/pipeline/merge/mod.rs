@@ -217,11 +217,11 @@ mod tests {
 
     use super::*;
     use crate::format::ids::{DbId, TableId, TableKey};
+    use crate::format::model::EntryRc;
     use crate::format::model::FileEntry;
     use crate::format::parquet::{encode_arrow_schema, Column, ColumnType};
     use crate::units::MemoryBudget;
     use duckdb::Connection;
-    use std::sync::Arc;
 
     const CHUNK: i64 = 0;
 
@@ -330,7 +330,7 @@ mod tests {
                     db: DbId(1),
                     table: TableId(0),
                 },
-                entry: Arc::new(FileEntry {
+                entry: EntryRc::new(FileEntry {
                     id: FileId(id),
                     path: rel.into(),
                     size_bytes: fs::metadata(&path).unwrap().len(),
