@@ -374,4 +374,16 @@ fn verify_reads_the_row_count_of_every_footer() {
         out.contains(&want) && out.contains("unreadable Parquet footer"),
         "wanted {want:?} and an unreadable footer in:\n{out}"
     );
+    // A script reads both as finding objects.
+    let js = kompactor(&["verify", d, "--hosts", "node0", "--json"]);
+    let v: Value = serde_json::from_slice(&js.stdout).unwrap();
+    let findings = v["nodes"][0]["findings"].as_array().unwrap();
+    let of = |kind: &str| findings.iter().find(|f| f["kind"] == kind).cloned();
+    let m = of("row_count_mismatch").expect("a row_count_mismatch finding");
+    assert_eq!(m["id"], miscounted.id.0);
+    assert_eq!(m["in_footer"], miscounted.row_count);
+    assert_eq!(m["recorded"], miscounted.row_count + 1);
+    let u = of("unreadable_footer").expect("an unreadable_footer finding");
+    assert_eq!(u["id"], damaged.id.0);
+    assert!(!u["error"].as_str().unwrap().contains("hint"), "{u}");
 }

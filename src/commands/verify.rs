@@ -23,6 +23,9 @@ struct NodeVerify {
     node: String,
     /// What makes the node inconsistent, one sentence each.
     problems: Vec<String>,
+    /// The problems discovery found, as finding objects (`docs/json.md`): each is also one
+    /// of `problems`.
+    findings: Vec<Finding>,
     /// Normal state worth knowing (purged entries still listed); not a problem.
     information: Vec<String>,
 }
@@ -37,24 +40,24 @@ struct VerifyDoc {
     unfinished_runs: Vec<UnfinishedRun>,
 }
 
+/// The findings of discovery that make a node inconsistent.
+fn problem_findings(n: &Node) -> impl Iterator<Item = &Finding> {
+    n.findings.iter().filter(|f| {
+        matches!(
+            f,
+            Finding::Missing { .. }
+                | Finding::SizeMismatch { .. }
+                | Finding::RowCountMismatch { .. }
+                | Finding::UnreadableFooter { .. }
+                | Finding::DuplicateId { .. }
+                | Finding::StraySnapshotEntry { .. }
+        )
+    })
+}
+
 /// The problems `verify` finds on one node.
 fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
-    let mut out: Vec<String> = n
-        .findings
-        .iter()
-        .filter(|f| {
-            matches!(
-                f,
-                Finding::Missing { .. }
-                    | Finding::SizeMismatch { .. }
-                    | Finding::RowCountMismatch { .. }
-                    | Finding::UnreadableFooter { .. }
-                    | Finding::DuplicateId { .. }
-                    | Finding::StraySnapshotEntry { .. }
-            )
-        })
-        .map(|f| f.describe())
-        .collect();
+    let mut out: Vec<String> = problem_findings(n).map(Finding::describe).collect();
     let mut clock = StepClock::new(&n.id);
     let bad: BTreeSet<FileId> = n.findings.iter().filter_map(|f| f.blocks_file()).collect();
     // An id listed twice is a finding of discovery (`DuplicateId`, above): the live set
@@ -169,10 +172,12 @@ pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
     let mut all: Vec<(String, Vec<String>)> = Vec::new();
     // Normal state worth knowing, that does not make the data dir inconsistent.
     let mut info: Vec<(String, Vec<String>)> = Vec::new();
+    let mut findings: Vec<Vec<Finding>> = Vec::new();
     for h in &a.hosts.hosts {
         // The footers' row counts are read as the files are listed: one open of each.
         let n = discover_node_counting_rows(data_dir, h, a.server.load_window())?;
         all.push((h.clone(), problems(data_dir, &n)?));
+        findings.push(problem_findings(&n).cloned().collect());
         let purged = n
             .findings
             .iter()
@@ -189,11 +194,15 @@ pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
             nodes: all
                 .into_iter()
                 .zip(info)
-                .map(|((node, problems), (_, information))| NodeVerify {
-                    node,
-                    problems,
-                    information,
-                })
+                .zip(findings)
+                .map(
+                    |(((node, problems), (_, information)), findings)| NodeVerify {
+                        node,
+                        problems,
+                        findings,
+                        information,
+                    },
+                )
                 .collect(),
             unfinished_runs: unfinished,
         });

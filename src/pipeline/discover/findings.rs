@@ -253,10 +253,15 @@ pub(super) fn check_files(
                 in_footer: rows,
             }),
             Ok(_) => {}
-            Err(e) => miscounted.push(Finding::UnreadableFooter {
-                id: f.id,
-                error: e.to_string(),
-            }),
+            Err(mut e) => {
+                // The error's hint is a run's ("its group is left alone"); a finding says
+                // what is wrong, and each command says what it does about it.
+                e.hint = None;
+                miscounted.push(Finding::UnreadableFooter {
+                    id: f.id,
+                    error: e.to_string(),
+                })
+            }
         }
     };
     let resized = |f: &FileEntry, on_disk: u64| Finding::SizeMismatch {
