@@ -149,7 +149,7 @@ pub fn read_row_count(path: &Path, size: u64) -> Result<u64> {
         return Ok(rows);
     }
     // The slow way, which says what is wrong if anything is.
-    let rows = thrift::decode_num_rows(&footer_bytes(path)?).map_err(|e| damaged(path, &e))?;
+    let rows = thrift::decode_num_rows(&footer_of(&file, path)?).map_err(|e| damaged(path, &e))?;
     u64::try_from(rows).map_err(|_| damaged(path, &format!("a row count of {rows}")))
 }
 
@@ -189,9 +189,15 @@ pub fn footer_len(path: &Path) -> Result<u64> {
 
 /// Opens a Parquet file and checks its tail: the file, its length, and its metadata's length.
 fn open_tail(path: &Path) -> Result<(std::fs::File, u64, u64)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let (len, n) = check_tail(&file, path)?;
+    Ok((file, len, n))
+}
+
+/// Checks the tail of the open Parquet file at `path`: its length, and its metadata's length.
+fn check_tail(file: &std::fs::File, path: &Path) -> Result<(u64, u64)> {
     use std::os::unix::fs::FileExt;
     let damaged = |what: &str| damaged(path, what);
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io(path, "stat", e))?
@@ -217,14 +223,20 @@ fn open_tail(path: &Path) -> Result<(std::fs::File, u64, u64)> {
             "the footer length points before the start of the file",
         ));
     }
-    Ok((file, len, n))
+    Ok((len, n))
 }
 
 /// The Thrift-encoded `FileMetaData` at the end of a Parquet file:
 /// `<metadata> <metadata length: u32 LE> PAR1`.
 fn footer_bytes(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    footer_of(&file, path)
+}
+
+/// [`footer_bytes`] of a file already open.
+fn footer_of(file: &std::fs::File, path: &Path) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let (file, len, n) = open_tail(path)?;
+    let (len, n) = check_tail(file, path)?;
     let mut buf = vec![0u8; n as usize];
     file.read_exact_at(&mut buf, len - 8 - n)
         .map_err(|e| Error::io(path, "read", e))?;
