@@ -42,17 +42,7 @@ struct VerifyDoc {
 
 /// The findings of discovery that make a node inconsistent.
 fn problem_findings(n: &Node) -> impl Iterator<Item = &Finding> {
-    n.findings.iter().filter(|f| {
-        matches!(
-            f,
-            Finding::Missing { .. }
-                | Finding::SizeMismatch { .. }
-                | Finding::RowCountMismatch { .. }
-                | Finding::UnreadableFooter { .. }
-                | Finding::DuplicateId { .. }
-                | Finding::StraySnapshotEntry { .. }
-        )
-    })
+    n.findings.iter().filter(|f| f.is_inconsistency())
 }
 
 /// The problems `verify` finds on one node.

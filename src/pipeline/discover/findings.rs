@@ -130,6 +130,20 @@ impl Finding {
         }
     }
 
+    /// Whether this finding makes the data dir inconsistent (what `verify` fails on): damage
+    /// to one file, an id given to two, a stray file among the snapshots.
+    pub fn is_inconsistency(&self) -> bool {
+        matches!(
+            self,
+            Finding::Missing { .. }
+                | Finding::SizeMismatch { .. }
+                | Finding::RowCountMismatch { .. }
+                | Finding::UnreadableFooter { .. }
+                | Finding::DuplicateId { .. }
+                | Finding::StraySnapshotEntry { .. }
+        )
+    }
+
     /// Whether this finding makes a file unsafe to merge.
     pub fn blocks_file(&self) -> Option<FileId> {
         match self {
@@ -157,16 +171,8 @@ pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (kind, items) in by_kind {
-        let per_file = matches!(
-            items[0],
-            Finding::Missing { .. }
-                | Finding::SizeMismatch { .. }
-                | Finding::RowCountMismatch { .. }
-                | Finding::UnreadableFooter { .. }
-                | Finding::Unreferenced { .. }
-                | Finding::DuplicateId { .. }
-                | Finding::StraySnapshotEntry { .. }
-        );
+        let per_file =
+            items[0].is_inconsistency() || matches!(items[0], Finding::Unreferenced { .. });
         if verbose || !per_file || items.len() <= PER_KIND {
             out.extend(items.iter().map(|f| f.describe()));
         } else {
