@@ -76,6 +76,8 @@ pub struct StepClock<'a> {
     /// What the steps belong to (a node), the start of each line.
     subject: &'a str,
     last: std::time::Instant,
+    /// The process's CPU time (every thread) at `last`.
+    last_cpu: Option<std::time::Duration>,
 }
 
 impl<'a> StepClock<'a> {
@@ -83,20 +85,47 @@ impl<'a> StepClock<'a> {
         StepClock {
             subject,
             last: std::time::Instant::now(),
+            last_cpu: process_cpu(),
         }
     }
 
-    /// Logs that `what` is done, with its time since the last step (or the start).
+    /// Logs that `what` is done, with its time since the last step (or the start) and the
+    /// CPU time all threads spent meanwhile: on a few cores, whether a step kept them busy.
     pub fn done(&mut self, what: &str) {
         let now = std::time::Instant::now();
+        let cpu = process_cpu();
+        let spent = match (cpu, self.last_cpu) {
+            (Some(c), Some(l)) => format!(" (CPU {:.2}s)", c.saturating_sub(l).as_secs_f64()),
+            _ => String::new(),
+        };
         log::debug!(
-            "node {}: {what} took {:.2}s{}",
+            "node {}: {what} took {:.2}s{spent}{}",
             self.subject,
             (now - self.last).as_secs_f64(),
             resident()
         );
         self.last = now;
+        self.last_cpu = cpu;
     }
+}
+
+/// The CPU time the process's threads have used, user and system, where the system says.
+fn process_cpu() -> Option<std::time::Duration> {
+    #[cfg(unix)]
+    {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a whole rusage into the buffer it is given.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: the call succeeded, so it filled the struct.
+        let ru = unsafe { ru.assume_init() };
+        let tv =
+            |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The process's resident and peak memory, where the system says (Linux).
