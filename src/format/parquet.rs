@@ -145,7 +145,7 @@ pub fn read_footer(path: &Path) -> Result<Footer> {
 /// finding the footer without it takes a stat and two reads.
 pub fn read_row_count(path: &Path, size: u64) -> Result<u64> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    if let Some(rows) = quick_row_count(&file, size, &mut Vec::new()) {
+    if let Some(rows) = quick_row_count(&file, size, &mut FooterScratch::default()) {
         return Ok(rows);
     }
     // The slow way, which says what is wrong if anything is.
@@ -157,27 +157,88 @@ pub fn read_row_count(path: &Path, size: u64) -> Result<u64> {
 /// writes is a few kilobytes.
 const TAIL_LEN: u64 = 64 * 1024;
 
-/// The row count of an open Parquet file of `size` bytes, from one read of its last 64 KiB
-/// (into `buf`, reused from file to file); `None` when that read fails or does not end in a
-/// whole footer with a row count ([`read_row_count`] then says what is wrong).
+/// What reading one footer after another keeps from one to the next: the buffer it reads
+/// into, and the start of the last footer ([`thrift::RowsPrefix`]).
+#[derive(Debug, Default)]
+pub struct FooterScratch {
+    buf: Vec<u8>,
+    known: thrift::RowsPrefix,
+}
+
+/// The row count of an open Parquet file of `size` bytes, from one read of its last 64 KiB;
+/// `None` when that read fails or does not end in a whole footer with a row count
+/// ([`read_row_count`] then says what is wrong).
 ///
 /// This is what `verify` does for each of millions of files: no allocation, and nothing of
 /// the footer decoded past the row count.
-pub fn quick_row_count(file: &std::fs::File, size: u64, buf: &mut Vec<u8>) -> Option<u64> {
+pub fn quick_row_count(
+    file: &std::fs::File,
+    size: u64,
+    scratch: &mut FooterScratch,
+) -> Option<u64> {
     use std::os::unix::fs::FileExt;
     let want = size.min(TAIL_LEN) as usize;
-    if want < 12 {
+    scratch.buf.resize(want, 0);
+    file.read_exact_at(&mut scratch.buf, size - want as u64)
+        .ok()?;
+    tail_row_count(&scratch.buf, &mut scratch.known)
+}
+
+/// What [`small_file_row_count`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SmallFile {
+    /// The file is shorter than 64 KiB and ends in a footer: its size and row count.
+    Read { size: u64, rows: u64 },
+    /// The file is 64 KiB or longer, or could not be read, or what was read does not end in
+    /// a footer: its size is not known, and [`quick_row_count`] (after a stat) or
+    /// [`read_row_count`] says more.
+    Other,
+}
+
+/// The size and row count of an open Parquet file shorter than 64 KiB, from one read of up
+/// to 64 KiB at its start.
+///
+/// A read of a regular file stops short only at its end, so a short read gives the size
+/// without a stat: on a deep history of tiny files that is a system call fewer for each of
+/// millions. Only a read that ends in a whole footer is taken as the whole file.
+pub fn small_file_row_count(file: &std::fs::File, scratch: &mut FooterScratch) -> SmallFile {
+    use std::os::unix::fs::FileExt;
+    let buf = &mut scratch.buf;
+    buf.resize(TAIL_LEN as usize, 0);
+    let n = loop {
+        match file.read_at(buf, 0) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return SmallFile::Other,
+            Ok(n) => break n,
+        }
+    };
+    match tail_row_count(&buf[..n], &mut scratch.known) {
+        Some(rows) if n < buf.len() => SmallFile::Read {
+            size: n as u64,
+            rows,
+        },
+        _ => SmallFile::Other,
+    }
+}
+
+/// The row count in the footer at the end of `tail`, the last bytes of a file; `None` when
+/// they do not end in a whole footer with a row count.
+fn tail_row_count(tail: &[u8], known: &mut thrift::RowsPrefix) -> Option<u64> {
+    if tail.len() < 12 {
         return None;
     }
-    buf.resize(want, 0);
-    file.read_exact_at(buf, size - want as u64).ok()?;
-    let (meta, tail) = buf.split_at(want - 8);
-    if &tail[4..] != b"PAR1" {
+    let (meta, end) = tail.split_at(tail.len() - 8);
+    if &end[4..] != b"PAR1" {
         return None;
     }
-    let n = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as usize;
+    let n = u32::from_le_bytes(end[..4].try_into().expect("4 bytes")) as usize;
     let start = meta.len().checked_sub(n)?;
-    u64::try_from(thrift::decode_num_rows(&meta[start..]).ok()?).ok()
+    u64::try_from(thrift::decode_num_rows_after(&meta[start..], known)?).ok()
+}
+
+/// Whether a file of `size` bytes is one [`small_file_row_count`] reads whole.
+pub fn is_small_file(size: u64) -> bool {
+    size < TAIL_LEN
 }
 
 /// The length of a file's footer (metadata, its length field and the magic), from its last
@@ -426,7 +487,7 @@ mod tests {
         let size = std::fs::metadata(&path).unwrap().len();
         let rows = read_footer(&path).unwrap().num_rows;
         let file = std::fs::File::open(&path).unwrap();
-        let mut buf = vec![7u8; 100_000];
+        let mut buf = FooterScratch::default();
         assert_eq!(quick_row_count(&file, size, &mut buf), Some(rows));
         assert_eq!(read_row_count(&path, size).unwrap(), rows);
         // A wrong size falls back to the file's real one.
@@ -434,5 +495,54 @@ mod tests {
         assert_eq!(quick_row_count(&file, size + 1, &mut buf), None);
         assert_eq!(read_row_count(&path, size - 1).unwrap(), rows);
         assert_eq!(read_row_count(&path, 3).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_small_file_is_sized_and_counted_by_one_read_from_its_start() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fixtures/influxdb3-3.10/small/node0/dbs/2/0/2026-11-18/03-50/0000000104.parquet",
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let rows = read_footer(&path).unwrap().num_rows;
+        let tmp = tempfile::tempdir().unwrap();
+        let read = |name: &str, content: &[u8]| {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, content).unwrap();
+            small_file_row_count(
+                &std::fs::File::open(&p).unwrap(),
+                &mut FooterScratch::default(),
+            )
+        };
+        assert_eq!(
+            read("small.parquet", &bytes),
+            SmallFile::Read {
+                size: bytes.len() as u64,
+                rows
+            }
+        );
+        assert_eq!(
+            read("cut.parquet", &bytes[..bytes.len() - 1]),
+            SmallFile::Other
+        );
+        assert_eq!(read("empty.parquet", b""), SmallFile::Other);
+        // 64 KiB or more: the read is not the whole file, whatever it ends in.
+        let mut big = vec![0u8; TAIL_LEN as usize - bytes.len()];
+        big.extend_from_slice(&bytes);
+        assert_eq!(big.len() as u64, TAIL_LEN);
+        assert_eq!(read("big.parquet", &big), SmallFile::Other);
+        big.insert(0, 0);
+        let file = tmp.path().join("big.parquet");
+        std::fs::write(&file, &big).unwrap();
+        let file = std::fs::File::open(&file).unwrap();
+        assert_eq!(
+            small_file_row_count(&file, &mut FooterScratch::default()),
+            SmallFile::Other
+        );
+        assert!(!is_small_file(big.len() as u64) && is_small_file(bytes.len() as u64));
+        assert_eq!(
+            quick_row_count(&file, big.len() as u64, &mut FooterScratch::default()),
+            Some(rows),
+            "after a stat, its tail is read"
+        );
     }
 }

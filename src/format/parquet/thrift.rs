@@ -38,6 +38,10 @@ const MAX_DEPTH: usize = 64;
 
 /// Decodes the `FileMetaData` at the start of `buf`.
 pub fn decode_file_metadata(buf: &[u8]) -> Result<FileMetaData, String> {
+    file_metadata(buf).map_err(|e| e.to_string())
+}
+
+fn file_metadata(buf: &[u8]) -> Result<FileMetaData, Malformed> {
     let mut r = Reader { buf, pos: 0 };
     let mut out = FileMetaData::default();
     let mut seen_rows = false;
@@ -53,7 +57,7 @@ pub fn decode_file_metadata(buf: &[u8]) -> Result<FileMetaData, String> {
         }
     }
     if !seen_rows {
-        return Err("the footer has no row count".into());
+        return Err(Malformed::NoRowCount);
     }
     Ok(out)
 }
@@ -62,15 +66,89 @@ pub fn decode_file_metadata(buf: &[u8]) -> Result<FileMetaData, String> {
 /// it is skipped and nothing after it is read, so that checking the row counts of millions
 /// of files costs no allocation and no walk through their key-value metadata.
 pub fn decode_num_rows(buf: &[u8]) -> Result<i64, String> {
+    num_rows(buf, None).map_err(|e| e.to_string())
+}
+
+/// [`decode_num_rows`] for one footer after another: the schema is walked only when the
+/// footer does not begin as the last one did ([`RowsPrefix`]). `None` when it is damaged.
+pub fn decode_num_rows_after(buf: &[u8], known: &mut RowsPrefix) -> Option<i64> {
+    num_rows(buf, Some(known)).ok()
+}
+
+/// The start of the last footer decoded, up to its row count.
+///
+/// The files of one table have one schema, so their footers begin with the same bytes up to
+/// the row count. Decoding is a function of the bytes read: after the same bytes it is in the
+/// same state, so a footer that begins with these is read on from their end. Walking a
+/// schema was most of the work of reading a row count.
+#[derive(Debug, Default)]
+pub struct RowsPrefix {
+    bytes: Vec<u8>,
+    /// The id of the field before the row count, which the next field header is relative to.
+    last: i16,
+}
+
+fn num_rows(buf: &[u8], mut known: Option<&mut RowsPrefix>) -> Result<i64, Malformed> {
     let mut r = Reader { buf, pos: 0 };
     let mut last = 0i16;
-    while let Some((id, ty)) = r.field_header(&mut last)? {
-        match (id, ty) {
-            (3, I64) => return r.varint_i64(),
-            _ => r.skip(ty, 0)?,
+    if let Some(k) = known.as_deref() {
+        if !k.bytes.is_empty() && buf.starts_with(&k.bytes) {
+            r.pos = k.bytes.len();
+            last = k.last;
         }
     }
-    Err("the footer has no row count".into())
+    loop {
+        let (at, before) = (r.pos, last);
+        let Some((id, ty)) = r.field_header(&mut last)? else {
+            return Err(Malformed::NoRowCount);
+        };
+        if (id, ty) == (3, I64) {
+            if let Some(k) = known.as_deref_mut() {
+                if k.bytes.len() != at || k.last != before || !buf.starts_with(&k.bytes) {
+                    k.bytes.clear();
+                    k.bytes.extend_from_slice(&buf[..at]);
+                    k.last = before;
+                }
+            }
+            return r.varint_i64();
+        }
+        r.skip(ty, 0)?;
+    }
+}
+
+/// What is wrong with a footer.
+///
+/// Small and `Copy`: the reader returns one from every step of skipping a schema, millions
+/// of times when `verify` reads every footer, and the message is only made at the end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Malformed {
+    Truncated,
+    LongInteger,
+    LongString,
+    FieldId,
+    LongList,
+    KeyValueShape,
+    KeyValueWithoutKey,
+    TooDeep,
+    UnknownType(u8),
+    NoRowCount,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::Truncated => f.write_str("the footer ends in the middle of a value"),
+            Malformed::LongInteger => f.write_str("the footer has an integer longer than 64 bits"),
+            Malformed::LongString => f.write_str("a string is too long"),
+            Malformed::FieldId => f.write_str("a field id is out of range"),
+            Malformed::LongList => f.write_str("a list is too long"),
+            Malformed::KeyValueShape => f.write_str("key_value_metadata is not a list of structs"),
+            Malformed::KeyValueWithoutKey => f.write_str("a key-value entry has no key"),
+            Malformed::TooDeep => f.write_str("the footer nests too deeply"),
+            Malformed::UnknownType(t) => write!(f, "the footer has an unknown Thrift type {t}"),
+            Malformed::NoRowCount => f.write_str("the footer has no row count"),
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -79,50 +157,51 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, String> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or("the footer ends in the middle of a value")?;
+    fn byte(&mut self) -> Result<u8, Malformed> {
+        let b = *self.buf.get(self.pos).ok_or(Malformed::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&[u8], String> {
+    fn bytes(&mut self, n: usize) -> Result<&[u8], Malformed> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or("the footer ends in the middle of a value")?;
+            .ok_or(Malformed::Truncated)?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, Malformed> {
         let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
+        let mut shift = 0;
+        loop {
             let b = self.byte()?;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }
+            shift += 7;
+            if shift > 63 {
+                return Err(Malformed::LongInteger);
+            }
         }
-        Err("the footer has an integer longer than 64 bits".into())
     }
 
-    fn varint_i64(&mut self) -> Result<i64, String> {
+    fn varint_i64(&mut self) -> Result<i64, Malformed> {
         let v = self.varint()?;
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
 
-    fn binary(&mut self) -> Result<Vec<u8>, String> {
-        let n = usize::try_from(self.varint()?).map_err(|_| "a string is too long")?;
+    fn binary(&mut self) -> Result<Vec<u8>, Malformed> {
+        let n = usize::try_from(self.varint()?).map_err(|_| Malformed::LongString)?;
         Ok(self.bytes(n)?.to_vec())
     }
 
     /// The next field's id and type, or `None` at the end of the struct.
-    fn field_header(&mut self, last: &mut i16) -> Result<Option<(i16, u8)>, String> {
+    fn field_header(&mut self, last: &mut i16) -> Result<Option<(i16, u8)>, Malformed> {
         let b = self.byte()?;
         let ty = b & 0x0f;
         if ty == STOP {
@@ -130,28 +209,27 @@ impl Reader<'_> {
         }
         let delta = (b >> 4) as i16;
         *last = if delta == 0 {
-            i16::try_from(self.varint_i64()?).map_err(|_| "a field id is out of range")?
+            i16::try_from(self.varint_i64()?).map_err(|_| Malformed::FieldId)?
         } else {
-            last.checked_add(delta)
-                .ok_or("a field id is out of range")?
+            last.checked_add(delta).ok_or(Malformed::FieldId)?
         };
         Ok(Some((*last, ty)))
     }
 
     /// A list or set header: element count and element type.
-    fn list_header(&mut self) -> Result<(usize, u8), String> {
+    fn list_header(&mut self) -> Result<(usize, u8), Malformed> {
         let b = self.byte()?;
         let n = match b >> 4 {
-            15 => usize::try_from(self.varint()?).map_err(|_| "a list is too long")?,
+            15 => usize::try_from(self.varint()?).map_err(|_| Malformed::LongList)?,
             n => n as usize,
         };
         Ok((n, b & 0x0f))
     }
 
-    fn key_values(&mut self) -> Result<Vec<KeyValue>, String> {
+    fn key_values(&mut self) -> Result<Vec<KeyValue>, Malformed> {
         let (n, ty) = self.list_header()?;
         if ty != STRUCT {
-            return Err("key_value_metadata is not a list of structs".into());
+            return Err(Malformed::KeyValueShape);
         }
         // Each entry takes at least one byte, so a damaged count cannot reserve much.
         let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
@@ -165,14 +243,14 @@ impl Reader<'_> {
                     _ => self.skip(ty, 1)?,
                 }
             }
-            out.push((key.ok_or("a key-value entry has no key")?, value));
+            out.push((key.ok_or(Malformed::KeyValueWithoutKey)?, value));
         }
         Ok(out)
     }
 
     /// Skips one element of a list, set or map: as `skip`, except that a boolean, whose
     /// value a struct field carries in its header, takes a byte of its own here.
-    fn skip_element(&mut self, ty: u8, depth: usize) -> Result<(), String> {
+    fn skip_element(&mut self, ty: u8, depth: usize) -> Result<(), Malformed> {
         if matches!(ty, TRUE | FALSE) {
             self.byte().map(drop)
         } else {
@@ -181,9 +259,9 @@ impl Reader<'_> {
     }
 
     /// Skips one value of type `ty`, `depth` levels down.
-    fn skip(&mut self, ty: u8, depth: usize) -> Result<(), String> {
+    fn skip(&mut self, ty: u8, depth: usize) -> Result<(), Malformed> {
         if depth > MAX_DEPTH {
-            return Err("the footer nests too deeply".into());
+            return Err(Malformed::TooDeep);
         }
         match ty {
             TRUE | FALSE => {}
@@ -197,7 +275,7 @@ impl Reader<'_> {
                 self.bytes(8)?;
             }
             BINARY => {
-                let n = usize::try_from(self.varint()?).map_err(|_| "a string is too long")?;
+                let n = usize::try_from(self.varint()?).map_err(|_| Malformed::LongString)?;
                 self.bytes(n)?;
             }
             LIST | SET => {
@@ -222,7 +300,7 @@ impl Reader<'_> {
                     self.skip(t, depth + 1)?;
                 }
             }
-            t => return Err(format!("the footer has an unknown Thrift type {t}")),
+            t => return Err(Malformed::UnknownType(t)),
         }
         Ok(())
     }
@@ -313,6 +391,53 @@ mod tests {
                 (b"ARROW:schema".to_vec(), Some(b"/////w==".to_vec())),
                 (b"no value".to_vec(), None)
             ]
+        );
+    }
+
+    #[test]
+    fn a_footer_that_begins_as_the_last_one_is_read_on_from_there() {
+        // 1: version, 2: a schema of one struct with a string, 3: num_rows.
+        let footer = |name: &str, rows: i64| {
+            let mut buf = vec![field(1, I32)];
+            buf.extend(zigzag(2));
+            buf.extend([field(1, LIST), 0x1c, field(4, BINARY)]);
+            buf.extend(string(name));
+            buf.push(STOP);
+            buf.push(field(1, I64));
+            buf.extend(zigzag(rows));
+            buf.push(STOP);
+            buf
+        };
+        let mut known = RowsPrefix::default();
+        assert_eq!(
+            decode_num_rows_after(&footer("time", 5), &mut known),
+            Some(5)
+        );
+        let kept = known.bytes.clone();
+        assert_eq!(known.last, 2);
+        assert_eq!(
+            decode_num_rows_after(&footer("time", 300), &mut known),
+            Some(300)
+        );
+        assert_eq!(known.bytes, kept, "the same start is kept");
+        // Another schema: walked, and kept in its place.
+        assert_eq!(
+            decode_num_rows_after(&footer("times", 7), &mut known),
+            Some(7)
+        );
+        assert_ne!(known.bytes, kept);
+        assert_eq!(
+            decode_num_rows_after(&footer("time", 9), &mut known),
+            Some(9)
+        );
+        // A footer that ends within the kept start, or is damaged after it.
+        assert_eq!(decode_num_rows_after(&kept, &mut known), None);
+        let mut cut = footer("time", 9);
+        cut.truncate(kept.len() + 1);
+        assert_eq!(decode_num_rows_after(&cut, &mut known), None);
+        assert_eq!(
+            decode_num_rows_after(&footer("time", 11), &mut known),
+            Some(11)
         );
     }
 

@@ -7,7 +7,9 @@
 use super::fingerprint::{KeyTable, PathKey};
 use crate::error::{Error, Result};
 use crate::format::model::EntryPath;
-use crate::format::parquet::quick_row_count;
+use crate::format::parquet::{
+    is_small_file, quick_row_count, small_file_row_count, FooterScratch, SmallFile,
+};
 use std::path::{Path, PathBuf};
 
 /// Set in a size when the metadata refers to the file (no file is 8 EiB).
@@ -22,9 +24,10 @@ const NOT_READ: u32 = u32::MAX;
 pub enum Footers {
     /// Sizes only: what compaction and `status` need (a `statx` per file).
     Skip,
-    /// Sizes and row counts, for `verify`: each file is opened and its last 64 KiB read,
-    /// where it is listed. That costs less than a stat now and an open later: on a deep
-    /// history the path lookups of two million files take seconds.
+    /// Sizes and row counts, for `verify`: each file is opened and read where it is listed
+    /// (a file under 64 KiB whole, from its start, which gives its size too; a larger one's
+    /// last 64 KiB, after a stat). That costs less than a stat now and an open later: on a
+    /// deep history the path lookups of two million files take seconds.
     Read,
 }
 
@@ -217,7 +220,8 @@ enum Probe {
     Nothing,
     /// Its size: a `statx`.
     Size,
-    /// Its size and its footer's row count: an open, a `statx` of the open file and a read.
+    /// Its size and its footer's row count: an open and a read (and a stat of the open file,
+    /// for files of 64 KiB or more).
     Footer,
 }
 
@@ -279,13 +283,16 @@ fn walk<T: Send>(
     std::iter::once(Ok(top.part)).chain(parts).collect()
 }
 
-/// One thread's walk: what it keeps, and a buffer for the footers it reads.
+/// One thread's walk: what it keeps, and what reading one footer after another keeps.
 struct Lister<'a, T> {
     data_dir: &'a Path,
     probe: Probe,
     keep: &'a (dyn Fn(&str, Listed) -> Option<T> + Sync),
     part: Part<T>,
-    tail: Vec<u8>,
+    footers: FooterScratch,
+    /// Whether the last file whose footer was read was under 64 KiB: a table's files are
+    /// alike, so the next one is then read whole, without a stat.
+    small_files: bool,
 }
 
 impl<'a, T> Lister<'a, T> {
@@ -299,7 +306,8 @@ impl<'a, T> Lister<'a, T> {
             probe,
             keep,
             part: Part::default(),
-            tail: Vec::new(),
+            footers: FooterScratch::default(),
+            small_files: true,
         }
     }
 
@@ -365,15 +373,24 @@ impl<'a, T> Lister<'a, T> {
     /// (permissions) is only sized: whoever needs its rows reads it again, and is told why
     /// that fails.
     fn read_footer(&mut self, dir: &OpenDir, name: &str) -> std::io::Result<Listed> {
-        let Ok((file, size)) = dir.open_file(name) else {
+        let Ok(file) = dir.open_file(name) else {
             return Ok(Listed {
                 size: dir.size_of(name)?,
                 rows: NOT_READ,
             });
         };
-        let rows = quick_row_count(&file, size, &mut self.tail)
-            .and_then(|r| u32::try_from(r).ok())
-            .unwrap_or(NOT_READ);
+        let as_u32 = |rows: u64| u32::try_from(rows).unwrap_or(NOT_READ);
+        if self.small_files {
+            if let SmallFile::Read { size, rows } = small_file_row_count(&file, &mut self.footers) {
+                return Ok(Listed {
+                    size,
+                    rows: as_u32(rows),
+                });
+            }
+        }
+        let size = size_of_open(&file)?;
+        self.small_files = is_small_file(size);
+        let rows = quick_row_count(&file, size, &mut self.footers).map_or(NOT_READ, as_u32);
         Ok(Listed { size, rows })
     }
 }
@@ -395,9 +412,9 @@ struct Entry {
 }
 
 #[cfg(unix)]
-use fd_dir::OpenDir;
+use fd_dir::{size_of_open, OpenDir};
 #[cfg(not(unix))]
-use path_dir::OpenDir;
+use path_dir::{size_of_open, OpenDir};
 
 /// Directories listed through file descriptors: a subdirectory is opened, and a file's size
 /// read, relative to its directory.
@@ -415,6 +432,11 @@ mod fd_dir {
 
     pub struct OpenDir(Dir);
 
+    /// The size of an open file: `fstat`, not std's `statx` of an empty path, a simpler call.
+    pub fn size_of_open(file: &std::fs::File) -> io::Result<u64> {
+        Ok(u64::try_from(rustix::fs::fstat(file)?.st_size).unwrap_or(0))
+    }
+
     impl OpenDir {
         pub fn open(path: &Path) -> io::Result<OpenDir> {
             let fd = rustix::fs::open(path, FLAGS, Mode::empty())?;
@@ -426,12 +448,12 @@ mod fd_dir {
             Ok(OpenDir(Dir::new(fd)?))
         }
 
-        /// Opens the file `name` in this directory, to read, with its size.
+        /// Opens the file `name` in this directory, to read.
         ///
         /// Without touching its access time where the file system allows (`O_NOATIME`, for
         /// the files' owner or root): a check that reads two million footers must not write
         /// two million inodes.
-        pub fn open_file(&self, name: &str) -> io::Result<(std::fs::File, u64)> {
+        pub fn open_file(&self, name: &str) -> io::Result<std::fs::File> {
             static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
             let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
             let dir = self.0.fd()?;
@@ -446,9 +468,7 @@ mod fd_dir {
                     fd => fd?,
                 }
             };
-            // fstat, not std's statx of an empty path: a simpler call, two million times.
-            let size = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0);
-            Ok((std::fs::File::from(fd), size))
+            Ok(std::fs::File::from(fd))
         }
 
         /// The size of the file `name` in this directory.
@@ -502,6 +522,11 @@ mod path_dir {
 
     pub struct OpenDir(PathBuf);
 
+    /// The size of an open file.
+    pub fn size_of_open(file: &std::fs::File) -> io::Result<u64> {
+        Ok(file.metadata()?.len())
+    }
+
     impl OpenDir {
         pub fn open(path: &Path) -> io::Result<OpenDir> {
             Ok(OpenDir(path.to_path_buf()))
@@ -511,11 +536,9 @@ mod path_dir {
             Ok(OpenDir(self.0.join(name)))
         }
 
-        /// Opens the file `name` in this directory, to read, with its size.
-        pub fn open_file(&self, name: &str) -> io::Result<(std::fs::File, u64)> {
-            let file = std::fs::File::open(self.0.join(name))?;
-            let size = file.metadata()?.len();
-            Ok((file, size))
+        /// Opens the file `name` in this directory, to read.
+        pub fn open_file(&self, name: &str) -> io::Result<std::fs::File> {
+            std::fs::File::open(self.0.join(name))
         }
 
         /// The size of the file `name` in this directory.
@@ -628,14 +651,37 @@ mod tests {
         let rows = crate::format::parquet::read_footer(&real).unwrap().num_rows;
         fs::copy(&real, dir.join("1.parquet")).unwrap();
         fs::write(dir.join("2.parquet"), b"not parquet at all").unwrap();
+        // A file of more than 64 KiB is read after a stat, and those after it still right.
+        let mut big = vec![0u8; 70_000];
+        big.extend(fs::read(&real).unwrap());
+        fs::write(dir.join("3.parquet"), &big).unwrap();
+        fs::copy(&real, dir.join("4.parquet")).unwrap();
         let size = fs::metadata(&real).unwrap().len();
         let one = EntryPath::from("node0/dbs/1/2/2025-01-01/00-00/1.parquet");
         let two = EntryPath::from("node0/dbs/1/2/2025-01-01/00-00/2.parquet");
+        let three = EntryPath::from("node0/dbs/1/2/2025-01-01/00-00/3.parquet");
+        let four = EntryPath::from("node0/dbs/1/2/2025-01-01/00-00/4.parquet");
         let seen = |footers| {
             let mut files = DiskFiles::list(tmp.path(), "node0/dbs", footers).unwrap();
             assert_eq!(files.footers(), footers);
             let mut seen = Vec::new();
             files.refer_each([&one, &two].into_iter(), |p| p, |_, d| seen.push(d));
+            let mut others = Vec::new();
+            files.refer_each([&three, &four].into_iter(), |p| p, |_, d| others.push(d));
+            let read = footers == Footers::Read;
+            assert_eq!(
+                others,
+                [
+                    Some(OnDisk {
+                        size: big.len() as u64,
+                        rows: read.then_some(rows)
+                    }),
+                    Some(OnDisk {
+                        size,
+                        rows: read.then_some(rows)
+                    })
+                ]
+            );
             seen
         };
         assert_eq!(
