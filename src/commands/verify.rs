@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::format::ids::{FileId, FileIdSet, TableKey};
 use crate::format::layout::check_hosts;
 use crate::format::model::EntryRc;
-use crate::format::model::{Doc, FileEntry, TableIndex};
+use crate::format::model::{IndexedFile, TableIndexFiles};
 use crate::json;
 use crate::pipeline::discover::{discover_node_counting_rows, leave_to_exit, Finding, Node};
 use crate::pipeline::workers::parallel_map;
@@ -62,97 +62,142 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
             }
         }
     }
-    // Checkpoints must describe the same files as the snapshots they stand for.
-    if !n.checkpoints.is_empty() {
-        // What the snapshots add, less what they remove and what the server purged.
-        let listed = || {
-            n.snapshots
-                .iter()
-                .flat_map(|s| s.doc.value.databases.iter())
-        };
-        let added = FileIdSet::new(listed().map(|(_, _, f)| f.id));
-        let removals = n
-            .snapshots
-            .iter()
-            .flat_map(|s| s.doc.value.removed_files.iter());
-        let purged = n
-            .purged
-            .values()
-            .flat_map(|t| t.entries.iter().map(|f| f.id));
-        let removed = FileIdSet::new(
-            removals
-                .flat_map(|r| r.iter().map(|(_, _, f)| f.id))
-                .chain(purged),
-        );
-        let from_snapshots = |id| added.contains(id) && !removed.contains(id);
-        let live = n.live_ids();
-        // Sets of the few that differ, for their count and the smallest.
-        let only_cp: BTreeSet<FileId> = n
-            .live
-            .values()
-            .flatten()
-            .map(|f| f.id)
-            .filter(|&id| !from_snapshots(id))
-            .collect();
-        let only_snap: BTreeSet<FileId> = listed()
-            .map(|(_, _, f)| f.id)
-            .filter(|&id| from_snapshots(id) && !live.contains(id))
-            .collect();
-        if !only_cp.is_empty() || !only_snap.is_empty() {
-            out.push(format!(
-                "checkpoints and snapshots disagree: {} live file(s) are listed by no snapshot (e.g. {:?}), {} file(s) of the snapshots are not live through the checkpoints (e.g. {:?})",
-                only_cp.len(),
-                only_cp.first(),
-                only_snap.len(),
-                only_snap.first()
-            ));
-        }
+    // Side by side: each walks all of a deep history's millions of entries, and the first
+    // uses one core only.
+    let (checkpoints, index) = std::thread::scope(|scope| {
+        let checkpoints = scope.spawn(|| checkpoint_problem(n));
+        let index = table_index_problems(data_dir, n, &bad);
+        let checkpoints = checkpoints
+            .join()
+            .expect("comparing checkpoints and snapshots does not panic");
+        (checkpoints, index)
+    });
+    out.extend(checkpoints);
+    out.extend(index);
+    clock.done("checkpoints against snapshots, and the table index");
+    Ok(out)
+}
+
+/// Whether the checkpoints describe other files than the snapshots they stand for.
+fn checkpoint_problem(n: &Node) -> Option<String> {
+    if n.checkpoints.is_empty() {
+        return None;
     }
-    clock.done("checkpoints against snapshots");
-    // The table index may only name files that exist. Discovery found the live and the
-    // hidden ones on disk (by listing their directories), less those it reports missing:
-    // only the others are looked for, one at a time.
-    let found = |t: &TableIndex, f: &FileEntry| {
-        let table = TableKey {
-            db: t.db_id,
-            table: t.table_id,
-        };
-        let listed = |set: &BTreeMap<TableKey, Vec<EntryRc>>| {
-            let files = set.get(&table).map_or(&[][..], Vec::as_slice);
-            files
-                .binary_search_by_key(&f.id, |l| l.id)
-                .is_ok_and(|i| files[i].path == f.path)
-        };
-        (listed(&n.live) && !bad.contains(&f.id)) || listed(&n.hidden)
+    // What the snapshots add, less what they remove and what the server purged.
+    let listed = || {
+        n.snapshots
+            .iter()
+            .flat_map(|s| s.doc.value.databases.iter())
     };
+    let added = FileIdSet::new(listed().map(|(_, _, f)| f.id));
+    let removals = n
+        .snapshots
+        .iter()
+        .flat_map(|s| s.doc.value.removed_files.iter());
+    let purged = n
+        .purged
+        .values()
+        .flat_map(|t| t.entries.iter().map(|f| f.id));
+    let removed = FileIdSet::new(
+        removals
+            .flat_map(|r| r.iter().map(|(_, _, f)| f.id))
+            .chain(purged),
+    );
+    let from_snapshots = |id| added.contains(id) && !removed.contains(id);
+    let live = n.live_ids();
+    // Sets of the few that differ, for their count and the smallest.
+    let only_cp: BTreeSet<FileId> = n
+        .live
+        .values()
+        .flatten()
+        .map(|f| f.id)
+        .filter(|&id| !from_snapshots(id))
+        .collect();
+    let only_snap: BTreeSet<FileId> = listed()
+        .map(|(_, _, f)| f.id)
+        .filter(|&id| from_snapshots(id) && !live.contains(id))
+        .collect();
+    (!only_cp.is_empty() || !only_snap.is_empty()).then(|| {
+        format!(
+            "checkpoints and snapshots disagree: {} live file(s) are listed by no snapshot (e.g. {:?}), {} file(s) of the snapshots are not live through the checkpoints (e.g. {:?})",
+            only_cp.len(),
+            only_cp.first(),
+            only_snap.len(),
+            only_snap.first()
+        )
+    })
+}
+
+/// The files the table index lists that do not exist, and the index files that cannot be read.
+///
+/// Discovery found the live and the hidden files on disk (by listing their directories), less
+/// those it reports missing or damaged (`bad`): only the others are looked for, one at a time.
+fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Vec<String> {
     let indexes = parallel_map(&n.table_index_files, |p| {
         let mut wrong = Vec::new();
         if !p.to_string_lossy().ends_with("index.info.json") {
             return wrong;
         }
-        match Doc::<TableIndex>::parse(&std::fs::read(p).unwrap_or_default()) {
-            Ok(doc) => {
-                for f in &doc.value.files {
-                    if !found(&doc.value, f) && !f.path.under(data_dir).exists() {
-                        wrong.push(format!(
-                            "table index {} lists file {} which does not exist: {}",
-                            p.display(),
-                            f.id,
-                            f.path
-                        ));
-                    }
-                }
-            }
-            Err(_) => wrong.push(format!(
+        let text = std::fs::read(p).unwrap_or_default();
+        let Ok(index) = serde_json::from_slice::<TableIndexFiles>(&text) else {
+            wrong.push(format!(
                 "table index file {} is not valid JSON of the expected shape",
                 p.display()
-            )),
+            ));
+            return wrong;
+        };
+        let table = TableKey {
+            db: index.db_id,
+            table: index.table_id,
+        };
+        let (mut live, mut hidden) = (
+            OrderedFiles::of(&n.live, table),
+            OrderedFiles::of(&n.hidden, table),
+        );
+        for f in &index.files {
+            let found = (live.has(f) && !bad.contains(&f.id)) || hidden.has(f);
+            if !found && !data_dir.join(&*f.path).exists() {
+                wrong.push(format!(
+                    "table index {} lists file {} which does not exist: {}",
+                    p.display(),
+                    f.id,
+                    f.path
+                ));
+            }
         }
         wrong
     });
-    out.extend(indexes.into_iter().flatten());
-    clock.done("the table index");
-    Ok(out)
+    indexes.into_iter().flatten().collect()
+}
+
+/// A table's files, ordered by id, looked through for the files an index lists: in the same
+/// order, as a rule, so each is looked for first just after the last one found.
+struct OrderedFiles<'a> {
+    files: &'a [EntryRc],
+    next: usize,
+}
+
+impl<'a> OrderedFiles<'a> {
+    /// The files of `table` in `set`.
+    fn of(set: &'a BTreeMap<TableKey, Vec<EntryRc>>, table: TableKey) -> OrderedFiles<'a> {
+        OrderedFiles {
+            files: set.get(&table).map_or(&[][..], Vec::as_slice),
+            next: 0,
+        }
+    }
+
+    /// Whether one of the files has the id and the path of `f`.
+    fn has(&mut self, f: &IndexedFile) -> bool {
+        let at = match self.files.get(self.next) {
+            Some(l) if l.id == f.id => self.next,
+            _ => match self.files.binary_search_by_key(&f.id, |l| l.id) {
+                Ok(i) => i,
+                Err(_) => return false,
+            },
+        };
+        self.next = at + 1;
+        self.files[at].path.with_str(|p| p == f.path)
+    }
 }
 
 /// `kompactor verify`: exit 0 when consistent, 4 when not.

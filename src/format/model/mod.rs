@@ -367,6 +367,50 @@ deserialize_with_extra!(TableIndex, "a table-index file",
         row_count, min_time, max_time],
     defaulted: []);
 
+/// What checking a table-index file needs of it: its table, and the id and path of each file
+/// it lists, the path borrowed from the text where it has no escapes.
+///
+/// Read where [`TableIndex`] would be read only to be looked through: a deep history's index
+/// lists every file again, and this reads it without a heap block per entry. The fields it
+/// does not keep are required all the same, with their types, so that a file this reads is
+/// one [`TableIndex`] reads too (except for keys it would keep as unknown).
+#[derive(Debug, Deserialize)]
+pub struct TableIndexFiles<'a> {
+    pub db_id: DbId,
+    pub table_id: TableId,
+    #[serde(borrow)]
+    pub files: Vec<IndexedFile<'a>>,
+    #[serde(rename = "latest_snapshot_sequence_number")]
+    _latest_snapshot_sequence_number: SnapshotSeq,
+    #[serde(rename = "parquet_size_bytes")]
+    _parquet_size_bytes: u64,
+    #[serde(rename = "row_count")]
+    _row_count: u64,
+    #[serde(rename = "min_time")]
+    _min_time: Nanos,
+    #[serde(rename = "max_time")]
+    _max_time: Nanos,
+}
+
+/// One file of a [`TableIndexFiles`]: the fields of a [`FileEntry`], of which the id and path
+/// are kept.
+#[derive(Debug, Deserialize)]
+pub struct IndexedFile<'a> {
+    pub id: FileId,
+    #[serde(borrow)]
+    pub path: std::borrow::Cow<'a, str>,
+    #[serde(rename = "size_bytes")]
+    _size_bytes: u64,
+    #[serde(rename = "row_count")]
+    _row_count: u64,
+    #[serde(rename = "chunk_time")]
+    _chunk_time: Nanos,
+    #[serde(rename = "min_time")]
+    _min_time: Nanos,
+    #[serde(rename = "max_time")]
+    _max_time: Nanos,
+}
+
 /// The table-index marker, `table-index-conversion-completed`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TableIndexMarker {
@@ -493,6 +537,43 @@ mod tests {
         "min_time": 1794981000500000030, "max_time": 1794981041595000001, "future": [1]}]]]}]],
       "something_new": {"x": 18446744073709551615}
     }"#;
+
+    #[test]
+    fn a_table_index_is_looked_through_as_it_is_read() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/influxdb3-3.8.3/small/node0/db-indices/1/0/index.info.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let full = Doc::<TableIndex>::parse(text.as_bytes()).unwrap().value;
+        let lean: TableIndexFiles = serde_json::from_str(&text).unwrap();
+        assert_eq!((lean.db_id, lean.table_id), (full.db_id, full.table_id));
+        let ids = |f: &IndexedFile| (f.id, f.path.to_string());
+        assert_eq!(
+            lean.files.iter().map(ids).collect::<Vec<_>>(),
+            full.files
+                .iter()
+                .map(|f| (f.id, f.path.to_string()))
+                .collect::<Vec<_>>()
+        );
+        assert!(!lean.files.is_empty());
+        assert!(
+            lean.files
+                .iter()
+                .all(|f| matches!(f.path, std::borrow::Cow::Borrowed(_))),
+            "paths are borrowed from the text"
+        );
+        // The fields it does not keep are required all the same, as by TableIndex.
+        for field in ["\"max_time\"", "\"size_bytes\""] {
+            let broken = text.replacen(field, "\"other\"", 1);
+            assert!(
+                serde_json::from_str::<TableIndexFiles>(&broken).is_err(),
+                "{field}"
+            );
+            assert!(
+                Doc::<TableIndex>::parse(broken.as_bytes()).is_err(),
+                "{field}"
+            );
+        }
+    }
 
     #[test]
     fn round_trip_keeps_integers_unknown_keys_and_order() {

@@ -8,7 +8,7 @@
 use super::disk::DiskFiles;
 use super::node::Node;
 use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey};
-use crate::format::model::{FileEntry, TableIndex};
+use crate::format::model::{FileEntry, TableIndexFiles};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -34,8 +34,8 @@ impl TableIndexView {
             if p.to_string_lossy().ends_with("index.info.json")
                 && p.starts_with(node.dir.join("db-indices"))
             {
-                let doc = crate::format::model::Doc::<TableIndex>::parse(&bytes).ok()?;
-                listed.extend(doc.value.files.iter().map(|f| f.id));
+                let index: TableIndexFiles = serde_json::from_slice(&bytes).ok()?;
+                listed.extend(index.files.iter().map(|f| f.id));
             } else {
                 // A table snapshot not yet folded into the index: every file entry it names
                 // counts as listed, so that nothing it may still hold is taken for purged.
