@@ -91,6 +91,23 @@ pub fn parallel_map_io<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync
     map_on(IO_THREADS, items, f)
 }
 
+/// Lowers the CPU priority of the calling thread, and of the threads it starts from now on, by
+/// `steps` nice levels (Linux, where the nice value is a thread's); a no-op elsewhere.
+///
+/// For work that keeps every core busy alone, run beside steps that cannot: those then go
+/// first. Other processes get more of the machine from it too, which is no loss while the
+/// server is stopped and is kinder to it while it runs (`prepare`).
+pub fn lower_priority(steps: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getpriority and setpriority only read and set the calling thread's nice value.
+    unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (now + steps).min(19));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = steps;
+}
+
 /// Applies `f` to every item on `threads` threads, each taking a run of them; results in order.
 fn map_on<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if threads == 1 || items.len() < 2 {

@@ -95,12 +95,17 @@ impl DiskFiles {
             Some((PathKey::of(path), listed))
         })?;
         // Sized once, and each part let go of as it is taken: a deep history's parts hold
-        // millions of entries.
+        // millions of entries. The listing's threads allocated them in arenas of their own,
+        // which no other step reuses, and freed memory stays resident until it is handed
+        // back: so each part's is, as soon as it is taken. Otherwise all the parts were
+        // resident beside the whole table at its end (50 MiB more at the peak, on two
+        // million files).
         let mut files = Vec::with_capacity(parts.iter().map(|p| p.kept.len()).sum());
         let mut dirs = Vec::with_capacity(parts.iter().map(|p| p.dirs.len()).sum());
         for part in parts {
             files.extend(part.kept);
             dirs.extend(part.dirs);
+            crate::heap::release_free();
         }
         Ok(DiskFiles {
             files: KeyTable::new(files),

@@ -24,6 +24,7 @@ use crate::format::layout::ParquetPath;
 use crate::format::model::{
     Checkpoint, Doc, EntryPool, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
+use crate::pipeline::workers::lower_priority;
 use crate::progress::StepClock;
 use disk::{DiskFiles, Footers};
 use purged::{find_purged, PurgedTable};
@@ -154,6 +155,9 @@ pub fn discover_node_counting_rows(
     discover(data_dir, node_id, load_window, Footers::Read)
 }
 
+/// How many nice levels below the steps beside it the listing runs.
+const LISTING_NICENESS: i32 = 10;
+
 fn discover(
     data_dir: &Path,
     node_id: &str,
@@ -167,11 +171,11 @@ fn discover(
     // several of which use one core only.
     std::thread::scope(|scope| {
         let listing = scope.spawn(|| {
+            // The listing keeps both cores busy alone, the steps beside it do not: they go
+            // first, and it takes what they leave. A second on a deep history's `verify`.
+            lower_priority(LISTING_NICENESS);
             let mut clock = StepClock::new(node_id);
             let disk = DiskFiles::list(data_dir, &dbs_rel, footers);
-            // The listing's threads freed their parts (a deep history's millions of
-            // entries) into arenas of their own, which no other step would reuse.
-            crate::heap::release_free();
             clock.done("listing the Parquet files (beside the next steps)");
             disk
         });
