@@ -218,31 +218,25 @@ pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
         .collect()
 }
 
-/// Compares the live set with the files on disk (and with their footers' row counts, when
-/// the listing read them), and looks for WAL tails; `duplicates` ([`duplicate_ids`]) go
-/// first among the findings.
+/// Compares the live files with the files on disk (and with their footers' row counts, when
+/// the listing read them). Gives the findings, and the ids of the live files the listing did
+/// not find: lost, or purged by the server ([`super::purged::find_purged`] tells which).
 ///
-/// The files on disk are let go of as soon as they are compared: on a deep history they
-/// take a hundred megabytes or more.
-pub(super) fn check_files(
-    node: &mut Node,
-    mut disk: DiskFiles,
-    duplicates: Vec<Finding>,
-) -> Result<()> {
+/// Done before anything else that needs the listing: these are most of the node's files, and
+/// what it finds missing is all [`super::purged::find_purged`] needs to know of them.
+/// The row count of a reused id (`reused`, from [`duplicate_ids`]) is not compared.
+pub(super) fn check_live_files(
+    node: &Node,
+    disk: &mut DiskFiles,
+    reused: &BTreeSet<FileId>,
+) -> (Vec<Finding>, BTreeSet<FileId>) {
     let data_dir = node
         .dir
         .parent()
         .expect("node dir has a parent")
         .to_path_buf();
-    let docs = || {
-        node.snapshots
-            .iter()
-            .map(|s| &s.doc.value.databases)
-            .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
-    };
     // Rows are compared only where the file is whole and its id means one file.
     let count_rows = disk.footers() == Footers::Read;
-    let reused: BTreeSet<FileId> = duplicates.iter().filter_map(Finding::blocks_file).collect();
     let mut miscounted = Vec::new();
     let mut compare_rows = |f: &FileEntry, size: u64, rows: Option<u64>| {
         if !count_rows || reused.contains(&f.id) {
@@ -277,12 +271,14 @@ pub(super) fn check_files(
         on_disk,
     };
     let mut on_disk = Vec::new();
+    let mut not_listed = BTreeSet::new();
     let live = node.live.values().flatten();
     disk.refer_each(
         live,
         |f| &f.path,
         |f, found| match found {
             None => {
+                not_listed.insert(f.id);
                 // Not under dbs/ (or not named .parquet): check the path itself.
                 match fs::metadata(f.path.under(&data_dir)) {
                     Ok(m) if m.len() != f.size_bytes => on_disk.push(resized(f, m.len())),
@@ -298,6 +294,28 @@ pub(super) fn check_files(
         },
     );
     on_disk.append(&mut miscounted);
+    (on_disk, not_listed)
+}
+
+/// Marks the hidden files as referenced, names the files on disk that nothing refers to, and
+/// looks for WAL tails; the node's findings get `duplicates` ([`duplicate_ids`]) first, then
+/// `live` ([`check_live_files`], less the purged files' entries), then these.
+///
+/// The files on disk are let go of as soon as they are compared: on a deep history they
+/// take a hundred megabytes or more.
+pub(super) fn check_files(
+    node: &mut Node,
+    mut disk: DiskFiles,
+    duplicates: Vec<Finding>,
+    live: Vec<Finding>,
+) -> Result<()> {
+    let docs = || {
+        node.snapshots
+            .iter()
+            .map(|s| &s.doc.value.databases)
+            .chain(node.checkpoints.iter().map(|c| &c.doc.value.databases))
+    };
+    let mut on_disk = live;
     let hidden = node.hidden.values().flatten();
     disk.refer_each(hidden, |f| &f.path, |_, _| {});
     let unreferenced = disk.unreferenced()?;

@@ -183,26 +183,25 @@ fn discover(
         let mut clock = StepClock::new(node_id);
         live::compute_live(&mut node);
         clock.done("the live set");
+        let duplicates = findings::duplicate_ids(&node);
+        let reused: BTreeSet<FileId> = duplicates.iter().filter_map(Finding::blocks_file).collect();
+        clock.done("reused ids");
         let mut disk = listing.join().expect("listing the files does not panic")?;
         node.listed_dirs = disk.take_dirs();
         clock.done("waiting for the listing");
+        let (mut live_findings, not_listed) = findings::check_live_files(&node, &mut disk, &reused);
+        clock.done("checking the live files");
         let removed = node.removal_named_ids();
-        let (purged, duplicates) = std::thread::scope(|scope| {
-            let duplicates = scope.spawn(|| findings::duplicate_ids(&node));
-            let purged = find_purged(&node, data_dir, &disk, &removed);
-            (
-                purged,
-                duplicates
-                    .join()
-                    .expect("finding reused ids does not panic"),
-            )
-        });
-        set_purged_aside(&mut node, purged);
-        clock.done("purged files and reused ids");
+        let purged = find_purged(&node, data_dir, &disk, &removed, &not_listed, &reused);
+        let purged_ids = set_purged_aside(&mut node, purged);
+        // A purged file is gone by design, not missing.
+        live_findings
+            .retain(|f| !matches!(f, Finding::Missing { id, .. } if purged_ids.contains(id)));
+        clock.done("purged files");
         live::compute_hidden(&mut node, &disk, &removed);
         clock.done("hidden files");
-        findings::check_files(&mut node, disk, duplicates)?;
-        clock.done("checking the files");
+        findings::check_files(&mut node, disk, duplicates, live_findings)?;
+        clock.done("unreferenced files");
         Ok(node)
     })
 }
@@ -450,8 +449,9 @@ pub fn leave_to_exit(nodes: Vec<Node>) {
 }
 
 /// Takes the entries the server purged ([`find_purged`]) out of the live set: they hold no
-/// row a query can return (expired, or of a deleted table), and they are not damage.
-fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) {
+/// row a query can return (expired, or of a deleted table), and they are not damage. Gives
+/// their ids.
+fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) -> BTreeSet<FileId> {
     node.purged = purged;
     let ids: BTreeSet<FileId> = node
         .purged
@@ -473,6 +473,7 @@ fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) {
             max_time,
         });
     }
+    ids
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::format::model::{FileEntry, TableIndexFiles};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// What the table index (3.3+) says about the node's files.
@@ -108,11 +108,17 @@ impl PurgedTable {
 /// A missing file that the table index still lists, or that nothing marks as removed on a
 /// node without a table index, is lost, not purged: it is left to the damage checks.
 /// `removal_named` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
+///
+/// The live files were looked for already ([`super::findings::check_live_files`]):
+/// `live_not_listed` holds those the listing did not find. Every other entry of a live id
+/// names the same path, unless the id is reused (`reused`): only the rest are looked for.
 pub(super) fn find_purged(
     node: &Node,
     data_dir: &Path,
     disk: &DiskFiles,
     removal_named: &FileIdSet,
+    live_not_listed: &BTreeSet<FileId>,
+    reused: &BTreeSet<FileId>,
 ) -> BTreeMap<TableKey, PurgedTable> {
     let listings = || {
         let snapshots = node
@@ -129,8 +135,12 @@ pub(super) fn find_purged(
     };
     // Only a file that is gone can have been purged. A healthy node has none, so these ids
     // are found first, and only their entries are gathered below.
-    let mut gone: HashSet<FileId> = HashSet::new();
-    let listed = node.listings().flat_map(|files| files.iter());
+    let mut gone: HashSet<FileId> = live_not_listed.iter().copied().collect();
+    let live = node.live_ids();
+    let listed = node
+        .listings()
+        .flat_map(|files| files.iter())
+        .filter(|(_, _, f)| !live.contains(f.id) || reused.contains(&f.id));
     disk.contains_each(
         listed,
         |(_, _, f)| &f.path,
