@@ -38,6 +38,22 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, "read", e))
 }
 
+/// A whole file, with its modification time and size from the same open: a deep history has
+/// tens of thousands of snapshots, and a second lookup of each one's path was a tenth of
+/// reading them.
+fn read_with_stat(path: &Path) -> Result<(Vec<u8>, SystemTime, u64)> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    let meta = file
+        .metadata()
+        .and_then(|m| Ok((m.modified()?, m.len())))
+        .map_err(|e| Error::io(path, "read the modification time of", e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.1).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok((bytes, meta.0, meta.1))
+}
+
 /// A file's modification time and size.
 fn stat(path: &Path) -> Result<(SystemTime, u64)> {
     fs::metadata(path)
@@ -82,8 +98,8 @@ fn not_valid(path: &Path, what: &str, e: serde_json::Error) -> Error {
     )
 }
 
-fn read_snapshot(path: &Path) -> Result<Doc<Snapshot>> {
-    let bytes = read(path)?;
+/// Parses the snapshot at `path`, whose text is `bytes`.
+fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<Doc<Snapshot>> {
     let unknown_version = |v: &dyn std::fmt::Display| {
         Error::at(
             path,
@@ -91,7 +107,7 @@ fn read_snapshot(path: &Path) -> Result<Doc<Snapshot>> {
         )
         .hint("this data dir was written by a newer InfluxDB 3 release; upgrade kompactor")
     };
-    if let Ok(doc) = Doc::<Snapshot>::parse(&bytes) {
+    if let Ok(doc) = Doc::<Snapshot>::parse(bytes) {
         return match &doc.value.version {
             Some(v) if !KNOWN_SNAPSHOT_VERSIONS.contains(&v.as_str()) => {
                 Err(unknown_version(&Value::from(v.as_str())))
@@ -101,7 +117,7 @@ fn read_snapshot(path: &Path) -> Result<Doc<Snapshot>> {
     }
     // Not the shape kompactor knows: the version tag is checked before the shape, so that an
     // unknown format says so.
-    let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
         let hint = if e.is_eof() { " (the file is truncated)" } else { "" };
         Error::at(path, format!("not a valid snapshot JSON: {e}{hint}"))
             .hint("the node's metadata is damaged; restore this file from a backup before running kompactor")
@@ -321,7 +337,8 @@ fn read_snapshots(
         let Some(seq) = seq else {
             return Ok(None);
         };
-        let mut doc = read_snapshot(&path)?;
+        let (bytes, mtime, size) = read_with_stat(&path)?;
+        let mut doc = parse_snapshot(&path, &bytes)?;
         doc.value.databases.shrink_to_fit();
         if let Some(r) = &mut doc.value.removed_files {
             r.shrink_to_fit();
@@ -335,7 +352,6 @@ fn read_snapshots(
                 ),
             ));
         }
-        let (mtime, size) = stat(&path)?;
         Ok(Some(SnapshotFile {
             mtime,
             size,
