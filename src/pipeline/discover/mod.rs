@@ -39,8 +39,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// A whole file, with its modification time and size from the same open: a deep history has
-/// tens of thousands of snapshots, and a second lookup of each one's path was a tenth of
-/// reading them.
+/// tens of thousands of snapshots, each a path lookup fewer.
 fn read_with_stat(path: &Path) -> Result<(Vec<u8>, SystemTime, u64)> {
     use std::io::Read;
     let mut file = fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
@@ -188,7 +187,8 @@ fn discover(
     std::thread::scope(|scope| {
         let listing = scope.spawn(|| {
             // The listing keeps both cores busy alone, the steps beside it do not: they go
-            // first, and it takes what they leave. A second on a deep history's `verify`.
+            // first, and it takes what they leave (a few tenths of a second of a deep
+            // history's `verify`).
             lower_priority(LISTING_NICENESS);
             let mut clock = StepClock::new(node_id);
             let disk = DiskFiles::list(data_dir, &dbs_rel, footers);
