@@ -387,3 +387,49 @@ fn verify_reads_the_row_count_of_every_footer() {
     assert_eq!(u["id"], damaged.id.0);
     assert!(!u["error"].as_str().unwrap().contains("hint"), "{u}");
 }
+
+#[test]
+fn verify_prints_a_few_lines_per_kind_however_many_files_are_damaged() {
+    let f = fixture("influxdb3-3.10/small");
+    let tmp = copy_fixture(&f);
+    let n = discover_node(tmp.path(), "node0").unwrap();
+    let live: Vec<_> = n.live.values().flatten().cloned().collect();
+    assert!(live.len() >= 8, "the fixture has enough files");
+    // Eight live files deleted: each is lost, and each is still named by the table index.
+    for e in &live[..8] {
+        std::fs::remove_file(tmp.path().join(e.path.to_string())).unwrap();
+    }
+    let d = tmp.path().to_str().unwrap();
+    let short = text(&kompactor(&["verify", d, "--hosts", "node0"]));
+    assert!(short.contains("8 lost file(s), e.g. "), "{short}");
+    assert!(
+        short.contains("8 indexed but absent file(s), e.g. table index "),
+        "{short}"
+    );
+    assert_eq!(
+        short.matches("--verbose or --json lists them all").count(),
+        2,
+        "{short}"
+    );
+    assert!(short.lines().count() < 10, "{short}");
+    assert!(short.contains("16 problem(s) found"), "{short}");
+
+    let all = text(&kompactor(&["verify", d, "--hosts", "node0", "--verbose"]));
+    for e in &live[..8] {
+        let path = e.path.to_string();
+        assert_eq!(all.matches(path.as_str()).count(), 2, "{path} in:\n{all}");
+    }
+    let js = kompactor(&["verify", d, "--hosts", "node0", "--json"]);
+    assert_eq!(js.status.code(), Some(4));
+    let v: Value = serde_json::from_slice(&js.stdout).unwrap();
+    assert_eq!(
+        v["nodes"][0]["problems"].as_array().unwrap().len(),
+        16,
+        "{v}"
+    );
+    assert_eq!(
+        v["nodes"][0]["findings"].as_array().unwrap().len(),
+        8,
+        "{v}"
+    );
+}

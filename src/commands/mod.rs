@@ -59,7 +59,8 @@ pub struct Cli {
     #[command(flatten)]
     pub compact: compact::CompactArgs,
 
-    /// Log each step (RUST_LOG=debug for more).
+    /// List every item (each group's files, each finding and problem) and log each step
+    /// (RUST_LOG=debug for more).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
 
@@ -150,7 +151,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         None => compact::run(&cli.compact, quiet, cli.verbose),
         Some(Command::Prepare(a)) => prepare::run(a, quiet),
         Some(Command::Status(a)) => status::run(a, cli.verbose),
-        Some(Command::Verify(a)) => verify::run(a, quiet),
+        Some(Command::Verify(a)) => verify::run(a, quiet, cli.verbose),
         Some(Command::Runs(a)) => runs::run(a),
         Some(Command::Undo(a)) => undo::run(a, quiet),
         Some(Command::Purge(a)) => purge::run(a, quiet),

@@ -9,7 +9,9 @@ use crate::format::layout::check_hosts;
 use crate::format::model::EntryRc;
 use crate::format::model::{IndexedFile, TableIndexFiles};
 use crate::json;
-use crate::pipeline::discover::{discover_node_counting_rows, leave_to_exit, Finding, Node};
+use crate::pipeline::discover::{
+    discover_node_counting_rows, few_per_kind, leave_to_exit, summarize, Finding, Node,
+};
 use crate::pipeline::workers::parallel_map;
 use crate::progress::StepClock;
 use serde::Serialize;
@@ -45,9 +47,72 @@ fn problem_findings(n: &Node) -> impl Iterator<Item = &Finding> {
     n.findings.iter().filter(|f| f.is_inconsistency())
 }
 
-/// The problems `verify` finds on one node.
-fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
-    let mut out: Vec<String> = problem_findings(n).map(Finding::describe).collect();
+/// A problem `verify` finds itself, beyond discovery's findings.
+struct Problem {
+    /// Its kind, for the summary: one per file a kind has is counted when there are many.
+    kind: &'static str,
+    per_file: bool,
+    text: String,
+}
+
+impl Problem {
+    fn of_node(kind: &'static str, text: String) -> Problem {
+        Problem {
+            kind,
+            per_file: false,
+            text,
+        }
+    }
+
+    fn of_file(kind: &'static str, text: String) -> Problem {
+        Problem {
+            kind,
+            per_file: true,
+            text,
+        }
+    }
+}
+
+/// What `verify` found on one node.
+struct Checked {
+    node: String,
+    /// The findings of discovery that make it inconsistent.
+    findings: Vec<Finding>,
+    /// The problems `verify` found itself.
+    problems: Vec<Problem>,
+    /// Normal state worth knowing (purged entries still listed).
+    information: Vec<String>,
+}
+
+impl Checked {
+    fn count(&self) -> usize {
+        self.findings.len() + self.problems.len()
+    }
+
+    /// Every problem, one sentence each: findings first.
+    fn sentences(&self) -> Vec<String> {
+        let findings = self.findings.iter().map(Finding::describe);
+        findings
+            .chain(self.problems.iter().map(|p| p.text.clone()))
+            .collect()
+    }
+
+    /// The problems for the operator: a few lines per kind, unless `verbose`.
+    fn lines(&self, verbose: bool) -> Vec<String> {
+        let mut out = summarize(&self.findings, verbose);
+        out.extend(few_per_kind(
+            &self.problems,
+            |p| (p.kind, p.per_file),
+            |p| p.text.clone(),
+            verbose,
+        ));
+        out
+    }
+}
+
+/// The problems `verify` finds on one node beyond discovery's findings.
+fn problems(data_dir: &Path, n: &Node) -> Vec<Problem> {
+    let mut out = Vec::new();
     let mut clock = StepClock::new(&n.id);
     let bad: BTreeSet<FileId> = n.findings.iter().filter_map(|f| f.blocks_file()).collect();
     // An id listed twice is a finding of discovery (`DuplicateId`, above): the live set
@@ -56,9 +121,9 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
         let next = newest.doc.value.next_file_id;
         if let Some(max) = n.next_free_file_id().0.checked_sub(1) {
             if next.0 <= max {
-                out.push(format!(
+                out.push(Problem::of_node("id", format!(
                     "the newest snapshot's next_file_id {next} is not above every file id (highest {max}): the server would reuse ids"
-                ));
+                )));
             }
         }
     }
@@ -72,10 +137,10 @@ fn problems(data_dir: &Path, n: &Node) -> Result<Vec<String>> {
             .expect("comparing checkpoints and snapshots does not panic");
         (checkpoints, index)
     });
-    out.extend(checkpoints);
+    out.extend(checkpoints.map(|c| Problem::of_node("checkpoint", c)));
     out.extend(index);
     clock.done("checkpoints against snapshots, and the table index");
-    Ok(out)
+    out
 }
 
 /// Whether the checkpoints describe other files than the snapshots they stand for.
@@ -132,7 +197,7 @@ fn checkpoint_problem(n: &Node) -> Option<String> {
 ///
 /// Discovery found the live and the hidden files on disk (by listing their directories), less
 /// those it reports missing or damaged (`bad`): only the others are looked for, one at a time.
-fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Vec<String> {
+fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Vec<Problem> {
     let indexes = parallel_map(&n.table_index_files, |p| {
         let mut wrong = Vec::new();
         if !p.to_string_lossy().ends_with("index.info.json") {
@@ -140,9 +205,12 @@ fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Ve
         }
         let text = std::fs::read(p).unwrap_or_default();
         let Ok(index) = serde_json::from_slice::<TableIndexFiles>(&text) else {
-            wrong.push(format!(
-                "table index file {} is not valid JSON of the expected shape",
-                p.display()
+            wrong.push(Problem::of_file(
+                "unreadable table-index",
+                format!(
+                    "table index file {} is not valid JSON of the expected shape",
+                    p.display()
+                ),
             ));
             return wrong;
         };
@@ -157,11 +225,14 @@ fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Ve
         for f in &index.files {
             let found = (live.has(f) && !bad.contains(&f.id)) || hidden.has(f);
             if !found && !data_dir.join(&*f.path).exists() {
-                wrong.push(format!(
-                    "table index {} lists file {} which does not exist: {}",
-                    p.display(),
-                    f.id,
-                    f.path
+                wrong.push(Problem::of_file(
+                    "indexed but absent",
+                    format!(
+                        "table index {} lists file {} which does not exist: {}",
+                        p.display(),
+                        f.id,
+                        f.path
+                    ),
                 ));
             }
         }
@@ -200,57 +271,54 @@ impl<'a> OrderedFiles<'a> {
     }
 }
 
-/// `kompactor verify`: exit 0 when consistent, 4 when not.
-pub fn run(a: &InspectArgs, quiet: bool) -> Result<ExitCode> {
+/// `kompactor verify`: exit 0 when consistent, 4 when not. The problems are listed a few
+/// lines per kind, each of them with `verbose` or in the JSON document.
+pub fn run(a: &InspectArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let data_dir = a.data_dir.path();
     check_hosts(data_dir, &a.hosts.hosts)?;
-    let mut all: Vec<(String, Vec<String>)> = Vec::new();
-    // Normal state worth knowing, that does not make the data dir inconsistent.
-    let mut info: Vec<(String, Vec<String>)> = Vec::new();
-    let mut findings: Vec<Vec<Finding>> = Vec::new();
+    let mut all: Vec<Checked> = Vec::new();
     for h in &a.hosts.hosts {
         // The footers' row counts are read as the files are listed: one open of each.
         let n = discover_node_counting_rows(data_dir, h, a.server.load_window())?;
-        all.push((h.clone(), problems(data_dir, &n)?));
-        findings.push(problem_findings(&n).cloned().collect());
         let purged = n
             .findings
             .iter()
             .filter(|f| matches!(f, Finding::Purged { .. }));
-        info.push((h.clone(), purged.map(Finding::describe).collect()));
+        all.push(Checked {
+            node: h.clone(),
+            findings: problem_findings(&n).cloned().collect(),
+            problems: problems(data_dir, &n),
+            information: purged.map(Finding::describe).collect(),
+        });
         leave_to_exit(vec![n]);
     }
     let unfinished = unfinished_runs(data_dir)?;
-    let total: usize = all.iter().map(|(_, p)| p.len()).sum::<usize>() + unfinished.len();
+    let total: usize = all.iter().map(Checked::count).sum::<usize>() + unfinished.len();
     if a.json {
         json::print(&VerifyDoc {
             format_version: json::FORMAT_VERSION,
             consistent: total == 0,
             nodes: all
                 .into_iter()
-                .zip(info)
-                .zip(findings)
-                .map(
-                    |(((node, problems), (_, information)), findings)| NodeVerify {
-                        node,
-                        problems,
-                        findings,
-                        information,
-                    },
-                )
+                .map(|c| NodeVerify {
+                    problems: c.sentences(),
+                    node: c.node,
+                    findings: c.findings,
+                    information: c.information,
+                })
                 .collect(),
             unfinished_runs: unfinished,
         });
     } else {
-        for (node, ps) in &all {
-            for p in ps {
-                println!("node {node}: {p}");
+        for c in &all {
+            for p in c.lines(verbose) {
+                println!("node {}: {p}", c.node);
             }
         }
         if !quiet {
-            for (node, is) in &info {
-                for i in is {
-                    println!("node {node}: (information) {i}");
+            for c in &all {
+                for i in &c.information {
+                    println!("node {}: (information) {i}", c.node);
                 }
             }
         }

@@ -158,28 +158,50 @@ impl Finding {
 }
 
 /// Lines for the operator, at most a few per kind: findings that concern one file each are
-/// counted (with an example) beyond `PER_KIND`, unless `verbose`; per-table and per-node
+/// counted (with an example) beyond a few, unless `verbose`; per-table and per-node
 /// findings are few and shown whole.
 pub fn summarize(findings: &[Finding], verbose: bool) -> Vec<String> {
+    few_per_kind(
+        findings,
+        |f| {
+            let per_file = f.is_inconsistency() || matches!(f, Finding::Unreferenced { .. });
+            (f.kind(), per_file)
+        },
+        Finding::describe,
+        verbose,
+    )
+}
+
+/// Lines for the operator from `items`, at most a few per kind unless `verbose`: a kind that
+/// concerns one file per item (`kind` gives each item's kind and whether it does) is, beyond
+/// that, one line with its count and an example. Kinds keep the order they first appear in.
+///
+/// What keeps a command's output short however big the node: [`summarize`] for findings,
+/// and `verify` for the problems it finds itself.
+pub fn few_per_kind<T>(
+    items: &[T],
+    kind: impl Fn(&T) -> (&'static str, bool),
+    describe: impl Fn(&T) -> String,
+    verbose: bool,
+) -> Vec<String> {
     const PER_KIND: usize = 3;
-    let mut by_kind: Vec<(&str, Vec<&Finding>)> = Vec::new();
-    for f in findings {
-        match by_kind.iter_mut().find(|(k, _)| *k == f.kind()) {
-            Some((_, v)) => v.push(f),
-            None => by_kind.push((f.kind(), vec![f])),
+    let mut by_kind: Vec<(&str, bool, Vec<&T>)> = Vec::new();
+    for item in items {
+        let (k, per_file) = kind(item);
+        match by_kind.iter_mut().find(|(seen, _, _)| *seen == k) {
+            Some((_, _, v)) => v.push(item),
+            None => by_kind.push((k, per_file, vec![item])),
         }
     }
     let mut out = Vec::new();
-    for (kind, items) in by_kind {
-        let per_file =
-            items[0].is_inconsistency() || matches!(items[0], Finding::Unreferenced { .. });
+    for (kind, per_file, items) in by_kind {
         if verbose || !per_file || items.len() <= PER_KIND {
-            out.extend(items.iter().map(|f| f.describe()));
+            out.extend(items.iter().map(|i| describe(i)));
         } else {
             out.push(format!(
                 "{} {kind} file(s), e.g. {} (--verbose or --json lists them all)",
                 items.len(),
-                items[0].describe()
+                describe(items[0])
             ));
         }
     }

@@ -13,7 +13,7 @@ mod node;
 pub mod purged;
 
 pub use disk::ListedDirs;
-pub use findings::{summarize, Finding};
+pub use findings::{few_per_kind, summarize, Finding};
 pub use live::Generation;
 pub use node::{newest_time, CheckpointFile, LiveFile, Node, SnapshotFile};
 
