@@ -38,26 +38,25 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, "read", e))
 }
 
-/// A whole file, with its modification time and size from the same open: a deep history has
-/// tens of thousands of snapshots, each a path lookup fewer.
-fn read_with_stat(path: &Path) -> Result<(Vec<u8>, SystemTime, u64)> {
-    use std::io::Read;
-    let mut file = fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
-    let meta = file
+/// Opens a metadata file, with its modification time and size from the open file: a deep
+/// history has tens of thousands of snapshots, each a path lookup fewer.
+fn open_with_stat(path: &Path) -> Result<(fs::File, SystemTime, u64)> {
+    let file = fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    let (mtime, size) = file
         .metadata()
         .and_then(|m| Ok((m.modified()?, m.len())))
         .map_err(|e| Error::io(path, "read the modification time of", e))?;
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.1).unwrap_or(0));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, "read", e))?;
-    Ok((bytes, meta.0, meta.1))
+    Ok((file, mtime, size))
 }
 
-/// A file's modification time and size.
-fn stat(path: &Path) -> Result<(SystemTime, u64)> {
-    fs::metadata(path)
-        .and_then(|m| Ok((m.modified()?, m.len())))
-        .map_err(|e| Error::io(path, "read the modification time of", e))
+/// A whole file, with its modification time and size ([`open_with_stat`]).
+fn read_with_stat(path: &Path) -> Result<(Vec<u8>, SystemTime, u64)> {
+    use std::io::Read;
+    let (mut file, mtime, size) = open_with_stat(path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok((bytes, mtime, size))
 }
 
 /// Reads a JSON document (a `what`) and parses it with `parse`.
@@ -70,20 +69,22 @@ fn parse_json_doc<R>(
     parse(&bytes).map_err(|e| not_valid(path, what, e))
 }
 
-/// Parses a JSON document (a `what`) with `parse` as it is read.
+/// Parses a JSON document (a `what`) with `parse` as it is read; also its modification time
+/// and size ([`open_with_stat`]).
 fn stream_json_doc<R>(
     path: &Path,
     what: &str,
     parse: impl FnOnce(std::io::BufReader<fs::File>) -> serde_json::Result<R>,
-) -> Result<R> {
-    let file = fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
-    parse(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+) -> Result<(R, SystemTime, u64)> {
+    let (file, mtime, size) = open_with_stat(path)?;
+    let doc = parse(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
         if e.is_io() {
             Error::io(path, "read", e.into())
         } else {
             not_valid(path, what, e)
         }
-    })
+    })?;
+    Ok((doc, mtime, size))
 }
 
 fn not_valid(path: &Path, what: &str, e: serde_json::Error) -> Error {
@@ -423,12 +424,12 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
     let pool = EntryPool::new(listed());
     // Side by side: a deep history's checkpoints are each a few hundred megabytes of text.
     let read = crate::pipeline::workers::parallel_map(&paths, |path| {
-        let (mut doc, own_entries) = stream_json_doc(path, "snapshot checkpoint", |text| {
-            Doc::<Checkpoint>::read_sharing(text, &pool)
-        })?;
+        let ((mut doc, own_entries), mtime, size) =
+            stream_json_doc(path, "snapshot checkpoint", |text| {
+                Doc::<Checkpoint>::read_sharing(text, &pool)
+            })?;
         doc.value.databases.shrink_to_fit();
         doc.value.pending_removed_files.shrink_to_fit();
-        let (mtime, size) = stat(path)?;
         Ok(CheckpointFile {
             own_entries,
             mtime,
