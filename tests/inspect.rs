@@ -433,3 +433,20 @@ fn verify_prints_a_few_lines_per_kind_however_many_files_are_damaged() {
         "{v}"
     );
 }
+
+#[test]
+fn verify_says_why_a_table_index_file_cannot_be_read() {
+    let f = fixture("influxdb3-3.10/small");
+    let tmp = copy_fixture(&f);
+    let index = tmp.path().join("node0/db-indices/1/0/index.info.json");
+    let whole = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, &whole[..whole.len() / 2]).unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let v = kompactor(&["verify", d, "--hosts", "node0"]);
+    assert_eq!(v.status.code(), Some(4), "{}", text(&v));
+    let out = text(&v);
+    assert!(
+        out.contains("index.info.json is not valid JSON of the expected shape: EOF while parsing"),
+        "{out}"
+    );
+}

@@ -203,16 +203,23 @@ fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Ve
         if !p.to_string_lossy().ends_with("index.info.json") {
             return wrong;
         }
-        let text = std::fs::read(p).unwrap_or_default();
-        let Ok(index) = serde_json::from_slice::<TableIndexFiles>(&text) else {
-            wrong.push(Problem::of_file(
+        let unreadable = |why: String| {
+            Problem::of_file(
                 "unreadable table-index",
-                format!(
-                    "table index file {} is not valid JSON of the expected shape",
-                    p.display()
-                ),
-            ));
-            return wrong;
+                format!("table index file {} {why}", p.display()),
+            )
+        };
+        let text = match std::fs::read(p) {
+            Ok(text) => text,
+            Err(e) => return vec![unreadable(format!("cannot be read: {e}"))],
+        };
+        let index = match serde_json::from_slice::<TableIndexFiles>(&text) {
+            Ok(index) => index,
+            Err(e) => {
+                return vec![unreadable(format!(
+                    "is not valid JSON of the expected shape: {e}"
+                ))]
+            }
         };
         let table = TableKey {
             db: index.db_id,
