@@ -432,6 +432,18 @@ fn verify_prints_a_few_lines_per_kind_however_many_files_are_damaged() {
         8,
         "{v}"
     );
+    // The table index's eight as objects a script reads.
+    let checks = v["nodes"][0]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 8, "{v}");
+    for c in checks {
+        assert_eq!(c["kind"], "table_index_names_missing_file", "{c}");
+        let path = c["path"].as_str().unwrap();
+        assert!(live[..8].iter().any(|e| e.path.to_string() == path), "{c}");
+        assert!(
+            c["index"].as_str().unwrap().ends_with("index.info.json"),
+            "{c}"
+        );
+    }
 }
 
 #[test]
@@ -448,5 +460,16 @@ fn verify_says_why_a_table_index_file_cannot_be_read() {
     assert!(
         out.contains("index.info.json is not valid JSON of the expected shape: EOF while parsing"),
         "{out}"
+    );
+    let js = kompactor(&["verify", d, "--hosts", "node0", "--json"]);
+    let v: Value = serde_json::from_slice(&js.stdout).unwrap();
+    let check = &v["nodes"][0]["checks"][0];
+    assert_eq!(check["kind"], "table_index_malformed", "{v}");
+    assert!(
+        check["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("EOF while parsing"),
+        "{v}"
     );
 }

@@ -28,6 +28,9 @@ struct NodeVerify {
     /// The problems discovery found, as finding objects (`docs/json.md`): each is also one
     /// of `problems`.
     findings: Vec<Finding>,
+    /// The problems `verify` found itself (table index, checkpoints, ids), as objects: each
+    /// is also one of `problems`.
+    checks: Vec<Problem>,
     /// Normal state worth knowing (purged entries still listed); not a problem.
     information: Vec<String>,
 }
@@ -47,28 +50,73 @@ fn problem_findings(n: &Node) -> impl Iterator<Item = &Finding> {
     n.findings.iter().filter(|f| f.is_inconsistency())
 }
 
-/// A problem `verify` finds itself, beyond discovery's findings.
-struct Problem {
-    /// Its kind, for the summary: one per file a kind has is counted when there are many.
-    kind: &'static str,
-    per_file: bool,
-    text: String,
+/// A problem `verify` finds itself, beyond discovery's findings: in `--json`, `checks[]`
+/// (`docs/json.md`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Problem {
+    /// The newest snapshot's `next_file_id` is not above every file id.
+    NextFileIdTooLow {
+        next_file_id: FileId,
+        highest_id: u64,
+    },
+    /// The checkpoints describe other files than the snapshots they stand for.
+    CheckpointsDisagree {
+        /// Live files (through the checkpoints) that no snapshot lists, and the smallest id.
+        live_in_no_snapshot: usize,
+        first_live_in_no_snapshot: Option<FileId>,
+        /// Files the snapshots list that are not live through the checkpoints.
+        not_live_through_checkpoints: usize,
+        first_not_live_through_checkpoints: Option<FileId>,
+    },
+    /// A table-index file that cannot be read.
+    TableIndexUnreadable { index: String, error: String },
+    /// A table-index file that is not JSON of the shape the server writes.
+    TableIndexMalformed { index: String, error: String },
+    /// A table-index entry whose file does not exist.
+    TableIndexNamesMissingFile {
+        index: String,
+        id: FileId,
+        path: String,
+    },
 }
 
 impl Problem {
-    fn of_node(kind: &'static str, text: String) -> Problem {
-        Problem {
-            kind,
-            per_file: false,
-            text,
+    /// One sentence for the operator.
+    fn describe(&self) -> String {
+        match self {
+            Problem::NextFileIdTooLow { next_file_id, highest_id } => format!(
+                "the newest snapshot's next_file_id {next_file_id} is not above every file id (highest {highest_id}): the server would reuse ids"
+            ),
+            Problem::CheckpointsDisagree {
+                live_in_no_snapshot,
+                first_live_in_no_snapshot,
+                not_live_through_checkpoints,
+                first_not_live_through_checkpoints,
+            } => format!(
+                "checkpoints and snapshots disagree: {live_in_no_snapshot} live file(s) are listed by no snapshot (e.g. {first_live_in_no_snapshot:?}), {not_live_through_checkpoints} file(s) of the snapshots are not live through the checkpoints (e.g. {first_not_live_through_checkpoints:?})"
+            ),
+            Problem::TableIndexUnreadable { index, error } => {
+                format!("table index file {index} cannot be read: {error}")
+            }
+            Problem::TableIndexMalformed { index, error } => {
+                format!("table index file {index} is not valid JSON of the expected shape: {error}")
+            }
+            Problem::TableIndexNamesMissingFile { index, id, path } => {
+                format!("table index {index} lists file {id} which does not exist: {path}")
+            }
         }
     }
 
-    fn of_file(kind: &'static str, text: String) -> Problem {
-        Problem {
-            kind,
-            per_file: true,
-            text,
+    /// Its kind for the summary, and whether there is one per file (then many are counted).
+    fn kind(&self) -> (&'static str, bool) {
+        match self {
+            Problem::NextFileIdTooLow { .. } => ("id", false),
+            Problem::CheckpointsDisagree { .. } => ("checkpoint", false),
+            Problem::TableIndexUnreadable { .. } | Problem::TableIndexMalformed { .. } => {
+                ("unreadable table-index", true)
+            }
+            Problem::TableIndexNamesMissingFile { .. } => ("indexed but absent", true),
         }
     }
 }
@@ -93,7 +141,7 @@ impl Checked {
     fn sentences(&self) -> Vec<String> {
         let findings = self.findings.iter().map(Finding::describe);
         findings
-            .chain(self.problems.iter().map(|p| p.text.clone()))
+            .chain(self.problems.iter().map(Problem::describe))
             .collect()
     }
 
@@ -102,8 +150,8 @@ impl Checked {
         let mut out = summarize(&self.findings, verbose);
         out.extend(few_per_kind(
             &self.problems,
-            |p| (p.kind, p.per_file),
-            |p| p.text.clone(),
+            Problem::kind,
+            Problem::describe,
             verbose,
         ));
         out
@@ -121,9 +169,10 @@ fn problems(data_dir: &Path, n: &Node) -> Vec<Problem> {
         let next = newest.doc.value.next_file_id;
         if let Some(max) = n.next_free_file_id().0.checked_sub(1) {
             if next.0 <= max {
-                out.push(Problem::of_node("id", format!(
-                    "the newest snapshot's next_file_id {next} is not above every file id (highest {max}): the server would reuse ids"
-                )));
+                out.push(Problem::NextFileIdTooLow {
+                    next_file_id: next,
+                    highest_id: max,
+                });
             }
         }
     }
@@ -137,14 +186,14 @@ fn problems(data_dir: &Path, n: &Node) -> Vec<Problem> {
             .expect("comparing checkpoints and snapshots does not panic");
         (checkpoints, index)
     });
-    out.extend(checkpoints.map(|c| Problem::of_node("checkpoint", c)));
+    out.extend(checkpoints);
     out.extend(index);
     clock.done("checkpoints against snapshots, and the table index");
     out
 }
 
 /// Whether the checkpoints describe other files than the snapshots they stand for.
-fn checkpoint_problem(n: &Node) -> Option<String> {
+fn checkpoint_problem(n: &Node) -> Option<Problem> {
     if n.checkpoints.is_empty() {
         return None;
     }
@@ -182,14 +231,11 @@ fn checkpoint_problem(n: &Node) -> Option<String> {
         .map(|(_, _, f)| f.id)
         .filter(|&id| from_snapshots(id) && !live.contains(id))
         .collect();
-    (!only_cp.is_empty() || !only_snap.is_empty()).then(|| {
-        format!(
-            "checkpoints and snapshots disagree: {} live file(s) are listed by no snapshot (e.g. {:?}), {} file(s) of the snapshots are not live through the checkpoints (e.g. {:?})",
-            only_cp.len(),
-            only_cp.first(),
-            only_snap.len(),
-            only_snap.first()
-        )
+    (!only_cp.is_empty() || !only_snap.is_empty()).then(|| Problem::CheckpointsDisagree {
+        live_in_no_snapshot: only_cp.len(),
+        first_live_in_no_snapshot: only_cp.first().copied(),
+        not_live_through_checkpoints: only_snap.len(),
+        first_not_live_through_checkpoints: only_snap.first().copied(),
     })
 }
 
@@ -203,22 +249,23 @@ fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Ve
         if !p.to_string_lossy().ends_with("index.info.json") {
             return wrong;
         }
-        let unreadable = |why: String| {
-            Problem::of_file(
-                "unreadable table-index",
-                format!("table index file {} {why}", p.display()),
-            )
-        };
+        let index_path = p.display().to_string();
         let text = match std::fs::read(p) {
             Ok(text) => text,
-            Err(e) => return vec![unreadable(format!("cannot be read: {e}"))],
+            Err(e) => {
+                return vec![Problem::TableIndexUnreadable {
+                    index: index_path,
+                    error: e.to_string(),
+                }]
+            }
         };
         let index = match serde_json::from_slice::<TableIndexFiles>(&text) {
             Ok(index) => index,
             Err(e) => {
-                return vec![unreadable(format!(
-                    "is not valid JSON of the expected shape: {e}"
-                ))]
+                return vec![Problem::TableIndexMalformed {
+                    index: index_path,
+                    error: e.to_string(),
+                }]
             }
         };
         let table = TableKey {
@@ -232,15 +279,11 @@ fn table_index_problems(data_dir: &Path, n: &Node, bad: &BTreeSet<FileId>) -> Ve
         for f in &index.files {
             let found = (live.has(f) && !bad.contains(&f.id)) || hidden.has(f);
             if !found && !data_dir.join(&*f.path).exists() {
-                wrong.push(Problem::of_file(
-                    "indexed but absent",
-                    format!(
-                        "table index {} lists file {} which does not exist: {}",
-                        p.display(),
-                        f.id,
-                        f.path
-                    ),
-                ));
+                wrong.push(Problem::TableIndexNamesMissingFile {
+                    index: index_path.clone(),
+                    id: f.id,
+                    path: f.path.to_string(),
+                });
             }
         }
         wrong
@@ -311,6 +354,7 @@ pub fn run(a: &InspectArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
                     problems: c.sentences(),
                     node: c.node,
                     findings: c.findings,
+                    checks: c.problems,
                     information: c.information,
                 })
                 .collect(),
