@@ -109,13 +109,7 @@ pub fn put<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, v: T) -> R
 
 /// Parses a JSON object into `T` and, in the same pass, the order of its top-level keys.
 pub fn parse_recording_keys<T: DeserializeOwned>(text: &[u8]) -> serde_json::Result<Doc<T>> {
-    read_recording_keys(serde_json::Deserializer::from_slice(text))
-}
-
-/// Like [`parse_recording_keys`], from any source of JSON text.
-pub fn read_recording_keys<'de, R: serde_json::de::Read<'de>, T: DeserializeOwned>(
-    mut d: serde_json::Deserializer<R>,
-) -> serde_json::Result<Doc<T>> {
+    let mut d = serde_json::Deserializer::from_slice(text);
     let doc = d.deserialize_map(DocVisitor(PhantomData))?;
     d.end()?;
     Ok(doc)

@@ -5,8 +5,10 @@
 //! written back with its keys in the order it was read.
 
 mod de;
+mod mapped;
 mod path;
 
+pub use mapped::MappedText;
 pub use path::EntryPath;
 
 use crate::format::ids::{DbId, FileId, FileIdMap, Nanos, SnapshotSeq, TableId, WalSeq};
@@ -442,18 +444,13 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         de::parse_recording_keys(text)
     }
 
-    /// Reads JSON text like [`Doc::parse`], taking from `pool` every file entry equal to
+    /// Parses JSON text like [`Doc::parse`], taking from `pool` every file entry equal to
     /// one of its own; also how many of its entries the pool did not have.
-    ///
-    /// The text is read as it is parsed, never held whole: a deep history's checkpoint is
-    /// hundreds of megabytes of it.
-    pub fn read_sharing(
-        text: impl std::io::Read,
+    pub fn parse_sharing(
+        text: &[u8],
         pool: &EntryPool,
     ) -> Result<(Doc<T>, usize), serde_json::Error> {
-        let (doc, not_in_pool) = de::with_pool(pool, || {
-            de::read_recording_keys(serde_json::Deserializer::from_reader(text))
-        });
+        let (doc, not_in_pool) = de::with_pool(pool, || de::parse_recording_keys(text));
         Ok((doc?, not_in_pool))
     }
 
@@ -690,7 +687,7 @@ mod tests {
         let entry =
             |doc: &Doc<Snapshot>| EntryRc::clone(doc.value.databases.iter().next().unwrap().2);
         let pool = EntryPool::new(std::iter::once(&entry(&snap)));
-        let (same, not_in_pool) = Doc::read_sharing(THREE_ZERO.as_bytes(), &pool).unwrap();
+        let (same, not_in_pool) = Doc::parse_sharing(THREE_ZERO.as_bytes(), &pool).unwrap();
         assert!(EntryRc::ptr_eq(&entry(&same), &entry(&snap)));
         assert_eq!(not_in_pool, 0);
         let resized = THREE_ZERO.replace(
@@ -698,7 +695,7 @@ mod tests {
             r#""size_bytes": 11, "row_count": 2, "chunk"#,
         );
         let (other, not_in_pool): (Doc<Snapshot>, _) =
-            Doc::read_sharing(resized.as_bytes(), &pool).unwrap();
+            Doc::parse_sharing(resized.as_bytes(), &pool).unwrap();
         assert_eq!(not_in_pool, 1);
         assert!(!EntryRc::ptr_eq(&entry(&other), &entry(&snap)));
         assert_eq!(
@@ -709,7 +706,7 @@ mod tests {
         let alone: Doc<Snapshot> = Doc::parse(THREE_ZERO.as_bytes()).unwrap();
         assert!(
             !EntryRc::ptr_eq(&entry(&alone), &entry(&snap)),
-            "no pool outside read_sharing"
+            "no pool outside parse_sharing"
         );
     }
 }

@@ -234,12 +234,17 @@ impl Serialize for EntryPath {
 impl<'de> Deserialize<'de> for EntryPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EntryPath, D::Error> {
         struct V;
-        impl serde::de::Visitor<'_> for V {
+        impl<'de> serde::de::Visitor<'de> for V {
             type Value = EntryPath;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a path")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EntryPath, E> {
+                Ok(EntryPath::from(s))
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &str) -> Result<EntryPath, E> {
+                // Borrowed from the text being parsed: where the parser is.
+                super::mapped::passed(s);
                 Ok(EntryPath::from(s))
             }
         }

@@ -22,7 +22,7 @@ use crate::format::ids::{FileId, WalSeq};
 use crate::format::ids::{SnapshotSeq, TableKey};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{
-    Checkpoint, Doc, EntryPool, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
+    Checkpoint, Doc, EntryPool, MappedText, Snapshot, TableIndexMarker, KNOWN_SNAPSHOT_VERSIONS,
 };
 use crate::pipeline::workers::lower_priority;
 use crate::progress::StepClock;
@@ -69,21 +69,26 @@ fn parse_json_doc<R>(
     parse(&bytes).map_err(|e| not_valid(path, what, e))
 }
 
-/// Parses a JSON document (a `what`) with `parse` as it is read; also its modification time
-/// and size ([`open_with_stat`]).
-fn stream_json_doc<R>(
+/// Parses a JSON document (a `what`) with `parse`, in place in the mapped file
+/// ([`MappedText`]): for the largest documents, checkpoints of hundreds of megabytes.
+fn parse_mapped_doc<R>(
     path: &Path,
     what: &str,
-    parse: impl FnOnce(std::io::BufReader<fs::File>) -> serde_json::Result<R>,
+    parse: impl FnOnce(&[u8]) -> serde_json::Result<R>,
 ) -> Result<(R, SystemTime, u64)> {
-    let (file, mtime, size) = open_with_stat(path)?;
-    let doc = parse(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
-        if e.is_io() {
-            Error::io(path, "read", e.into())
-        } else {
-            not_valid(path, what, e)
+    let (mut file, mtime, size) = open_with_stat(path)?;
+    let doc = match MappedText::map(&file, size) {
+        Ok(text) => text.parse(parse),
+        // Where it cannot be mapped, the text is read whole.
+        Err(_) => {
+            use std::io::Read;
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            file.read_to_end(&mut bytes)
+                .map_err(|e| Error::io(path, "read", e))?;
+            parse(&bytes)
         }
-    })?;
+    }
+    .map_err(|e| not_valid(path, what, e))?;
     Ok((doc, mtime, size))
 }
 
@@ -425,8 +430,8 @@ fn read_checkpoints(dir: &Path, snapshots: &[SnapshotFile]) -> Result<Vec<Checkp
     // Side by side: a deep history's checkpoints are each a few hundred megabytes of text.
     let read = crate::pipeline::workers::parallel_map(&paths, |path| {
         let ((mut doc, own_entries), mtime, size) =
-            stream_json_doc(path, "snapshot checkpoint", |text| {
-                Doc::<Checkpoint>::read_sharing(text, &pool)
+            parse_mapped_doc(path, "snapshot checkpoint", |text| {
+                Doc::<Checkpoint>::parse_sharing(text, &pool)
             })?;
         doc.value.databases.shrink_to_fit();
         doc.value.pending_removed_files.shrink_to_fit();
