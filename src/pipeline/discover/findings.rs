@@ -241,8 +241,10 @@ pub(super) fn duplicate_ids(node: &Node) -> Vec<Finding> {
 }
 
 /// Compares the live files with the files on disk (and with their footers' row counts, when
-/// the listing read them). Gives the findings, and the ids of the live files the listing did
-/// not find: lost, or purged by the server ([`super::purged::find_purged`] tells which).
+/// the listing read them). Gives the findings, and the ids of the live files that are not on
+/// disk: lost, or purged by the server ([`super::purged::find_purged`] tells which, and
+/// [`missing`] names the lost ones). A node with a retention period lists a great many
+/// purged files: none of them is made a finding only to be dropped.
 ///
 /// Done before anything else that needs the listing: these are most of the node's files, and
 /// what it finds missing is all [`super::purged::find_purged`] needs to know of them.
@@ -293,22 +295,20 @@ pub(super) fn check_live_files(
         on_disk,
     };
     let mut on_disk = Vec::new();
-    let mut not_listed = BTreeSet::new();
+    let mut absent = BTreeSet::new();
     let live = node.live.values().flatten();
     disk.refer_each(
         live,
         |f| &f.path,
         |f, found| match found {
             None => {
-                not_listed.insert(f.id);
                 // Not under dbs/ (or not named .parquet): check the path itself.
                 match fs::metadata(f.path.under(&data_dir)) {
                     Ok(m) if m.len() != f.size_bytes => on_disk.push(resized(f, m.len())),
                     Ok(m) => compare_rows(f, m.len(), None),
-                    Err(_) => on_disk.push(Finding::Missing {
-                        id: f.id,
-                        path: f.path.to_string(),
-                    }),
+                    Err(_) => {
+                        absent.insert(f.id);
+                    }
                 }
             }
             Some(d) if d.size != f.size_bytes => on_disk.push(resized(f, d.size)),
@@ -316,7 +316,24 @@ pub(super) fn check_live_files(
         },
     );
     on_disk.append(&mut miscounted);
-    (on_disk, not_listed)
+    (on_disk, absent)
+}
+
+/// A finding for each live file whose id is in `absent` ([`check_live_files`]): once the
+/// purged files are set aside, the files that are lost.
+pub(super) fn missing(node: &Node, absent: &BTreeSet<FileId>) -> Vec<Finding> {
+    if absent.is_empty() {
+        return Vec::new();
+    }
+    node.live
+        .values()
+        .flatten()
+        .filter(|f| absent.contains(&f.id))
+        .map(|f| Finding::Missing {
+            id: f.id,
+            path: f.path.to_string(),
+        })
+        .collect()
 }
 
 /// Marks the hidden files as referenced, names the files on disk that nothing refers to, and

@@ -211,14 +211,13 @@ fn discover(
         let mut disk = listing.join().expect("listing the files does not panic")?;
         node.listed_dirs = disk.take_dirs();
         clock.done("waiting for the listing");
-        let (mut live_findings, not_listed) = findings::check_live_files(&node, &mut disk, &reused);
+        let (live_findings, absent) = findings::check_live_files(&node, &mut disk, &reused);
         clock.done("checking the live files");
         let removed = node.removal_named_ids();
-        let purged = find_purged(&node, data_dir, &disk, &removed, &not_listed, &reused);
-        let purged_ids = set_purged_aside(&mut node, purged);
-        // A purged file is gone by design, not missing.
-        live_findings
-            .retain(|f| !matches!(f, Finding::Missing { id, .. } if purged_ids.contains(id)));
+        let purged = find_purged(&node, data_dir, &disk, &removed, &absent, &reused);
+        set_purged_aside(&mut node, purged);
+        // A purged file is gone by design; what else is absent is missing.
+        let live_findings = [findings::missing(&node, &absent), live_findings].concat();
         clock.done("purged files");
         live::compute_hidden(&mut node, &disk, &removed);
         clock.done("hidden files");
@@ -471,9 +470,8 @@ pub fn leave_to_exit(nodes: Vec<Node>) {
 }
 
 /// Takes the entries the server purged ([`find_purged`]) out of the live set: they hold no
-/// row a query can return (expired, or of a deleted table), and they are not damage. Gives
-/// their ids.
-fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) -> BTreeSet<FileId> {
+/// row a query can return (expired, or of a deleted table), and they are not damage.
+fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) {
     node.purged = purged;
     let ids: BTreeSet<FileId> = node
         .purged
@@ -495,7 +493,6 @@ fn set_purged_aside(node: &mut Node, purged: BTreeMap<TableKey, PurgedTable>) ->
             max_time,
         });
     }
-    ids
 }
 
 #[cfg(test)]

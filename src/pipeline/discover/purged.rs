@@ -8,7 +8,7 @@
 use super::disk::DiskFiles;
 use super::node::Node;
 use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey};
-use crate::format::model::{FileEntry, TableIndexFiles};
+use crate::format::model::{EntryRc, TableIndexFiles};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -69,8 +69,9 @@ fn collect_entry_ids(v: &Value, out: &mut HashSet<FileId>) {
 /// The purged entries of one table: files the metadata lists that the server removed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PurgedTable {
-    /// The entries, one per file id, ordered by id.
-    pub entries: Vec<FileEntry>,
+    /// The entries, one per file id, ordered by id: shared with the documents that list
+    /// them, as a retention period leaves most of a deep history's entries here.
+    pub entries: Vec<EntryRc>,
 }
 
 impl PurgedTable {
@@ -110,14 +111,15 @@ impl PurgedTable {
 /// `removal_named` holds the ids of the files a removal names ([`Node::removal_named_ids`]).
 ///
 /// The live files were looked for already ([`super::findings::check_live_files`]):
-/// `live_not_listed` holds those the listing did not find. Every other entry of a live id
-/// names the same path, unless the id is reused (`reused`): only the rest are looked for.
+/// `live_absent` holds those that are not on disk. Every other entry of a live id names the
+/// same path, unless the id is reused (`reused`): only the rest are looked for, and a live
+/// file found absent is not looked for again.
 pub(super) fn find_purged(
     node: &Node,
     data_dir: &Path,
     disk: &DiskFiles,
     removal_named: &FileIdSet,
-    live_not_listed: &BTreeSet<FileId>,
+    live_absent: &BTreeSet<FileId>,
     reused: &BTreeSet<FileId>,
 ) -> BTreeMap<TableKey, PurgedTable> {
     let listings = || {
@@ -135,7 +137,7 @@ pub(super) fn find_purged(
     };
     // Only a file that is gone can have been purged. A healthy node has none, so these ids
     // are found first, and only their entries are gathered below.
-    let mut gone: HashSet<FileId> = live_not_listed.iter().copied().collect();
+    let mut gone: HashSet<FileId> = live_absent.iter().copied().collect();
     let live = node.live_ids();
     let listed = node
         .listings()
@@ -156,7 +158,7 @@ pub(super) fn find_purged(
     let index = TableIndexView::read(node);
 
     // Each listed entry with the earliest snapshot that covers it.
-    let mut listed: HashMap<FileId, (TableKey, &FileEntry, SnapshotSeq)> = HashMap::new();
+    let mut listed: HashMap<FileId, (TableKey, &EntryRc, SnapshotSeq)> = HashMap::new();
     for (files, seq) in listings() {
         for (db, table, f) in files.iter().filter(|(_, _, f)| gone.contains(&f.id)) {
             let e = listed
@@ -168,7 +170,8 @@ pub(super) fn find_purged(
 
     let mut out: BTreeMap<TableKey, PurgedTable> = BTreeMap::new();
     for (id, (table, f, first_seq)) in listed {
-        let on_disk = disk.contains(&f.path) || f.path.under(data_dir).exists();
+        let looked_for = live_absent.contains(&id) && !reused.contains(&id);
+        let on_disk = !looked_for && (disk.contains(&f.path) || f.path.under(data_dir).exists());
         if on_disk {
             continue;
         }
