@@ -3,8 +3,17 @@
 mod common;
 
 use common::*;
+use kompactor::format::model::EntryRc;
 use kompactor::pipeline::discover::discover_node;
 use serde_json::Value;
+
+/// A copy of the 3.10 `small` fixture, and its live files.
+fn small_copy_and_live_files() -> (tempfile::TempDir, Vec<EntryRc>) {
+    let tmp = copy_fixture(&fixture("influxdb3-3.10/small"));
+    let n = discover_node(tmp.path(), "node0").unwrap();
+    let live = n.live.values().flatten().cloned().collect();
+    (tmp, live)
+}
 
 fn key_of(t: &Value) -> kompactor::format::ids::TableKey {
     kompactor::format::ids::TableKey {
@@ -317,10 +326,7 @@ fn verify_reports_table_index_entries_whose_file_does_not_exist() {
 
 #[test]
 fn verify_reads_the_row_count_of_every_footer() {
-    let f = fixture("influxdb3-3.10/small");
-    let tmp = copy_fixture(&f);
-    let n = discover_node(tmp.path(), "node0").unwrap();
-    let live: Vec<_> = n.live.values().flatten().cloned().collect();
+    let (tmp, live) = small_copy_and_live_files();
     let (miscounted, damaged) = (&live[0], &live[1]);
     // Every document that lists the first file records one row more than its footer holds.
     fn add_a_row(v: &mut Value, id: u64) -> usize {
@@ -390,10 +396,7 @@ fn verify_reads_the_row_count_of_every_footer() {
 
 #[test]
 fn verify_prints_a_few_lines_per_kind_however_many_files_are_damaged() {
-    let f = fixture("influxdb3-3.10/small");
-    let tmp = copy_fixture(&f);
-    let n = discover_node(tmp.path(), "node0").unwrap();
-    let live: Vec<_> = n.live.values().flatten().cloned().collect();
+    let (tmp, live) = small_copy_and_live_files();
     assert!(live.len() >= 8, "the fixture has enough files");
     // Eight live files deleted: each is lost, and each is still named by the table index.
     for e in &live[..8] {
