@@ -170,10 +170,10 @@ measure_on() {
 }
 
 mkdir -p "$work"
-k_cmd=("$K" @DIR@ --hosts "$node" --window "$window" --min-age 0)
+k_cmd=("$K" @DIR@ --hosts "$node" --window "$window" --min-age 0 --writer-reach 0)
 b_cmd=("$B" @DIR@ --node "$node" --window "$window")
 echo "== $scenario scenario: $runs run(s) each, alternating; logs in $logs"
-echo "   kompactor: kompactor <copy> --hosts $node --window $window --min-age 0 ${k_extra[*]:-}"
+echo "   kompactor: kompactor <copy> --hosts $node --window $window --min-age 0 --writer-reach 0 ${k_extra[*]:-}"
 echo "   baseline:  kompactor-baseline <copy> --node $node --window $window ${b_extra[*]:-}"
 k_note=""
 failed=0
@@ -196,7 +196,7 @@ for i in $(seq 1 "$runs"); do
         # prepare (server running: not downtime), then the compaction that commits it, on the
         # same copy.
         rc=0
-        measure prepare "$i" "$K" prepare @DIR@ --hosts "$node" --window "$window" --min-age 0 "${k_extra[@]}" || rc=$?
+        measure prepare "$i" "$K" prepare @DIR@ --hosts "$node" --window "$window" --min-age 0 --writer-reach 0 "${k_extra[@]}" || rc=$?
         [ "$rc" = 0 ] || failed=1
         rc=0
         measure_on "$work/prepare-$i" commit "$i" "${k_cmd[@]}" "${k_extra[@]}" || rc=$?

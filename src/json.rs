@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 /// The version of every document's layout.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Prints a document as pretty JSON on stdout, one document per invocation.
 pub fn print<T: Serialize>(doc: &T) {

@@ -149,6 +149,23 @@ pub fn parse_time_or_age(s: &str) -> Result<Nanos, String> {
     Ok(Nanos(now.saturating_sub(d.0)))
 }
 
+/// A duration for people, to the minute: `2d3h`, `45m`.
+pub fn human_duration(d: Nanos) -> String {
+    let minutes = d.0 / 60_000_000_000;
+    let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    let mut out = String::new();
+    if days > 0 {
+        out.push_str(&format!("{days}d"));
+    }
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if mins > 0 || out.is_empty() {
+        out.push_str(&format!("{mins}m"));
+    }
+    out
+}
+
 /// Renders a duration the way `parse_duration` reads it, in its largest exact unit.
 pub fn format_duration(d: Nanos) -> String {
     const UNITS: [(i64, &str); 8] = [

@@ -106,7 +106,11 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
     let nodes = f.nodes().join(",");
     // The reader reproduces the server's answers before compaction...
     assert_answers_match(f, copy.path());
-    let report = compact(copy.path(), &nodes, &["--window", window, "--min-age", "0"]);
+    let report = compact(
+        copy.path(),
+        &nodes,
+        &["--window", window, "--min-age", "0", "--writer-reach", "0"],
+    );
     for n in report["nodes"].as_array().unwrap() {
         assert!(
             n["committed"].is_object(),
@@ -150,7 +154,11 @@ fn run_fixture(f: &Fixture, window: &str, window_ns: i64) {
     }
     // A second run finds nothing to do and changes nothing.
     let before = listing(copy.path());
-    let again = compact(copy.path(), &nodes, &["--window", window, "--min-age", "0"]);
+    let again = compact(
+        copy.path(),
+        &nodes,
+        &["--window", window, "--min-age", "0", "--writer-reach", "0"],
+    );
     for n in again["nodes"].as_array().unwrap() {
         assert!(
             n["committed"].is_null(),
@@ -189,7 +197,11 @@ fn new_files_after_a_compaction_touch_only_their_window() {
     // Compact only the older days, then let the newest day "arrive" by lowering min-age.
     let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
-    compact(copy.path(), "node0", &["--window", "1d", "--min-age", "1d"]);
+    compact(
+        copy.path(),
+        "node0",
+        &["--window", "1d", "--min-age", "1d", "--writer-reach", "0"],
+    );
     let first = discover_node(copy.path(), "node0").unwrap();
     let compacted: BTreeSet<String> = first
         .live
@@ -201,7 +213,11 @@ fn new_files_after_a_compaction_touch_only_their_window() {
         .map(|x| x.path.to_string())
         .collect();
     assert!(!compacted.is_empty());
-    let report = compact(copy.path(), "node0", &["--window", "1d", "--min-age", "0"]);
+    let report = compact(
+        copy.path(),
+        "node0",
+        &["--window", "1d", "--min-age", "0", "--writer-reach", "0"],
+    );
     assert!(report["nodes"][0]["committed"].is_object());
     let second = discover_node(copy.path(), "node0").unwrap();
     let still: BTreeSet<String> = second
@@ -228,6 +244,8 @@ fn row_cap_splits_a_window_by_time() {
             "--window",
             "1d",
             "--min-age",
+            "0",
+            "--writer-reach",
             "0",
             "--max-rows-per-file",
             "1000",
@@ -276,7 +294,11 @@ fn generated_data_compacts_to_the_answers_computed_before() {
     let before = read_through_metadata(&dir, "node0");
     assert!(before.values().all(|(rows, _)| rows.len() > 10_000));
     for (window, window_ns) in [("1h", 3_600_000_000_000), ("1d", 86_400_000_000_000)] {
-        let report = compact(&dir, "node0", &["--window", window, "--min-age", "0"]);
+        let report = compact(
+            &dir,
+            "node0",
+            &["--window", window, "--min-age", "0", "--writer-reach", "0"],
+        );
         assert!(report["nodes"][0]["committed"].is_object(), "{report}");
         assert_metadata_consistent(&dir, "node0", window_ns);
         assert_eq!(

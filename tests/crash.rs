@@ -21,6 +21,8 @@ fn args(dir: &Path) -> Vec<String> {
         "1d".into(),
         "--min-age".into(),
         "0".into(),
+        "--writer-reach".into(),
+        "0".into(),
         "-q".into(),
     ]
 }

@@ -143,9 +143,14 @@ fn the_run_report_matches_every_fixture() {
                 .join("report.json"),
         );
         assert_eq!(report["run_id"], printed["run_id"]);
-        assert_eq!(report["format_version"], 1);
+        assert_eq!(report["format_version"], 2);
         assert!(report["started"].is_string() && report["finished"].is_string());
-        assert_eq!(report["options"]["window"], "1d");
+        assert!(report["options"]["window"].is_null());
+        assert_eq!(
+            report["options"]["tiers"],
+            kompactor::pipeline::plan::DEFAULT_TIERS
+        );
+        assert!(report["options"]["writer_reach"].is_null());
         for (n, node) in report["nodes"].as_array().unwrap().iter().zip(f.nodes()) {
             let names = table_names(&f, &node);
             let after = discover_node(copy.path(), &node).unwrap();

@@ -97,8 +97,16 @@ fn generations_are_detected() {
 #[test]
 fn min_age_and_window_shape_the_plan() {
     let f = fixture("3.10/small");
-    let all = dry_run_json(&f.dir, "node0", &["--min-age", "0", "--window", "1d"]);
-    let recent = dry_run_json(&f.dir, "node0", &["--min-age", "2d", "--window", "1d"]);
+    let all = dry_run_json(
+        &f.dir,
+        "node0",
+        &["--min-age", "0", "--window", "1d", "--writer-reach", "0"],
+    );
+    let recent = dry_run_json(
+        &f.dir,
+        "node0",
+        &["--min-age", "2d", "--window", "1d", "--writer-reach", "0"],
+    );
     let ten = dry_run_json(&f.dir, "node0", &["--min-age", "0", "--window", "10m"]);
     let groups = |v: &Value| -> usize {
         v["nodes"][0]["tables"]
@@ -358,7 +366,11 @@ fn handmade_alpha_and_3_0_snapshots_are_planned() {
     for (alpha, gen) in [(true, "alpha"), (false, "3.0-3.1")] {
         let dir = handmade(alpha);
         let before = listing(dir.path());
-        let plan = dry_run_json(dir.path(), "node0", &["--min-age", "0", "--window", "1d"]);
+        let plan = dry_run_json(
+            dir.path(),
+            "node0",
+            &["--min-age", "0", "--window", "1d", "--writer-reach", "0"],
+        );
         assert_eq!(plan["nodes"][0]["generation"], gen);
         assert_eq!(plan["nodes"][0]["snapshots"], 6);
         let files: u64 = plan["nodes"][0]["tables"]
@@ -385,8 +397,8 @@ fn handmade_alpha_and_3_0_snapshots_are_planned() {
 #[test]
 fn windows_too_recent_to_merge_whole_are_merged_in_finer_tiers() {
     let f = fixture("3.10/small");
-    // The default options: 1d windows, the newest hour of each table left alone.
-    let plan = dry_run_json(&f.dir, "node0", &[]);
+    // 1d windows, with the writers' reach set aside: the newest hour of each table left alone.
+    let plan = dry_run_json(&f.dir, "node0", &["--window", "1d", "--writer-reach", "0"]);
     for t in plan["nodes"][0]["tables"].as_array().unwrap() {
         assert_eq!(t["exceeds_limit_after"], false, "{}", t["label"]);
         assert!(t["limit_after_reason"].is_null(), "{}", t["label"]);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The plan options of both steps: every window by day, none too recent.
-const PLAN: &[&str] = &["--window", "1d", "--min-age", "0"];
+const PLAN: &[&str] = &["--window", "1d", "--min-age", "0", "--writer-reach", "0"];
 
 fn hosts(f: &Fixture) -> String {
     f.nodes().join(",")

@@ -18,14 +18,14 @@ use duckdb::Connection;
 use kompactor::format::ids::Nanos;
 use kompactor::format::parquet::{read_footer, sql_ident, sql_str, ColumnType};
 use kompactor::pipeline::discover::discover_node;
-use kompactor::pipeline::plan::{plan_node, PlanOptions};
+use kompactor::pipeline::plan::{plan_node, PlanOptions, Tiers, Width};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 const ABOUT: &str = "The benchmark floor: per planned group, only a bare DuckDB sort-and-write (no dedup, no verification, no commit).
 
-Groups are planned as `kompactor --window <W> --min-age 0 --max-rows-per-file <unlimited>` would plan them.
+Groups are planned as `kompactor --window <W> --min-age 0 --writer-reach 0 --max-rows-per-file <unlimited>` would plan them.
 Outputs are written to a temporary directory in the data dir and deleted at the end.";
 
 #[derive(Parser, Debug)]
@@ -40,8 +40,8 @@ struct Args {
     node: String,
 
     /// Compaction window, as kompactor's --window (e.g. 10m, 1h, 1d).
-    #[arg(long, default_value = "1h", value_parser = kompactor::units::parse_duration)]
-    window: Nanos,
+    #[arg(long, default_value = "1h", value_parser = Width::parse)]
+    window: Width,
 
     /// DuckDB worker threads (default: DuckDB's, the number of CPUs).
     #[arg(long)]
@@ -73,15 +73,13 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
-    if args.window.0 <= 0 {
-        return Err("--window must be longer than zero".into());
-    }
     let node = discover_node(&args.data_dir, &args.node).map_err(|e| e.to_string())?;
     let opts = PlanOptions {
-        window: args.window,
+        tiers: Tiers::single(args.window),
         min_age: Nanos(0),
         max_rows_per_file: u64::MAX,
         include_hidden: false,
+        writer_reach: Some(Nanos(0)),
     };
     let plans = plan_node(&node, &opts, "baseline");
     let groups: Vec<_> = plans.iter().flat_map(|p| &p.groups).collect();

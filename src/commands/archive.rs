@@ -10,7 +10,7 @@ use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::{atomic_write, create_dir_all, Batch};
 use crate::durable::journal::{ArchiveSide, Manifest, RunDirs, RunState};
 use crate::error::{Error, Result};
-use crate::format::ids::Nanos;
+use crate::format::ids::{LoadPos, Nanos};
 use crate::format::layout::{check_hosts, date_of};
 use crate::format::model::EntryRc;
 use crate::json;
@@ -20,8 +20,15 @@ use crate::pipeline::archive::{
 };
 use crate::pipeline::commit::{prepare_node, Change};
 use crate::pipeline::discover::{discover_all, LiveFile};
-use crate::pipeline::merge::{merge_group, Engine};
-use crate::pipeline::plan::{blocked_files, by_window, Group};
+use crate::pipeline::merge::{merge_group, Engine, MergeRules};
+
+/// An archived day is one file, whatever its rows; points repeated across chunk_times are
+/// combined, as a compaction does.
+const ARCHIVE_RULES: MergeRules = MergeRules {
+    max_rows: u64::MAX,
+    keep_duplicates: false,
+};
+use crate::pipeline::plan::{blocked_files, by_window, Group, Width};
 use crate::units::parse_time_or_age;
 use clap::Args;
 use serde::Serialize;
@@ -137,11 +144,18 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                         table: *key,
                         window_start: start,
                         window_end: Nanos(start.0 + DAY.0),
+                        width: Width::Fixed(DAY),
+                        joined: false,
                         inputs: inputs
                             .into_iter()
                             .map(|f| LiveFile {
                                 table: *key,
                                 entry: EntryRc::clone(f),
+                                load_pos: node
+                                    .load_pos
+                                    .get(f.id)
+                                    .copied()
+                                    .unwrap_or(LoadPos(u32::MAX)),
                             })
                             .collect(),
                         rows,
@@ -243,7 +257,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     // them; merge_group leaves its outputs unsynced.
     let mut placed = Batch::default();
     for (ni, g, (db, table)) in &groups {
-        let m = match merge_group(&engine, data_dir, g, &archive_tmp, u64::MAX) {
+        let m = match merge_group(&engine, data_dir, g, &archive_tmp, ARCHIVE_RULES) {
             Ok(m) => m,
             Err(e) => {
                 recover(data_dir, false)?;
@@ -311,7 +325,6 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
             .filter(|(i, _)| *i == ni)
             .map(|(_, g)| Change {
                 table: g.table,
-                chunk_time: g.window_start,
                 removes: &g.inputs,
                 adds: &[],
             })

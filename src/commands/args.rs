@@ -1,8 +1,8 @@
 //! Argument groups several commands share: the data dir, the nodes, the merge engine.
 
 use crate::format::ids::Nanos;
-use crate::pipeline::merge::EngineOptions;
-use crate::pipeline::plan::PlanOptions;
+use crate::pipeline::merge::{EngineOptions, MergeRules};
+use crate::pipeline::plan::{PlanOptions, Tiers, Width, DEFAULT_TIERS};
 use crate::units::{parse_duration, parse_size, MemoryBudget, DEFAULT_MEMORY_LIMIT};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,8 @@ impl EngineArgs {
 pub struct ServerArgs {
     /// How many of the newest snapshots the server loads at startup, if it runs with a
     /// `--gen1-lookback-duration` other than the default (lookback / gen1 duration; the
-    /// default is 4383 from 3.2, 1000 before). Ignored for nodes with checkpoints.
+    /// default is 4383 from 3.2, 1000 before). On a node with checkpoints it also decides which
+    /// months' checkpoints the server reads (those that reach that many snapshots back).
     #[arg(long, value_name = "SNAPSHOTS", value_parser = clap::value_parser!(u64).range(1..))]
     pub load_window: Option<u64>,
 }
@@ -104,14 +105,21 @@ impl ServerArgs {
 /// prepares is what the compaction plans).
 #[derive(Args, Debug, Clone)]
 pub struct PlanArgs {
-    /// Compaction window: files are merged only with files of the same window.
+    /// One window width for data of every age (`10m`, `1h`, `1d`, `1w`, `1M`, `1y`), instead of
+    /// the tiers: files are merged only with files of the same window.
     ///
     /// `10m` keeps the server's own gen1 windows: the output keeps the inputs' chunk_time, so a
     /// point overwritten after compaction is still deduplicated by the server. Wider windows
-    /// (`1h`, `1d`) give fewer files; a later overwrite of a point inside a merged window is
-    /// then not deduplicated against it (the server would return both rows).
-    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
-    pub window: Nanos,
+    /// give fewer files; they are kept out of the data the table's writers still write to.
+    #[arg(long, value_name = "WIDTH", value_parser = Width::parse, conflicts_with = "tiers")]
+    pub window: Option<Width>,
+
+    /// Window widths by the age of the data: `AGE:WIDTH,...,WIDTH`, each WIDTH for data up
+    /// to AGE old (measured back from the table's newest data), the last for all older data.
+    /// Data younger than an hour-wide window allows is merged in hours, then in the server's
+    /// own 10 minutes.
+    #[arg(long, value_name = "TIERS", default_value = DEFAULT_TIERS, value_parser = Tiers::parse)]
+    pub tiers: Tiers,
 
     /// Leave alone windows holding data less than this older than the table's newest data.
     ///
@@ -135,6 +143,20 @@ pub struct PlanArgs {
     #[arg(long)]
     pub include_hidden: bool,
 
+    /// How far back the tables' writers still write (late points, retries, corrections,
+    /// rewritten history): data younger than that is merged only in the server's own
+    /// 10-minute windows, so that a later overwrite still meets the version it replaces.
+    /// `auto` measures it per table from the recent snapshots (the reach of their late
+    /// writes, plus a quarter); a duration sets it for every table (`0`: no protection).
+    #[arg(long, value_name = "DURATION|auto", default_value = "auto", value_parser = parse_reach)]
+    pub writer_reach: WriterReach,
+
+    /// Leave alone a window where a point is stored in files of different chunk_time (an
+    /// overwrite written after an earlier merge wider than 10m, which the server returns once
+    /// per chunk_time), instead of combining its versions as a node never compacted would.
+    #[arg(long)]
+    pub keep_duplicates: bool,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -143,12 +165,40 @@ impl PlanArgs {
     /// The planner's options.
     pub fn options(&self) -> PlanOptions {
         PlanOptions {
-            window: self.window,
+            tiers: self.widths(),
             min_age: self.min_age,
             max_rows_per_file: self.max_rows_per_file,
             include_hidden: self.include_hidden,
+            writer_reach: self.writer_reach.0,
         }
     }
+
+    /// The tiers the plan uses: `--window`'s one width, or `--tiers`.
+    pub fn widths(&self) -> Tiers {
+        match self.window {
+            Some(w) => Tiers::single(w),
+            None => self.tiers.clone(),
+        }
+    }
+
+    /// What the merge may do with the rows it reads.
+    pub fn rules(&self) -> MergeRules {
+        MergeRules {
+            max_rows: self.max_rows_per_file,
+            keep_duplicates: self.keep_duplicates,
+        }
+    }
+}
+
+/// `--writer-reach`: measured per table (`auto`, `None`) or given.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterReach(pub Option<Nanos>);
+
+fn parse_reach(s: &str) -> Result<WriterReach, String> {
+    if s.trim() == "auto" {
+        return Ok(WriterReach(None));
+    }
+    parse_duration(s).map(|d| WriterReach(Some(d)))
 }
 
 /// The arguments of the read-only commands, `status` and `verify`.

@@ -71,9 +71,6 @@ fn refuse_orphan_guards(data_dir: &Path, hosts: &[String]) -> Result<()> {
 
 /// `kompactor <DATA_DIR> --hosts ...`: plans, then compacts or (dry run) shows the plan.
 pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
-    if args.plan.window.0 <= 0 {
-        return Err(Error::new("--window must be longer than zero"));
-    }
     let data_dir = args.data_dir.path();
     let hosts = &args.hosts.hosts;
     check_hosts(data_dir, hosts)?;
@@ -135,9 +132,12 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
 
 fn header(args: &CompactArgs, what: &str) -> String {
     format!(
-        "kompactor {what} for {} (window {}, min-age {}, at most {} rows per file)",
+        "kompactor {what} for {} (windows {}, min-age {}, at most {} rows per file)",
         args.data_dir.path().display(),
-        format_duration(args.plan.window),
+        match args.plan.window {
+            Some(w) => format!("{w} at every age"),
+            None => format!("by age {}", args.plan.tiers),
+        },
         format_duration(args.plan.min_age),
         args.plan.max_rows_per_file
     )
@@ -146,7 +146,10 @@ fn header(args: &CompactArgs, what: &str) -> String {
 fn options(args: &CompactArgs) -> RunOptions {
     RunOptions {
         hosts: args.hosts.hosts.clone(),
-        window: format_duration(args.plan.window),
+        window: args.plan.window.map(|w| w.to_string()),
+        tiers: args.plan.widths().to_string(),
+        writer_reach: args.plan.writer_reach.0.map(format_duration),
+        keep_duplicates: args.plan.keep_duplicates,
         min_age: format_duration(args.plan.min_age),
         max_rows_per_file: args.plan.max_rows_per_file,
         threads: args.engine.threads,
@@ -494,7 +497,7 @@ fn take_prepared_then_merge(
             data_dir,
             out_dir,
             args.engine.threads,
-            args.plan.max_rows_per_file,
+            args.plan.rules(),
         )?
     }
     .into_iter();
@@ -516,8 +519,8 @@ mod tests {
         let a = &cli.compact.plan;
         let d = PlanOptions::default();
         assert_eq!(
-            (a.window, a.min_age, a.max_rows_per_file, a.include_hidden),
-            (d.window, d.min_age, d.max_rows_per_file, d.include_hidden)
+            (a.widths(), a.min_age, a.max_rows_per_file, a.include_hidden),
+            (d.tiers, d.min_age, d.max_rows_per_file, d.include_hidden)
         );
     }
 }

@@ -104,7 +104,7 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
         data_dir,
         &out_dir,
         a.engine.threads,
-        a.plan.max_rows_per_file,
+        a.plan.rules(),
     )?;
     drop(engine);
     let mut writer = PreparedWriter::new(data_dir, &prepare_id)?;

@@ -240,6 +240,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             outs.push(Output {
                 tmp_path,
                 final_path,
+                chunk_time: w.window_start,
                 size_bytes: size,
                 row_count: f.row_count,
                 min_time: f.min_time,
@@ -279,9 +280,8 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         let changes: Vec<Change> = adds
             .iter()
             .filter(|(n, ..)| *n == node.id)
-            .map(|(_, k, start, outs)| Change {
+            .map(|(_, k, _, outs)| Change {
                 table: *k,
-                chunk_time: *start,
                 removes: &[],
                 adds: outs,
             })

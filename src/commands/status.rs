@@ -10,9 +10,10 @@ use crate::json;
 use crate::pipeline::discover::{
     discover_node_with, leave_to_exit, newest_time, summarize, Finding, Node,
 };
-use crate::pipeline::plan::{plan_node, PlanOptions, QUERY_FILE_LIMIT};
+use crate::pipeline::plan::reach::HORIZON;
+use crate::pipeline::plan::{plan_node, PlanOptions, Reach, TablePlan, TierUse, QUERY_FILE_LIMIT};
 use crate::pipeline::space::{estimate, SpaceEstimate};
-use crate::units::{parse_size, DEFAULT_MEMORY_LIMIT};
+use crate::units::{human_duration, parse_size, DEFAULT_MEMORY_LIMIT};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -50,6 +51,13 @@ struct TableStatus {
     /// Time range of the hidden files' data, RFC 3339 (empty strings when there are none).
     hidden_min_time: String,
     hidden_max_time: String,
+    /// What the recent snapshots say of the table's writers: how far back they wrote.
+    writers: Reach,
+    /// Data younger than this (back from the newest, nanoseconds) stays in the server's own
+    /// 10-minute windows: the writers' reach with a margin, or `--min-age`.
+    ten_minute_zone: Nanos,
+    /// How the table's files would end up by window width after a default compaction.
+    tiers_after_default_run: Vec<TierUse>,
 }
 
 /// One node in `status`.
@@ -59,8 +67,12 @@ struct NodeStatus {
     generation: String,
     snapshots: usize,
     checkpoints: usize,
-    /// Snapshots the server does not load (beyond its load window; 0 with checkpoints).
+    /// Snapshots the server does not load (beyond its load window; 0 when it starts from
+    /// checkpoints).
     snapshots_outside_load_window: usize,
+    /// Checkpoints the server merges at startup (the newest of each month reaching its load
+    /// window).
+    checkpoints_loaded: usize,
     /// How many of the newest snapshots the server loads when it has no checkpoints.
     load_window: usize,
     tables: Vec<TableStatus>,
@@ -101,7 +113,7 @@ pub fn unfinished_runs(data_dir: &Path) -> Result<Vec<UnfinishedRun>> {
     Ok(out)
 }
 
-fn node_status(n: &Node) -> NodeStatus {
+fn node_status(n: &Node, plans: &[TablePlan]) -> NodeStatus {
     let lost: BTreeSet<FileId> = n
         .findings
         .iter()
@@ -138,6 +150,7 @@ fn node_status(n: &Node) -> NodeStatus {
             let hmax = newest_time(hidden);
             let (pmin, pmax) = purged.map_or((Nanos::MAX, Nanos::MIN), |p| p.time_range());
             let time = |t: Nanos, none: bool| if none { String::new() } else { t.to_rfc3339() };
+            let plan = plans.iter().find(|p| p.table == k);
             TableStatus {
                 table: n.table_label(k),
                 db_id: k.db.0,
@@ -159,6 +172,9 @@ fn node_status(n: &Node) -> NodeStatus {
                 hidden_bytes: hidden.iter().map(|f| f.size_bytes).sum(),
                 hidden_min_time: time(hmin, hidden.is_empty()),
                 hidden_max_time: time(hmax, hidden.is_empty()),
+                writers: plan.map(|p| p.writers).unwrap_or_default(),
+                ten_minute_zone: plan.map_or(Nanos(0), |p| p.ten_minute_zone),
+                tiers_after_default_run: plan.map(|p| p.tiers.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -167,11 +183,12 @@ fn node_status(n: &Node) -> NodeStatus {
         generation: n.generation.label().to_string(),
         snapshots: n.snapshots.len(),
         checkpoints: n.checkpoints.len(),
-        snapshots_outside_load_window: if n.checkpoints.is_empty() {
+        snapshots_outside_load_window: if n.checkpoints_loaded == 0 {
             n.snapshots.len() - n.loaded_snapshots
         } else {
             0
         },
+        checkpoints_loaded: n.checkpoints_loaded,
         load_window: n.load_window,
         tables,
         findings: n.findings.clone(),
@@ -193,7 +210,11 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
         .collect();
     let budget = parse_size(DEFAULT_MEMORY_LIMIT).expect("the default parses");
     let space = estimate(data_dir, &found, &plans, budget)?;
-    let nodes: Vec<NodeStatus> = found.iter().map(node_status).collect();
+    let nodes: Vec<NodeStatus> = found
+        .iter()
+        .zip(&plans)
+        .map(|(n, p)| node_status(n, p))
+        .collect();
     drop(plans);
     leave_to_exit(found);
     let unfinished = unfinished_runs(data_dir)?;
@@ -251,6 +272,22 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
                     t.hidden_bytes,
                     t.hidden_min_time,
                     t.hidden_max_time
+                );
+            }
+            if t.writers.late_files > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} writers reached {} back ({} late file(s) in the last {} overlap earlier data{}): the newest {} stay in 10m windows",
+                    "",
+                    human_duration(t.writers.reach),
+                    t.writers.late_files,
+                    human_duration(HORIZON),
+                    if t.writers.across_chunks > 0 {
+                        format!(", {} beside a merge wider than 10m: returned twice until the next compaction", t.writers.across_chunks)
+                    } else {
+                        String::new()
+                    },
+                    human_duration(t.ten_minute_zone)
                 );
             }
             if t.purged_entries > 0 || t.lost_files > 0 {

@@ -46,6 +46,12 @@ int_newtype!(
     /// A point in time or a duration in nanoseconds since the Unix epoch (UTC).
     Nanos(i64)
 );
+int_newtype!(
+    /// Where a file stands in the server's list of its table after startup: of two files of
+    /// one `chunk_time` with equal `min_time`, the one further along holds the later version
+    /// of a point.
+    LoadPos(u32)
+);
 
 impl SnapshotSeq {
     /// The 20-digit name the server gives this sequence's snapshot or checkpoint file.
@@ -235,6 +241,18 @@ pub struct FileIdMap<V>(IdMapRepr<V>);
 enum IdMapRepr<V> {
     Direct { lowest: u64, slots: Vec<Option<V>> },
     Hashed(foldhash::HashMap<FileId, V>),
+}
+
+impl<V> fmt::Debug for FileIdMap<V> {
+    /// The form and size only: a deep history's map holds millions of slots.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            IdMapRepr::Direct { lowest, slots } => {
+                write!(f, "FileIdMap(direct from {lowest}, {} slots)", slots.len())
+            }
+            IdMapRepr::Hashed(map) => write!(f, "FileIdMap(hashed, {} ids)", map.len()),
+        }
+    }
 }
 
 impl<V> FileIdMap<V> {

@@ -9,10 +9,10 @@
 use crate::durable::fsutil::{atomic_write, create_dir_all, Batch};
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos, TableKey};
-use crate::format::layout::{numbered, tmp_name, STATE_DIR};
+use crate::format::layout::{tmp_name, STATE_DIR};
 use crate::json;
 use crate::pipeline::checksum::Checksum;
-use crate::pipeline::merge::{Merged, Output};
+use crate::pipeline::merge::{output_paths, precedence, Merged, Output};
 use crate::pipeline::plan::Group;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -39,6 +39,10 @@ pub struct PreparedFile {
     pub max_time: Nanos,
     /// CRC-32 of the file's bytes, taken once its rows were verified.
     pub crc32: u32,
+    /// The start of its window (the `chunk_time` its entry gets); absent in manifests
+    /// written before windows could be joined, where it is the group's window start.
+    #[serde(default)]
+    pub chunk_time: Option<Nanos>,
 }
 
 /// One prepared window: its inputs, its verified outputs and their checksum.
@@ -55,6 +59,14 @@ pub struct PreparedWindow {
     pub rows_out: u64,
     /// The rows' checksum, as the merge verified it.
     pub checksum: Checksum,
+    /// The inputs' ids in the order their versions of a point took precedence
+    /// ([`precedence`]): a window whose files the server now orders otherwise is merged
+    /// again. Empty in manifests written before it was recorded (never taken).
+    #[serde(default)]
+    pub precedence: Vec<FileId>,
+    /// Points its inputs held in files of different chunk_time, combined by the merge.
+    #[serde(default)]
+    pub cross_chunk_points: u64,
 }
 
 /// `.kompactor/prepared/<id>/prepared.json`: what one `prepare` run left ready.
@@ -105,6 +117,12 @@ pub fn prepared_dirs(data_dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn read_manifest(dir: &Path) -> Option<PreparedManifest> {
     let bytes = fs::read(dir.join("prepared.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The ids of a group's inputs in the order their versions take precedence.
+fn precedence_of(g: &Group) -> Vec<FileId> {
+    let inputs: Vec<_> = g.inputs.iter().collect();
+    precedence(&inputs).iter().map(|f| f.entry.id).collect()
 }
 
 fn inputs_of(g: &Group) -> Vec<PreparedInput> {
@@ -158,6 +176,7 @@ impl PreparedWriter {
                 min_time: o.min_time,
                 max_time: o.max_time,
                 crc32: crc32(&dest).map_err(|e| Error::io(&dest, "read", e))?,
+                chunk_time: Some(o.chunk_time),
             });
         }
         self.manifest.windows.push(PreparedWindow {
@@ -170,6 +189,8 @@ impl PreparedWriter {
             rows_in: m.rows_in,
             rows_out: m.rows_out,
             checksum: m.checksum,
+            precedence: precedence_of(g),
+            cross_chunk_points: m.cross_chunk_points,
         });
         Ok(())
     }
@@ -238,6 +259,7 @@ impl Prepared {
     /// The prepared window for a planned group, if one was prepared for exactly its inputs.
     fn find(&self, g: &Group) -> Option<(&Path, &PreparedWindow)> {
         let want = inputs_of(g);
+        let order = precedence_of(g);
         self.runs.iter().rev().find_map(|(dir, m)| {
             m.windows
                 .iter()
@@ -247,6 +269,7 @@ impl Prepared {
                         && w.window_start == g.window_start
                         && w.window_end == g.window_end
                         && w.inputs == want
+                        && w.precedence == order
                 })
                 .map(|w| (dir.as_path(), w))
         })
@@ -260,8 +283,14 @@ impl Prepared {
         let Some((dir, w)) = self.find(g) else {
             return Ok(None);
         };
+        let chunk_times: Vec<Nanos> = w
+            .outputs
+            .iter()
+            .map(|f| f.chunk_time.unwrap_or(g.window_start))
+            .collect();
+        let paths = output_paths(g, &chunk_times);
         let mut outputs = Vec::new();
-        for (i, f) in w.outputs.iter().enumerate() {
+        for ((f, final_path), chunk_time) in w.outputs.iter().zip(paths).zip(chunk_times) {
             let p = dir.join(&f.file);
             let size = fs::metadata(&p)
                 .map(|m| m.len())
@@ -279,20 +308,16 @@ impl Prepared {
                     p.display()
                 ));
             }
-            let final_path = if w.outputs.len() > 1 {
-                numbered(&g.output_path, i + 1)
-            } else {
-                g.output_path.clone()
-            };
-            outputs.push((p, final_path, f));
+            outputs.push((p, final_path, chunk_time, f));
         }
         let mut moved = Vec::new();
-        for (p, final_path, f) in outputs {
+        for (p, final_path, chunk_time, f) in outputs {
             let tmp_path = out_dir.join(tmp_name(&final_path));
             fs::rename(&p, &tmp_path).map_err(|e| format!("{}: {e}", p.display()))?;
             moved.push(Output {
                 tmp_path,
                 final_path,
+                chunk_time,
                 size_bytes: f.size_bytes,
                 row_count: f.row_count,
                 min_time: f.min_time,
@@ -304,6 +329,7 @@ impl Prepared {
             rows_in: w.rows_in,
             rows_out: w.rows_out,
             checksum: w.checksum,
+            cross_chunk_points: w.cross_chunk_points,
         }))
     }
 
@@ -343,7 +369,7 @@ impl Prepared {
                         node: w.node.clone(),
                         table: w.table,
                         window_start: w.window_start,
-                        reason: "its window changed since it was prepared (new, purged or rewritten files), or is not planned with these options".into(),
+                        reason: "its window changed since it was prepared (new, purged or rewritten files, or the server now orders its files otherwise), or is not planned with these options".into(),
                     });
                 }
             }

@@ -6,7 +6,7 @@ use crate::pipeline::discover::{summarize, Finding, Generation, Node};
 use crate::pipeline::merge::Merged;
 use crate::pipeline::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
 use crate::pipeline::space::SpaceEstimate;
-use crate::units::human_bytes;
+use crate::units::{human_bytes, human_duration};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -18,6 +18,8 @@ pub struct NodeReport {
     pub snapshots: usize,
     pub loaded_snapshots: usize,
     pub checkpoints: usize,
+    /// Checkpoints the server merges at startup; 0 when it loads snapshots alone.
+    pub checkpoints_loaded: usize,
     pub table_index: bool,
     pub wal_files: usize,
     pub findings: Vec<Finding>,
@@ -32,6 +34,7 @@ impl NodeReport {
             snapshots: node.snapshots.len(),
             loaded_snapshots: node.loaded_snapshots,
             checkpoints: node.checkpoints.len(),
+            checkpoints_loaded: node.checkpoints_loaded,
             table_index: node.table_index_marker.is_some() || !node.table_index_files.is_empty(),
             wal_files: node.wal.len(),
             findings: node.findings.clone(),
@@ -55,6 +58,11 @@ pub struct TableOutcome {
     /// Of those, the windows that came prepared (`kompactor prepare`), checked and taken as
     /// they were; the others were merged during this run.
     pub windows_prepared: usize,
+    /// Points stored in files of different chunk_time (overwrites that came after an earlier
+    /// merge wider than 10m), each combined into one row, the later write first.
+    pub cross_chunk_points: u64,
+    /// The windows that held such points, and how many each.
+    pub cross_chunk_windows: Vec<CrossChunkWindow>,
     /// Files hidden by the load window that were merged (`--include-hidden`), and their rows:
     /// visible again after the restart.
     pub files_revived: usize,
@@ -81,7 +89,6 @@ impl TableOutcome {
         }
     }
 
-    /// Accounts for one merged group.
     /// Accounts for one merged group. Revived inputs were not counted before (the server
     /// did not see them), so only the live inputs leave the counts.
     pub fn merged(&mut self, g: &Group, m: &Merged) {
@@ -94,7 +101,21 @@ impl TableOutcome {
             - (g.bytes - g.bytes_revived);
         self.files_revived += g.revived;
         self.rows_revived += g.rows_revived;
+        if m.cross_chunk_points > 0 {
+            self.cross_chunk_points += m.cross_chunk_points;
+            self.cross_chunk_windows.push(CrossChunkWindow {
+                window_start: g.window_start.to_rfc3339(),
+                points: m.cross_chunk_points,
+            });
+        }
     }
+}
+
+/// A merged window whose points repeated across chunk_times.
+#[derive(Debug, Serialize)]
+pub struct CrossChunkWindow {
+    pub window_start: String,
+    pub points: u64,
 }
 
 /// A group that was not merged, and why; its inputs are untouched.
@@ -109,8 +130,15 @@ pub struct GroupFailure {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunOptions {
     pub hosts: Vec<String>,
-    /// `--window`, e.g. `1d`.
-    pub window: String,
+    /// `--window`, e.g. `1d`; `null` when the tiers decide.
+    pub window: Option<String>,
+    /// The tiers the plan used (`--tiers`, or the one width of `--window`), e.g.
+    /// `1d:1h,31d:1d,366d:1M,1y`.
+    pub tiers: String,
+    /// `--writer-reach` as given (`2d`), or `null` when measured per table (`auto`).
+    pub writer_reach: Option<String>,
+    /// `--keep-duplicates`.
+    pub keep_duplicates: bool,
     /// `--min-age`, e.g. `1h`.
     pub min_age: String,
     pub max_rows_per_file: u64,
@@ -216,8 +244,11 @@ pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
             n.node,
             n.generation.label(),
             n.snapshots,
-            if n.checkpoints > 0 {
-                format!("{} newer than the checkpoints", n.loaded_snapshots)
+            if n.checkpoints_loaded > 0 {
+                format!(
+                    "{} newer than the {} checkpoint(s) the server reads",
+                    n.loaded_snapshots, n.checkpoints_loaded
+                )
             } else {
                 format!("{} inside the server's load window", n.loaded_snapshots)
             },
@@ -250,6 +281,11 @@ pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
             let _ = writeln!(s, "  findings:");
             for l in lines {
                 let _ = writeln!(s, "  - {l}");
+            }
+        }
+        for t in &n.tables {
+            if let Some(line) = tiers_line(t) {
+                let _ = writeln!(s, "  {line}");
             }
         }
         for t in n.tables.iter().filter(|t| t.files_revived > 0) {
@@ -311,6 +347,40 @@ pub fn plan_text(nodes: &[NodeReport], header: &str, verbose: bool) -> String {
         }
     }
     s
+}
+
+/// One line of how a table's files end up by width, and how far back its writers write.
+fn tiers_line(t: &TablePlan) -> Option<String> {
+    if t.tiers.is_empty() {
+        return None;
+    }
+    let widths: Vec<String> = t
+        .tiers
+        .iter()
+        .map(|u| format!("{} {}", u.files_after, u.width))
+        .collect();
+    let mut line = format!(
+        "{}: files after by window width: {}",
+        t.label,
+        widths.join(", ")
+    );
+    let w = &t.writers;
+    if w.late_files > 0 {
+        let _ = write!(
+            line,
+            "; writers reached {} back in the last {} ({} late file(s){}), so the newest {} stay in 10m windows",
+            human_duration(w.reach),
+            human_duration(crate::pipeline::plan::reach::HORIZON),
+            w.late_files,
+            if w.across_chunks > 0 {
+                format!(", {} beside a wider merge", w.across_chunks)
+            } else {
+                String::new()
+            },
+            human_duration(t.ten_minute_zone)
+        );
+    }
+    Some(line)
 }
 
 /// The summary of a run as text.
@@ -403,6 +473,14 @@ pub fn run_text(r: &RunReport) -> String {
                     human_bytes(o.bytes_after)
                 )
             );
+            if o.cross_chunk_points > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} point(s) stored under two chunk_times (overwrites after an earlier wide merge) in {} window(s): now one row each, the later write first",
+                    o.cross_chunk_points,
+                    o.cross_chunk_windows.len()
+                );
+            }
             for f in &o.groups_failed {
                 let _ = writeln!(
                     s,

@@ -3,7 +3,7 @@
 use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::IO_THREADS;
 use crate::error::Result;
-use crate::pipeline::merge::{merge_group, Engine, Merged};
+use crate::pipeline::merge::{merge_group, Engine, MergeRules, Merged};
 use crate::pipeline::plan::Group;
 use crate::progress;
 use std::path::Path;
@@ -22,7 +22,7 @@ pub fn merge_all(
     data_dir: &Path,
     out_dir: &Path,
     threads: Option<u32>,
-    max_rows_per_file: u64,
+    rules: MergeRules,
 ) -> Result<Vec<GroupResult>> {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -48,7 +48,7 @@ pub fn merge_all(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(g) = jobs.get(i) else { break };
                 let t0 = Instant::now();
-                let r = merge_group(&eng, data_dir, g, out_dir, max_rows_per_file);
+                let r = merge_group(&eng, data_dir, g, out_dir, rules);
                 *results[i].lock().expect("no worker panics") =
                     Some((r, t0.elapsed().as_secs_f64()));
                 let rows = rows_done.fetch_add(g.rows, Ordering::SeqCst) + g.rows;

@@ -213,7 +213,8 @@ fn canon_db(v: &Db) -> Option<String> {
 /// The rows of each table as the server would answer `SELECT *`, from the live files of the
 /// metadata, deduplicated by the server's rule: per (series key, time) among files of one
 /// chunk_time, each column takes the last non-null value, the file with the smallest
-/// `min_time` being the latest. Rows are canonical strings, sorted.
+/// `min_time` being the latest, and of equal ones the later in the server's list. Rows are
+/// canonical strings, sorted.
 pub fn read_through_metadata(
     data_dir: &Path,
     node: &str,
@@ -238,9 +239,14 @@ pub fn read_through_metadata_with(
             &kompactor::format::parquet::Footer,
         )> = files.iter().map(|f| f.id).zip(footers.iter()).collect();
         let schema = TableSchema::union(&pairs).unwrap();
-        // Rank: within a chunk_time, larger min_time first; the last one wins.
+        // Rank: within a chunk_time, larger min_time first, then the server's list order;
+        // the last one wins.
         let mut ranked: Vec<_> = files.iter().collect();
-        ranked.sort_by(|a, b| b.min_time.cmp(&a.min_time).then(a.id.cmp(&b.id)));
+        ranked.sort_by(|a, b| {
+            b.min_time
+                .cmp(&a.min_time)
+                .then(n.load_pos.get(a.id).cmp(&n.load_pos.get(b.id)))
+        });
         conn.execute_batch(
             "CREATE OR REPLACE TEMP TABLE ranks (f VARCHAR, r BIGINT, chunk BIGINT)",
         )

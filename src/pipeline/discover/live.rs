@@ -2,9 +2,9 @@
 
 use super::disk::DiskFiles;
 use super::findings::Finding;
-use super::node::{newest_time, Node, SnapshotFile};
-use crate::format::ids::{FileId, FileIdSet, Nanos, TableKey};
-use crate::format::model::DbFiles;
+use super::load::load;
+use super::node::{newest_time, Node};
+use crate::format::ids::{FileId, FileIdMap, FileIdSet, LoadPos, Nanos, TableKey};
 use crate::format::model::EntryRc;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -55,124 +55,32 @@ impl Generation {
     }
 }
 
-/// Builds the file set exactly as the server does at startup (spec §3).
+/// Builds the file set exactly as the server does at startup ([`load`]), and where each file
+/// stands in the server's list of its table.
 pub(super) fn compute_live(node: &mut Node) {
-    let mut replay = Replay::default();
-    let cps = node.effective_checkpoints();
-    let loaded = if let Some(newest) = cps
-        .iter()
-        .map(|c| c.doc.value.last_snapshot_sequence_number)
-        .max()
-    {
-        for c in &cps {
-            replay.add(&c.doc.value.databases);
-            replay.remove(&c.doc.value.pending_removed_files);
-        }
-        let newer: Vec<&SnapshotFile> = node.snapshots.iter().filter(|s| s.seq > newest).collect();
-        for s in &newer {
-            replay.add(&s.doc.value.databases);
-            if let Some(r) = &s.doc.value.removed_files {
-                replay.remove(r);
-            }
-        }
-        newer.len()
-    } else {
-        let window = node.load_window;
-        let apply_removals = node.generation >= Generation::V3_2;
-        for s in node.snapshots.iter().rev().take(window) {
-            replay.add(&s.doc.value.databases);
-            if apply_removals {
-                if let Some(r) = &s.doc.value.removed_files {
-                    replay.remove(r);
-                }
-            }
-        }
-        node.snapshots.len().min(window)
-    };
-    let live = replay.live();
-    node.loaded_snapshots = loaded;
+    let loaded = load(&node.load_inputs());
+    node.loaded_snapshots = loaded.snapshots_loaded;
+    node.checkpoints_loaded = loaded.checkpoints_used.len();
+    let (live, positions) = by_id(loaded.lists);
     node.live = live;
+    node.load_pos = positions;
 }
 
-/// The server's replay: files added and removed by id, in order; of several operations on one
-/// id, the last decides.
-///
-/// The lists are walked newest first, and the first operation met on an id decides; a
-/// bitmap of the ids met is all the replay holds. A deep history replays millions of
-/// operations, and noting them down to sort them took 60 MB at discovery's peak.
-#[derive(Default)]
-struct Replay<'a> {
-    /// The lists applied, in order, and whether each adds its files or removes them.
-    steps: Vec<(Op, &'a DbFiles)>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Op {
-    Add,
-    Remove,
-}
-
-impl<'a> Replay<'a> {
-    fn add(&mut self, files: &'a DbFiles) {
-        self.steps.push((Op::Add, files));
-    }
-
-    fn remove(&mut self, files: &'a DbFiles) {
-        self.steps.push((Op::Remove, files));
-    }
-
-    /// The files present at the end, per table, ordered by id.
-    fn live(self) -> BTreeMap<TableKey, Vec<EntryRc>> {
-        let ids = self
-            .steps
-            .iter()
-            .flat_map(|(_, f)| f.iter().map(|e| e.2.id));
-        let mut met = FileIdSet::empty_for(ids);
-        // Counted first: the lists live as long as the run (see `by_table`).
-        let mut counts: BTreeMap<TableKey, usize> = BTreeMap::new();
-        self.each_present(&mut met, |table, files| {
-            *counts.entry(table).or_default() += files.len()
-        });
-        met.clear();
-        let mut out: BTreeMap<TableKey, Vec<EntryRc>> = counts
-            .into_iter()
-            .map(|(table, n)| (table, Vec::with_capacity(n)))
-            .collect();
-        self.each_present(&mut met, |table, files| {
-            let list = out.get_mut(&table).expect("counted above");
-            list.extend(files.iter().map(|&f| EntryRc::clone(f)));
-        });
-        for list in out.values_mut() {
-            list.sort_unstable_by_key(|f| f.id);
+/// The lists in the server's order as the node keeps them: each table's files once, ordered
+/// by id, and each file's position in its table's list (the last, for a file listed twice:
+/// the copy that counts as the latest).
+pub(crate) fn by_id(
+    mut lists: BTreeMap<TableKey, Vec<EntryRc>>,
+) -> (BTreeMap<TableKey, Vec<EntryRc>>, FileIdMap<LoadPos>) {
+    let mut positions = FileIdMap::for_ids(lists.values().flatten().map(|f| f.id));
+    for list in lists.values_mut() {
+        for (at, f) in list.iter().enumerate() {
+            positions.insert(f.id, LoadPos(at as u32));
         }
-        out
+        list.sort_by_key(|f| f.id);
+        list.dedup_by_key(|f| f.id);
     }
-
-    /// Tells `present`, a table's list at a time, the files whose last operation adds them;
-    /// `met` is empty on the way in.
-    fn each_present(&self, met: &mut FileIdSet, mut present: impl FnMut(TableKey, &[&'a EntryRc])) {
-        let mut decided = Vec::new();
-        for &(op, files) in self.steps.iter().rev() {
-            for (db, tables) in files.0.iter().rev() {
-                for (table, list) in tables.tables.iter().rev() {
-                    decided.clear();
-                    // Later in a list is later in the replay.
-                    for f in list.iter().rev() {
-                        if met.insert(f.id) && op == Op::Add {
-                            decided.push(f);
-                        }
-                    }
-                    if !decided.is_empty() {
-                        let table = TableKey {
-                            db: *db,
-                            table: *table,
-                        };
-                        present(table, &decided);
-                    }
-                }
-            }
-        }
-    }
+    (lists, positions)
 }
 
 /// Copies entries into per-table lists, keeping their order.
@@ -231,65 +139,4 @@ pub(super) fn compute_hidden(node: &mut Node, disk: &DiskFiles, removed: &FileId
         });
     }
     node.hidden = by_table;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::ids::{DbId, TableId};
-    use crate::format::model::FileEntry;
-
-    fn entry(id: u64, size: u64) -> EntryRc {
-        EntryRc::new(FileEntry {
-            id: FileId(id),
-            path: format!("n/dbs/1/0/2026-11-16/00-10/{id}.parquet").into(),
-            size_bytes: size,
-            row_count: 1,
-            chunk_time: Nanos(0),
-            min_time: Nanos(0),
-            max_time: Nanos(1),
-            extra: Default::default(),
-        })
-    }
-
-    fn list(files: &[(u64, &EntryRc)]) -> DbFiles {
-        let mut d = DbFiles::default();
-        for (table, f) in files {
-            d.push(DbId(1), TableId(*table), EntryRc::clone(f));
-        }
-        d
-    }
-
-    #[test]
-    fn the_last_operation_on_an_id_decides() {
-        let (one, two, three) = (entry(1, 10), entry(2, 10), entry(3, 10));
-        let (two_again, one_moved) = (entry(2, 20), entry(1, 30));
-        let first = list(&[(0, &one), (0, &two), (1, &three)]);
-        let removal = list(&[(0, &two), (0, &entry(9, 1))]);
-        let second = list(&[(0, &two_again), (1, &one_moved)]);
-        let last_removal = list(&[(1, &three)]);
-        let mut replay = Replay::default();
-        replay.add(&first);
-        replay.remove(&removal);
-        replay.add(&second);
-        replay.remove(&last_removal);
-        let live = replay.live();
-        let table = |t| TableKey {
-            db: DbId(1),
-            table: TableId(t),
-        };
-        let ids = |t| -> Vec<(u64, u64)> {
-            live.get(&table(t)).map_or(Vec::new(), |files| {
-                files.iter().map(|f| (f.id.0, f.size_bytes)).collect()
-            })
-        };
-        // 2 was removed and added again; 1 moved to table 1; 3 and 9 are gone.
-        assert_eq!(ids(0), [(2, 20)]);
-        assert_eq!(ids(1), [(1, 30)]);
-        assert!(EntryRc::ptr_eq(&live[&table(0)][0], &two_again));
-        assert_eq!(
-            live.keys().copied().collect::<Vec<_>>(),
-            [table(0), table(1)]
-        );
-    }
 }

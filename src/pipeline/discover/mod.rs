@@ -9,6 +9,7 @@ mod disk;
 mod findings;
 mod fingerprint;
 mod live;
+pub mod load;
 mod node;
 pub mod purged;
 
@@ -18,7 +19,7 @@ pub use live::Generation;
 pub use node::{newest_time, CheckpointFile, LiveFile, Node, SnapshotFile};
 
 use crate::error::{Error, Result};
-use crate::format::ids::{FileId, WalSeq};
+use crate::format::ids::{FileId, FileIdMap, WalSeq};
 use crate::format::ids::{SnapshotSeq, TableKey};
 use crate::format::layout::ParquetPath;
 use crate::format::model::{
@@ -312,8 +313,10 @@ fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Resul
         table_index_files,
         wal,
         live: BTreeMap::new(),
+        load_pos: FileIdMap::for_ids(std::iter::empty()),
         findings,
         loaded_snapshots: 0,
+        checkpoints_loaded: 0,
         purged: BTreeMap::new(),
         hidden: BTreeMap::new(),
         listed_dirs: ListedDirs::default(),

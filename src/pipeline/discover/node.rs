@@ -3,8 +3,11 @@
 use super::disk::ListedDirs;
 use super::findings::Finding;
 use super::live::Generation;
+use super::load;
 use super::purged::PurgedTable;
-use crate::format::ids::{FileId, FileIdSet, Nanos, SnapshotSeq, TableKey, WalSeq};
+use crate::format::ids::{
+    FileId, FileIdMap, FileIdSet, LoadPos, Nanos, SnapshotSeq, TableKey, WalSeq,
+};
 use crate::format::layout::ParquetPath;
 use crate::format::model::EntryRc;
 use crate::format::model::{Checkpoint, DbFiles, Doc, FileEntry, Snapshot, TableIndexMarker};
@@ -46,6 +49,9 @@ pub struct LiveFile {
     pub table: TableKey,
     #[serde(flatten)]
     pub entry: EntryRc,
+    /// Where the server holds it in its list of the table ([`Node::load_pos`]).
+    #[serde(rename = "load_position")]
+    pub load_pos: LoadPos,
 }
 
 impl AsRef<FileEntry> for LiveFile {
@@ -69,9 +75,16 @@ pub struct Node {
     pub wal: Vec<WalSeq>,
     /// The file set the server would load, per table, ordered by id.
     pub live: BTreeMap<TableKey, Vec<EntryRc>>,
+    /// Where each live file stands in the server's list of its table (its order among
+    /// versions of a point).
+    pub load_pos: FileIdMap<LoadPos>,
     pub findings: Vec<Finding>,
-    /// Snapshots the server loads (all when checkpoints are used).
+    /// Snapshots the server reads at startup: the newest ones, or those after the newest
+    /// checkpoint it merges.
     pub loaded_snapshots: usize,
+    /// Checkpoints the server merges at startup (the newest of each month that reaches its
+    /// load window); none means it loads snapshots alone.
+    pub checkpoints_loaded: usize,
     /// Entries of files the server purged (retention, hard deletes), per table; not in `live`.
     pub purged: BTreeMap<TableKey, PurgedTable>,
     /// Files on disk that the server does not load (beyond its load window), per table,
@@ -137,17 +150,46 @@ impl Node {
         FileIdSet::new(snapshots.chain(checkpoints).map(|(_, _, f)| f.id))
     }
 
-    /// The newest checkpoint of each month, oldest month first: what the server merges.
+    /// The checkpoints the server merges at startup: the newest of each month whose range
+    /// reaches its load window, oldest month first ([`load::select`]).
     pub fn effective_checkpoints(&self) -> Vec<&CheckpointFile> {
-        let mut by_month: BTreeMap<&str, &CheckpointFile> = BTreeMap::new();
-        for c in &self.checkpoints {
-            let v = &c.doc.value;
-            let e = by_month.entry(v.year_month.as_str()).or_insert(c);
-            if v.last_snapshot_sequence_number > e.doc.value.last_snapshot_sequence_number {
-                *e = c;
-            }
+        if self.generation < Generation::V3_8_2 {
+            return Vec::new();
         }
-        by_month.into_values().collect()
+        load::select(
+            &self.checkpoints,
+            self.newest_snapshot().map(|s| s.seq),
+            load::snapshots_loaded(self.generation, self.load_window),
+            |c| {
+                (
+                    c.doc.value.year_month.as_str(),
+                    c.doc.value.last_snapshot_sequence_number,
+                )
+            },
+        )
+    }
+
+    /// What the server's startup load is computed from: this node's documents.
+    pub fn load_inputs(&self) -> load::Inputs<'_> {
+        load::Inputs {
+            snapshots: self
+                .snapshots
+                .iter()
+                .map(|s| (s.seq, &s.doc.value))
+                .collect(),
+            checkpoints: self.checkpoints.iter().map(|c| &c.doc.value).collect(),
+            generation: self.generation,
+            window: self.load_window,
+        }
+    }
+
+    /// Where every file on record would stand if the server loaded every snapshot and
+    /// checkpoint: the order among live and hidden files that `--include-hidden` merges.
+    pub fn unbounded_load_positions(&self) -> FileIdMap<LoadPos> {
+        let mut inputs = self.load_inputs();
+        inputs.window = usize::MAX;
+        // Every month's checkpoint reaches an unbounded window.
+        super::live::by_id(load::load(&inputs).lists).1
     }
 
     /// Display name of a table: `db/table` names from `name-id` paths (up to 3.5), else ids.

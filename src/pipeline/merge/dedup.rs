@@ -9,7 +9,7 @@ use crate::format::parquet::{sql_ident, sql_list, Footer};
 use crate::pipeline::checksum::{checksum_from, row_hash, Checksum};
 use crate::pipeline::discover::LiveFile;
 use duckdb::Connection;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 const RANK_COL: &str = "__kompactor_rank";
@@ -42,15 +42,30 @@ pub(super) fn overlap_clusters(inputs: &[LiveFile]) -> Vec<Vec<&LiveFile>> {
     out
 }
 
-/// The server's chunk order within one chunk_time: of overlapping files, the one with the
-/// smallest `min_time` is the latest; equal `min_time`s fall back to the id (newer wins).
-/// Returns the files in order, earliest first, so that a higher index wins.
-pub fn chunk_order<'a>(files: &[&'a LiveFile]) -> Vec<&'a LiveFile> {
+/// The files in the order their versions of a point take precedence, lowest first, so that
+/// a higher index wins, field by field.
+///
+/// Within one `chunk_time` this is the server's order: the smallest `min_time` is the latest,
+/// and equal ones keep the order of its list ([`LiveFile::load_pos`]). Across chunk_times,
+/// which the server never deduplicates (it returns a point once per chunk_time that holds
+/// it: an overwrite that landed beside an earlier wide merge), the merge orders each point's
+/// versions by the chunk_time whose newest file holding one was written last (file ids are
+/// handed out in write order), and the others fill the fields it lacks: the later write
+/// wins, as on a node never compacted ([`deduplicate`] with [`Order::AcrossChunks`]). The
+/// files of one chunk_time stay together here, in the server's order.
+pub fn precedence<'a>(files: &[&'a LiveFile]) -> Vec<&'a LiveFile> {
+    let mut written_last: BTreeMap<Nanos, FileId> = BTreeMap::new();
+    for f in files {
+        let e = written_last.entry(f.entry.chunk_time).or_insert(f.entry.id);
+        *e = (*e).max(f.entry.id);
+    }
     let mut v = files.to_vec();
     v.sort_by(|a, b| {
-        b.entry
-            .min_time
-            .cmp(&a.entry.min_time)
+        let chunk = |f: &LiveFile| written_last[&f.entry.chunk_time];
+        chunk(a)
+            .cmp(&chunk(b))
+            .then(b.entry.min_time.cmp(&a.entry.min_time))
+            .then(a.load_pos.cmp(&b.load_pos))
             .then(a.entry.id.cmp(&b.entry.id))
     });
     v
@@ -145,15 +160,37 @@ pub(super) struct Replaced {
     pub(super) combined: Checksum,
 }
 
+/// Which versions of a point come first when they are combined.
+pub(super) enum Order<'a> {
+    /// Every repeated point lies in one chunk_time: the rank alone (the server's order).
+    Rank,
+    /// Points may repeat across chunk_times (`ranked`, the files by rank): within a
+    /// chunk_time the rank, across them the chunk_time whose newest file holding a version
+    /// of that point was written last ([`precedence`]).
+    AcrossChunks(&'a [&'a LiveFile]),
+}
+
+/// The column the versions of a point are ordered by: the rank, or (across chunk_times) the
+/// id of the newest file of the point's chunk_time holding a version of it, then the rank.
+fn order_column(order: &Order) -> String {
+    match order {
+        Order::Rank => RANK_COL.to_string(),
+        Order::AcrossChunks(_) => ORDER_COL.to_string(),
+    }
+}
+
+const ORDER_COL: &str = "__kompactor_order";
+
 /// Collects in `DUP_KEYS` the key hash of every (series key, time) that occurs more than once
 /// among the rows of `MERGED` with a key hash, and in `DEDUPED` one row per such key, which
-/// takes for each column the last non-null value in chunk order (the server's rule): by a hash
+/// takes for each column the last non-null value in `order` (the server's rule): by a hash
 /// aggregate up to `aggregate_keys` repeated keys, by a window beyond.
 /// Returns `None`, and makes neither table, when no key repeats.
 pub(super) fn deduplicate(
     conn: &Connection,
     schema: &TableSchema,
     aggregate_keys: u64,
+    order: Order,
     laps: &mut Laps,
 ) -> Result<Option<Replaced>> {
     // Repeated keys are found by a 64-bit hash of the key: grouping one integer column costs
@@ -174,6 +211,7 @@ pub(super) fn deduplicate(
     // also counts and sums the rows it replaces, for the checksum.
     let by_aggregate = found as u64 <= aggregate_keys;
     let keys = schema.key_columns();
+    let ord = order_column(&order);
     let over = if by_aggregate { "" } else { " OVER latest" };
     let select: Vec<String> = schema
         .columns
@@ -183,7 +221,7 @@ pub(super) fn deduplicate(
             if keys.contains(&id) {
                 id
             } else if by_aggregate {
-                format!("arg_max({id}, {RANK_COL}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
+                format!("arg_max({id}, {ord}) FILTER (WHERE {id} IS NOT NULL) AS {id}")
             } else {
                 format!("last_value({id} IGNORE NULLS) OVER latest AS {id}")
             }
@@ -193,8 +231,21 @@ pub(super) fn deduplicate(
             format!("sum({ROW_HASH}){over} AS {REPLACED_SUM}"),
         ])
         .collect();
-    let repeated = format!("(SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))");
     let k = keys.join(", ");
+    let repeated = match &order {
+        Order::Rank => {
+            format!("(SELECT m.* FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))")
+        }
+        Order::AcrossChunks(ranked) => {
+            // Ids stay below 2^43 and ranks below 2^20: one BIGINT orders by both.
+            let id = by_rank(ranked.iter().map(|f| f.entry.id.0.to_string()));
+            let chunk = by_rank(ranked.iter().map(|f| f.entry.chunk_time.0.to_string()));
+            format!(
+                "(SELECT m.*, max({id}) OVER (PARTITION BY {k}, {chunk}) * 1048576 + {RANK_COL} AS {ORDER_COL} \
+                 FROM {MERGED} m SEMI JOIN {DUP_KEYS} USING ({KEY_HASH}))"
+            )
+        }
+    };
     // DuckDB's hash aggregate keeps string values in memory, so it fails in a small budget
     // where a window spills; it is used only for as many keys as the budget allows.
     let combine = if by_aggregate {
@@ -202,8 +253,8 @@ pub(super) fn deduplicate(
     } else {
         format!(
             "SELECT {} FROM {repeated} \
-             WINDOW latest AS (PARTITION BY {k} ORDER BY {RANK_COL} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
-             QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {RANK_COL}) = 1",
+             WINDOW latest AS (PARTITION BY {k} ORDER BY {ord} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
+             QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {ord}) = 1",
             select.join(", ")
         )
     };
@@ -225,15 +276,15 @@ pub(super) fn deduplicate(
     }))
 }
 
-/// A point present in two files of different chunk_time (an overwrite written after an
-/// earlier wide-window compaction) is returned twice by the server; merging would return it
-/// once. That changes an answer, so such a group is refused.
-pub(super) fn check_cross_chunk_collisions(
+/// How many points are present in files of different chunk_time: overwrites written after
+/// an earlier wide-window compaction, which the server returns once per chunk_time and the
+/// merge combines into one ([`precedence`]).
+pub(super) fn cross_chunk_points(
     conn: &Connection,
     schema: &TableSchema,
     clusters: &[Vec<&LiveFile>],
     ranked: &[&LiveFile],
-) -> Result<()> {
+) -> Result<u64> {
     let mixed: BTreeSet<FileId> = clusters
         .iter()
         .filter(|c| {
@@ -247,7 +298,7 @@ pub(super) fn check_cross_chunk_collisions(
         .map(|f| f.entry.id)
         .collect();
     if mixed.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let in_mixed = by_rank(
         ranked
@@ -261,11 +312,14 @@ pub(super) fn check_cross_chunk_collisions(
         schema.key_columns().join(", ")
     );
     let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
-    if n > 0 {
-        return Err(Error::new(format!(
-            "{n} point(s) exist in files of different chunk_time (overwrites written after an earlier compaction with a window wider than 10m); the server returns each of them twice and merging would return it once"
-        ))
-        .hint("leave this window as it is, or compact with --window 10m"));
-    }
-    Ok(())
+    Ok(n as u64)
+}
+
+/// The refusal of a window whose points repeat across chunk_times, when the run keeps such
+/// duplicates (`--keep-duplicates`).
+pub(super) fn kept_duplicates(n: u64) -> Error {
+    Error::new(format!(
+        "{n} point(s) exist in files of different chunk_time (overwrites written after an earlier compaction with a window wider than 10m); the server returns each of them once per chunk_time, and --keep-duplicates leaves them so"
+    ))
+    .hint("run without --keep-duplicates to combine them as a node never compacted would (the later write wins)")
 }

@@ -11,10 +11,10 @@ mod schema;
 mod split;
 mod write;
 
-pub use dedup::chunk_order;
+pub use dedup::precedence;
 pub use engine::{Engine, EngineOptions};
 pub use schema::TableSchema;
-pub use write::ZSTD_LEVEL;
+pub use write::{output_paths, ZSTD_LEVEL};
 
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos};
@@ -22,7 +22,9 @@ use crate::format::parquet::{read_footers, sql_ident, sql_str, Footer};
 use crate::pipeline::checksum::{checksum_from, Checksum};
 use crate::pipeline::discover::LiveFile;
 use crate::pipeline::plan::Group;
-use dedup::{check_cross_chunk_collisions, deduplicate, overlap_clusters, ranked_scan};
+use dedup::{
+    cross_chunk_points, deduplicate, kept_duplicates, overlap_clusters, ranked_scan, Order,
+};
 use engine::Laps;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -45,6 +47,8 @@ pub struct Output {
     pub tmp_path: PathBuf,
     /// Relative to the data dir.
     pub final_path: String,
+    /// The start of its window: the `chunk_time` its entry gets.
+    pub chunk_time: Nanos,
     pub size_bytes: u64,
     pub row_count: u64,
     pub min_time: Nanos,
@@ -58,6 +62,18 @@ pub struct Merged {
     pub rows_in: u64,
     pub rows_out: u64,
     pub checksum: Checksum,
+    /// Points the inputs held in files of different chunk_time, each now one row
+    /// ([`precedence`]).
+    pub cross_chunk_points: u64,
+}
+
+/// What a merge may do with the rows it reads.
+#[derive(Clone, Copy, Debug)]
+pub struct MergeRules {
+    /// The most rows an output holds, but for the rows of a single timestamp.
+    pub max_rows: u64,
+    /// Refuse a group whose points repeat across chunk_times instead of combining them.
+    pub keep_duplicates: bool,
 }
 
 /// A scan of one Parquet file, as SQL.
@@ -72,7 +88,7 @@ pub fn merge_group(
     data_dir: &Path,
     group: &Group,
     tmp_dir: &Path,
-    max_rows: u64,
+    rules: MergeRules,
 ) -> Result<Merged> {
     let conn = engine.conn();
     let mut laps = Laps::start();
@@ -107,7 +123,7 @@ pub fn merge_group(
     let tables = TempTables(conn);
     let clusters = overlap_clusters(&group.inputs);
     let all: Vec<&LiveFile> = group.inputs.iter().collect();
-    let ranked = chunk_order(&all);
+    let ranked = precedence(&all);
     let in_multi: BTreeSet<FileId> = clusters
         .iter()
         .filter(|c| c.len() > 1)
@@ -125,7 +141,10 @@ pub fn merge_group(
         ranked_scan(data_dir, &schema, &ranked, &footer_of, &overlaps)
     ))?;
     laps.lap("read");
-    check_cross_chunk_collisions(conn, &schema, &clusters, &ranked)?;
+    let cross_chunk = cross_chunk_points(conn, &schema, &clusters, &ranked)?;
+    if cross_chunk > 0 && rules.keep_duplicates {
+        return Err(kept_duplicates(cross_chunk));
+    }
     laps.lap("collisions");
     let read = checksum_from(conn, &schema.columns, ROW_HASH, MERGED)?;
     laps.lap("checksum");
@@ -142,7 +161,12 @@ pub fn merge_group(
     let replaced = if in_multi.is_empty() {
         None
     } else {
-        deduplicate(conn, &schema, engine.aggregate_keys, &mut laps)?
+        let order = if cross_chunk > 0 {
+            Order::AcrossChunks(&ranked)
+        } else {
+            Order::Rank
+        };
+        deduplicate(conn, &schema, engine.aggregate_keys, order, &mut laps)?
     };
     let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
     let columns = columns.join(", ");
@@ -166,7 +190,7 @@ pub fn merge_group(
             schema: &schema,
             group,
             tmp_dir,
-            max_rows,
+            max_rows: rules.max_rows,
             source: &rows,
             expected,
         },
@@ -186,6 +210,7 @@ pub fn merge_group(
         outputs,
         rows_in,
         checksum: expected,
+        cross_chunk_points: cross_chunk,
     })
 }
 
@@ -216,7 +241,7 @@ mod tests {
     //! The server's deduplication rules, on small hand-written files.
 
     use super::*;
-    use crate::format::ids::{DbId, TableId, TableKey};
+    use crate::format::ids::{DbId, LoadPos, TableId, TableKey};
     use crate::format::model::EntryRc;
     use crate::format::model::FileEntry;
     use crate::format::parquet::{encode_arrow_schema, Column, ColumnType};
@@ -260,6 +285,7 @@ mod tests {
         conn: Connection,
         extra: String,
         files: Vec<LiveFile>,
+        keep_duplicates: bool,
     }
 
     impl Dir {
@@ -269,6 +295,7 @@ mod tests {
                 conn: Connection::open_in_memory().unwrap(),
                 extra: extra.into(),
                 files: Vec::new(),
+                keep_duplicates: false,
             }
         }
 
@@ -277,8 +304,15 @@ mod tests {
             self.file_in(id, CHUNK, rows)
         }
 
-        /// Writes file `id` of chunk `chunk` with `rows`.
+        /// Writes file `id` of chunk `chunk` with `rows`, after the others in the server's
+        /// list.
         fn file_in(&mut self, id: u64, chunk: i64, rows: &[Row]) {
+            let pos = self.files.len() as u32;
+            self.file_at(id, chunk, pos, rows)
+        }
+
+        /// Writes file `id` of chunk `chunk` with `rows`, at `pos` in the server's list.
+        fn file_at(&mut self, id: u64, chunk: i64, pos: u32, rows: &[Row]) {
             let cols = columns(&self.extra);
             let lit = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
             let values: Vec<String> = rows
@@ -340,6 +374,7 @@ mod tests {
                     max_time: Nanos(times.max().unwrap()),
                     extra: Default::default(),
                 }),
+                load_pos: LoadPos(pos),
             });
         }
 
@@ -377,6 +412,8 @@ mod tests {
                 table: self.files[0].table,
                 window_start: Nanos(CHUNK),
                 window_end: Nanos(CHUNK + 600_000_000_000),
+                width: crate::pipeline::plan::GEN1,
+                joined: false,
                 inputs: self.files.clone(),
                 rows: self.files.iter().map(|f| f.entry.row_count).sum(),
                 bytes: 0,
@@ -386,7 +423,11 @@ mod tests {
                 rows_revived: 0,
                 bytes_revived: 0,
             };
-            let m = merge_group(engine, self.tmp.path(), &group, &out_dir, u64::MAX)?;
+            let rules = MergeRules {
+                max_rows: u64::MAX,
+                keep_duplicates: self.keep_duplicates,
+            };
+            let m = merge_group(engine, self.tmp.path(), &group, &out_dir, rules)?;
             assert_eq!(m.outputs.len(), 1);
             let mut stmt = self
                 .conn
@@ -439,11 +480,16 @@ mod tests {
     }
 
     #[test]
-    fn equal_min_times_fall_back_to_the_higher_id() {
+    fn equal_min_times_keep_the_servers_list_order_not_the_ids() {
+        // The server's list holds file 4 after file 3: file 4 is the latest, whatever the ids.
         let mut d = Dir::new("extra");
-        d.file(4, &[("a", None, Some(4.0), Some(4), None, 10)]);
-        d.file(3, &[("a", None, Some(3.0), None, Some(3), 10)]);
+        d.file_at(3, CHUNK, 0, &[("a", None, Some(3.0), None, Some(3), 10)]);
+        d.file_at(4, CHUNK, 1, &[("a", None, Some(4.0), Some(4), None, 10)]);
         assert_eq!(d.merge(), ["a <null> 4.0 4 3 10"]);
+        let mut d = Dir::new("extra");
+        d.file_at(3, CHUNK, 1, &[("a", None, Some(3.0), None, Some(3), 10)]);
+        d.file_at(4, CHUNK, 0, &[("a", None, Some(4.0), Some(4), None, 10)]);
+        assert_eq!(d.merge(), ["a <null> 3.0 4 3 10"]);
     }
 
     #[test]
@@ -518,30 +564,67 @@ mod tests {
     }
 
     #[test]
-    fn a_point_in_two_chunk_times_is_refused() {
+    fn a_point_in_two_chunk_times_takes_the_later_write() {
         // After a wide-window compaction, an overwrite lands in a file of another chunk_time:
-        // the server returns both rows, so merging them into one would change an answer.
+        // the server returns both rows; the merge keeps one, the later write's fields first.
         let mut d = Dir::new("extra");
         d.file_in(
             1,
             0,
             &[
-                ("a", None, Some(1.0), None, None, 10),
-                ("a", None, Some(1.0), None, None, 30),
+                ("a", None, Some(1.0), Some(1), None, 10),
+                ("a", None, Some(1.0), Some(1), None, 30),
             ],
         );
         d.file_in(2, 20, &[("a", None, Some(2.0), None, None, 20)]);
         assert_eq!(
             d.merge(),
             [
-                "a <null> 1.0 - - 10",
+                "a <null> 1.0 1 - 10",
                 "a <null> 2.0 - - 20",
-                "a <null> 1.0 - - 30"
+                "a <null> 1.0 1 - 30"
             ],
             "overlapping files of two chunk_times without a common point merge"
         );
-        d.file_in(3, 20, &[("a", None, Some(3.0), None, None, 30)]);
+        // Written later (a higher id) into chunk 20: its usage wins, count comes from file 1,
+        // even though file 1 stands later in the server's list.
+        d.file_at(3, 20, 0, &[("a", None, Some(3.0), None, None, 30)]);
+        assert_eq!(
+            d.merge(),
+            [
+                "a <null> 1.0 1 - 10",
+                "a <null> 2.0 - - 20",
+                "a <null> 3.0 1 - 30"
+            ]
+        );
+        d.keep_duplicates = true;
         let e = d.try_merge().unwrap_err().to_string();
         assert!(e.contains("different chunk_time"), "{e}");
+    }
+
+    #[test]
+    fn across_chunk_times_each_point_takes_its_own_latest_version() {
+        // Chunk 0 holds a wide merge (file 1) and a newer file without point 30 (file 3);
+        // chunk 20 an overwrite of point 30 (file 2), written after file 1 but before file 3.
+        // Point 30's newest version is file 2's, however new chunk 0's other files are.
+        let mut d = Dir::new("extra");
+        d.file_in(
+            1,
+            0,
+            &[
+                ("a", None, Some(1.0), Some(1), None, 10),
+                ("a", None, Some(1.0), Some(1), None, 30),
+            ],
+        );
+        d.file_in(3, 0, &[("b", None, Some(7.0), None, None, 12)]);
+        d.file_in(2, 20, &[("a", None, Some(2.0), None, None, 30)]);
+        assert_eq!(
+            d.merge(),
+            [
+                "a <null> 1.0 1 - 10",
+                "a <null> 2.0 1 - 30",
+                "b <null> 7.0 - - 12"
+            ]
+        );
     }
 }

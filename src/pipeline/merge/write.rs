@@ -6,10 +6,11 @@ use super::split::{row_group_size, split_ranges, Range};
 use super::{read_one, Output};
 use crate::durable::failpoint::{failpoint, fault_injected};
 use crate::error::{Error, Result};
+use crate::format::ids::Nanos;
 use crate::format::layout::{numbered, tmp_name};
 use crate::format::parquet::{encode_arrow_schema, sql_str};
 use crate::pipeline::checksum::{checksum, Checksum};
-use crate::pipeline::plan::Group;
+use crate::pipeline::plan::{Group, Width};
 use duckdb::Connection;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,20 +48,17 @@ pub(super) fn write_and_verify(
         source,
         expected,
     } = job;
-    let ranges = split_ranges(conn, expected.rows, max_rows, source)?;
+    let parts = parts(conn, group, expected.rows, max_rows, source)?;
     laps.lap("split");
     let kv = encode_arrow_schema(&schema.columns, &schema.series_key);
     let order: Vec<String> = schema.key_columns();
     let mut outputs = Vec::new();
     let mut pending = Pending(Vec::new());
     let mut written = Checksum::empty();
-    let n = ranges.len();
-    for (i, Range { lo, hi, rows }) in ranges.into_iter().enumerate() {
-        let final_path = if n == 1 {
-            group.output_path.clone()
-        } else {
-            numbered(&group.output_path, i + 1)
-        };
+    let chunk_times: Vec<Nanos> = parts.iter().map(|p| p.chunk_time).collect();
+    let paths = output_paths(group, &chunk_times);
+    for (Part { range, chunk_time }, final_path) in parts.into_iter().zip(paths) {
+        let Range { lo, hi, rows } = range;
         // Outputs of all groups share the temporary directory: named by their full path, and
         // not *.parquet, so a crash leaves no file an archive glob would read.
         let tmp_path = tmp_dir.join(tmp_name(&final_path));
@@ -101,6 +99,7 @@ pub(super) fn write_and_verify(
         outputs.push(Output {
             tmp_path,
             final_path,
+            chunk_time,
             size_bytes,
             row_count: back.rows,
             min_time: back.min_time,
@@ -117,6 +116,105 @@ pub(super) fn write_and_verify(
     }
     pending.keep();
     Ok((outputs, expected))
+}
+
+/// The rows of one output file, and the `chunk_time` it gets.
+struct Part {
+    range: Range,
+    chunk_time: Nanos,
+}
+
+/// The outputs of a group: the window's rows cut by `max_rows`, or, for windows joined
+/// together, each window of the group's width on its own first (its start the output's
+/// `chunk_time`), then cut by `max_rows`.
+fn parts(
+    conn: &Connection,
+    group: &Group,
+    rows: u64,
+    max_rows: u64,
+    source: &str,
+) -> Result<Vec<Part>> {
+    if !group.joined {
+        return Ok(split_ranges(conn, rows, max_rows, source)?
+            .into_iter()
+            .map(|range| Part {
+                range,
+                chunk_time: group.window_start,
+            })
+            .collect());
+    }
+    let mut parts = Vec::new();
+    for (start, rows) in windows_of(conn, group.width, source)? {
+        let end = group.width.end(start);
+        let within = format!(
+            "(SELECT * FROM {source} WHERE epoch_ns(\"time\") >= {} AND epoch_ns(\"time\") < {})",
+            start.0, end.0
+        );
+        for r in split_ranges(conn, rows, max_rows, &within)? {
+            parts.push(Part {
+                range: Range {
+                    lo: Some(r.lo.unwrap_or(start)),
+                    hi: Some(r.hi.unwrap_or(end)),
+                    rows: r.rows,
+                },
+                chunk_time: start,
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// The windows of `width` that the rows of `source` fall in, with how many rows each holds.
+fn windows_of(conn: &Connection, width: Width, source: &str) -> Result<Vec<(Nanos, u64)>> {
+    let sql = match width {
+        Width::Fixed(w) => format!(
+            "SELECT epoch_ns(\"time\") - ((epoch_ns(\"time\") % {w}) + {w}) % {w} AS b, count(*) \
+             FROM {source} GROUP BY b ORDER BY b",
+            w = w.0
+        ),
+        // Calendar windows: whole months first, folded into the width below.
+        Width::Months(_) => format!(
+            "SELECT epoch_ns(date_trunc('month', \"time\")) AS b, count(*) FROM {source} GROUP BY b ORDER BY b"
+        ),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut out: Vec<(Nanos, u64)> = Vec::new();
+    for (b, n) in rows {
+        let start = width.floor(Nanos(b));
+        match out.last_mut() {
+            Some((s, m)) if *s == start => *m += n,
+            _ => out.push((start, n)),
+        }
+    }
+    Ok(out)
+}
+
+/// The final path of each output, given their `chunk_time`s in order: each in its window's
+/// directory, numbered when its window has several.
+pub fn output_paths(group: &Group, chunk_times: &[Nanos]) -> Vec<String> {
+    let mut count: std::collections::BTreeMap<Nanos, usize> = Default::default();
+    for c in chunk_times {
+        *count.entry(*c).or_default() += 1;
+    }
+    let mut seen: std::collections::BTreeMap<Nanos, usize> = Default::default();
+    chunk_times
+        .iter()
+        .map(|c| {
+            let path = group.output_path_at(*c);
+            let k = seen.entry(*c).or_default();
+            *k += 1;
+            if count[c] == 1 {
+                path
+            } else {
+                numbered(&path, *k)
+            }
+        })
+        .collect()
 }
 
 /// Files written so far, removed when dropped unless kept: a failed write leaves nothing.

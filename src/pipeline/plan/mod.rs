@@ -1,0 +1,561 @@
+//! The planner: which files of which table are merged into what.
+//!
+//! Each table's files are cut into windows by age ([`tiers`]): the newest `--min-age` is left
+//! as the server wrote it; where the table's writers still write ([`reach`]), windows keep
+//! the server's own 10 minutes, so that an overwrite still meets the version it replaces;
+//! older data goes into hours, days, months and years, as wide as its age allows and no
+//! wider than a few outputs of `--max-rows-per-file` ([`windows`]). Windows a file reaches
+//! across are merged together, cut back into the narrowest of them.
+
+pub mod reach;
+pub mod tiers;
+mod windows;
+
+pub use reach::{writer_reach, Reach};
+pub use tiers::{Tier, Tiers, Width, DEFAULT_TIERS, GEN1};
+
+use crate::format::ids::{FileId, FileIdMap, LoadPos, Nanos, TableKey};
+use crate::format::layout::{window_dirs, ParquetPath};
+use crate::format::model::EntryRc;
+use crate::format::model::FileEntry;
+use crate::pipeline::discover::{newest_time, LiveFile, Node};
+use crate::units::{format_duration, human_duration};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use windows::{joined, Ladder, State, Window};
+
+/// The choices that shape a plan.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// The widths windows may have by the age of their data (`--tiers`, or `--window` for
+    /// one width at every age).
+    pub tiers: Tiers,
+    /// Windows holding data newer than (newest data time of the table − min_age) are left alone.
+    pub min_age: Nanos,
+    /// At most this many rows per output file; a larger window is split by time.
+    pub max_rows_per_file: u64,
+    /// Also merge the files the server's load window hides, so their data is seen again.
+    pub include_hidden: bool,
+    /// How far back the writers write, for every table; `None` measures it per table
+    /// ([`writer_reach`]).
+    pub writer_reach: Option<Nanos>,
+}
+
+impl Default for PlanOptions {
+    /// The plan `kompactor` makes when given no option (default tiers, `--min-age 1h`).
+    fn default() -> PlanOptions {
+        PlanOptions {
+            tiers: Tiers::parse(DEFAULT_TIERS).expect("the default tiers parse"),
+            min_age: Nanos(3_600_000_000_000),
+            max_rows_per_file: 10_000_000,
+            include_hidden: false,
+            writer_reach: None,
+        }
+    }
+}
+
+/// The server's default `--query-file-limit`.
+pub const QUERY_FILE_LIMIT: usize = 432;
+
+/// One merge: the live files of one table in one window, and the output that replaces them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub node: String,
+    pub table: TableKey,
+    pub window_start: Nanos,
+    pub window_end: Nanos,
+    /// The width of the windows the outputs are cut into: each output's `chunk_time` is the
+    /// start of its window. The group's inputs span one window of it, or several joined
+    /// ([`Group::joined`]).
+    pub width: Width,
+    /// The inputs span several windows (a file of one reached into another): the outputs
+    /// are cut at the windows' edges, one window's rows in each (or several, by rows).
+    pub joined: bool,
+    pub inputs: Vec<LiveFile>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The path of the output of the first window (relative to the data dir); another
+    /// window's sits in its own window directory under the same name
+    /// ([`Group::output_path_at`]), and a split output adds `-<n>` before `.parquet`.
+    pub output_path: String,
+    /// Estimated outputs: rows before deduplication / row cap, at least one.
+    pub outputs_estimate: u64,
+    /// Inputs hidden by the server's load window, whose rows the merge makes visible again.
+    pub revived: usize,
+    pub rows_revived: u64,
+    pub bytes_revived: u64,
+}
+
+impl Group {
+    /// The output path for the window starting at `start`.
+    pub fn output_path_at(&self, start: Nanos) -> String {
+        if start == self.window_start {
+            return self.output_path.clone();
+        }
+        // `<table dir>/YYYY-MM-DD/HH-MM/<name>`: the window's directories replaced.
+        let mut parts: Vec<&str> = self.output_path.rsplitn(4, '/').collect();
+        parts.reverse();
+        match parts.as_slice() {
+            [table_dir, _, _, name] => format!("{table_dir}/{}/{name}", window_dirs(start)),
+            _ => self.output_path.clone(),
+        }
+    }
+}
+
+/// How many windows of one width a table keeps after the plan, and in how many files.
+#[derive(Clone, Debug, Serialize)]
+pub struct TierUse {
+    /// `10m`, `1h`, `1d`, `1M`, `1y`, ..., or `as written` for data too recent to merge.
+    pub width: String,
+    pub windows: usize,
+    pub files_after: usize,
+}
+
+/// Why a window of a table is not merged.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub window_start: Nanos,
+    pub files: usize,
+    pub reason: String,
+    /// True when a damaged or missing input (not the window's age) keeps it from merging.
+    pub blocked: bool,
+}
+
+/// The plan for one table of one node.
+#[derive(Clone, Debug, Serialize)]
+pub struct TablePlan {
+    pub node: String,
+    pub table: TableKey,
+    pub label: String,
+    pub files_now: usize,
+    pub files_after: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub windows: usize,
+    pub newest_time: Nanos,
+    /// Windows holding data newer than this are too recent to merge.
+    pub min_age_cutoff: Nanos,
+    /// What the recent snapshots say of the table's writers ([`writer_reach`]).
+    pub writers: Reach,
+    /// Data younger than this (back from `newest_time`) is merged only in the server's own
+    /// 10-minute windows: the writers' reach with a margin, or `--min-age`, whichever is older.
+    pub ten_minute_zone: Nanos,
+    /// The widths the table's data ends up in, narrowest first.
+    pub tiers: Vec<TierUse>,
+    pub exceeds_limit_now: bool,
+    pub exceeds_limit_after: bool,
+    /// Why the table stays over the limit, when it does.
+    pub limit_after_reason: Option<String>,
+    /// Files (on disk, not removed) that the server's load window hides from queries.
+    pub hidden_files: usize,
+    pub hidden_rows: u64,
+    pub hidden_bytes: u64,
+    pub hidden_min_time: Nanos,
+    pub hidden_max_time: Nanos,
+    /// Hidden files the plan merges (`--include-hidden`): their rows reappear.
+    pub files_revived: usize,
+    pub rows_revived: u64,
+    pub groups: Vec<Group>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// The files that are unsafe to merge (missing, resized, id reused), with why.
+pub fn blocked_files(node: &Node) -> BTreeMap<FileId, String> {
+    node.findings
+        .iter()
+        .filter_map(|f| f.blocks_file().map(|id| (id, f.describe())))
+        .collect()
+}
+
+/// A table's files by the `window`-long interval (aligned to the epoch) their `chunk_time`
+/// falls in.
+pub fn by_window<'a, F: AsRef<FileEntry>>(
+    files: impl IntoIterator<Item = &'a F>,
+    window: Nanos,
+) -> BTreeMap<Nanos, Vec<&'a F>> {
+    let mut windows: BTreeMap<Nanos, Vec<&F>> = BTreeMap::new();
+    for f in files {
+        windows
+            .entry(f.as_ref().chunk_time.floor_to(window))
+            .or_default()
+            .push(f);
+    }
+    windows
+}
+
+/// How much older than the writers' reach data must be before it is merged wider than 10
+/// minutes: a quarter of the reach, at least an hour.
+fn zone_margin(reach: Nanos) -> Nanos {
+    Nanos((reach.0 / 4).max(3_600_000_000_000))
+}
+
+/// The age below which a table's windows stay at the server's 10 minutes: the measured
+/// reach with its margin, or the one given (`--writer-reach`), or `--min-age` if older.
+pub fn ten_minute_zone(reach: &Reach, opts: &PlanOptions) -> Nanos {
+    match opts.writer_reach {
+        Some(given) => opts.min_age.max(given),
+        None if reach.late_files == 0 => opts.min_age,
+        None => opts.min_age.max(Nanos(
+            reach.reach.0.saturating_add(zone_margin(reach.reach).0),
+        )),
+    }
+}
+
+/// Plans one node's tables.
+pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan> {
+    let blocked = blocked_files(node);
+    let reach = writer_reach(node);
+    let keys: BTreeSet<TableKey> = node
+        .live
+        .keys()
+        .chain(node.hidden.keys())
+        .copied()
+        .collect();
+    let keys: Vec<TableKey> = keys.into_iter().collect();
+    let none = Vec::new();
+    // Revived files have no place in the server's list yet: a group that revives some ranks
+    // all its files as if the server loaded everything.
+    let unbounded =
+        (opts.include_hidden && !node.hidden.is_empty()).then(|| node.unbounded_load_positions());
+    // Tables side by side: a deep history's plan looks at millions of files.
+    crate::pipeline::workers::parallel_map(&keys, |&key| {
+        let files = node.live.get(&key).unwrap_or(&none);
+        let hidden = node.hidden.get(&key).unwrap_or(&none);
+        // Hidden data can be newer than what the server shows (snapshot order is not data
+        // order): when it is merged, it counts as the table's data.
+        let newest = newest_time(files).max(if opts.include_hidden {
+            newest_time(hidden)
+        } else {
+            Nanos::MIN
+        });
+        let writers = reach.get(&key).copied().unwrap_or_default();
+        let ctx = TableCtx {
+            node,
+            table: key,
+            opts,
+            run_id,
+            blocked: &blocked,
+            unbounded: unbounded.as_ref(),
+            hidden: hidden.iter().map(|f| f.id).collect(),
+            newest,
+            zone: ten_minute_zone(&writers, opts),
+            writers,
+        };
+        plan_table(&ctx, files, hidden)
+    })
+}
+
+/// What planning one table needs to know besides its files.
+struct TableCtx<'a> {
+    node: &'a Node,
+    table: TableKey,
+    opts: &'a PlanOptions,
+    run_id: &'a str,
+    blocked: &'a BTreeMap<FileId, String>,
+    /// Where every file would stand if the server loaded all (with `include_hidden`).
+    unbounded: Option<&'a FileIdMap<LoadPos>>,
+    /// Files hidden by the load window (merged, and so revived, with `include_hidden`).
+    hidden: BTreeSet<FileId>,
+    /// The table's newest data: ages are measured back from it.
+    newest: Nanos,
+    writers: Reach,
+    /// Data younger than this stays in 10-minute windows ([`ten_minute_zone`]).
+    zone: Nanos,
+}
+
+impl TableCtx<'_> {
+    /// The time before which data is older than `age`.
+    fn cutoff(&self, age: Nanos) -> Nanos {
+        Nanos(self.newest.0.saturating_sub(age.0))
+    }
+}
+
+/// The groups and skipped windows of a table, as planning finds them.
+#[derive(Default)]
+struct Found {
+    groups: Vec<Group>,
+    skipped: Vec<Skipped>,
+    /// Per width: windows kept and the files they hold after the plan.
+    kept: BTreeMap<(Nanos, String), (usize, usize)>,
+}
+
+fn plan_table(ctx: &TableCtx, files: &[EntryRc], hidden: &[EntryRc]) -> TablePlan {
+    let opts = ctx.opts;
+    let mut candidates: Vec<&EntryRc> = files.iter().collect();
+    if opts.include_hidden {
+        candidates.extend(hidden);
+    }
+    let steps = opts.tiers.ladder(ctx.zone, opts.min_age);
+    let ladder = Ladder {
+        steps: &steps,
+        newest: ctx.newest,
+        max_rows: opts.max_rows_per_file,
+    };
+    let windows = ladder.windows(&candidates);
+    let mut found = Found::default();
+    for members in joined(&windows) {
+        plan_joined(ctx, &windows, &members, &mut found);
+    }
+    let live_inputs: usize = found
+        .groups
+        .iter()
+        .map(|g| g.inputs.len() - g.revived)
+        .sum();
+    let outputs: u64 = found.groups.iter().map(|g| g.outputs_estimate).sum();
+    let files_after = files.len() + outputs as usize - live_inputs;
+    let (hmin, hmax) = time_range(hidden);
+    TablePlan {
+        node: ctx.node.id.clone(),
+        table: ctx.table,
+        label: ctx.node.table_label(ctx.table),
+        files_now: files.len(),
+        files_after,
+        rows: files.iter().map(|f| f.row_count).sum(),
+        bytes: files.iter().map(|f| f.size_bytes).sum(),
+        windows: windows.len(),
+        newest_time: newest_time(files),
+        min_age_cutoff: ctx.cutoff(opts.min_age),
+        writers: ctx.writers,
+        ten_minute_zone: ctx.zone,
+        tiers: found
+            .kept
+            .iter()
+            .map(|((_, width), (windows, files_after))| TierUse {
+                width: width.clone(),
+                windows: *windows,
+                files_after: *files_after,
+            })
+            .collect(),
+        exceeds_limit_now: files.len() > QUERY_FILE_LIMIT,
+        exceeds_limit_after: files_after > QUERY_FILE_LIMIT,
+        limit_after_reason: (files_after > QUERY_FILE_LIMIT)
+            .then(|| over_limit_reason(ctx, &found, files_after)),
+        hidden_files: hidden.len(),
+        hidden_rows: hidden.iter().map(|f| f.row_count).sum(),
+        hidden_bytes: hidden.iter().map(|f| f.size_bytes).sum(),
+        hidden_min_time: hmin,
+        hidden_max_time: hmax,
+        files_revived: found.groups.iter().map(|g| g.revived).sum(),
+        rows_revived: found.groups.iter().map(|g| g.rows_revived).sum(),
+        groups: found.groups,
+        skipped: found.skipped,
+    }
+}
+
+/// Plans windows that must be merged together (one, or several a file reaches across).
+fn plan_joined(ctx: &TableCtx, windows: &[Window], members: &[usize], out: &mut Found) {
+    let ws: Vec<&Window> = members.iter().map(|&i| &windows[i]).collect();
+    let inputs: Vec<&EntryRc> = ws.iter().flat_map(|w| w.files.iter().copied()).collect();
+    let narrowest = ws
+        .iter()
+        .map(|w| w.width)
+        .min_by_key(|w| w.nominal())
+        .expect("a group has windows");
+    let start = ws.iter().map(|w| w.start).min().expect("windows");
+    let recent = ws.iter().any(|w| w.state == State::TooRecent);
+    // Counted under the width the files end up in: the narrowest, or as the server wrote them.
+    let tally = |out: &mut Found, files_after: usize, as_written: bool| {
+        let key = if as_written {
+            (Nanos::MIN, "as written".to_string())
+        } else {
+            (narrowest.nominal(), narrowest.to_string())
+        };
+        let e = out.kept.entry(key).or_default();
+        e.0 += ws.len();
+        e.1 += files_after;
+    };
+    let revived: Vec<&EntryRc> = inputs
+        .iter()
+        .copied()
+        .filter(|f| ctx.hidden.contains(&f.id))
+        .collect();
+    // One live file is already as compact as it gets (a hidden one still needs relisting),
+    // and so are the outputs of one earlier merge.
+    if ws.len() == 1 && revived.is_empty() && (inputs.len() < 2 || windows::settled(&inputs)) {
+        tally(out, inputs.len(), recent);
+        return;
+    }
+    if recent {
+        tally(out, inputs.len(), true);
+        out.skipped.push(Skipped {
+            window_start: start,
+            files: inputs.len(),
+            reason: if ws.len() == 1 {
+                "newer than --min-age".to_string()
+            } else {
+                "a file reaches into a window newer than --min-age".to_string()
+            },
+            blocked: false,
+        });
+        return;
+    }
+    if let Some(why) = inputs.iter().find_map(|f| ctx.blocked.get(&f.id)) {
+        tally(out, inputs.len(), false);
+        out.skipped.push(Skipped {
+            window_start: start,
+            files: inputs.len(),
+            reason: why.clone(),
+            blocked: true,
+        });
+        return;
+    }
+    let g = group(ctx, &ws, inputs, &revived, narrowest);
+    tally(out, g.outputs_estimate as usize, false);
+    out.groups.push(g);
+}
+
+/// The group that merges the files of `ws` into outputs cut by `width`.
+fn group(
+    ctx: &TableCtx,
+    ws: &[&Window],
+    mut inputs: Vec<&EntryRc>,
+    revived: &[&EntryRc],
+    width: Width,
+) -> Group {
+    let start = ws.iter().map(|w| w.start).min().expect("windows");
+    let end = ws
+        .iter()
+        .map(|w| w.width.end(w.start))
+        .max()
+        .expect("windows");
+    inputs.sort_by_key(|f| f.id);
+    let positions = match ctx.unbounded {
+        Some(all) if !revived.is_empty() => all,
+        _ => &ctx.node.load_pos,
+    };
+    // Copied at their exact number: kept for the whole run, as every plan's inputs are.
+    let inputs: Vec<LiveFile> = inputs
+        .into_iter()
+        .map(|f| LiveFile {
+            table: ctx.table,
+            entry: EntryRc::clone(f),
+            load_pos: positions.get(f.id).copied().unwrap_or(LoadPos(u32::MAX)),
+        })
+        .collect();
+    let rows: u64 = inputs.iter().map(|f| f.entry.row_count).sum();
+    let bytes: u64 = inputs.iter().map(|f| f.entry.size_bytes).sum();
+    let joined = ws.len() > 1;
+    let by_rows = rows.div_ceil(ctx.opts.max_rows_per_file.max(1)).max(1);
+    let outputs_estimate = if joined {
+        // One output per window of `width` the data may cover (at most), or more by rows.
+        let first = inputs
+            .iter()
+            .map(|f| f.entry.min_time)
+            .min()
+            .expect("inputs");
+        let last = inputs
+            .iter()
+            .map(|f| f.entry.max_time)
+            .max()
+            .expect("inputs");
+        let windows = match width {
+            Width::Fixed(w) => {
+                ((width.floor(last).0 - width.floor(first).0) / w.0.max(1)) as u64 + 1
+            }
+            Width::Months(_) => {
+                let mut n = 1;
+                let mut at = width.floor(first);
+                while width.end(at) <= last && n < 100_000 {
+                    at = width.end(at);
+                    n += 1;
+                }
+                n
+            }
+        };
+        by_rows.max(windows)
+    } else {
+        by_rows
+    };
+    Group {
+        node: ctx.node.id.clone(),
+        table: ctx.table,
+        window_start: start,
+        window_end: end,
+        width,
+        joined,
+        output_path: output_path(&inputs, start, width, ctx.run_id),
+        inputs,
+        rows,
+        bytes,
+        outputs_estimate,
+        revived: revived.len(),
+        rows_revived: revived.iter().map(|f| f.row_count).sum(),
+        bytes_revived: revived.iter().map(|f| f.size_bytes).sum(),
+    }
+}
+
+/// Why a table stays over the server's file limit after the plan.
+fn over_limit_reason(ctx: &TableCtx, found: &Found, files_after: usize) -> String {
+    let opts = ctx.opts;
+    let recent: usize = found
+        .skipped
+        .iter()
+        .filter(|k| !k.blocked)
+        .map(|k| k.files)
+        .sum();
+    let blocked: usize = found
+        .skipped
+        .iter()
+        .filter(|k| k.blocked)
+        .map(|k| k.files)
+        .sum();
+    let outputs: u64 = found.groups.iter().map(|g| g.outputs_estimate).sum();
+    let ten: usize = found
+        .kept
+        .iter()
+        .filter(|((rank, _), _)| *rank == GEN1.nominal())
+        .map(|(_, (_, files))| files)
+        .sum();
+    let mut why = Vec::new();
+    if recent > 0 {
+        why.push(format!(
+            "{recent} file(s) are newer than --min-age {}",
+            format_duration(opts.min_age)
+        ));
+    }
+    if ctx.zone > opts.min_age && ten > 0 {
+        why.push(format!(
+            "{ten} file(s) stay in 10-minute windows for the last {} of data, where the table's writers still write (they reached {} back)",
+            human_duration(ctx.zone),
+            human_duration(ctx.writers.reach)
+        ));
+    }
+    if blocked > 0 {
+        why.push(format!(
+            "{blocked} file(s) are in windows with a damaged or missing input"
+        ));
+    }
+    if outputs > found.groups.len() as u64 {
+        why.push(format!(
+            "--max-rows-per-file splits outputs into {outputs} file(s)"
+        ));
+    }
+    if why.is_empty() {
+        why.push(format!(
+            "the tiers ({}) leave more than {QUERY_FILE_LIMIT} windows: wider ones would fit",
+            opts.tiers
+        ));
+    }
+    format!("{files_after} file(s) remain: {}", why.join("; "))
+}
+
+/// The time range of some files' data; (MAX, MIN) when there are none.
+fn time_range(files: &[EntryRc]) -> (Nanos, Nanos) {
+    let min = files.iter().map(|f| f.min_time).min().unwrap_or(Nanos::MAX);
+    (min, newest_time(files))
+}
+
+/// `<node>/dbs/<db dir>/<table dir>/YYYY-MM-DD/HH-MM/kompactor-<width>-<run id>.parquet`.
+///
+/// The database and table directories are taken from an input, so the output sits beside
+/// the files it replaces, in the naming the node already uses. The server never writes a
+/// name that is not ten digits, so this cannot collide with a file it writes later.
+fn output_path(inputs: &[LiveFile], start: Nanos, width: Width, run_id: &str) -> String {
+    inputs[0].entry.path.with_str(|path| {
+        let table_dir = ParquetPath::parse(path).map_or(path, |p| p.table_dir);
+        format!(
+            "{table_dir}/{}/kompactor-{width}-{run_id}.parquet",
+            window_dirs(start)
+        )
+    })
+}

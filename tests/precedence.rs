@@ -1,0 +1,550 @@
+//! The server's precedence among versions of a point, with the real server in the loop.
+//!
+//! Nodes are written by a real InfluxDB 3 Core server (3.10 from `$INFLUXDB3_BIN`, 3.0.3 from
+//! `$INFLUXDB3_BIN_3_0`), each write persisted in a snapshot of its own, and served before and
+//! after kompactor; every answer must be the same:
+//!
+//! - `versions_*`: one point written in five snapshots with different fields, in files whose
+//!   `min_time` is equal (the server orders those by its load order), and another whose files'
+//!   `min_time` differs; on 3.10 across a checkpoint boundary (the first rounds in the
+//!   checkpoint the server builds at its next start, the others in snapshots after it). Then
+//!   the compacted node gets another round and is compacted again.
+//! - `overwrite_after_wide_merge_3_10`: a fixture merged by day, then four of its points
+//!   overwritten through the server (each stored under its own 10-minute chunk_time, so the
+//!   server returns it twice); the next default run returns exactly what a node never
+//!   compacted returns for the same writes.
+//! - `rewritten_history_*`: a writer that rewrites the last two days on every round; the plan
+//!   keeps those days in 10-minute windows, and after a compaction and one more round the node
+//!   answers as the node never compacted does.
+
+mod common;
+
+use common::server::{passed, Serve, Server, ServerBin, LARGE_FILE_LIMIT};
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const DB: &str = "prec";
+const MIN: i64 = 60_000_000_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+/// 2025-11-10T00:00:00Z: the first window of the written data.
+const T0: i64 = 1_762_732_800_000_000_000;
+const PERSIST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A node written and served by one server binary, with its logs in one directory.
+struct Lab {
+    test: &'static str,
+    bin: ServerBin,
+    logs: PathBuf,
+    starts: std::cell::Cell<usize>,
+    /// Extra `serve` flags for every start.
+    flags: Vec<String>,
+}
+
+impl Lab {
+    fn new(test: &'static str, v3_0: bool, flags: &[&str]) -> Option<Lab> {
+        let bin = ServerBin::release(v3_0)?;
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("real-server")
+            .join(test);
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
+        Some(Lab {
+            test,
+            bin,
+            logs,
+            starts: Default::default(),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    fn start(&self, dir: &Path, stage: &str, opts: Serve) -> Server {
+        let n = self.starts.get() + 1;
+        self.starts.set(n);
+        let slug: String = stage
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let log = self.logs.join(format!("{n:03}-{slug}.log"));
+        let opts = Serve {
+            extra: [opts.extra, self.flags.clone()].concat(),
+            ..opts
+        };
+        Server::start(&self.bin, dir, "node0", &opts, &log)
+            .unwrap_or_else(|e| panic!("{}: {stage}: the server did not start: {e}", self.test))
+    }
+
+    /// Writes each batch of line protocol in turn, each persisted before the next is sent,
+    /// so that each lands in snapshots of its own; `table` is the table they write.
+    fn write_rounds(&self, dir: &Path, stage: &str, table: &str, rounds: &[String]) {
+        let s = self.start(
+            dir,
+            stage,
+            Serve {
+                file_limit: Some(LARGE_FILE_LIMIT),
+                fast_snapshots: true,
+                extra: Vec::new(),
+            },
+        );
+        for (i, lines) in rounds.iter().enumerate() {
+            let before = files(&s, table);
+            s.write_lp(DB, lines).unwrap_or_else(|e| {
+                panic!("{}: {stage}: round {i}: {e}\n{}", self.test, s.log_tail(30))
+            });
+            let deadline = Instant::now() + PERSIST_TIMEOUT;
+            while files(&s, table) <= before {
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: {stage}: round {i} was not persisted\n{}",
+                    self.test,
+                    s.log_tail(30)
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        s.stop();
+    }
+
+    /// The server's answers for `table`: every row in order, the row count, and each field's
+    /// count and sum, with every file readable.
+    fn answers(&self, dir: &Path, stage: &str, table: &str, fields: &[&str]) -> Vec<Value> {
+        let s = self.start(
+            dir,
+            stage,
+            Serve {
+                file_limit: Some(LARGE_FILE_LIMIT),
+                fast_snapshots: false,
+                extra: Vec::new(),
+            },
+        );
+        let q = |sql: &str| {
+            s.query(DB, sql).unwrap_or_else(|e| {
+                panic!("{}: {stage}: {sql}: {e}\n{}", self.test, s.log_tail(30))
+            })
+        };
+        let mut out = q(&format!("SELECT * FROM \"{table}\" ORDER BY host, time"));
+        let aggregates: Vec<String> = fields
+            .iter()
+            .map(|f| format!("count({f}) AS c_{f}, sum({f}) AS s_{f}"))
+            .collect();
+        out.extend(q(&format!(
+            "SELECT count(*) AS n, {} FROM \"{table}\"",
+            aggregates.join(", ")
+        )));
+        s.stop();
+        out
+    }
+
+    /// Runs kompactor on node0 of `dir` with `args`.
+    fn kompactor(&self, dir: &Path, args: &[&str]) -> Value {
+        let mut all = vec![dir.to_str().unwrap(), "--hosts", "node0", "--json"];
+        all.extend(args);
+        let out = kompactor(&all);
+        assert!(
+            out.status.success(),
+            "{}: kompactor {args:?}:\n{}",
+            self.test,
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn passed(&self) {
+        passed(self.test, &format!("served {} times", self.starts.get()));
+    }
+}
+
+/// How many Parquet files the server lists for `table`.
+fn files(s: &Server, table: &str) -> i64 {
+    let rows = s
+        .query(
+            DB,
+            &format!("SELECT count(*) AS n FROM system.parquet_files WHERE table_name = '{table}'"),
+        )
+        .unwrap_or_default();
+    rows.first().and_then(|r| r["n"].as_i64()).unwrap_or(0)
+}
+
+fn assert_same(test: &str, stage: &str, want: &[Value], got: &[Value]) {
+    if want != got {
+        let first = want
+            .iter()
+            .zip(got)
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.len().min(got.len()));
+        panic!(
+            "{test}: {stage}: the answers differ (rows {} before, {} now); first difference at row {first}:\n  before: {:?}\n  now:    {:?}",
+            want.len(),
+            got.len(),
+            want.get(first),
+            got.get(first)
+        );
+    }
+}
+
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("node0"))
+        .arg(to.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    to
+}
+
+/// Five rounds of versions of point `P` (window A, every file beginning at it) and point `Q`
+/// (window B, one round's file beginning earlier), each round with other fields; and a point a
+/// day later, so that both windows are older than `--min-age`.
+fn version_rounds() -> Vec<String> {
+    let p = T0 + MIN;
+    let q = T0 + 12 * MIN;
+    let later = T0 + DAY;
+    vec![
+        format!("p,host=a f1=1i,f2=10i {p}\np,host=a f1=1i {q}\np,host=now f1=0i {later}"),
+        format!("p,host=a f1=2i {p}\np,host=a f2=20i,f3=200i {q}"),
+        // Q's file begins a minute earlier (host b): it is the latest of window B.
+        format!(
+            "p,host=a f2=30i,f3=300i {p}\np,host=b f1=3i {}\np,host=a f1=3i {q}",
+            q - MIN
+        ),
+        format!("p,host=a f3=400i {p}\np,host=a f2=40i {q}"),
+        format!("p,host=a f1=5i {p}\np,host=a f3=500i,f1=5i {q}"),
+    ]
+}
+
+fn versions(test: &'static str, v3_0: bool) {
+    let Some(lab) = Lab::new(test, v3_0, &[]) else {
+        return;
+    };
+    let base = tempfile::tempdir().unwrap();
+    let rounds = version_rounds();
+    // Two sessions: a 3.10 server builds checkpoints at its second start from the snapshots
+    // of the first, so the last rounds come after the checkpoint.
+    lab.write_rounds(base.path(), "rounds 1-2", "p", &rounds[..2]);
+    lab.write_rounds(base.path(), "rounds 3-5", "p", &rounds[2..]);
+    if !v3_0 {
+        let cps = walkdir::WalkDir::new(base.path().join("node0/snapshot-checkpoints"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count();
+        assert!(cps > 0, "{test}: the node has no checkpoint to cross");
+    }
+    let before = lab.answers(base.path(), "before", "p", &["f1", "f2", "f3"]);
+    for args in [
+        &[][..],
+        &["--window", "10m"][..],
+        &["--window", "1d", "--min-age", "0", "--writer-reach", "0"][..],
+    ] {
+        let copy = copy_dir(base.path());
+        let report = lab.kompactor(copy.path(), args);
+        assert!(
+            report["nodes"][0]["committed"].is_object(),
+            "{test}: {args:?} merged nothing"
+        );
+        let stage = format!("after kompactor {args:?}");
+        assert_same(
+            test,
+            &stage,
+            &before,
+            &lab.answers(copy.path(), &stage, "p", &["f1", "f2", "f3"]),
+        );
+    }
+    // A node compacted before, then written to again, compacts to the same answers.
+    let copy = copy_dir(base.path());
+    lab.kompactor(copy.path(), &[]);
+    let again = format!(
+        "p,host=a f2=60i {}\np,host=a f1=6i {}",
+        T0 + MIN,
+        T0 + 12 * MIN
+    );
+    lab.write_rounds(copy.path(), "round 6", "p", &[again]);
+    let written = lab.answers(copy.path(), "after round 6", "p", &["f1", "f2", "f3"]);
+    lab.kompactor(copy.path(), &[]);
+    assert_same(
+        test,
+        "compacted again",
+        &written,
+        &lab.answers(copy.path(), "compacted again", "p", &["f1", "f2", "f3"]),
+    );
+    lab.passed();
+}
+
+#[test]
+fn versions_3_10() {
+    versions("versions_3_10", false);
+}
+
+#[test]
+fn versions_3_0_3() {
+    versions("versions_3_0_3", true);
+}
+
+/// Rounds of a writer that writes each day's hourly points and rewrites the two days before
+/// with its round number.
+fn history_round(r: i64) -> String {
+    let mut lines = Vec::new();
+    for day in (r - 2).max(0)..=r {
+        for h in 0..24 {
+            lines.push(format!(
+                "h,host=a f1={r}i,f2={}i {}",
+                r * 100 + h,
+                T0 + day * DAY + h * HOUR
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+fn rewritten_history(test: &'static str, v3_0: bool, flags: &[&str]) {
+    let Some(lab) = Lab::new(test, v3_0, flags) else {
+        return;
+    };
+    let base = tempfile::tempdir().unwrap();
+    let rounds: Vec<String> = (0..6).map(history_round).collect();
+    lab.write_rounds(base.path(), "rounds 0-5", "h", &rounds);
+    let plain = copy_dir(base.path());
+    let compacted = copy_dir(base.path());
+    let before = lab.answers(base.path(), "before", "h", &["f1", "f2"]);
+    // The last two days are where the writer writes: merged in 10-minute windows only.
+    let plan = lab.kompactor(base.path(), &["--dry-run"]);
+    let t = &plan["nodes"][0]["tables"][0];
+    let zone = t["ten_minute_zone"].as_i64().unwrap();
+    let newest = t["newest_time"].as_i64().unwrap();
+    assert!(
+        zone >= 2 * DAY,
+        "{test}: the writer's two days are not protected: {}",
+        t["writers"]
+    );
+    for g in t["groups"].as_array().unwrap() {
+        if g["window_end"].as_i64().unwrap() > newest - 2 * DAY {
+            assert_eq!(g["width"], "10m", "{test}: {g}");
+        }
+    }
+    assert!(
+        t["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["width"] == "1d"),
+        "{test}: the older days are not merged by day"
+    );
+    lab.kompactor(compacted.path(), &[]);
+    assert_same(
+        test,
+        "after kompactor",
+        &before,
+        &lab.answers(compacted.path(), "after kompactor", "h", &["f1", "f2"]),
+    );
+    for dir in [plain.path(), compacted.path()] {
+        lab.write_rounds(dir, "round 6", "h", &[history_round(6)]);
+    }
+    assert_same(
+        test,
+        "after one more round",
+        &lab.answers(
+            plain.path(),
+            "never compacted, after round 6",
+            "h",
+            &["f1", "f2"],
+        ),
+        &lab.answers(
+            compacted.path(),
+            "compacted, after round 6",
+            "h",
+            &["f1", "f2"],
+        ),
+    );
+    lab.passed();
+}
+
+#[test]
+fn rewritten_history_3_0_3() {
+    rewritten_history("rewritten_history_3_0_3", true, &[]);
+}
+
+#[test]
+fn rewritten_history_3_10_with_checkpoints() {
+    rewritten_history(
+        "rewritten_history_3_10_with_checkpoints",
+        false,
+        &["--checkpoint-interval", "1ms"],
+    );
+}
+
+/// Four points of the 3.10 fixture whose files the checkpoint holds (so that an overwrite,
+/// in a snapshot after it, is the version the server returns): each the first point of its
+/// file, in a window of two files; as line protocol with a new `usage_user`.
+fn overwrites(f: &Fixture) -> String {
+    use kompactor::pipeline::discover::discover_node;
+    let node = discover_node(&f.dir, "node0").unwrap();
+    let in_checkpoint: std::collections::BTreeSet<u64> = node
+        .checkpoints
+        .iter()
+        .flat_map(|c| c.doc.value.databases.iter().map(|(_, _, e)| e.id.0))
+        .collect();
+    let cpu = node
+        .live
+        .iter()
+        .find(|(k, _)| k.db.0 == 1 && k.table.0 == 0)
+        .map(|(_, v)| v)
+        .unwrap();
+    let mut per_chunk: std::collections::BTreeMap<i64, Vec<&kompactor::format::model::EntryRc>> =
+        Default::default();
+    for e in cpu {
+        per_chunk.entry(e.chunk_time.0).or_default().push(e);
+    }
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let escape = |v: &str| {
+        v.replace(' ', "\\ ")
+            .replace(',', "\\,")
+            .replace('=', "\\=")
+    };
+    let mut lines = Vec::new();
+    for files in per_chunk.values().filter(|v| v.len() == 2) {
+        let Some(e) = files.iter().find(|e| in_checkpoint.contains(&e.id.0)) else {
+            continue;
+        };
+        let path = e.path.under(&f.dir);
+        let file = format!("read_parquet('{}')", path.display());
+        // Windows before the schema change only: their rows have no `dc`.
+        let has_dc: i64 = conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM (DESCRIBE SELECT * FROM {file}) WHERE column_name = 'dc'"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if has_dc > 0 {
+            continue;
+        }
+        let (host, cpu_tag, region): (String, String, Option<String>) = conn
+            .query_row(
+                &format!(
+                    "SELECT host, cpu, region FROM {file} WHERE epoch_ns(time) = {} LIMIT 1",
+                    e.min_time.0
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let mut tags = format!("cpu,cpu={},host={}", escape(&cpu_tag), escape(&host));
+        if let Some(r) = region {
+            tags.push_str(&format!(",region={}", escape(&r)));
+        }
+        lines.push(format!("{tags} usage_user=99.5 {}", e.min_time.0));
+        if lines.len() == 4 {
+            break;
+        }
+    }
+    assert_eq!(lines.len(), 4, "four points to overwrite");
+    lines.join("\n")
+}
+
+#[test]
+fn overwrite_after_wide_merge_3_10() {
+    let test = "overwrite_after_wide_merge_3_10";
+    let Some(lab) = Lab::new(test, false, &[]) else {
+        return;
+    };
+    let f = fixture("3.10/small");
+    let lines = overwrites(&f);
+    let plain = copy_fixture(&f);
+    let merged = copy_fixture(&f);
+    // Merged by day, as earlier releases did by default.
+    lab.kompactor(
+        merged.path(),
+        &["--window", "1d", "--min-age", "0", "--writer-reach", "0"],
+    );
+    let write = |dir: &Path, stage: &str| {
+        let s = lab.start(
+            dir,
+            stage,
+            Serve {
+                file_limit: Some(LARGE_FILE_LIMIT),
+                fast_snapshots: true,
+                extra: Vec::new(),
+            },
+        );
+        let before = files_in(&s, "metrics", "cpu");
+        s.write_lp("metrics", &lines).unwrap();
+        let deadline = Instant::now() + PERSIST_TIMEOUT;
+        while files_in(&s, "metrics", "cpu") < before + 4 {
+            assert!(
+                Instant::now() < deadline,
+                "{test}: {stage}: not persisted\n{}",
+                s.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        s.stop();
+    };
+    write(plain.path(), "never compacted, overwriting");
+    write(merged.path(), "merged by day, overwriting");
+    let answers = |dir: &Path, stage: &str| {
+        let s = lab.start(
+            dir,
+            stage,
+            Serve {
+                file_limit: Some(LARGE_FILE_LIMIT),
+                fast_snapshots: false,
+                extra: Vec::new(),
+            },
+        );
+        let mut rows = s
+            .query(
+                "metrics",
+                "SELECT * FROM cpu ORDER BY cpu, dc, host, region, time",
+            )
+            .unwrap();
+        // Float sums depend on the order rows are added in: counts only.
+        rows.extend(
+            s.query(
+                "metrics",
+                "SELECT count(*) AS n, count(usage_user) AS u FROM cpu",
+            )
+            .unwrap(),
+        );
+        s.stop();
+        rows
+    };
+    let want = answers(plain.path(), "never compacted");
+    let duplicated = answers(merged.path(), "merged by day");
+    assert!(
+        duplicated.len() > want.len(),
+        "{test}: the overwrites did not show twice beside the day-wide merge ({} rows, {} expected more)",
+        duplicated.len(),
+        want.len()
+    );
+    let report = lab.kompactor(merged.path(), &[]);
+    let combined: u64 = report["nodes"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["cross_chunk_points"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(combined > 0, "{test}: no point combined across chunk_times");
+    assert_same(
+        test,
+        "after the next run",
+        &want,
+        &answers(merged.path(), "after the next run"),
+    );
+    lab.passed();
+}
+
+fn files_in(s: &Server, db: &str, table: &str) -> i64 {
+    s.query(
+        db,
+        &format!("SELECT count(*) AS n FROM system.parquet_files WHERE table_name = '{table}'"),
+    )
+    .ok()
+    .and_then(|r| r.first().and_then(|r| r["n"].as_i64()))
+    .unwrap_or(0)
+}
