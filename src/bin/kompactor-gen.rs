@@ -107,6 +107,11 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = kompactor::units::parse_duration)]
     interval: Nanos,
 
+    /// Only every N-th 10-minute window holds data (with `--interval 10m`, `--every 6` is one
+    /// point per series and hour): a sparse table.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    every: u64,
+
     /// Files per table and 10-minute window, one per series group (plus overwrite files).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     files_per_window: u64,
@@ -341,7 +346,8 @@ fn run(args: Args) -> Result<(), String> {
     let series = match (args.series, args.rows) {
         (Some(s), _) => s,
         (None, Some(rows)) => {
-            let per_series = args.dbs * args.tables * windows * points_per_window;
+            let per_series =
+                args.dbs * args.tables * windows.div_ceil(args.every) * points_per_window;
             ((rows as f64 / per_series as f64).round() as u64).max(1)
         }
         (None, None) => 100,
@@ -378,7 +384,7 @@ fn run(args: Args) -> Result<(), String> {
 
     // The snapshots, in the order the server would have written them.
     let mut events = Vec::new();
-    for w in 0..windows {
+    for w in (0..windows).filter(|w| w % a.every == 0) {
         let ws = cfg.window_start(w);
         for g in 0..a.files_per_window {
             events.push((

@@ -2,6 +2,7 @@
 //! dir back through its metadata the way the server does.
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod server;
 
 use duckdb::types::{TimeUnit, Value as Db};

@@ -559,3 +559,156 @@ fn output_path(inputs: &[LiveFile], start: Nanos, width: Width, run_id: &str) ->
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The plan over time: a node compacted every night converges to what one run gives.
+
+    use super::*;
+    use crate::format::ids::{DbId, FileIdMap, TableId};
+    use crate::format::model::FileEntry;
+    use crate::pipeline::discover::{Generation, ListedDirs};
+    use std::path::PathBuf;
+
+    const TEN: i64 = 600_000_000_000;
+    const DAY: i64 = 86_400_000_000_000;
+    const KEY: TableKey = TableKey {
+        db: DbId(1),
+        table: TableId(0),
+    };
+
+    fn node(files: &[EntryRc]) -> Node {
+        let mut live = BTreeMap::new();
+        live.insert(KEY, files.to_vec());
+        let mut load_pos = FileIdMap::for_ids(files.iter().map(|f| f.id));
+        for (i, f) in files.iter().enumerate() {
+            load_pos.insert(f.id, LoadPos(i as u32));
+        }
+        Node {
+            id: "node0".into(),
+            dir: PathBuf::from("/nonexistent/node0"),
+            generation: Generation::V3_6,
+            snapshots: Vec::new(),
+            checkpoints: Vec::new(),
+            table_index_marker: None,
+            table_index_files: Vec::new(),
+            wal: Vec::new(),
+            live,
+            load_pos,
+            findings: Vec::new(),
+            loaded_snapshots: 0,
+            checkpoints_loaded: 0,
+            purged: BTreeMap::new(),
+            hidden: BTreeMap::new(),
+            listed_dirs: ListedDirs::default(),
+            load_window: 4383,
+        }
+    }
+
+    /// A file as the server writes it: one 10-minute window, `rows` rows.
+    fn gen1(id: u64, window: i64) -> EntryRc {
+        EntryRc::new(FileEntry {
+            id: FileId(id),
+            path: format!("node0/dbs/1/0/x/{id:010}.parquet").into(),
+            size_bytes: 1000,
+            row_count: 1,
+            chunk_time: Nanos(window * TEN),
+            min_time: Nanos(window * TEN + 1),
+            max_time: Nanos(window * TEN + 2),
+            extra: Default::default(),
+        })
+    }
+
+    /// Runs the plan and applies it as a compaction would: each group's inputs replaced by
+    /// its outputs (one per window of its width the data covers). `merges` holds, per file,
+    /// how many merges its rows have been through.
+    fn compact(
+        files: &mut Vec<EntryRc>,
+        next_id: &mut u64,
+        run: usize,
+        merges: &mut BTreeMap<u64, usize>,
+    ) {
+        let n = node(files);
+        let plans = plan_node(&n, &PlanOptions::default(), &format!("run{run}"));
+        for g in plans.iter().flat_map(|p| &p.groups) {
+            let ids: BTreeSet<FileId> = g.inputs.iter().map(|f| f.entry.id).collect();
+            files.retain(|f| !ids.contains(&f.id));
+            let mut by_window: BTreeMap<Nanos, (Nanos, Nanos, u64)> = BTreeMap::new();
+            for f in &g.inputs {
+                let start = if g.joined {
+                    g.width.floor(f.entry.min_time)
+                } else {
+                    g.window_start
+                };
+                let e = by_window
+                    .entry(start)
+                    .or_insert((Nanos::MAX, Nanos::MIN, 0));
+                e.0 = e.0.min(f.entry.min_time);
+                e.1 = e.1.max(f.entry.max_time);
+                e.2 += f.entry.row_count;
+            }
+            let depth = 1 + g
+                .inputs
+                .iter()
+                .map(|f| merges.get(&f.entry.id.0).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0);
+            for (start, (min, max, rows)) in by_window {
+                *next_id += 1;
+                merges.insert(*next_id, depth);
+                files.push(EntryRc::new(FileEntry {
+                    id: FileId(*next_id),
+                    path: g.output_path_at(start).into(),
+                    size_bytes: rows * 10,
+                    row_count: rows,
+                    chunk_time: start,
+                    min_time: min,
+                    max_time: max,
+                    extra: Default::default(),
+                }));
+            }
+        }
+        files.sort_by_key(|f| f.id);
+    }
+
+    #[test]
+    fn a_node_compacted_every_night_ends_as_one_run_leaves_it() {
+        // 400 days of one file per 10 minutes, then 30 nights: each adds a day, then runs.
+        let days = 400;
+        let per_day = DAY / TEN;
+        let mut files: Vec<EntryRc> = (0..days * per_day).map(|w| gen1(w as u64, w)).collect();
+        let mut next_id = (days * per_day) as u64 + 1_000_000;
+        let mut merged: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut nightly = files.clone();
+        for night in 0..30 {
+            let first = (days + night) * per_day;
+            for w in first..first + per_day {
+                let f = gen1(next_id, w);
+                next_id += 1;
+                nightly.push(f.clone());
+                files.push(f);
+            }
+            compact(&mut nightly, &mut next_id, night as usize, &mut merged);
+        }
+        let mut once = files.clone();
+        compact(&mut once, &mut next_id, 99, &mut BTreeMap::new());
+        assert_eq!(
+            nightly.len(),
+            once.len(),
+            "30 nightly runs and one run leave as many files"
+        );
+        assert!(nightly.len() <= 120, "{} files", nightly.len());
+        // Compacting again changes nothing.
+        let before = nightly.len();
+        compact(&mut nightly, &mut next_id, 100, &mut merged);
+        assert_eq!(nightly.len(), before);
+        // Rows are merged again only as they move to a wider tier (1h, 1d, 1M, 1y): at most
+        // four times.
+        let deepest = nightly
+            .iter()
+            .map(|f| merged.get(&f.id.0).copied().unwrap_or(0))
+            .max()
+            .unwrap();
+        assert!(deepest <= 4, "rows merged {deepest} times");
+    }
+}
