@@ -16,17 +16,20 @@
 //! - `rewritten_history_*`: a writer that rewrites the last two days on every round; the plan
 //!   keeps those days in 10-minute windows, and after a compaction and one more round the node
 //!   answers as the node never compacted does.
+//! - `checkpoints_out_of_the_load_window_3_10`: a server that loads 100 snapshots does not read
+//!   a checkpoint more than 100 snapshots old; kompactor finds live exactly the files the
+//!   server lists.
 
 mod common;
 
-use common::server::{Serve, Server, LARGE_FILE_LIMIT};
+use common::server::{Serve, LARGE_FILE_LIMIT};
 use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PERSIST_TIMEOUT: Duration = Duration::from_secs(180);
 
-use common::lab::{assert_same, copy_dir, Lab, DAY, HOUR, MIN, T0};
+use common::lab::{assert_same, copy_dir, files_of, Lab, DAY, HOUR, MIN, T0};
 
 /// Five rounds of versions of point `P` (window A, every file beginning at it) and point `Q`
 /// (window B, one round's file beginning earlier), each round with other fields; and a point a
@@ -304,10 +307,10 @@ fn overwrite_after_wide_merge_3_10() {
                 extra: Vec::new(),
             },
         );
-        let before = files_in(&s, "metrics", "cpu");
+        let before = files_of(&s, "metrics", "cpu");
         s.write_lp("metrics", &lines).unwrap();
         let deadline = Instant::now() + PERSIST_TIMEOUT;
-        while files_in(&s, "metrics", "cpu") < before + 4 {
+        while files_of(&s, "metrics", "cpu") < before + 4 {
             assert!(
                 Instant::now() < deadline,
                 "{test}: {stage}: not persisted\n{}",
@@ -371,12 +374,97 @@ fn overwrite_after_wide_merge_3_10() {
     lab.passed();
 }
 
-fn files_in(s: &Server, db: &str, table: &str) -> i64 {
-    s.query(
-        db,
-        &format!("SELECT count(*) AS n FROM system.parquet_files WHERE table_name = '{table}'"),
-    )
-    .ok()
-    .and_then(|r| r.first().and_then(|r| r["n"].as_i64()))
-    .unwrap_or(0)
+/// A 3.8.2+ server reads only the checkpoints whose range reaches its load window: the 3.10
+/// fixture's one checkpoint, once more than 100 snapshots (the least a server loads) follow
+/// it, is not read by a server loading 100, and neither are the files only it lists. kompactor
+/// must find the same files live, and compact to the same answers.
+#[test]
+fn checkpoints_out_of_the_load_window_3_10() {
+    let test = "checkpoints_out_of_the_load_window_3_10";
+    let Some(lab) = Lab::new(test, false, &[]) else {
+        return;
+    };
+    let f = fixture("3.10/small");
+    let dir = copy_fixture(&f);
+    // Snapshots after the checkpoint (sequence 71) until it is more than 100 behind: a point
+    // a second, each flushed to a WAL file of its own, most snapshotted alone.
+    let snapshots = |d: &Path| {
+        std::fs::read_dir(d.join("node0/snapshots"))
+            .unwrap()
+            .count()
+    };
+    let s = lab.start(
+        dir.path(),
+        "writing",
+        Serve {
+            file_limit: Some(LARGE_FILE_LIMIT),
+            fast_snapshots: true,
+            extra: Vec::new(),
+        },
+    );
+    let mut i = 0;
+    while snapshots(dir.path()) < 190 {
+        s.write_lp("metrics", &format!("extra,host=x v={i}i {}", T0 + i * MIN))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        i += 1;
+        assert!(i < 400, "{test}: snapshots do not grow\n{}", s.log_tail(20));
+    }
+    s.stop();
+    let out = kompactor(&[
+        "status",
+        dir.path().to_str().unwrap(),
+        "--hosts",
+        "node0",
+        "--load-window",
+        "100",
+        "--json",
+    ]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["nodes"][0]["checkpoints_loaded"], 0,
+        "{test}: {}",
+        status["nodes"][0]
+    );
+    // Written with the default lookback (the checkpoint in reach, nothing rebuilt), served
+    // with one of 100 snapshots.
+    let s = lab.start(
+        dir.path(),
+        "loading 100 snapshots",
+        Serve {
+            file_limit: Some(LARGE_FILE_LIMIT),
+            fast_snapshots: false,
+            extra: vec!["--gen1-lookback-duration".into(), "1000m".into()],
+        },
+    );
+    for t in status["nodes"][0]["tables"].as_array().unwrap() {
+        let name = match (t["db_id"].as_u64(), t["table_id"].as_u64()) {
+            (Some(1), Some(0)) => ("metrics", "cpu"),
+            (Some(1), Some(1)) => ("metrics", "mem"),
+            (Some(2), Some(0)) => ("events", "log"),
+            _ => continue,
+        };
+        let rows = s
+            .query(
+                name.0,
+                &format!(
+                    "SELECT count(*) AS files, sum(row_count) AS rows FROM system.parquet_files WHERE table_name = '{}'",
+                    name.1
+                ),
+            )
+            .unwrap();
+        assert_eq!(
+            (rows[0]["files"].as_u64(), rows[0]["rows"].as_u64()),
+            (t["files"].as_u64(), t["rows_in_files"].as_u64()),
+            "{test}: {}: files and rows the server loads",
+            name.1
+        );
+        assert!(
+            t["hidden_files"].as_u64().unwrap() > 0,
+            "{test}: {}",
+            name.1
+        );
+    }
+    s.stop();
+    lab.passed();
 }

@@ -151,11 +151,16 @@ impl Lab {
     }
 }
 
-/// How many Parquet files the server lists for `table`.
+/// How many Parquet files the server lists for `table` of the test database.
 pub fn files(s: &Server, table: &str) -> i64 {
+    files_of(s, DB, table)
+}
+
+/// How many Parquet files the server lists for `table` of `db`.
+pub fn files_of(s: &Server, db: &str, table: &str) -> i64 {
     let rows = s
         .query(
-            DB,
+            db,
             &format!("SELECT count(*) AS n FROM system.parquet_files WHERE table_name = '{table}'"),
         )
         .unwrap_or_default();
