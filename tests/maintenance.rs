@@ -22,7 +22,7 @@
 //!
 //! No fake server is left: every failure mode above is one the real server shows (an
 //! unreadable file, a limit no slice meets, a token it requires). Without the servers each
-//! test says so in one line on stderr and returns (under CI, `$CI` set, it fails instead).
+//! test fails, unless the run opts out (`KOMPACTOR_TESTS_SKIP`, see `tests/common/prereq.rs`).
 //!
 //! Every wait is bounded: the server's start (180 s, in `Server::start`), the script (900 s,
 //! then its whole process group is killed), the stand-in waiting for the damage (120 s). Every
@@ -180,6 +180,8 @@ struct Opts {
 /// and the command that starts it again.
 struct Case {
     _guard: Guard, // dropped first: the servers stop before their directories go
+    /// Records that the test ran to its end, when the case is dropped and nothing failed.
+    _ran: common::prereq::RanToEnd,
     _first: Option<Server>,
     f: Fixture,
     node: String,
@@ -284,6 +286,7 @@ impl Case {
         );
         Case {
             _guard: guard,
+            _ran: common::prereq::RanToEnd::here(),
             _first: first,
             f,
             node: node.to_string(),
@@ -1056,6 +1059,7 @@ esac
 
 #[test]
 fn bad_command_lines_exit_2() {
+    let _ran = common::prereq::RanToEnd::here();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().display().to_string();
     fs::create_dir_all(tmp.path().join("node0")).unwrap();

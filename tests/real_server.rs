@@ -26,9 +26,9 @@
 //! queries. `tests/retention.rs` checks retention through kompactor's own reader.
 //!
 //! The servers come from `$INFLUXDB3_BIN` and `$INFLUXDB3_BIN_3_0` (see `tests/common/server.rs`);
-//! without them the tests say so in one line and return. Each test that ran to its end
-//! appends a line starting with its name to the file `$KOMPACTOR_REAL_SERVER_MARKER` (if set),
-//! which `.ci/run` checks. Server logs go to `$CARGO_TARGET_TMPDIR/real-server/<test>/`; a
+//! without them the tests fail, unless the run opts out (`KOMPACTOR_TESTS_SKIP`, see
+//! `tests/common/prereq.rs`). Each test that ran to its end appends a line starting with its
+//! name to the file `$KOMPACTOR_TEST_MARKER` (if set), which `.ci/run` checks. Server logs go to `$CARGO_TARGET_TMPDIR/real-server/<test>/`; a
 //! failure prints the end of the log concerned.
 
 mod common;
@@ -1152,7 +1152,7 @@ impl Case {
         }
     }
 
-    /// Records that the test ran to its end: one line in `$KOMPACTOR_REAL_SERVER_MARKER`.
+    /// Records that the test ran to its end: one line in `$KOMPACTOR_TEST_MARKER`.
     fn passed(&self) {
         common::server::passed(
             self.test,

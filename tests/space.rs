@@ -1,9 +1,11 @@
 //! Disk space: a run that cannot fit is refused before anything changes, and one that runs
 //! out anyway fails cleanly, says how much it needed, and is recovered by the next run.
-//! Needs root (a small tmpfs is mounted); without it the tests say so and skip.
+//! Needs root (a small tmpfs is mounted); without it the tests fail, unless the run opts out
+//! (`KOMPACTOR_TESTS_SKIP=root`, see `tests/common/prereq.rs`).
 
 mod common;
 
+use common::prereq;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +22,8 @@ impl Tmpfs {
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            eprintln!("space tests skipped: cannot mount a tmpfs here (they need root)");
+            let test = std::thread::current().name().unwrap_or("test").to_string();
+            prereq::missing(&test, prereq::Need::Root, "mounting a tmpfs (root)");
             return None;
         }
         let path = dir.path().to_path_buf();
@@ -87,6 +90,7 @@ fn a_run_without_the_space_it_needs_is_refused_before_it_starts() {
     let Some((_dir, fs, d, _)) = small_disk(|needed| needed / 2) else {
         return;
     };
+    let _ran = prereq::RanToEnd::here();
     let before = node_files(&fs.0);
     let out = kompactor(&[&d, "--hosts", "node0"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -104,6 +108,7 @@ fn a_disk_that_fills_up_during_the_run_fails_cleanly_and_is_recovered() {
     let Some((_dir, fs, d, needed)) = small_disk(|_| 512 << 10) else {
         return;
     };
+    let _ran = prereq::RanToEnd::here();
     let nodes = |dir: &Path| -> Vec<_> {
         listing(dir)
             .into_iter()

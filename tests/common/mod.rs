@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod prereq;
 pub mod server;
 
 use duckdb::types::{TimeUnit, Value as Db};

@@ -2,6 +2,7 @@
 //! `$INFLUXDB3_BIN_3_0` (3.0.x), started on a data dir on a free loopback port, queried and
 //! written to over HTTP with `curl`, and always stopped, also when a test panics.
 
+use super::prereq::{missing, Need};
 use super::Fixture;
 use serde_json::Value;
 use std::fs::File;
@@ -31,19 +32,19 @@ pub struct ServerBin {
 
 impl ServerBin {
     /// The server that reads `f`: `$INFLUXDB3_BIN_3_0` for a fixture written by 3.0.x, else
-    /// `$INFLUXDB3_BIN`. `None`, after one line on stderr saying so, when the variable is not
-    /// set; under CI (`$CI` set) a missing server fails the test instead.
+    /// `$INFLUXDB3_BIN` ([`ServerBin::release`]).
     pub fn for_fixture(f: &Fixture) -> Option<ServerBin> {
         let version = std::fs::read_to_string(f.dir.join("SERVER_VERSION")).unwrap_or_default();
         ServerBin::release(version.trim().starts_with("3.0."))
     }
 
-    /// The 3.0.x server (`v3_0`) or the 3.10 one, as `for_fixture` finds them.
+    /// The 3.0.x server (`v3_0`) or the 3.10 one, as `for_fixture` finds them; `None` when
+    /// the run goes without it on purpose ([`super::prereq`]), a failure when it is missing.
     pub fn release(v3_0: bool) -> Option<ServerBin> {
-        let var = if v3_0 {
-            "INFLUXDB3_BIN_3_0"
+        let (var, need) = if v3_0 {
+            ("INFLUXDB3_BIN_3_0", Need::Server3_0)
         } else {
-            "INFLUXDB3_BIN"
+            ("INFLUXDB3_BIN", Need::Server)
         };
         match std::env::var_os(var).filter(|v| !v.is_empty()) {
             Some(p) => {
@@ -51,41 +52,18 @@ impl ServerBin {
                 assert!(path.is_file(), "${var} = {} is not a file", path.display());
                 Some(ServerBin { path, var, v3_0 })
             }
-            None if std::env::var_os("CI").is_some() => {
-                panic!("${var} is not set: CI must run the real-server tests (see .ci/run)")
-            }
             None => {
-                skip_notice_once(var);
+                let test = std::thread::current().name().unwrap_or("test").to_string();
+                missing(&test, need, &format!("${var}"));
                 None
             }
         }
     }
 }
 
-/// Says once per test process, for each missing variable, that the tests needing it skip.
-fn skip_notice_once(var: &'static str) {
-    static SAID: std::sync::Mutex<Vec<&str>> = std::sync::Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    if !said.contains(&var) {
-        said.push(var);
-        notice(&format!("real-server tests skipped: {var} not set"));
-    }
-}
-
-/// Records that a real-server test ran to its end: one line starting with its name in
-/// `$KOMPACTOR_REAL_SERVER_MARKER` (if set), which `.ci/run` checks.
+/// Records that a real-server test ran to its end ([`super::prereq::ran`]).
 pub fn passed(test: &str, what: &str) {
-    let line = format!("{test} ok: {what}");
-    notice(&format!("real-server: {line}"));
-    if let Some(marker) = std::env::var_os("KOMPACTOR_REAL_SERVER_MARKER") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&marker)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
+    super::prereq::ran(test, what);
 }
 
 /// One line on the test process's stderr that the test harness does not capture.
