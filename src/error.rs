@@ -14,6 +14,9 @@ pub struct Error {
     pub hint: Option<String>,
     /// The filesystem was full (the run's report says how much more it needed).
     pub out_of_space: bool,
+    /// The request itself is wrong (an unknown name, a predicate that does not parse): the
+    /// command line's fault, exit status 2, nothing changed.
+    pub usage: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,6 +30,15 @@ impl Error {
             what,
             path: None,
             hint: None,
+            usage: false,
+        }
+    }
+
+    /// A request that cannot be carried out as given (exit status 2).
+    pub fn usage(what: impl Into<String>) -> Error {
+        Error {
+            usage: true,
+            ..Error::new(what)
         }
     }
 

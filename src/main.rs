@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kompactor: error: {e}");
-            ExitCode::from(kompactor::commands::EXIT_ERROR)
+            ExitCode::from(if e.usage {
+                kompactor::commands::EXIT_USAGE
+            } else {
+                kompactor::commands::EXIT_ERROR
+            })
         }
     }
 }

@@ -136,6 +136,19 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Parses a point in time: an RFC 3339 time, or integer nanoseconds since the epoch.
+pub fn parse_instant(s: &str) -> Result<Nanos, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+        return t
+            .timestamp_nanos_opt()
+            .map(Nanos)
+            .ok_or_else(|| format!("`{s}` is out of range"));
+    }
+    s.trim().parse::<i64>().map(Nanos).map_err(|_| {
+        format!("`{s}` is not a time (expected RFC 3339, e.g. 2026-03-02T00:00:00Z, or integer nanoseconds)")
+    })
+}
+
 /// Parses a point in time: an RFC 3339 time, or a duration back from now (`90d`).
 pub fn parse_time_or_age(s: &str) -> Result<Nanos, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {

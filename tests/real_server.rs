@@ -216,6 +216,25 @@ fn prepare_while_serving_3_10_multi() {
     );
 }
 
+#[test]
+fn delete_3_10_small() {
+    check("delete_3_10_small", SMALL_3_10, Case::deletes);
+}
+
+#[test]
+fn delete_3_8_3_small_upgraded_to_3_10() {
+    check(
+        "delete_3_8_3_small_upgraded_to_3_10",
+        SMALL_3_8_3,
+        Case::deletes,
+    );
+}
+
+#[test]
+fn delete_3_0_3_small() {
+    check("delete_3_0_3_small", SMALL_3_0_3, Case::deletes);
+}
+
 /// Runs test `test` on fixture `name` unless no server for it is configured, and records
 /// that it ran to its end.
 fn check(test: &'static str, name: &str, body: fn(&Case)) {
@@ -284,6 +303,9 @@ enum Rows<'a> {
     From(&'a str),
     /// Per table, rows at or before a time.
     UpTo(&'a BTreeMap<TableRef, String>),
+    /// Of one table, the rows a condition does not hold for (what a delete keeps); of the
+    /// others, all.
+    Except(&'a TableRef, &'a str),
 }
 
 impl Rows<'_> {
@@ -293,6 +315,8 @@ impl Rows<'_> {
             Rows::All => String::new(),
             Rows::From(time) => format!(" WHERE time >= '{time}'"),
             Rows::UpTo(times) => format!(" WHERE time <= '{}'", times[t]),
+            Rows::Except(table, cond) if *table == t => format!(" WHERE ({cond}) IS NOT TRUE"),
+            Rows::Except(..) => String::new(),
         }
     }
 }
@@ -1040,6 +1064,298 @@ impl Case {
         }
     }
 
+    /// Every kind of delete on a copy of the fixture whose WAL the server persisted first:
+    /// afterwards the server answers exactly as it answered before for the rows the delete
+    /// keeps (the untouched copy served with `WHERE (condition) IS NOT TRUE`); the dry run
+    /// changes nothing and counts what the run deletes; `undo` brings every answer back; a
+    /// crash at each of the delete's failpoints leaves the node answering as before or as
+    /// after, and so does the next run; a point far in the future goes, and nothing else.
+    fn deletes(&self) {
+        let persisted = tempfile::tempdir().unwrap();
+        self.persisted_copy(persisted.path());
+        let cases = self.delete_cases();
+        let selections: Vec<Rows> = [Rows::All]
+            .into_iter()
+            .chain(cases.iter().map(|c| Rows::Except(&c.table, &c.cond)))
+            .collect();
+        let copy = copy_dir_of(persisted.path());
+        let served = self.serve(
+            copy.path(),
+            "before the deletes",
+            Some(LARGE_FILE_LIMIT),
+            &selections,
+        );
+        let answers = served.answers;
+        let before = &answers[0];
+        for (c, after) in cases.iter().zip(&answers[1..]) {
+            let stage = format!("delete {}", c.what);
+            let dir = copy_dir_of(persisted.path());
+            let listing_before = listing(dir.path());
+            let dry = self.delete(dir.path(), &c.args, true, &stage);
+            assert_eq!(
+                listing(dir.path()),
+                listing_before,
+                "{}: the dry run changed the data dir",
+                self.ctx(&stage)
+            );
+            let run = self.delete(dir.path(), &c.args, false, &stage);
+            for (d, r) in dry["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(run["nodes"].as_array().unwrap())
+            {
+                for k in ["rows_deleted", "versions_removed", "files_rewritten"] {
+                    assert_eq!(
+                        d[k],
+                        r[k],
+                        "{}: {k}: dry run and run differ",
+                        self.ctx(&stage)
+                    );
+                }
+            }
+            let deleted: u64 = run["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["rows_deleted"].as_u64().unwrap())
+                .sum();
+            assert!(deleted > 0, "{}: nothing deleted", self.ctx(&stage));
+            let served = self.serve(dir.path(), &stage, Some(LARGE_FILE_LIMIT), &[Rows::All]);
+            served.assert_same(
+                &self.ctx(&stage),
+                "as before for the rows kept",
+                after,
+                served.all(),
+            );
+            self.verify(dir.path(), &stage);
+            let stage = format!("{stage}, undone");
+            let run_id = run["run_id"].as_str().unwrap();
+            self.run_ok(
+                &["undo", dir.path().to_str().unwrap(), "--run", run_id],
+                &stage,
+            );
+            let served = self.serve(dir.path(), &stage, Some(LARGE_FILE_LIMIT), &[Rows::All]);
+            served.assert_same(&self.ctx(&stage), "as before", before, served.all());
+        }
+        // One host: every window keeps rows, so each failpoint (the write included) is met.
+        let first = &cases[1];
+        for fp in DELETE_FAILPOINTS {
+            let dir = copy_dir_of(persisted.path());
+            let stage = format!("delete {} crashed at {fp}", first.what);
+            let mut args = self.delete_args(dir.path(), &first.args);
+            args.push("-q".into());
+            self.crash(&args, fp, &stage);
+            let allowed = [("as before", before), ("as after", &answers[2])];
+            self.assert_safe_to_serve(dir.path(), &stage, &allowed);
+            let stage = format!("{stage}, recovered");
+            self.recover(dir.path(), &stage);
+            self.assert_safe_to_serve(dir.path(), &stage, &allowed);
+        }
+        self.delete_far_future_point(persisted.path(), before);
+    }
+
+    /// A copy of the fixture at `dir` whose WAL the server persisted: started with snapshots
+    /// forced until a snapshot newer than the fixture's appears, then stopped.
+    fn persisted_copy(&self, dir: &Path) {
+        for node in self.f.nodes() {
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(self.f.dir.join(&node))
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let snapshots = || {
+                std::fs::read_dir(dir.join(&node).join("snapshots"))
+                    .unwrap()
+                    .count()
+            };
+            let n = snapshots();
+            let s = self.start(
+                dir,
+                &node,
+                "persisting the WAL",
+                &self.serve_opts(Some(LARGE_FILE_LIMIT), true),
+            );
+            let deadline = Instant::now() + PERSIST_TIMEOUT;
+            while snapshots() <= n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: the WAL was not persisted\n{}",
+                    self.f.name,
+                    s.log_tail(20)
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            s.stop();
+        }
+    }
+
+    /// `kompactor delete` on every node of `dir` with `sel`, as a command line.
+    fn delete_args(&self, dir: &Path, sel: &[String]) -> Vec<String> {
+        ["delete", dir.to_str().unwrap(), "--hosts", &self.hosts()]
+            .into_iter()
+            .map(String::from)
+            .chain(sel.iter().cloned())
+            .collect()
+    }
+
+    /// Runs a delete (`dry`: a dry run) and returns its JSON document.
+    fn delete(&self, dir: &Path, sel: &[String], dry: bool, stage: &str) -> Value {
+        let mut args = self.delete_args(dir, sel);
+        args.push("--json".into());
+        if dry {
+            args.push("--dry-run".into());
+        }
+        let out = kompactor(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{}: kompactor {args:?}:\n{}",
+            self.ctx(stage),
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The deletes tried on `metrics.cpu`: a time range, one host, a field condition, and one
+    /// overwritten point (both its versions must go). Each with the condition the server
+    /// evaluates for the rows that must stay.
+    fn delete_cases(&self) -> Vec<DeleteCase> {
+        let node = self.f.nodes()[0].clone();
+        let names = table_names(&self.f, &node);
+        let (key, _) = names
+            .iter()
+            .find(|(_, (db, t))| db == "metrics" && t == "cpu")
+            .expect("the fixture has metrics.cpu");
+        let table = TableRef {
+            node,
+            db: "metrics".into(),
+            table: "cpu".into(),
+        };
+        let ids = |mut v: Vec<String>| {
+            v.extend(
+                [
+                    "--database",
+                    &key.db.to_string(),
+                    "--table",
+                    &key.table.to_string(),
+                ]
+                .map(String::from),
+            );
+            v
+        };
+        let day = &day_after_first(&self.f)[..10];
+        let (lo, hi) = (format!("{day}T06:00:00Z"), format!("{day}T12:00:00Z"));
+        let inv = first_invisible_overwrite(&self.f);
+        vec![
+            DeleteCase {
+                what: "of six hours".into(),
+                args: ids(vec![
+                    "--min-time".into(),
+                    lo.clone(),
+                    "--max-time".into(),
+                    hi.clone(),
+                ]),
+                cond: format!("time >= '{}' AND time < '{}'", &lo[..19], &hi[..19]),
+                table: table.clone(),
+            },
+            DeleteCase {
+                what: "of one host".into(),
+                args: ids(vec![
+                    "--all-time".into(),
+                    "--where".into(),
+                    "host = 'h2'".into(),
+                ]),
+                cond: "host = 'h2'".into(),
+                table: table.clone(),
+            },
+            DeleteCase {
+                what: "by a field's value".into(),
+                args: ids(vec![
+                    "--all-time".into(),
+                    "--where".into(),
+                    "usage_user > 80".into(),
+                ]),
+                cond: "usage_user > 80".into(),
+                table: table.clone(),
+            },
+            DeleteCase {
+                what: "of an overwritten point".into(),
+                args: ids(vec![
+                    "--min-time".into(),
+                    inv.0.to_string(),
+                    "--max-time".into(),
+                    (inv.0 + 1).to_string(),
+                    "--where".into(),
+                    inv.1.clone(),
+                ]),
+                cond: format!("CAST(time AS BIGINT) = {} AND {}", inv.0, inv.1),
+                table,
+            },
+        ]
+    }
+
+    /// A point written at 2099 to every node, then deleted: exactly the answers before.
+    fn delete_far_future_point(&self, persisted: &Path, before: &Answers) {
+        let dir = copy_dir_of(persisted);
+        let t = 4_070_908_800_000_000_000i64; // 2099-01-01T00:00:00Z
+        let opts = self.serve_opts(Some(LARGE_FILE_LIMIT), true);
+        for node in self.f.nodes() {
+            let s = self.start(dir.path(), &node, "a point in 2099", &opts);
+            s.write_lp(
+                "metrics",
+                &format!("cpu,cpu=cpu0,host=clockless usage_user=1.5 {t}"),
+            )
+            .unwrap();
+            let deadline = Instant::now() + PERSIST_TIMEOUT;
+            loop {
+                let rows = s
+                    .query("metrics", "SELECT CAST(max(max_time) AS BIGINT) AS m FROM system.parquet_files WHERE table_name = 'cpu'")
+                    .unwrap();
+                if rows[0]["m"].as_i64().is_some_and(|m| m >= t) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: the 2099 point was not persisted",
+                    self.f.name
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            s.stop();
+        }
+        let key = {
+            let node = self.f.nodes()[0].clone();
+            let names = table_names(&self.f, &node);
+            *names
+                .iter()
+                .find(|(_, (db, t))| db == "metrics" && t == "cpu")
+                .unwrap()
+                .0
+        };
+        let sel: Vec<String> = [
+            "--database",
+            &key.db.to_string(),
+            "--table",
+            &key.table.to_string(),
+            "--min-time",
+            "2099-01-01T00:00:00Z",
+        ]
+        .map(String::from)
+        .to_vec();
+        let stage = "delete of a point in 2099";
+        let run = self.delete(dir.path(), &sel, false, stage);
+        assert_eq!(
+            run["nodes"][0]["rows_deleted"],
+            1,
+            "{}: {run}",
+            self.ctx(stage)
+        );
+        let served = self.serve(dir.path(), stage, Some(LARGE_FILE_LIMIT), &[Rows::All]);
+        served.assert_same(&self.ctx(stage), "as before", before, served.all());
+    }
+
     /// Runs kompactor with `args` and failpoint `fp`; it must stop there.
     fn crash(&self, args: &[String], fp: &str, stage: &str) {
         let out = Command::new(env!("CARGO_BIN_EXE_kompactor"))
@@ -1164,6 +1480,68 @@ impl Case {
             ),
         );
     }
+}
+
+/// One delete tried: its selection as kompactor's arguments, and the condition (in the
+/// server's SQL) that holds for the rows it deletes.
+struct DeleteCase {
+    what: String,
+    table: TableRef,
+    args: Vec<String>,
+    cond: String,
+}
+
+/// The failpoints a delete meets.
+const DELETE_FAILPOINTS: &[&str] = &[
+    "write-output",
+    "after-staged",
+    "after-guard",
+    "after-output-moved",
+    "after-commit-point",
+    "after-metadata-write",
+    "after-set-aside",
+    "after-trash-move",
+    "after-guard-removed",
+];
+
+/// A copy of the node directories under `from`, mtimes kept.
+fn copy_dir_of(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(e.path())
+            .arg(to.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    to
+}
+
+/// The first overwrite of `metrics.cpu` the server does not show (its original stays visible,
+/// `overwrites.json` category `inv`): its time and a condition on its tags.
+fn first_invisible_overwrite(f: &Fixture) -> (i64, String) {
+    let o = read_json(&f.dir.join("expected/overwrites.json"));
+    let list = o
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_array()
+        .unwrap();
+    let p = list
+        .iter()
+        .find(|p| p["cat"] == "inv" && p["table"] == "cpu")
+        .expect("an invisible overwrite of cpu");
+    let conds: Vec<String> = p["tags"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k} = '{}'", v.as_str().unwrap()))
+        .collect();
+    (p["time_ns"].as_i64().unwrap(), conds.join(" AND "))
 }
 
 /// The points written after compaction.

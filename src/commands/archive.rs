@@ -27,6 +27,7 @@ use crate::pipeline::merge::{merge_group, Engine, MergeRules};
 const ARCHIVE_RULES: MergeRules = MergeRules {
     max_rows: u64::MAX,
     keep_duplicates: false,
+    drop_keys: false,
 };
 use crate::pipeline::plan::{blocked_files, by_window, Group, Width};
 use crate::units::parse_time_or_age;
@@ -327,6 +328,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                 table: g.table,
                 removes: &g.inputs,
                 adds: &[],
+                in_place: false,
             })
             .collect();
         if !changes.is_empty() {

@@ -186,6 +186,7 @@ impl PlanArgs {
         MergeRules {
             max_rows: self.max_rows_per_file,
             keep_duplicates: self.keep_duplicates,
+            drop_keys: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod args;
 pub mod compact;
+pub mod delete;
 pub mod prepare;
 pub mod purge;
 pub mod restore;
@@ -113,6 +114,19 @@ pub enum Command {
         after_help = "Example:\n  kompactor archive /var/lib/influxdb3 --hosts node0 --older-than 90d --to /mnt/cold/influx --dry-run"
     )]
     Archive(archive::ArchiveArgs),
+    /// Delete rows: a time range, and optionally a condition on tags, fields and time.
+    ///
+    /// What InfluxDB 3 Core cannot do: every stored version of each matching point is removed
+    /// from the table's files (rewritten, keeping their windows), verified, and committed
+    /// like a compaction, so `kompactor undo` can bring it back. Stop the server first.
+    #[command(after_help = "Examples:
+  kompactor delete /var/lib/influxdb3 --hosts node0 --database metrics --table cpu --min-time 2099-01-01T00:00:00Z --dry-run
+  kompactor delete /var/lib/influxdb3 --hosts node0 --database metrics --table cpu --all-time --where \"host = 'old-7'\"
+  kompactor delete /var/lib/influxdb3 --hosts node0 --database metrics --table cpu --min-time 2026-03-02T00:00:00Z --max-time 2026-03-03T00:00:00Z
+
+Exit status: 0 done (or nothing matched), 1 error (nothing changed), 2 bad request (an unknown
+database, table or column, an invalid condition, no time scope).")]
+    Delete(delete::DeleteArgs),
     /// Bring archived windows back into the nodes as new files.
     #[command(
         after_help = "Example:\n  kompactor restore /mnt/cold/influx /var/lib/influxdb3 --hosts node0 --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z"
@@ -124,6 +138,8 @@ pub enum Command {
 pub const EXIT_OK: u8 = 0;
 /// Exit status: an error stopped the run; nothing was changed (or recovery can finish it).
 pub const EXIT_ERROR: u8 = 1;
+/// Exit status: the command line (or what it names) is wrong; nothing was changed.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit status: some groups were merged, others were skipped (the summary says why).
 pub const EXIT_PARTIAL: u8 = 3;
 /// Exit status of `verify`: the data dir has problems.
@@ -141,6 +157,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Some(Command::Purge(a)) => a.json,
         Some(Command::Archive(a)) => a.json,
         Some(Command::Restore(a)) => a.json,
+        Some(Command::Delete(a)) => a.json,
     };
     // With --json, stdout carries the document alone: no progress, no chatter.
     let quiet = cli.quiet || json;
@@ -157,6 +174,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Some(Command::Purge(a)) => purge::run(a, quiet),
         Some(Command::Archive(a)) => archive::run(a, quiet),
         Some(Command::Restore(a)) => restore::run(a, quiet),
+        Some(Command::Delete(a)) => delete::run(a, quiet, cli.verbose),
     }
 }
 

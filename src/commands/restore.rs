@@ -284,6 +284,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
                 table: *k,
                 removes: &[],
                 adds: outs,
+                in_place: false,
             })
             .collect();
         if !changes.is_empty() {

@@ -29,6 +29,19 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The column's role and type, for people: `tag`, `time`, `float field`, ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            ColumnType::Tag => "tag",
+            ColumnType::Time => "time",
+            ColumnType::Float => "float field",
+            ColumnType::Integer => "integer field",
+            ColumnType::UInteger => "unsigned field",
+            ColumnType::String => "string field",
+            ColumnType::Boolean => "boolean field",
+        }
+    }
+
     fn from_iox(s: &str) -> Option<ColumnType> {
         Some(match s {
             "iox::column_type::tag" => ColumnType::Tag,

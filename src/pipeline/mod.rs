@@ -1,9 +1,11 @@
 //! The compaction pipeline, one module a step: discover a node, plan its windows, merge each
-//! (with its checksum), prepare the commit, report; plus the archive directory's format.
+//! (with its checksum), prepare the commit, report; plus deleting rows (`delete`) and the
+//! archive directory's format.
 
 pub mod archive;
 pub mod checksum;
 pub mod commit;
+pub mod delete;
 pub mod discover;
 pub mod merge;
 pub mod plan;

@@ -191,6 +191,34 @@ impl DbFiles {
         removed
     }
 
+    /// Puts `with[id]`'s entries in place of each entry of that id (in its table's list, where
+    /// it stood); returns how many entries were replaced.
+    pub fn replace_files(
+        &mut self,
+        with: &std::collections::HashMap<FileId, Vec<EntryRc>>,
+    ) -> usize {
+        let mut n = 0;
+        for (_, db) in &mut self.0 {
+            for (_, files) in &mut db.tables {
+                if !files.iter().any(|f| with.contains_key(&f.id)) {
+                    continue;
+                }
+                let mut out = FileList::new();
+                for f in files.drain(..) {
+                    match with.get(&f.id) {
+                        Some(new) => {
+                            n += 1;
+                            out.extend(new.iter().cloned());
+                        }
+                        None => out.push(f),
+                    }
+                }
+                *files = out;
+            }
+        }
+        n
+    }
+
     /// Appends a file under its database and table, creating either only if missing, so a
     /// key is never listed twice (the server rejects duplicate keys).
     pub fn push(&mut self, db: DbId, table: TableId, file: EntryRc) {

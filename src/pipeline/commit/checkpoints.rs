@@ -6,7 +6,7 @@ use crate::format::ids::{FileId, SnapshotSeq, TableKey};
 use crate::format::model::{Checkpoint, DbFiles, Doc, EntryRc, FileEntry, Snapshot};
 use crate::pipeline::discover::load::{merge_checkpoints, select, snapshots_loaded};
 use crate::pipeline::discover::Node;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -27,6 +27,7 @@ pub(super) type CheckpointWrite = (PathBuf, Doc<Checkpoint>, Option<SystemTime>)
 pub(super) fn plan_checkpoints(
     node: &Node,
     dropped: &dyn Fn(&FileEntry) -> bool,
+    in_place: &HashMap<FileId, Vec<EntryRc>>,
     after: &BTreeMap<TableKey, Vec<EntryRc>>,
     new_snap: &Snapshot,
     new_seq: SnapshotSeq,
@@ -42,7 +43,8 @@ pub(super) fn plan_checkpoints(
     let mut rewritten: Vec<Checkpoint> = Vec::new();
     for c in &node.checkpoints {
         let mut doc = c.doc.clone();
-        let n = doc.value.databases.retain_files(|f| !dropped(f))
+        let n = doc.value.databases.replace_files(in_place)
+            + doc.value.databases.retain_files(|f| !dropped(f))
             + doc
                 .value
                 .pending_removed_files

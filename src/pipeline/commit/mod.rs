@@ -71,6 +71,11 @@ pub struct Change<'a> {
     pub table: TableKey,
     pub removes: &'a [LiveFile],
     pub adds: &'a [Output],
+    /// The new files take the place of the first of `removes` (by id) in every document
+    /// that lists it, instead of being listed in the new snapshot: they stay where the server
+    /// held their inputs (in its order, and visible or hidden as they were). A delete's
+    /// rewritten files.
+    pub in_place: bool,
 }
 
 impl<'a> Change<'a> {
@@ -80,6 +85,7 @@ impl<'a> Change<'a> {
             table: g.table,
             removes: &g.inputs,
             adds: &m.outputs,
+            in_place: false,
         }
     }
 }
@@ -152,6 +158,8 @@ pub fn prepare_node(
 /// The entries a commit adds and removes, and the outputs it moves into the node.
 struct NewEntries {
     added: DbFiles,
+    /// Outputs that take the place of an input (keyed by it) where it is listed.
+    in_place: HashMap<FileId, Vec<EntryRc>>,
     replaced: DbFiles,
     replaced_ids: BTreeSet<FileId>,
     outputs: Vec<Move>,
@@ -162,6 +170,7 @@ struct NewEntries {
 fn new_entries(node: &Node, changes: &[Change], dirs: &RunDirs) -> NewEntries {
     let mut e = NewEntries {
         added: DbFiles::default(),
+        in_place: HashMap::new(),
         replaced: DbFiles::default(),
         replaced_ids: BTreeSet::new(),
         outputs: Vec::new(),
@@ -172,21 +181,28 @@ fn new_entries(node: &Node, changes: &[Change], dirs: &RunDirs) -> NewEntries {
             e.replaced.push(c.table.db, c.table.table, f.entry.clone());
             e.replaced_ids.insert(f.entry.id);
         }
+        let place = c
+            .in_place
+            .then(|| c.removes.iter().map(|f| f.entry.id).min())
+            .flatten();
+        if let Some(id) = place {
+            e.in_place.entry(id).or_default();
+        }
         for o in c.adds {
-            e.added.push(
-                c.table.db,
-                c.table.table,
-                EntryRc::new(FileEntry {
-                    id: e.next_id,
-                    path: o.final_path.as_str().into(),
-                    size_bytes: o.size_bytes,
-                    row_count: o.row_count,
-                    chunk_time: o.chunk_time,
-                    min_time: o.min_time,
-                    max_time: o.max_time,
-                    extra: Default::default(),
-                }),
-            );
+            let entry = EntryRc::new(FileEntry {
+                id: e.next_id,
+                path: o.final_path.as_str().into(),
+                size_bytes: o.size_bytes,
+                row_count: o.row_count,
+                chunk_time: o.chunk_time,
+                min_time: o.min_time,
+                max_time: o.max_time,
+                extra: Default::default(),
+            });
+            match place {
+                Some(id) => e.in_place.entry(id).or_default().push(entry),
+                None => e.added.push(c.table.db, c.table.table, entry),
+            }
             e.next_id = FileId(e.next_id.0 + 1);
             e.outputs.push(Move {
                 from: rel_to_data_dir(dirs, &o.tmp_path),
@@ -216,9 +232,12 @@ fn rewrite_snapshots<'a>(
     node: &'a Node,
     dropped: &dyn Fn(&FileEntry) -> bool,
     purged_ids: &BTreeSet<FileId>,
+    in_place: &HashMap<FileId, Vec<EntryRc>>,
 ) -> (Vec<(&'a SnapshotFile, Doc<Snapshot>)>, DbFiles) {
     let falls_out = falls_out(node);
-    let live_ids = node.live_ids();
+    let replaced_live: BTreeSet<FileId> = in_place.values().flatten().map(|f| f.id).collect();
+    let live = node.live_ids();
+    let live_ids = |id: FileId| live.contains(id) || replaced_live.contains(&id);
     let mut rewrites = Vec::new();
     let mut relisted = DbFiles::default();
     for s in &node.snapshots {
@@ -234,7 +253,8 @@ fn rewrite_snapshots<'a>(
             continue;
         }
         let mut doc = s.doc.clone();
-        let mut n = doc.value.databases.retain_files(|f| !dropped(f));
+        let mut n = doc.value.databases.replace_files(in_place);
+        n += doc.value.databases.retain_files(|f| !dropped(f));
         // A removal of a purged file is stale too: nothing lists that file any more.
         if let Some(r) = &mut doc.value.removed_files {
             n += r.retain_files(|f| !purged_ids.contains(&f.id));
@@ -242,14 +262,12 @@ fn rewrite_snapshots<'a>(
         if Some(s.seq) == falls_out {
             // Keep the snapshot's still-live files visible by listing them in the new one.
             for (d, t, f) in doc.value.databases.iter() {
-                if live_ids.contains(f.id) {
+                if live_ids(f.id) {
                     relisted.push(d, t, EntryRc::clone(f));
                     n += 1;
                 }
             }
-            doc.value
-                .databases
-                .retain_files(|f| !live_ids.contains(f.id));
+            doc.value.databases.retain_files(|f| !live_ids(f.id));
         }
         if n > 0 {
             doc.value.recompute_totals();
@@ -270,6 +288,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
     let new_seq = SnapshotSeq(newest.seq.0 + 1);
     let NewEntries {
         added,
+        in_place,
         replaced,
         replaced_ids,
         outputs,
@@ -282,7 +301,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
         .collect();
     let dropped = |f: &FileEntry| replaced_ids.contains(&f.id) || purged_ids.contains(&f.id);
 
-    let (rewrites, relisted) = rewrite_snapshots(node, &dropped, &purged_ids);
+    let (rewrites, relisted) = rewrite_snapshots(node, &dropped, &purged_ids, &in_place);
     let mut new_snap = newest.doc.clone();
     {
         let v = &mut new_snap.value;
@@ -304,7 +323,14 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
     let before = order::live_in_load_order(node);
     let mut expected = before.clone();
     for list in expected.values_mut() {
-        list.retain(|f| !replaced_ids.contains(&f.id));
+        *list = list
+            .iter()
+            .flat_map(|f| match in_place.get(&f.id) {
+                Some(new) => new.clone(),
+                None if replaced_ids.contains(&f.id) => Vec::new(),
+                None => vec![EntryRc::clone(f)],
+            })
+            .collect();
     }
     for (db, table, f) in added.iter() {
         expected
@@ -313,7 +339,14 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
             .push(EntryRc::clone(f));
     }
     expected.retain(|_, l| !l.is_empty());
-    let checkpoint_writes = plan_checkpoints(node, &dropped, &expected, &new_snap.value, new_seq)?;
+    let checkpoint_writes = plan_checkpoints(
+        node,
+        &dropped,
+        &in_place,
+        &expected,
+        &new_snap.value,
+        new_seq,
+    )?;
     let after = after_inputs(
         node,
         &rewrites,
@@ -333,7 +366,7 @@ pub fn compute_node(node: &Node, changes: &[Change], dirs: &RunDirs) -> Result<N
     let committed = Committed {
         node: node.id.clone(),
         snapshot: new_seq,
-        files_added: added.iter().count(),
+        files_added: added.iter().count() + in_place.values().map(Vec::len).sum::<usize>(),
         files_replaced: replaced_ids.len(),
         snapshots_rewritten: rewrites.len(),
         entries_relisted: relisted.iter().count(),

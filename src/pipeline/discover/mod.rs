@@ -321,6 +321,7 @@ fn read_metadata(dir: &Path, node_id: &str, load_window: Option<usize>) -> Resul
         hidden: BTreeMap::new(),
         listed_dirs: ListedDirs::default(),
         load_window: load_window.unwrap_or_else(|| generation.default_load_window()),
+        catalog_names: crate::format::catalog::names(dir),
     })
 }
 

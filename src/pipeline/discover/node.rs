@@ -94,6 +94,9 @@ pub struct Node {
     pub listed_dirs: ListedDirs,
     /// How many of the newest snapshots the server loads when it has no checkpoints.
     pub load_window: usize,
+    /// Database and table names from the node's catalog, where kompactor can read it
+    /// ([`crate::format::catalog`]).
+    pub catalog_names: BTreeMap<TableKey, (String, String)>,
 }
 
 impl Node {
@@ -200,9 +203,17 @@ impl Node {
         }
     }
 
-    /// The database and table names of a table, when its Parquet paths carry them (up to 3.5).
+    /// The database and table names of a table: from the node's catalog (3.0 to 3.9), else
+    /// from its Parquet paths (up to 3.5).
     pub fn table_names(&self, key: TableKey) -> Option<(String, String)> {
-        let f = self.live.get(&key)?.first()?;
+        if let Some(n) = self.catalog_names.get(&key) {
+            return Some(n.clone());
+        }
+        let f = self
+            .live
+            .get(&key)
+            .or_else(|| self.hidden.get(&key))?
+            .first()?;
         f.path
             .with_str(|p| ParquetPath::parse(p)?.names(key.db, key.table))
     }

@@ -19,7 +19,7 @@ pub use write::{output_paths, ZSTD_LEVEL};
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, Nanos};
 use crate::format::parquet::{read_footers, sql_ident, sql_str, Footer};
-use crate::pipeline::checksum::{checksum_from, Checksum};
+use crate::pipeline::checksum::{checksum, checksum_from, Checksum};
 use crate::pipeline::discover::LiveFile;
 use crate::pipeline::plan::Group;
 use dedup::{
@@ -74,7 +74,13 @@ pub struct MergeRules {
     pub max_rows: u64,
     /// Refuse a group whose points repeat across chunk_times instead of combining them.
     pub keep_duplicates: bool,
+    /// Leave out every point (series key and time) listed in [`DROP_KEYS`] (a delete).
+    pub drop_keys: bool,
 }
+
+/// The temporary table of the points a delete removes (its series key columns and `time`),
+/// made in the merging session before the merge ([`MergeRules::drop_keys`]).
+pub const DROP_KEYS: &str = "__kompactor_drop_keys";
 
 /// A scan of one Parquet file, as SQL.
 fn read_one(path: &Path) -> String {
@@ -184,6 +190,48 @@ pub fn merge_group(
         ),
         None => (format!("(SELECT {columns} FROM {MERGED})"), read),
     };
+    let (rows, expected) = if rules.drop_keys {
+        // The points to drop carry the table's whole series key; a tag these files lack is
+        // null in each of their rows.
+        let ours = schema.key_columns();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = '{DROP_KEYS}' ORDER BY column_index"
+        ))?;
+        let theirs: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        let on: Vec<String> = theirs
+            .iter()
+            .map(|c| {
+                let id = sql_ident(c);
+                if ours.contains(&id) {
+                    format!("r.{id} IS NOT DISTINCT FROM d.{id}")
+                } else {
+                    format!("d.{id} IS NULL")
+                }
+            })
+            .collect();
+        let kept = format!(
+            "(SELECT r.* FROM {rows} r ANTI JOIN {DROP_KEYS} d ON {})",
+            on.join(" AND ")
+        );
+        // What stays, counted apart from the write that follows.
+        let expected = checksum(conn, &schema.columns, &kept)?;
+        (kept, expected)
+    } else {
+        (rows, expected)
+    };
+    if expected.rows == 0 {
+        // Nothing stays: the inputs go, and no file takes their place.
+        drop(tables);
+        return Ok(Merged {
+            outputs: Vec::new(),
+            rows_out: 0,
+            rows_in,
+            checksum: expected,
+            cross_chunk_points: cross_chunk,
+        });
+    }
     let (outputs, expected) = write_and_verify(
         WriteJob {
             conn,
@@ -426,6 +474,7 @@ mod tests {
             let rules = MergeRules {
                 max_rows: u64::MAX,
                 keep_duplicates: self.keep_duplicates,
+                drop_keys: false,
             };
             let m = merge_group(engine, self.tmp.path(), &group, &out_dir, rules)?;
             assert_eq!(m.outputs.len(), 1);

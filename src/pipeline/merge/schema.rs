@@ -90,7 +90,8 @@ impl TableSchema {
             .join(", ")
     }
 
-    pub(super) fn key_columns(&self) -> Vec<String> {
+    /// The series key columns, then `time`, as SQL identifiers: what identifies a point.
+    pub fn key_columns(&self) -> Vec<String> {
         self.series_key
             .iter()
             .map(|k| sql_ident(k))

@@ -602,6 +602,7 @@ mod tests {
             hidden: BTreeMap::new(),
             listed_dirs: ListedDirs::default(),
             load_window: 4383,
+            catalog_names: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,413 @@
+//! Deleting rows: which points a delete matches, which stored versions it removes, and the
+//! merges that remove them.
+//!
+//! A point matches when the row the server answers for it (its versions combined by the
+//! server's rule, per `chunk_time`) lies in the time scope and satisfies the predicate. Every
+//! stored version of a matching (series key, time) goes, in every file of the table: else an
+//! older version would surface once the newer one is gone.
+//!
+//! The files holding a version are rewritten without them, each together with every file of
+//! its `chunk_time` whose time range overlaps it (and so on): a file that loses rows can
+//! begin later than before, and the server would then order it otherwise among the files it
+//! overlaps, changing which version of the points that stay it returns. Merged together by the
+//! server's rule, minus the deleted points, they answer as before. The outputs keep their
+//! `chunk_time`, so the server's deduplication partitions do not change.
+
+use crate::error::{Error, Result};
+use crate::format::ids::{FileId, LoadPos, Nanos, TableKey};
+use crate::format::layout::{window_dirs, ParquetPath};
+use crate::format::model::EntryRc;
+use crate::format::parquet::{read_footers, sql_ident, sql_str, Footer};
+use crate::pipeline::discover::{LiveFile, Node};
+use crate::pipeline::merge::{precedence, TableSchema, DROP_KEYS};
+use crate::pipeline::plan::{Group, GEN1};
+use duckdb::Connection;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The rows a delete applies to: a time range (`[min, max)`, either end open) and a SQL
+/// predicate over the table's columns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Selection {
+    /// Inclusive; `null` for no lower bound.
+    pub min_time: Option<Nanos>,
+    /// Exclusive; `null` for no upper bound.
+    pub max_time: Option<Nanos>,
+    /// A boolean SQL expression over tags, fields and `time`, as DuckDB evaluates it; `null`
+    /// for every row of the time range.
+    pub predicate: Option<String>,
+}
+
+impl Selection {
+    /// Whether a file with data in `[min, max]` can hold a selected row.
+    fn touches(&self, min: Nanos, max: Nanos) -> bool {
+        self.min_time.is_none_or(|lo| max >= lo) && self.max_time.is_none_or(|hi| min < hi)
+    }
+
+    /// The condition on a row, as SQL.
+    fn condition(&self) -> String {
+        let mut c = Vec::new();
+        if let Some(lo) = self.min_time {
+            c.push(format!("epoch_ns(\"time\") >= {}", lo.0));
+        }
+        if let Some(hi) = self.max_time {
+            c.push(format!("epoch_ns(\"time\") < {}", hi.0));
+        }
+        if let Some(p) = &self.predicate {
+            c.push(format!("({p})"));
+        }
+        if c.is_empty() {
+            "TRUE".into()
+        } else {
+            c.join(" AND ")
+        }
+    }
+}
+
+/// What a delete does in one `chunk_time` of a table: the files it rewrites, and the rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeleteWindow {
+    /// The `chunk_time` of the files (their window's start).
+    pub window_start: Nanos,
+    /// Files rewritten (those holding a deleted version, and those they overlap).
+    pub files: usize,
+    /// Rows the server answers that go (a point stored under two chunk_times counts twice).
+    pub rows_deleted: u64,
+    /// Stored versions of the deleted points that go.
+    pub versions_removed: u64,
+    /// Rows the server answers from these files that stay.
+    pub rows_kept: u64,
+    /// Bytes of the files rewritten.
+    pub bytes: u64,
+    /// Time range of the deleted rows.
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+}
+
+/// A delete's work on one table of one node.
+pub struct TableDelete {
+    pub table: TableKey,
+    /// One merge per set of overlapping files that holds a deleted version.
+    pub groups: Vec<Group>,
+    /// Per `chunk_time`, what goes.
+    pub windows: Vec<DeleteWindow>,
+    /// The table's columns, as the merge will write them.
+    pub columns: Vec<String>,
+}
+
+/// Validates `predicate` against the table's columns: DuckDB must accept it as a boolean
+/// expression over them. The error lists the columns.
+pub fn check_predicate(conn: &Connection, schema: &TableSchema, predicate: &str) -> Result<()> {
+    if predicate.trim().is_empty() {
+        return Err(Error::usage("--where is empty"));
+    }
+    if predicate.contains(';') {
+        return Err(Error::usage("--where must be one expression (no `;`)"));
+    }
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "CAST(NULL AS {}) AS {}",
+                c.ty.duckdb_type(),
+                sql_ident(&c.name)
+            )
+        })
+        .collect();
+    let listed = || {
+        let cols: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.ty.describe()))
+            .collect();
+        format!("the table's columns: {}", cols.join(", "))
+    };
+    let sql = format!(
+        "SELECT column_type FROM (DESCRIBE SELECT ({predicate}) AS c FROM (SELECT {}))",
+        cols.join(", ")
+    );
+    let ty: String = conn.query_row(&sql, [], |r| r.get(0)).map_err(|e| {
+        Error::usage(format!(
+            "--where `{predicate}` is not a condition on this table: {e}"
+        ))
+        .hint(listed())
+    })?;
+    if ty != "BOOLEAN" {
+        return Err(Error::usage(format!(
+            "--where `{predicate}` is not a condition on this table: it is of type {ty}, not BOOLEAN"
+        ))
+        .hint(listed()));
+    }
+    Ok(())
+}
+
+/// Finds what a delete of `sel` does to `table` of `node`: creates [`DROP_KEYS`] in `conn`
+/// with the points to delete, and returns the merges that remove them (named after
+/// `run_id`). Fails, changing nothing, on a predicate DuckDB does not accept.
+pub fn plan_table(
+    conn: &Connection,
+    data_dir: &Path,
+    node: &Node,
+    table: TableKey,
+    sel: &Selection,
+    run_id: &str,
+) -> Result<TableDelete> {
+    let none = Vec::new();
+    let live = node.live.get(&table).unwrap_or(&none);
+    let hidden = node.hidden.get(&table).unwrap_or(&none);
+    let all: Vec<(&EntryRc, bool)> = live
+        .iter()
+        .map(|f| (f, false))
+        .chain(hidden.iter().map(|f| (f, true)))
+        .collect();
+    // Hidden files (included, or they would come back later) rank as the server would rank
+    // them if it read everything; live ones as it does.
+    let unbounded = (!hidden.is_empty()).then(|| node.unbounded_load_positions());
+    let file = |f: &EntryRc, is_hidden: bool| LiveFile {
+        table,
+        entry: EntryRc::clone(f),
+        load_pos: match (&unbounded, is_hidden) {
+            (Some(all), true) => all.get(f.id).copied(),
+            _ => node.load_pos.get(f.id).copied(),
+        }
+        .unwrap_or(LoadPos(u32::MAX)),
+    };
+    let candidates: Vec<(LiveFile, bool)> = all
+        .iter()
+        .filter(|(f, _)| sel.touches(f.min_time, f.max_time))
+        .map(|(f, h)| (file(f, *h), *h))
+        .collect();
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {DROP_KEYS}"))?;
+    let footers = read_footers(
+        &all.iter()
+            .map(|(f, _)| f.path.under(data_dir))
+            .collect::<Vec<_>>(),
+    )?;
+    let pairs: Vec<(FileId, &Footer)> = all.iter().map(|(f, _)| f.id).zip(footers.iter()).collect();
+    let schema = TableSchema::union(&pairs)?;
+    if let Some(p) = &sel.predicate {
+        check_predicate(conn, &schema, p)?;
+    }
+    let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+    if candidates.is_empty() {
+        return Ok(TableDelete {
+            table,
+            groups: Vec::new(),
+            windows: Vec::new(),
+            columns,
+        });
+    }
+    // The server's rows: the live files ranked as it ranks them, then the hidden ones (apart:
+    // each set is combined on its own, as the server would see it).
+    let (mut shown, mut unseen): (Vec<&LiveFile>, Vec<&LiveFile>) = (Vec::new(), Vec::new());
+    for (f, h) in &candidates {
+        if *h {
+            unseen.push(f)
+        } else {
+            shown.push(f)
+        }
+    }
+    let mut ranked = precedence(&shown);
+    let split = ranked.len();
+    ranked.extend(precedence(&unseen));
+    let keys: Vec<String> = schema.key_columns();
+    let tables = rows_by_point(&schema, data_dir, &ranked, split);
+    let k = keys.join(", ");
+    let fields: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !keys.contains(&sql_ident(&c.name)))
+        .map(|c| {
+            let id = sql_ident(&c.name);
+            format!("arg_max({id}, __rank) FILTER (WHERE {id} IS NOT NULL) AS {id}")
+        })
+        .collect();
+    // One row per point and chunk_time (and hidden or not): what the server answers.
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE __kompactor_answers AS \
+         SELECT {k}, __chunk, __hidden{} FROM ({tables}) GROUP BY {k}, __chunk, __hidden",
+        fields.iter().map(|f| format!(", {f}")).collect::<String>()
+    ))?;
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE {DROP_KEYS} AS SELECT DISTINCT {k} FROM __kompactor_answers WHERE {}",
+        sel.condition()
+    ))
+    .map_err(|e| Error::usage(format!("the selection cannot be evaluated: {e}")))?;
+    let on: Vec<String> = keys
+        .iter()
+        .map(|c| format!("a.{c} IS NOT DISTINCT FROM d.{c}"))
+        .collect();
+    let on = on.join(" AND ");
+    // Per file: how many stored versions of deleted points it holds.
+    let mut hit: BTreeMap<usize, u64> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT __file, count(*) FROM ({tables}) a SEMI JOIN {DROP_KEYS} d ON {on} GROUP BY __file"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for r in rows {
+            let (i, n) = r?;
+            hit.insert(i as usize, n as u64);
+        }
+    }
+    let rows_in = |chunk: Nanos, deleted: bool| -> Result<(u64, Nanos, Nanos)> {
+        let join = if deleted { "SEMI" } else { "ANTI" };
+        let (n, lo, hi): (i64, Option<i64>, Option<i64>) = conn.query_row(
+            &format!(
+                "SELECT count(*), epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) FROM __kompactor_answers a \
+                 {join} JOIN {DROP_KEYS} d ON {on} WHERE a.__chunk = {} AND NOT a.__hidden",
+                chunk.0
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok((
+            n as u64,
+            Nanos(lo.unwrap_or(i64::MAX)),
+            Nanos(hi.unwrap_or(i64::MIN)),
+        ))
+    };
+    let touched: BTreeSet<_> = hit.keys().map(|&i| ranked[i].entry.id).collect();
+    let versions_in = |ids: &BTreeSet<FileId>| -> u64 {
+        hit.iter()
+            .filter(|(i, _)| ids.contains(&ranked[**i].entry.id))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let mut groups = Vec::new();
+    let mut windows: BTreeMap<Nanos, DeleteWindow> = BTreeMap::new();
+    for cluster in clusters(&all, |f| touched.contains(&f.id)) {
+        let inputs: Vec<LiveFile> = cluster.iter().map(|(f, h)| file(f, *h)).collect();
+        let chunk = inputs[0].entry.chunk_time;
+        let ids: BTreeSet<_> = inputs.iter().map(|f| f.entry.id).collect();
+        if !windows.contains_key(&chunk) {
+            let (deleted, lo, hi) = rows_in(chunk, true)?;
+            let (kept, _, _) = rows_in(chunk, false)?;
+            windows.insert(
+                chunk,
+                DeleteWindow {
+                    window_start: chunk,
+                    files: 0,
+                    rows_deleted: deleted,
+                    versions_removed: 0,
+                    rows_kept: kept,
+                    bytes: 0,
+                    min_time: lo,
+                    max_time: hi,
+                },
+            );
+        }
+        let w = windows.get_mut(&chunk).expect("inserted above");
+        w.files += inputs.len();
+        w.versions_removed += versions_in(&ids);
+        w.bytes += inputs.iter().map(|f| f.entry.size_bytes).sum::<u64>();
+        groups.push(group(node, table, chunk, inputs, run_id));
+    }
+    Ok(TableDelete {
+        table,
+        groups,
+        windows: windows.into_values().collect(),
+        columns,
+    })
+}
+
+/// A query of every row of `ranked`'s files with its rank, its file's index, `chunk_time`,
+/// and whether it is hidden (the files from `split` on).
+fn rows_by_point(
+    schema: &TableSchema,
+    data_dir: &Path,
+    ranked: &[&LiveFile],
+    split: usize,
+) -> String {
+    let by =
+        |values: Vec<String>| format!("[{}][CAST(file_index AS BIGINT) + 1]", values.join(", "));
+    let chunk = by(ranked
+        .iter()
+        .map(|f| f.entry.chunk_time.0.to_string())
+        .collect());
+    let hidden = by((0..ranked.len())
+        .map(|i| (i >= split).to_string())
+        .collect());
+    let list: Vec<String> = ranked
+        .iter()
+        .map(|f| sql_str(&f.entry.path.under(data_dir).to_string_lossy()))
+        .collect();
+    let cols: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
+    format!(
+        "SELECT {}, file_index AS __rank, file_index AS __file, {chunk} AS __chunk, {hidden} AS __hidden \
+         FROM read_parquet([{}], union_by_name = true)",
+        cols.join(", "),
+        list.join(", ")
+    )
+}
+
+/// The sets of files of one `chunk_time` (live or hidden) whose time ranges overlap, one
+/// after another, that hold a file `touched` accepts.
+fn clusters<'a>(
+    files: &[(&'a EntryRc, bool)],
+    touched: impl Fn(&EntryRc) -> bool,
+) -> Vec<Vec<(&'a EntryRc, bool)>> {
+    // Live and hidden files apart: the server never combines them, and an output takes the
+    // place of one of its inputs (visible or hidden as it was).
+    let mut by_chunk: BTreeMap<(Nanos, bool), Vec<(&EntryRc, bool)>> = BTreeMap::new();
+    for (f, h) in files {
+        by_chunk
+            .entry((f.chunk_time, *h))
+            .or_default()
+            .push((*f, *h));
+    }
+    let mut out = Vec::new();
+    for (_, mut fs) in by_chunk {
+        fs.sort_by_key(|(f, _)| (f.min_time, f.id));
+        let mut current: Vec<(&EntryRc, bool)> = Vec::new();
+        let mut end = Nanos::MIN;
+        for (f, h) in fs {
+            if !current.is_empty() && f.min_time > end {
+                if current.iter().any(|(f, _)| touched(f)) {
+                    out.push(std::mem::take(&mut current));
+                }
+                current.clear();
+            }
+            end = if current.is_empty() {
+                f.max_time
+            } else {
+                end.max(f.max_time)
+            };
+            current.push((f, h));
+        }
+        if current.iter().any(|(f, _)| touched(f)) {
+            out.push(current);
+        }
+    }
+    out
+}
+
+/// The merge that rewrites one set of files without the deleted points.
+fn group(node: &Node, table: TableKey, chunk: Nanos, inputs: Vec<LiveFile>, run_id: &str) -> Group {
+    let first = inputs.iter().map(|f| f.entry.id).min().expect("inputs");
+    let output_path = inputs[0].entry.path.with_str(|p| {
+        let table_dir = ParquetPath::parse(p).map_or(p, |p| p.table_dir);
+        format!(
+            "{table_dir}/{}/kompactor-delete-{run_id}-{first}.parquet",
+            window_dirs(chunk)
+        )
+    });
+    Group {
+        node: node.id.clone(),
+        table,
+        window_start: chunk,
+        window_end: GEN1.end(chunk),
+        width: GEN1,
+        joined: false,
+        rows: inputs.iter().map(|f| f.entry.row_count).sum(),
+        bytes: inputs.iter().map(|f| f.entry.size_bytes).sum(),
+        outputs_estimate: 1,
+        revived: 0,
+        rows_revived: 0,
+        bytes_revived: 0,
+        output_path,
+        inputs,
+    }
+}
