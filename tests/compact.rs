@@ -308,3 +308,29 @@ fn generated_data_compacts_to_the_answers_computed_before() {
         );
     }
 }
+
+#[test]
+fn the_default_run_remembers_the_writers_and_a_second_one_finds_nothing_to_do() {
+    // The fixtures' writers wrote late over their whole history: the first run keeps their
+    // windows at 10 minutes, merging the late files away; the second must still know that.
+    for f in fixtures() {
+        let copy = copy_fixture(&f);
+        let nodes = f.nodes().join(",");
+        compact(copy.path(), &nodes, &[]);
+        assert!(
+            copy.path().join(".kompactor/writers.json").is_file(),
+            "{}: no record of the writers",
+            f.name
+        );
+        let again = compact(copy.path(), &nodes, &[]);
+        for n in again["nodes"].as_array().unwrap() {
+            assert!(
+                n["committed"].is_null(),
+                "{}: the second default run merged again: {}",
+                f.name,
+                n["tables"]
+            );
+        }
+        assert_answers_match(&f, copy.path());
+    }
+}

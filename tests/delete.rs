@@ -51,9 +51,8 @@ fn deleting_hosts_leaves_every_other_row_on_every_fixture() {
             &[&args[..], &["--dry-run"]].concat(),
         );
         assert!(dry.status.success(), "{}: {}", f.name, text(&dry));
-        assert_eq!(
-            listing(copy.path()),
-            before,
+        assert!(
+            same(&listing(copy.path())),
             "{}: the dry run changed something",
             f.name
         );

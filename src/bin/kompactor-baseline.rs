@@ -81,7 +81,7 @@ fn run(args: &Args) -> Result<(), String> {
         include_hidden: false,
         writer_reach: Some(Nanos(0)),
     };
-    let plans = plan_node(&node, &opts, "baseline");
+    let plans = plan_node(&node, &opts, &Default::default(), "baseline");
     let groups: Vec<_> = plans.iter().flat_map(|p| &p.groups).collect();
     let files: usize = groups.iter().map(|g| g.inputs.len()).sum();
     let rows: u64 = groups.iter().map(|g| g.rows).sum();

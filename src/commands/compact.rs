@@ -14,7 +14,7 @@ use crate::json;
 use crate::pipeline::commit::{prepare_node, Change, Committed};
 use crate::pipeline::discover::{discover_all, leave_to_exit, summarize, Finding, Node};
 use crate::pipeline::merge::{Engine, Merged};
-use crate::pipeline::plan::{plan_node, Group, TablePlan};
+use crate::pipeline::plan::{plan_node, Group, SeenWriters, TablePlan};
 use crate::pipeline::prepared::Prepared;
 use crate::pipeline::report::{
     plan_text, run_text, GroupFailure, NodeReport, NodeRun, Phases, PlanDoc, RunOptions, RunReport,
@@ -89,7 +89,11 @@ pub fn run(args: &CompactArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let read_started = Instant::now();
     let nodes = discover_all(data_dir, hosts, args.plan.server.load_window())?;
     let t = Instant::now();
-    let plans: Vec<Vec<TablePlan>> = nodes.iter().map(|n| plan_node(n, &opts, &run_id)).collect();
+    let seen = SeenWriters::load(data_dir);
+    let plans: Vec<Vec<TablePlan>> = nodes
+        .iter()
+        .map(|n| plan_node(n, &opts, &seen, &run_id))
+        .collect();
     log::debug!("planning took {:.2}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let space = estimate(data_dir, &nodes, &plans, args.engine.memory_limit)?;
@@ -391,6 +395,7 @@ fn compact(
         } else {
             let t = Instant::now();
             apply_or_recover(&dirs, &manifest)?;
+            remember_writers(data_dir, nodes, &plans);
             log::debug!("committing took {:.2}s", t.elapsed().as_secs_f64());
             for n in &mut report.nodes {
                 n.committed = committed.remove(&n.node);
@@ -428,6 +433,19 @@ fn compact(
     } else {
         EXIT_OK
     }))
+}
+
+/// Keeps what this run saw of each table's writers for the next runs: merging the late
+/// files erased the evidence. A failure to write it costs only wider 10-minute windows later
+/// than they would have been, so it is logged, not fatal.
+fn remember_writers(data_dir: &Path, nodes: &[Node], plans: &[Vec<TablePlan>]) {
+    let mut seen = SeenWriters::load(data_dir);
+    for (n, tables) in nodes.iter().zip(plans) {
+        seen.remember(&n.id, tables.iter().map(|t| (t.table, t.writers)));
+    }
+    if let Err(e) = seen.save(data_dir) {
+        log::warn!("could not record what the writers did: {e}");
+    }
 }
 
 /// Takes the windows prepared while the server ran (checked against their inputs, and

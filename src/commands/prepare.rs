@@ -19,7 +19,7 @@ use crate::json;
 use crate::pipeline::commit::{compute_node, Change};
 use crate::pipeline::discover::{discover_all, Node};
 use crate::pipeline::merge::{Engine, Merged};
-use crate::pipeline::plan::{plan_node, Group, TablePlan};
+use crate::pipeline::plan::{plan_node, Group, SeenWriters, TablePlan};
 use crate::pipeline::prepared::PreparedWriter;
 use crate::pipeline::space::estimate;
 use crate::pipeline::workers::merge_all;
@@ -84,9 +84,10 @@ pub fn run(a: &PrepareArgs, quiet: bool) -> Result<ExitCode> {
     sweep_scratch(data_dir)?;
     let prepare_id = new_run_id();
     let nodes = discover_settled(data_dir, &a.hosts.hosts, a.plan.server.load_window())?;
+    let seen = SeenWriters::load(data_dir);
     let plans: Vec<Vec<TablePlan>> = nodes
         .iter()
-        .map(|n| plan_node(n, &a.plan.options(), &prepare_id))
+        .map(|n| plan_node(n, &a.plan.options(), &seen, &prepare_id))
         .collect();
     estimate(data_dir, &nodes, &plans, a.engine.memory_limit)?.check()?;
     let jobs: Vec<&Group> = plans.iter().flatten().flat_map(|t| &t.groups).collect();

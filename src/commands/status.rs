@@ -11,7 +11,9 @@ use crate::pipeline::discover::{
     discover_node_with, leave_to_exit, newest_time, summarize, Finding, Node,
 };
 use crate::pipeline::plan::reach::HORIZON;
-use crate::pipeline::plan::{plan_node, PlanOptions, Reach, TablePlan, TierUse, QUERY_FILE_LIMIT};
+use crate::pipeline::plan::{
+    plan_node, PlanOptions, Reach, SeenWriters, TablePlan, TierUse, QUERY_FILE_LIMIT,
+};
 use crate::pipeline::space::{estimate, SpaceEstimate};
 use crate::units::{human_duration, parse_size, DEFAULT_MEMORY_LIMIT};
 use serde::Serialize;
@@ -204,9 +206,10 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
         found.push(discover_node_with(data_dir, h, a.server.load_window())?);
     }
     // What a compaction with the default options would need on disk.
+    let seen = SeenWriters::load(data_dir);
     let plans: Vec<_> = found
         .iter()
-        .map(|n| plan_node(n, &PlanOptions::default(), "status"))
+        .map(|n| plan_node(n, &PlanOptions::default(), &seen, "status"))
         .collect();
     let budget = parse_size(DEFAULT_MEMORY_LIMIT).expect("the default parses");
     let space = estimate(data_dir, &found, &plans, budget)?;

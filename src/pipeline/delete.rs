@@ -282,12 +282,12 @@ pub fn plan_table(
         let inputs: Vec<LiveFile> = cluster.iter().map(|(f, h)| file(f, *h)).collect();
         let chunk = inputs[0].entry.chunk_time;
         let ids: BTreeSet<_> = inputs.iter().map(|f| f.entry.id).collect();
-        if !windows.contains_key(&chunk) {
-            let (deleted, lo, hi) = rows_in(chunk, true)?;
-            let (kept, _, _) = rows_in(chunk, false)?;
-            windows.insert(
-                chunk,
-                DeleteWindow {
+        let w = match windows.entry(chunk) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let (deleted, lo, hi) = rows_in(chunk, true)?;
+                let (kept, _, _) = rows_in(chunk, false)?;
+                e.insert(DeleteWindow {
                     window_start: chunk,
                     files: 0,
                     rows_deleted: deleted,
@@ -296,10 +296,9 @@ pub fn plan_table(
                     bytes: 0,
                     min_time: lo,
                     max_time: hi,
-                },
-            );
-        }
-        let w = windows.get_mut(&chunk).expect("inserted above");
+                })
+            }
+        };
         w.files += inputs.len();
         w.versions_removed += versions_in(&ids);
         w.bytes += inputs.iter().map(|f| f.entry.size_bytes).sum::<u64>();

@@ -11,7 +11,7 @@ pub mod reach;
 pub mod tiers;
 mod windows;
 
-pub use reach::{writer_reach, Reach};
+pub use reach::{writer_reach, Reach, SeenWriters};
 pub use tiers::{Tier, Tiers, Width, DEFAULT_TIERS, GEN1};
 
 use crate::format::ids::{FileId, FileIdMap, LoadPos, Nanos, TableKey};
@@ -201,10 +201,15 @@ pub fn ten_minute_zone(reach: &Reach, opts: &PlanOptions) -> Nanos {
     }
 }
 
-/// Plans one node's tables.
-pub fn plan_node(node: &Node, opts: &PlanOptions, run_id: &str) -> Vec<TablePlan> {
+/// Plans one node's tables; `seen` is what earlier runs saw of the writers.
+pub fn plan_node(
+    node: &Node,
+    opts: &PlanOptions,
+    seen: &SeenWriters,
+    run_id: &str,
+) -> Vec<TablePlan> {
     let blocked = blocked_files(node);
-    let reach = writer_reach(node);
+    let reach = writer_reach(node, seen);
     let keys: BTreeSet<TableKey> = node
         .live
         .keys()
@@ -630,7 +635,12 @@ mod tests {
         merges: &mut BTreeMap<u64, usize>,
     ) {
         let n = node(files);
-        let plans = plan_node(&n, &PlanOptions::default(), &format!("run{run}"));
+        let plans = plan_node(
+            &n,
+            &PlanOptions::default(),
+            &SeenWriters::default(),
+            &format!("run{run}"),
+        );
         for g in plans.iter().flat_map(|p| &p.groups) {
             let ids: BTreeSet<FileId> = g.inputs.iter().map(|f| f.entry.id).collect();
             files.retain(|f| !ids.contains(&f.id));

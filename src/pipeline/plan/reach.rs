@@ -7,18 +7,20 @@
 //! minutes there would make the next such write a second row instead of an overwrite, so the
 //! plan keeps those windows at 10 minutes ([`super`]).
 
-use crate::format::ids::{FileId, Nanos, TableKey};
+use crate::format::ids::{DbId, FileId, Nanos, TableId, TableKey};
+use crate::format::layout::STATE_DIR;
 use crate::format::model::EntryRc;
 use crate::pipeline::discover::Node;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// How far back, in data time, recent snapshots are looked at: two weeks covers writers that
 /// come back daily or weekly, and a one-off correction stops counting after it.
 pub const HORIZON: Nanos = Nanos(14 * 86_400_000_000_000);
 
 /// What the recent snapshots say of one table's writers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reach {
     /// How far behind the newest data of its time the oldest late write landed (0: none).
     pub reach: Nanos,
@@ -29,6 +31,9 @@ pub struct Reach {
     pub across_chunks: usize,
     /// The oldest window a late write landed in (`Nanos::MAX` for none).
     pub oldest_window: Nanos,
+    /// The node's newest data time when these late writes were last seen (`Nanos::MIN` for
+    /// none): a run remembers them ([`SeenWriters`]), since merging their files erases them.
+    pub seen_at: Nanos,
 }
 
 impl Default for Reach {
@@ -39,6 +44,7 @@ impl Default for Reach {
             late_files: 0,
             across_chunks: 0,
             oldest_window: Nanos::MAX,
+            seen_at: Nanos::MIN,
         }
     }
 }
@@ -54,8 +60,9 @@ fn written_by_server(f: &EntryRc, first_new_id: FileId) -> bool {
         })
 }
 
-/// Each table's writers' reach over the snapshots of the last [`HORIZON`] (in data time).
-pub fn writer_reach(node: &Node) -> BTreeMap<TableKey, Reach> {
+/// Each table's writers' reach over the snapshots of the last [`HORIZON`] (in data time),
+/// and what earlier runs saw in that time (`seen`: their files are merged by now).
+pub fn writer_reach(node: &Node, seen: &SeenWriters) -> BTreeMap<TableKey, Reach> {
     // The newest data the node had at each snapshot: its "now" when the snapshot was taken.
     let mut now = Nanos::MIN;
     let mut at: Vec<Nanos> = Vec::with_capacity(node.snapshots.len());
@@ -88,9 +95,83 @@ pub fn writer_reach(node: &Node) -> BTreeMap<TableKey, Reach> {
                 .reach
                 .max(Nanos(now_then.0.saturating_sub(f.chunk_time.0)));
             r.oldest_window = r.oldest_window.min(f.chunk_time);
+            r.seen_at = now;
         }
     }
+    for (key, old) in seen.of_node(&node.id) {
+        if old.seen_at < since {
+            continue;
+        }
+        let r = out.entry(key).or_default();
+        if old.reach > r.reach {
+            r.reach = old.reach;
+            r.seen_at = r.seen_at.max(old.seen_at);
+        }
+        r.late_files = r.late_files.max(old.late_files);
+        r.across_chunks = r.across_chunks.max(old.across_chunks);
+        r.oldest_window = r.oldest_window.min(old.oldest_window);
+    }
     out
+}
+
+/// `.kompactor/writers.json`: the writers' reach each table showed, as the runs that merged
+/// the late files saw it, so that the next runs still know it for [`HORIZON`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SeenWriters {
+    pub format_version: u32,
+    /// Per node, per table (`db_id/table_id`).
+    pub nodes: BTreeMap<String, BTreeMap<String, Reach>>,
+}
+
+impl SeenWriters {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(STATE_DIR).join("writers.json")
+    }
+
+    /// What earlier runs saw; nothing when they saw nothing (or the file cannot be read:
+    /// it only ever widens the 10-minute windows, so losing it loses no data).
+    pub fn load(data_dir: &Path) -> SeenWriters {
+        std::fs::read(Self::path(data_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn of_node(&self, node: &str) -> Vec<(TableKey, Reach)> {
+        let parse = |k: &str| -> Option<TableKey> {
+            let (db, t) = k.split_once('/')?;
+            Some(TableKey {
+                db: DbId(db.parse().ok()?),
+                table: TableId(t.parse().ok()?),
+            })
+        };
+        self.nodes
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, r)| Some((parse(k)?, *r)))
+            .collect()
+    }
+
+    /// Records the reach of every table of `node` that showed late writes.
+    pub fn remember(&mut self, node: &str, reach: impl Iterator<Item = (TableKey, Reach)>) {
+        let tables = self.nodes.entry(node.to_string()).or_default();
+        for (k, r) in reach.filter(|(_, r)| r.late_files > 0) {
+            tables.insert(format!("{}/{}", k.db, k.table), r);
+        }
+    }
+
+    /// Writes it (atomically) under `.kompactor/`.
+    pub fn save(&mut self, data_dir: &Path) -> crate::error::Result<()> {
+        self.format_version = crate::json::FORMAT_VERSION;
+        let dir = data_dir.join(STATE_DIR);
+        crate::durable::fsutil::atomic_write(
+            &Self::path(data_dir),
+            crate::json::to_string(self).as_bytes(),
+            &dir,
+            None,
+        )
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
