@@ -28,11 +28,8 @@ fn assert_archive_holds(f: &Fixture, archive: &Path, boundary_day: &str) {
         for (key, (db, table)) in &names {
             let types = &live[key].1;
             let want = expected_rows_where(f, &node, db, table, types, &|t| t < boundary_day);
-            let (dbv, tv) = if f.name.contains("3.0.3") || f.name.contains("3.5.0") {
-                (db.clone(), table.clone())
-            } else {
-                (key.db.to_string(), key.table.to_string())
-            };
+            // Named by the node's catalog (or paths) on every release.
+            let (dbv, tv) = (db.clone(), table.clone());
             let sql = format!(
                 "SELECT * FROM read_parquet('{}/**/*.parquet', hive_partitioning = true, union_by_name = true) \
                  WHERE node = '{node}' AND CAST(db AS VARCHAR) = '{dbv}' AND CAST(\"table\" AS VARCHAR) = '{tv}'",

@@ -263,9 +263,9 @@ fn bad_requests_exit_2_and_change_nothing() {
 
 #[test]
 fn tables_are_named_by_the_catalog_or_the_paths_where_the_node_has_them() {
-    // 3.0.3 and 3.5.0 name them in the Parquet paths and their catalogs, 3.8.3 in its catalog;
-    // 3.10's catalog is binary (names.json or ids there).
-    for name in ["3.0.3/small", "3.5.0/small", "3.8.3/small"] {
+    // 3.0.3 and 3.5.0 name them in the Parquet paths and their catalogs, 3.8.3 in its JSON
+    // catalog, 3.10 in its binary one; no names.json anywhere.
+    for name in ["3.0.3/small", "3.5.0/small", "3.8.3/small", "3.10/small"] {
         let f = fixture(name);
         let copy = copy_fixture(&f);
         let out = kompactor(&["status", copy.path().to_str().unwrap(), "--hosts", "node0"]);

@@ -5,8 +5,12 @@
 //! 3.0 to 3.3 write them under `catalogs/` (with `_catalog_checkpoint`), 3.4 to 3.9 under
 //! `catalog/v2/` (`snapshot` and `logs/`). The snapshot holds the databases and tables as
 //! they were; each log holds a batch of operations after it (`CreateDatabase`,
-//! `CreateTable`, ...). From 3.10 the catalog is binary (`catalog/v3/`, bitcode records),
-//! which kompactor does not read: names then come from `names.json` or the Parquet paths.
+//! `CreateTable`, ...). From 3.10 the catalog is binary, under `catalog/v3/` (`snapshot` and
+//! `logs/`): a 64-byte header (`IDB3`, then little-endian fields: flags at 0x0C, record count at
+//! 0x28, group-index entries at 0x2C), a snapshot's group index (24 bytes an entry), then
+//! records of a 16-byte header (id `u16`, flags `u16`, sequence `u64`, length `u32`) and a
+//! `bitcode` body; `CreateDatabase` is record 4 and `CreateTable` record 6
+//! (`influxdb3_catalog/src/format/` in the server's source).
 
 use crate::format::ids::{DbId, TableId, TableKey};
 use serde_json::Value;
@@ -17,7 +21,13 @@ use std::path::Path;
 /// when it has none kompactor can read. A file that is not framed JSON is left out.
 pub fn names(node_dir: &Path) -> BTreeMap<TableKey, (String, String)> {
     let mut files = Vec::new();
-    for dir in ["catalogs", "catalog/v2", "catalog/v2/logs"] {
+    for dir in [
+        "catalogs",
+        "catalog/v2",
+        "catalog/v2/logs",
+        "catalog/v3",
+        "catalog/v3/logs",
+    ] {
         let Ok(entries) = std::fs::read_dir(node_dir.join(dir)) else {
             continue;
         };
@@ -28,10 +38,16 @@ pub fn names(node_dir: &Path) -> BTreeMap<TableKey, (String, String)> {
         }
     }
     files.sort();
+    let mut dbs: BTreeMap<u64, String> = BTreeMap::new();
+    let mut tables: BTreeMap<(u64, u64), String> = BTreeMap::new();
     let mut docs: Vec<(u8, u64, Value)> = files
         .iter()
         .filter_map(|p| {
             let bytes = std::fs::read(p).ok()?;
+            if bytes.starts_with(b"IDB3") {
+                binary(&bytes, &mut dbs, &mut tables);
+                return None;
+            }
             let (kind, doc) = framed_json(&bytes)?;
             let seq = doc["sequence_number"]
                 .as_u64()
@@ -42,8 +58,6 @@ pub fn names(node_dir: &Path) -> BTreeMap<TableKey, (String, String)> {
         })
         .collect();
     docs.sort_by_key(|(kind, seq, _)| (*kind, *seq));
-    let mut dbs: BTreeMap<u64, String> = BTreeMap::new();
-    let mut tables: BTreeMap<(u64, u64), String> = BTreeMap::new();
     for (_, _, doc) in &docs {
         walk(doc, &mut dbs, &mut tables);
     }
@@ -60,6 +74,84 @@ pub fn names(node_dir: &Path) -> BTreeMap<TableKey, (String, String)> {
             ))
         })
         .collect()
+}
+
+/// A retention period as a 3.10 catalog record holds it.
+#[derive(bitcode::Decode)]
+#[allow(dead_code)]
+enum WireRetention {
+    Indefinite,
+    Duration { duration_secs: u64 },
+}
+
+/// A table's field family mode, as a 3.10 catalog record holds it.
+#[derive(bitcode::Decode)]
+#[allow(dead_code)]
+enum WireFieldFamilyMode {
+    Aware,
+    Auto,
+}
+
+/// Record 4 of a 3.10 catalog.
+#[derive(bitcode::Decode)]
+#[allow(dead_code)]
+struct CreateDatabase {
+    database_id: u32,
+    database_name: String,
+    retention_period: WireRetention,
+}
+
+/// Record 6 of a 3.10 catalog.
+#[derive(bitcode::Decode)]
+#[allow(dead_code)]
+struct CreateTable {
+    database_id: u32,
+    database_name: String,
+    table_name: String,
+    table_id: u32,
+    retention_period: WireRetention,
+    field_family_mode: WireFieldFamilyMode,
+}
+
+/// The databases and tables a 3.10+ binary catalog file creates (see the module's
+/// documentation); a file cut short, or a record that does not decode, ends the reading.
+fn binary(b: &[u8], dbs: &mut BTreeMap<u64, String>, tables: &mut BTreeMap<(u64, u64), String>) {
+    let u16_at = |o: usize| b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let (Some(records), Some(groups)) = (u32_at(0x28), u32_at(0x2C)) else {
+        return;
+    };
+    let mut at = 64 + groups as usize * 24;
+    for _ in 0..records {
+        let (Some(id), Some(len)) = (u16_at(at), u32_at(at + 12)) else {
+            return;
+        };
+        let Some(body) = b.get(at + 16..at + 16 + len as usize) else {
+            return;
+        };
+        at += 16 + len as usize;
+        match id {
+            4 => {
+                if let Ok(r) = bitcode::decode::<CreateDatabase>(body) {
+                    dbs.insert(u64::from(r.database_id), r.database_name);
+                }
+            }
+            6 => {
+                if let Ok(r) = bitcode::decode::<CreateTable>(body) {
+                    dbs.entry(u64::from(r.database_id))
+                        .or_insert(r.database_name);
+                    tables.insert(
+                        (u64::from(r.database_id), u64::from(r.table_id)),
+                        r.table_name,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The kind (`l` log, `s` snapshot) and JSON of a framed catalog file.

@@ -4,7 +4,7 @@ use crate::format::ids::{DbId, TableId};
 use crate::pipeline::commit::Committed;
 use crate::pipeline::discover::{summarize, Finding, Generation, Node};
 use crate::pipeline::merge::Merged;
-use crate::pipeline::plan::{Group, Skipped, TablePlan, QUERY_FILE_LIMIT};
+use crate::pipeline::plan::{Group, Reach, Skipped, TablePlan, TierUse, QUERY_FILE_LIMIT};
 use crate::pipeline::space::SpaceEstimate;
 use crate::units::{human_bytes, human_duration};
 use serde::Serialize;
@@ -209,6 +209,10 @@ pub struct TableRun {
     pub table: String,
     pub db_id: DbId,
     pub table_id: TableId,
+    /// The widths the table's data ends up in (as planned), narrowest first.
+    pub tiers: Vec<TierUse>,
+    /// What the recent snapshots said of the table's writers.
+    pub writers: Reach,
     #[serde(flatten)]
     pub outcome: TableOutcome,
 }
@@ -220,6 +224,8 @@ impl TableRun {
             table: plan.label.clone(),
             db_id: plan.table.db,
             table_id: plan.table.table,
+            tiers: plan.tiers.clone(),
+            writers: plan.writers,
             outcome,
         }
     }
