@@ -120,25 +120,7 @@ fn an_overwritten_point_goes_with_every_version() {
     // later file holds another version. Deleting the point must remove both.
     let f = fixture("3.10/small");
     let copy = copy_fixture(&f);
-    let o = read_json(&f.dir.join("expected/overwrites.json"));
-    let list = o
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_array()
-        .unwrap();
-    let p = list
-        .iter()
-        .find(|p| p["cat"] == "inv" && p["table"] == "cpu")
-        .unwrap();
-    let t = p["time_ns"].as_i64().unwrap();
-    let tags = p["tags"].as_object().unwrap();
-    let cond: Vec<String> = tags
-        .iter()
-        .map(|(k, v)| format!("{k} = '{}'", v.as_str().unwrap()))
-        .collect();
+    let (t, tags, cond) = first_invisible_overwrite(&f);
     let key = cpu(&f, "node0");
     let (db, table, lo, hi) = (
         key.db.to_string(),
@@ -159,7 +141,7 @@ fn an_overwritten_point_goes_with_every_version() {
             "--max-time",
             &hi,
             "--where",
-            &cond.join(" AND "),
+            &cond,
             "--ignore-wal",
             "--json",
         ],

@@ -22,7 +22,6 @@
 
 mod common;
 
-use common::server::{Serve, LARGE_FILE_LIMIT};
 use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -298,15 +297,7 @@ fn overwrite_after_wide_merge_3_10() {
         &["--window", "1d", "--min-age", "0", "--writer-reach", "0"],
     );
     let write = |dir: &Path, stage: &str| {
-        let s = lab.start(
-            dir,
-            stage,
-            Serve {
-                file_limit: Some(LARGE_FILE_LIMIT),
-                fast_snapshots: true,
-                extra: Vec::new(),
-            },
-        );
+        let s = lab.start_writing(dir, stage);
         let before = files_of(&s, "metrics", "cpu");
         s.write_lp("metrics", &lines).unwrap();
         let deadline = Instant::now() + PERSIST_TIMEOUT;
@@ -323,15 +314,7 @@ fn overwrite_after_wide_merge_3_10() {
     write(plain.path(), "never compacted, overwriting");
     write(merged.path(), "merged by day, overwriting");
     let answers = |dir: &Path, stage: &str| {
-        let s = lab.start(
-            dir,
-            stage,
-            Serve {
-                file_limit: Some(LARGE_FILE_LIMIT),
-                fast_snapshots: false,
-                extra: Vec::new(),
-            },
-        );
+        let s = lab.start_reading(dir, stage, &[]);
         let mut rows = s
             .query(
                 "metrics",
@@ -393,15 +376,7 @@ fn checkpoints_out_of_the_load_window_3_10() {
             .unwrap()
             .count()
     };
-    let s = lab.start(
-        dir.path(),
-        "writing",
-        Serve {
-            file_limit: Some(LARGE_FILE_LIMIT),
-            fast_snapshots: true,
-            extra: Vec::new(),
-        },
-    );
+    let s = lab.start_writing(dir.path(), "writing");
     let mut i = 0;
     while snapshots(dir.path()) < 190 {
         s.write_lp("metrics", &format!("extra,host=x v={i}i {}", T0 + i * MIN))
@@ -428,14 +403,10 @@ fn checkpoints_out_of_the_load_window_3_10() {
     );
     // Written with the default lookback (the checkpoint in reach, nothing rebuilt), served
     // with one of 100 snapshots.
-    let s = lab.start(
+    let s = lab.start_reading(
         dir.path(),
         "loading 100 snapshots",
-        Serve {
-            file_limit: Some(LARGE_FILE_LIMIT),
-            fast_snapshots: false,
-            extra: vec!["--gen1-lookback-duration".into(), "1000m".into()],
-        },
+        &["--gen1-lookback-duration", "1000m"],
     );
     for t in status["nodes"][0]["tables"].as_array().unwrap() {
         let name = match (t["db_id"].as_u64(), t["table_id"].as_u64()) {

@@ -59,10 +59,10 @@ impl Lab {
             .unwrap_or_else(|e| panic!("{}: {stage}: the server did not start: {e}", self.test))
     }
 
-    /// Writes each batch of line protocol in turn, each persisted before the next is sent,
-    /// so that each lands in snapshots of its own; `table` is the table they write.
-    pub fn write_rounds(&self, dir: &Path, stage: &str, table: &str, rounds: &[String]) {
-        let s = self.start(
+    /// Starts the server to write: snapshots forced, so that writes reach Parquet files
+    /// within seconds.
+    pub fn start_writing(&self, dir: &Path, stage: &str) -> Server {
+        self.start(
             dir,
             stage,
             Serve {
@@ -70,7 +70,26 @@ impl Lab {
                 fast_snapshots: true,
                 extra: Vec::new(),
             },
-        );
+        )
+    }
+
+    /// Starts the server to read, every file readable, with `extra` flags.
+    pub fn start_reading(&self, dir: &Path, stage: &str, extra: &[&str]) -> Server {
+        self.start(
+            dir,
+            stage,
+            Serve {
+                file_limit: Some(LARGE_FILE_LIMIT),
+                fast_snapshots: false,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    }
+
+    /// Writes each batch of line protocol in turn, each persisted before the next is sent,
+    /// so that each lands in snapshots of its own; `table` is the table they write.
+    pub fn write_rounds(&self, dir: &Path, stage: &str, table: &str, rounds: &[String]) {
+        let s = self.start_writing(dir, stage);
         for (i, lines) in rounds.iter().enumerate() {
             let before = files(&s, table);
             s.write_lp(DB, lines).unwrap_or_else(|e| {

@@ -582,3 +582,28 @@ pub fn midnight_after_first_point(summary: &Value, node: Option<&str>) -> i64 {
     let day = 86_400_000_000_000i64;
     first - first.rem_euclid(day) + day
 }
+
+/// The first overwrite of `metrics.cpu` in a fixture that the server does not show (its
+/// original stays visible: `overwrites.json` category `inv`): its time, its tags, and the
+/// condition on them as SQL (`cpu = 'cpu1' AND host = 'h4' ...`).
+pub fn first_invisible_overwrite(f: &Fixture) -> (i64, serde_json::Map<String, Value>, String) {
+    let o = read_json(&f.dir.join("expected/overwrites.json"));
+    let list = o
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_array()
+        .unwrap();
+    let p = list
+        .iter()
+        .find(|p| p["cat"] == "inv" && p["table"] == "cpu")
+        .expect("an invisible overwrite of cpu");
+    let tags = p["tags"].as_object().unwrap().clone();
+    let cond: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{k} = '{}'", v.as_str().unwrap()))
+        .collect();
+    (p["time_ns"].as_i64().unwrap(), tags, cond.join(" AND "))
+}
