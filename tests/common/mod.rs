@@ -447,8 +447,37 @@ pub fn query_rows(conn: &duckdb::Connection, sql: &str, skip: &[&str]) -> Vec<St
 }
 
 /// A process outside kompactor's own process family (detached, so not a sibling of the
-/// kompactor the test starts) that keeps `path` open, as a running server would; killed on drop.
-pub struct Holder(u32);
+/// kompactor the test starts) that keeps a file open, as a running server would; killed on
+/// drop, which returns only once the file is closed.
+pub struct Holder {
+    pid: u32,
+    path: PathBuf,
+}
+
+/// Whether process `pid` has `path` open.
+fn has_open(pid: u32, path: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits up to 10 s until `pid` has `path` open (`open`) or no longer has it open.
+fn wait_until(pid: u32, path: &Path, open: bool) {
+    for _ in 0..500 {
+        if has_open(pid, path) == open {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!(
+        "pid {pid} never {} {}",
+        if open { "opened" } else { "closed" },
+        path.display()
+    );
+}
 
 /// Starts a [`Holder`] of `path` and waits until it has the file open.
 pub fn hold_open(path: &Path) -> Holder {
@@ -461,20 +490,11 @@ pub fn hold_open(path: &Path) -> Holder {
         .output()
         .unwrap();
     let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let holder = Holder(pid);
-    let fds = PathBuf::from(format!("/proc/{pid}/fd"));
-    for _ in 0..100 {
-        let open = std::fs::read_dir(&fds)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
-            })
-            .unwrap_or(false);
-        if open {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let holder = Holder {
+        pid,
+        path: path.to_path_buf(),
+    };
+    wait_until(pid, path, true);
     holder
 }
 
@@ -482,8 +502,13 @@ impl Drop for Holder {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg("-9")
-            .arg(self.0.to_string())
+            .arg(self.pid.to_string())
             .status();
+        // `kill` returns before the process is gone: a check of open files right after it
+        // can still see the file open.
+        if !std::thread::panicking() {
+            wait_until(self.pid, &self.path, false);
+        }
     }
 }
 
