@@ -14,7 +14,7 @@
 //! `chunk_time`, so the server's deduplication partitions do not change.
 
 use crate::error::{Error, Result};
-use crate::format::ids::{FileId, LoadPos, Nanos, TableKey};
+use crate::format::ids::{FileId, FileIdMap, LoadPos, Nanos, TableKey};
 use crate::format::layout::{window_dirs, ParquetPath};
 use crate::format::model::EntryRc;
 use crate::format::parquet::{read_footers, sql_ident, sql_str, Footer};
@@ -154,44 +154,15 @@ pub fn plan_table(
     sel: &Selection,
     run_id: &str,
 ) -> Result<TableDelete> {
-    let none = Vec::new();
-    let live = node.live.get(&table).unwrap_or(&none);
-    let hidden = node.hidden.get(&table).unwrap_or(&none);
-    let all: Vec<(&EntryRc, bool)> = live
-        .iter()
-        .map(|f| (f, false))
-        .chain(hidden.iter().map(|f| (f, true)))
-        .collect();
-    // Hidden files (included, or they would come back later) rank as the server would rank
-    // them if it read everything; live ones as it does.
-    let unbounded = (!hidden.is_empty()).then(|| node.unbounded_load_positions());
-    let file = |f: &EntryRc, is_hidden: bool| LiveFile {
-        table,
-        entry: EntryRc::clone(f),
-        load_pos: match (&unbounded, is_hidden) {
-            (Some(all), true) => all.get(f.id).copied(),
-            _ => node.load_pos.get(f.id).copied(),
-        }
-        .unwrap_or(LoadPos(u32::MAX)),
-    };
-    let candidates: Vec<(LiveFile, bool)> = all
-        .iter()
-        .filter(|(f, _)| sel.touches(f.min_time, f.max_time))
-        .map(|(f, h)| (file(f, *h), *h))
-        .collect();
+    let files = TableFiles::of(node, table);
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {DROP_KEYS}"))?;
-    let footers = read_footers(
-        &all.iter()
-            .map(|(f, _)| f.path.under(data_dir))
-            .collect::<Vec<_>>(),
-    )?;
-    let pairs: Vec<(FileId, &Footer)> = all.iter().map(|(f, _)| f.id).zip(footers.iter()).collect();
-    let schema = TableSchema::union(&pairs)?;
+    let schema = files.schema(data_dir)?;
     if let Some(p) = &sel.predicate {
         check_predicate(conn, &schema, p)?;
     }
     let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
-    if candidates.is_empty() {
+    let (ranked, split) = files.ranked(sel);
+    if ranked.is_empty() {
         return Ok(TableDelete {
             table,
             groups: Vec::new(),
@@ -199,108 +170,30 @@ pub fn plan_table(
             columns,
         });
     }
-    // The server's rows: the live files ranked as it ranks them, then the hidden ones (apart:
-    // each set is combined on its own, as the server would see it).
-    let (mut shown, mut unseen): (Vec<&LiveFile>, Vec<&LiveFile>) = (Vec::new(), Vec::new());
-    for (f, h) in &candidates {
-        if *h {
-            unseen.push(f)
-        } else {
-            shown.push(f)
-        }
-    }
-    let mut ranked = precedence(&shown);
-    let split = ranked.len();
-    ranked.extend(precedence(&unseen));
-    let keys: Vec<String> = schema.key_columns();
-    let tables = rows_by_point(&schema, data_dir, &ranked, split);
-    let k = keys.join(", ");
-    let fields: Vec<String> = schema
-        .columns
-        .iter()
-        .filter(|c| !keys.contains(&sql_ident(&c.name)))
-        .map(|c| {
-            let id = sql_ident(&c.name);
-            format!("arg_max({id}, __rank) FILTER (WHERE {id} IS NOT NULL) AS {id}")
-        })
-        .collect();
-    // One row per point and chunk_time (and hidden or not): what the server answers.
-    conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE __kompactor_answers AS \
-         SELECT {k}, __chunk, __hidden{} FROM ({tables}) GROUP BY {k}, __chunk, __hidden",
-        fields.iter().map(|f| format!(", {f}")).collect::<String>()
-    ))?;
-    conn.execute_batch(&format!(
-        "CREATE TEMP TABLE {DROP_KEYS} AS SELECT DISTINCT {k} FROM __kompactor_answers WHERE {}",
-        sel.condition()
-    ))
-    .map_err(|e| Error::usage(format!("the selection cannot be evaluated: {e}")))?;
-    let on: Vec<String> = keys
-        .iter()
-        .map(|c| format!("a.{c} IS NOT DISTINCT FROM d.{c}"))
-        .collect();
-    let on = on.join(" AND ");
-    // Per file: how many stored versions of deleted points it holds.
-    let mut hit: BTreeMap<usize, u64> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT __file, count(*) FROM ({tables}) a SEMI JOIN {DROP_KEYS} d ON {on} GROUP BY __file"
-        ))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-        for r in rows {
-            let (i, n) = r?;
-            hit.insert(i as usize, n as u64);
-        }
-    }
-    let rows_in = |chunk: Nanos, deleted: bool| -> Result<(u64, Nanos, Nanos)> {
-        let join = if deleted { "SEMI" } else { "ANTI" };
-        let (n, lo, hi): (i64, Option<i64>, Option<i64>) = conn.query_row(
-            &format!(
-                "SELECT count(*), epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) FROM __kompactor_answers a \
-                 {join} JOIN {DROP_KEYS} d ON {on} WHERE a.__chunk = {} AND NOT a.__hidden",
-                chunk.0
-            ),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        Ok((
-            n as u64,
-            Nanos(lo.unwrap_or(i64::MAX)),
-            Nanos(hi.unwrap_or(i64::MIN)),
-        ))
-    };
-    let touched: BTreeSet<_> = hit.keys().map(|&i| ranked[i].entry.id).collect();
-    let versions_in = |ids: &BTreeSet<FileId>| -> u64 {
-        hit.iter()
-            .filter(|(i, _)| ids.contains(&ranked[**i].entry.id))
-            .map(|(_, n)| n)
-            .sum()
-    };
+    let points = Points::select(
+        conn,
+        &schema,
+        &rows_by_point(&schema, data_dir, &ranked, split),
+        sel,
+    )?;
+    let touched: BTreeSet<FileId> = points.hit.keys().map(|&i| ranked[i].entry.id).collect();
     let mut groups = Vec::new();
     let mut windows: BTreeMap<Nanos, DeleteWindow> = BTreeMap::new();
-    for cluster in clusters(&all, |f| touched.contains(&f.id)) {
-        let inputs: Vec<LiveFile> = cluster.iter().map(|(f, h)| file(f, *h)).collect();
+    for cluster in clusters(&files.all, |f| touched.contains(&f.id)) {
+        let inputs: Vec<LiveFile> = cluster.iter().map(|(f, h)| files.file(f, *h)).collect();
         let chunk = inputs[0].entry.chunk_time;
         let ids: BTreeSet<_> = inputs.iter().map(|f| f.entry.id).collect();
         let w = match windows.entry(chunk) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let (deleted, lo, hi) = rows_in(chunk, true)?;
-                let (kept, _, _) = rows_in(chunk, false)?;
-                e.insert(DeleteWindow {
-                    window_start: chunk,
-                    files: 0,
-                    rows_deleted: deleted,
-                    versions_removed: 0,
-                    rows_kept: kept,
-                    bytes: 0,
-                    min_time: lo,
-                    max_time: hi,
-                })
-            }
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(points.window(chunk)?),
         };
         w.files += inputs.len();
-        w.versions_removed += versions_in(&ids);
+        w.versions_removed += points
+            .hit
+            .iter()
+            .filter(|(i, _)| ids.contains(&ranked[**i].entry.id))
+            .map(|(_, n)| n)
+            .sum::<u64>();
         w.bytes += inputs.iter().map(|f| f.entry.size_bytes).sum::<u64>();
         groups.push(group(node, table, chunk, inputs, run_id));
     }
@@ -312,12 +205,191 @@ pub fn plan_table(
     })
 }
 
+/// A table's files, live and hidden, with the rank the server gives each.
+struct TableFiles<'a> {
+    node: &'a Node,
+    table: TableKey,
+    /// Every file, and whether it is hidden.
+    all: Vec<(&'a EntryRc, bool)>,
+    /// Where the server would load each file if it read every snapshot; only when some are
+    /// hidden.
+    unbounded: Option<FileIdMap<LoadPos>>,
+}
+
+impl<'a> TableFiles<'a> {
+    fn of(node: &'a Node, table: TableKey) -> Self {
+        let all: Vec<(&EntryRc, bool)> = node
+            .live
+            .get(&table)
+            .into_iter()
+            .flatten()
+            .map(|f| (f, false))
+            .chain(
+                node.hidden
+                    .get(&table)
+                    .into_iter()
+                    .flatten()
+                    .map(|f| (f, true)),
+            )
+            .collect();
+        // Hidden files (included, or they would come back later) rank as the server would
+        // rank them if it read everything; live ones as it does.
+        let unbounded = all
+            .iter()
+            .any(|(_, h)| *h)
+            .then(|| node.unbounded_load_positions());
+        TableFiles {
+            node,
+            table,
+            all,
+            unbounded,
+        }
+    }
+
+    fn file(&self, f: &EntryRc, hidden: bool) -> LiveFile {
+        let pos = match (&self.unbounded, hidden) {
+            (Some(all), true) => all.get(f.id).copied(),
+            _ => self.node.load_pos.get(f.id).copied(),
+        };
+        LiveFile {
+            table: self.table,
+            entry: EntryRc::clone(f),
+            load_pos: pos.unwrap_or(LoadPos(u32::MAX)),
+        }
+    }
+
+    /// The columns of every file together.
+    fn schema(&self, data_dir: &Path) -> Result<TableSchema> {
+        let paths: Vec<_> = self
+            .all
+            .iter()
+            .map(|(f, _)| f.path.under(data_dir))
+            .collect();
+        let footers = read_footers(&paths)?;
+        let pairs: Vec<(FileId, &Footer)> = self
+            .all
+            .iter()
+            .map(|(f, _)| f.id)
+            .zip(footers.iter())
+            .collect();
+        TableSchema::union(&pairs)
+    }
+
+    /// The files that can hold a row of `sel`: the live ones ranked as the server ranks them,
+    /// then (from the index returned) the hidden ones, apart, each set combined on its own as
+    /// the server would see it.
+    fn ranked(&self, sel: &Selection) -> (Vec<LiveFile>, usize) {
+        let (mut shown, mut unseen) = (Vec::new(), Vec::new());
+        for (f, h) in &self.all {
+            if sel.touches(f.min_time, f.max_time) {
+                let set = if *h { &mut unseen } else { &mut shown };
+                set.push(self.file(f, *h));
+            }
+        }
+        let mut ranked: Vec<LiveFile> = precedence(&shown.iter().collect::<Vec<_>>())
+            .into_iter()
+            .cloned()
+            .collect();
+        let split = ranked.len();
+        ranked.extend(
+            precedence(&unseen.iter().collect::<Vec<_>>())
+                .into_iter()
+                .cloned(),
+        );
+        (ranked, split)
+    }
+}
+
+/// The points a delete removes, in `conn`: [`DROP_KEYS`] holds their keys and
+/// `__kompactor_answers` the server's row of every point of the candidate files.
+struct Points<'c> {
+    conn: &'c Connection,
+    /// `a` (an answer) and `d` (a deleted key) are the same point.
+    on: String,
+    /// Per candidate file (by rank), how many stored versions of deleted points it holds.
+    hit: BTreeMap<usize, u64>,
+}
+
+impl<'c> Points<'c> {
+    /// Combines the versions in `rows` (a [`rows_by_point`] query) by the server's rule and
+    /// keeps the keys of the answers `sel` matches.
+    fn select(
+        conn: &'c Connection,
+        schema: &TableSchema,
+        rows: &str,
+        sel: &Selection,
+    ) -> Result<Self> {
+        let keys: Vec<String> = schema.key_columns();
+        let k = keys.join(", ");
+        let fields: String = schema
+            .columns
+            .iter()
+            .map(|c| sql_ident(&c.name))
+            .filter(|id| !keys.contains(id))
+            .map(|id| format!(", arg_max({id}, __rank) FILTER (WHERE {id} IS NOT NULL) AS {id}"))
+            .collect();
+        // One row per point and chunk_time (and hidden or not): what the server answers.
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP TABLE __kompactor_answers AS \
+             SELECT {k}, __chunk, __hidden{fields} FROM ({rows}) GROUP BY {k}, __chunk, __hidden"
+        ))?;
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE {DROP_KEYS} AS SELECT DISTINCT {k} FROM __kompactor_answers WHERE {}",
+            sel.condition()
+        ))
+        .map_err(|e| Error::usage(format!("the selection cannot be evaluated: {e}")))?;
+        let on = keys
+            .iter()
+            .map(|c| format!("a.{c} IS NOT DISTINCT FROM d.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut hit = BTreeMap::new();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT __file, count(*) FROM ({rows}) a SEMI JOIN {DROP_KEYS} d ON {on} GROUP BY __file"
+        ))?;
+        for r in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (i, n) = r?;
+            hit.insert(i as usize, n as u64);
+        }
+        Ok(Points { conn, on, hit })
+    }
+
+    /// The rows the server answers in `chunk` (live files only): those that go, with their
+    /// time range, and those that stay. Files, bytes and versions are left for the caller.
+    fn window(&self, chunk: Nanos) -> Result<DeleteWindow> {
+        let rows = |join: &str| -> Result<(i64, Option<i64>, Option<i64>)> {
+            Ok(self.conn.query_row(
+                &format!(
+                    "SELECT count(*), epoch_ns(min(\"time\")), epoch_ns(max(\"time\")) \
+                     FROM __kompactor_answers a {join} JOIN {DROP_KEYS} d ON {} \
+                     WHERE a.__chunk = {} AND NOT a.__hidden",
+                    self.on, chunk.0
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?)
+        };
+        let (deleted, lo, hi) = rows("SEMI")?;
+        let (kept, _, _) = rows("ANTI")?;
+        Ok(DeleteWindow {
+            window_start: chunk,
+            files: 0,
+            rows_deleted: deleted as u64,
+            versions_removed: 0,
+            rows_kept: kept as u64,
+            bytes: 0,
+            min_time: Nanos(lo.unwrap_or(i64::MAX)),
+            max_time: Nanos(hi.unwrap_or(i64::MIN)),
+        })
+    }
+}
+
 /// A query of every row of `ranked`'s files with its rank, its file's index, `chunk_time`,
 /// and whether it is hidden (the files from `split` on).
 fn rows_by_point(
     schema: &TableSchema,
     data_dir: &Path,
-    ranked: &[&LiveFile],
+    ranked: &[LiveFile],
     split: usize,
 ) -> String {
     let by =
