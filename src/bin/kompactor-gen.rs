@@ -2,10 +2,10 @@
 //!
 //! The data is a function of the options and `--seed` only: every value comes from DuckDB's
 //! `hash()` of (seed, db, table, series, point index, column) (stable for the DuckDB version
-//! Cargo.lock pins), the files of each snapshot are written by one partitioned DuckDB `COPY`
-//! from `range()`, and the metadata (snapshots, checkpoints, table index) is built from the
-//! written files (exact byte sizes, row counts and time ranges) with kompactor's own model. Output is byte-identical
-//! whatever `--threads` is.
+//! Cargo.lock pins), the files of a batch of consecutive snapshots are written by one
+//! partitioned DuckDB `COPY` from `range()`, and the metadata (snapshots, checkpoints, table
+//! index) is built from the written files (exact byte sizes, row counts and time ranges) with
+//! kompactor's own model. Output is byte-identical whatever `--threads` is.
 //!
 //! Shape of each table:
 //! - tags `host` (one per series), `region` (null for every 37th series; one value has a space
@@ -146,7 +146,7 @@ struct Args {
 }
 
 /// What a file is made of.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     /// The points of series group `g` (series `s` with `s % groups == g`).
     Base(u64),
@@ -230,18 +230,24 @@ impl Cfg {
         (cols, key)
     }
 
-    /// The `COPY` statement that writes the files of one snapshot (`jobs`: one per database
-    /// and table, all of one window and kind): one partitioned write into
-    /// `dir/db=<db>/t=<table>/`, since a statement per file costs far more than the bytes.
-    /// The directories are reused, emptied of their files, from one snapshot to the next:
-    /// removing them would make ext4 allocate the next inodes slowly.
-    fn copy_sql(&self, jobs: &[FileJob], dir: &Path) -> String {
+    /// The `COPY` statement that writes the files of a batch of snapshots (each `events[e]`
+    /// holds one job per database and table, all of one window; every event of the batch
+    /// has the same kind and columns): one partitioned write into
+    /// `dir/e=<e>/db=<db>/t=<table>/`, since a statement per snapshot costs far more than
+    /// the bytes of a small one. The directories are reused, emptied of their files, from
+    /// one batch to the next: removing them would make ext4 allocate the next inodes slowly.
+    fn copy_sql(&self, events: &[&[FileJob]], dir: &Path) -> String {
         let a = &self.args;
-        let (window, kind) = (jobs[0].window, jobs[0].kind);
+        let (window, kind) = (events[0][0].window, events[0][0].kind);
         let seed = a.seed;
         let iv = self.args.interval.0;
         let ppw = self.points_per_window;
-        let ws = self.window_start(window);
+        let start = self.start_ns;
+        let windows: Vec<String> = events
+            .iter()
+            .enumerate()
+            .map(|(e, jobs)| format!("({e}::BIGINT, {}::BIGINT)", jobs[0].window))
+            .collect();
         let h = |salt: &str| format!("hash({seed}, db, t, s, k, '{salt}')");
         let (first, step, over) = match kind {
             Kind::Base(g) => (g, a.files_per_window, false),
@@ -293,15 +299,16 @@ impl Cfg {
         // Host names are zero-padded and unique per series, so (s, tns) is each file's sort
         // order: series key, then time.
         format!(
-            "COPY (SELECT db, t, {exprs} FROM (\
-               SELECT db, t, s, {window} * {ppw} + j AS k, \
-                 {ws} + j * {iv} + (hash({seed}, db, t, s, 'offset') % {iv})::BIGINT AS tns \
-               FROM range(1, {dbs_end}) d(db), range(0, {tables}) tb(t), \
+            "COPY (SELECT e, db, t, {exprs} FROM (\
+               SELECT e, db, t, s, w * {ppw} + j AS k, \
+                 {start} + w * {GEN1} + j * {iv} + (hash({seed}, db, t, s, 'offset') % {iv})::BIGINT AS tns \
+               FROM (VALUES {windows}) ev(e, w), range(1, {dbs_end}) d(db), range(0, {tables}) tb(t), \
                     (SELECT {first} + {step} * (i // {ppw}) AS s, i % {ppw} AS j \
-                     FROM range(0, {n}) r(i))) {filter} ORDER BY db, t, s, tns) \
-             TO {dir} (FORMAT parquet, PARTITION_BY (db, t), OVERWRITE_OR_IGNORE, COMPRESSION zstd, \
+                     FROM range(0, {n}) r(i))) {filter} ORDER BY e, db, t, s, tns) \
+             TO {dir} (FORMAT parquet, PARTITION_BY (e, db, t), OVERWRITE_OR_IGNORE, COMPRESSION zstd, \
              ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{'ARROW:schema': {kv}}})",
             exprs = exprs.join(", "),
+            windows = windows.join(", "),
             dbs_end = a.dbs + 1,
             tables = a.tables,
             n = n_series * ppw,
@@ -474,15 +481,35 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes every file, one snapshot's files per statement and `threads` statements at a time;
+/// About how many files one `COPY` writes: enough that a statement's own cost vanishes
+/// (a node of one small file per snapshot is written 9 times as fast as with a statement per
+/// snapshot), few enough to keep the partitions' writers in memory.
+const BATCH_FILES: usize = 256;
+
+/// Writes every file, a batch of snapshots per statement and `threads` statements at a time;
 /// `None` for a file that came out empty (not kept).
 fn write_files(
     cfg: &Cfg,
     jobs: &[FileJob],
     threads: usize,
 ) -> Result<Vec<Option<Written>>, String> {
-    // The jobs of one snapshot are adjacent.
+    // The jobs of one snapshot are adjacent; a batch takes consecutive snapshots of one kind
+    // and one set of columns.
     let events: Vec<&[FileJob]> = jobs.chunk_by(|a, b| a.event == b.event).collect();
+    let mut batches: Vec<Vec<&[FileJob]>> = Vec::new();
+    for ev in events {
+        let fits = batches.last().is_some_and(|b: &Vec<&[FileJob]>| {
+            let (first, job) = (&b[0][0], &ev[0]);
+            b.iter().map(|e| e.len()).sum::<usize>() + ev.len() <= BATCH_FILES
+                && first.kind == job.kind
+                && cfg.after_change(first.window) == cfg.after_change(job.window)
+        });
+        match batches.last_mut() {
+            Some(b) if fits => b.push(ev),
+            _ => batches.push(vec![ev]),
+        }
+    }
+    let events = batches;
     let results: Mutex<Vec<Option<Vec<Option<Written>>>>> = Mutex::new(vec![None; events.len()]);
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<String>> = Mutex::new(None);
@@ -508,7 +535,7 @@ fn write_files(
                     if i >= events.len() || failed.lock().unwrap().is_some() {
                         break;
                     }
-                    match write_event(cfg, &conn, events[i], &scratch) {
+                    match write_batch(cfg, &conn, &events[i], &scratch) {
                         Ok(w) => results.lock().unwrap()[i] = Some(w),
                         Err(e) => {
                             failed.lock().unwrap().get_or_insert(e);
@@ -527,30 +554,30 @@ fn write_files(
         .into_inner()
         .unwrap()
         .into_iter()
-        .flat_map(|w| w.expect("every snapshot was written"))
+        .flat_map(|w| w.expect("every batch was written"))
         .collect())
 }
 
-/// Writes the files of one snapshot through `scratch`, then moves each to its place.
-fn write_event(
+/// Writes the files of a batch of snapshots through `scratch`, then moves each to its place.
+fn write_batch(
     cfg: &Cfg,
     conn: &Connection,
-    jobs: &[FileJob],
+    events: &[&[FileJob]],
     scratch: &Path,
 ) -> Result<Vec<Option<Written>>, String> {
     let err = |p: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
-    conn.execute_batch(&cfg.copy_sql(jobs, scratch))
+    conn.execute_batch(&cfg.copy_sql(events, scratch))
         .map_err(|e| err(scratch, &format!("DuckDB: {e}")))?;
     // What the metadata records of each file, and a check that each is sorted as the server
     // sorts (host names are unique per series).
-    let mut stats: BTreeMap<(u64, u64), (u64, i64, i64)> = BTreeMap::new();
-    let glob = scratch.join("*").join("*").join("*.parquet");
+    let mut stats: BTreeMap<(usize, u64, u64), (u64, i64, i64)> = BTreeMap::new();
+    let glob = scratch.join("*").join("*").join("*").join("*.parquet");
     let mut q = conn
         .prepare(&format!(
-            "SELECT db::UBIGINT, t::UBIGINT, count(*)::UBIGINT, epoch_ns(min(\"time\")), \
+            "SELECT e::UBIGINT, db::UBIGINT, t::UBIGINT, count(*)::UBIGINT, epoch_ns(min(\"time\")), \
                epoch_ns(max(\"time\")), bool_and(in_order) \
-             FROM (SELECT db, t, \"time\", coalesce((host, \"time\") >= lag((host, \"time\")) \
-                     OVER (PARTITION BY db, t ORDER BY file_row_number), true) AS in_order \
+             FROM (SELECT e, db, t, \"time\", coalesce((host, \"time\") >= lag((host, \"time\")) \
+                     OVER (PARTITION BY e, db, t ORDER BY file_row_number), true) AS in_order \
                    FROM read_parquet({}, hive_partitioning = true, file_row_number = true)) \
              GROUP BY ALL",
             sql_str(&glob.to_string_lossy())
@@ -559,9 +586,9 @@ fn write_event(
     let rows = q
         .query_map([], |r| {
             Ok((
-                (r.get(0)?, r.get(1)?),
-                (r.get(2)?, r.get(3)?, r.get(4)?),
-                r.get::<_, bool>(5)?,
+                (r.get::<_, u64>(0)? as usize, r.get(1)?, r.get(2)?),
+                (r.get(3)?, r.get(4)?, r.get(5)?),
+                r.get::<_, bool>(6)?,
             ))
         })
         .map_err(|e| err(scratch, &format!("DuckDB: {e}")))?;
@@ -570,45 +597,49 @@ fn write_event(
         if !in_order {
             return Err(err(
                 scratch,
-                &format!("db {} table {}: the file came out unsorted", k.0, k.1),
+                &format!("db {} table {}: the file came out unsorted", k.1, k.2),
             ));
         }
         stats.insert(k, v);
     }
-    jobs.iter()
-        .map(|job| {
-            // An overwrite that selected no point of a table (tiny tables) wrote no file, as
-            // the server writes no empty one.
-            let Some(&(rows, min, max)) = stats.get(&(job.db, job.table)) else {
-                return Ok(None);
-            };
-            let part = scratch
-                .join(format!("db={}", job.db))
-                .join(format!("t={}", job.table));
-            let written: Vec<PathBuf> = fs::read_dir(&part)
-                .map_err(|e| err(&part, &e))?
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            let [from] = written.as_slice() else {
-                return Err(err(
-                    &part,
-                    &format!("expected one file, found {}", written.len()),
-                ));
-            };
-            let path = cfg.args.out.join(&job.rel);
-            let dir = path.parent().expect("file has a directory");
-            fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
-            fs::rename(from, &path).map_err(|e| err(&path, &e))?;
-            let size = fs::metadata(&path).map_err(|e| err(&path, &e))?.len();
-            Ok(Some(Written {
-                size,
-                rows,
-                min,
-                max,
-            }))
-        })
-        .collect()
+    let jobs = events
+        .iter()
+        .enumerate()
+        .flat_map(|(e, jobs)| jobs.iter().map(move |j| (e, j)));
+    jobs.map(|(e, job)| {
+        // An overwrite that selected no point of a table (tiny tables) wrote no file, as
+        // the server writes no empty one.
+        let Some(&(rows, min, max)) = stats.get(&(e, job.db, job.table)) else {
+            return Ok(None);
+        };
+        let part = scratch
+            .join(format!("e={e}"))
+            .join(format!("db={}", job.db))
+            .join(format!("t={}", job.table));
+        let written: Vec<PathBuf> = fs::read_dir(&part)
+            .map_err(|e| err(&part, &e))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let [from] = written.as_slice() else {
+            return Err(err(
+                &part,
+                &format!("expected one file, found {}", written.len()),
+            ));
+        };
+        let path = cfg.args.out.join(&job.rel);
+        let dir = path.parent().expect("file has a directory");
+        fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
+        fs::rename(from, &path).map_err(|e| err(&path, &e))?;
+        let size = fs::metadata(&path).map_err(|e| err(&path, &e))?.len();
+        Ok(Some(Written {
+            size,
+            rows,
+            min,
+            max,
+        }))
+    })
+    .collect()
 }
 
 const SNAPSHOT_TEMPLATE: &str = r#"{"version": "1", "node_id": "", "next_file_id": 0,
