@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 mod thrift;
 
+#[cfg(test)]
+mod crosscheck;
+
 const COLUMN_TYPE_KEY: &str = "iox::column::type";
 const SERIES_KEY_V1: &str = "iox::series::key";
 const SERIES_KEY_V2: &str = "iox::series::key::v2";
