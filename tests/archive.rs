@@ -172,8 +172,8 @@ fn bad_archive_inputs_are_refused_and_change_nothing() {
         .unwrap()
         .path();
     let mut m = read_json(&manifest);
-    let rows = m["windows"][0]["checksum"]["rows"].as_u64().unwrap();
-    m["windows"][0]["checksum"]["rows"] = (rows + 1).into();
+    let rows = m["windows"][0]["digest"]["rows"].as_u64().unwrap();
+    m["windows"][0]["digest"]["rows"] = (rows + 1).into();
     std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     let before = state(copy.path());
     let out = run(&["restore", a.to_str().unwrap(), d, "--hosts", "node0"]);
@@ -187,6 +187,120 @@ fn bad_archive_inputs_are_refused_and_change_nothing() {
         state(copy.path()) == before,
         "a refused run changed the data dir"
     );
+}
+
+/// The only manifest of archive `a`.
+fn the_manifest(a: &Path) -> std::path::PathBuf {
+    let mut all: Vec<_> = std::fs::read_dir(a.join("_kompactor/manifests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+#[test]
+fn archives_are_checked_by_kompactors_own_digest_and_older_ones_still_restore() {
+    let f = fixture("3.10/small");
+    let copy = copy_fixture(&f);
+    let d = copy.path().to_str().unwrap();
+    let (cut, _) = cutoff(&f);
+    let archive = tempfile::tempdir().unwrap();
+    let a = archive.path().join("cold");
+    assert!(run_archive(d, "node0", &cut, &a, &[]).status.success());
+    let manifest = the_manifest(&a);
+    let made = read_json(&manifest);
+    let windows = made["windows"].as_array().unwrap().len();
+    assert!(windows > 1, "{made}");
+    let write = |m: &serde_json::Value| {
+        std::fs::write(&manifest, serde_json::to_vec_pretty(m).unwrap()).unwrap()
+    };
+    // How a dry run of the restore checked each window, and what it said.
+    let checked = || -> (Option<i32>, Vec<String>, String) {
+        let out = run(&[
+            "restore",
+            a.to_str().unwrap(),
+            d,
+            "--hosts",
+            "node0",
+            "--dry-run",
+            "--json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let by: Vec<String> = doc["windows"]
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .map(|w| w["verified_by"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (out.status.code(), by, text(&out))
+    };
+    let all = |s: &str| vec![s.to_string(); windows];
+
+    let (code, by, out) = checked();
+    assert_eq!((code, by), (Some(0), all("row-digest")), "{out}");
+    for w in made["windows"].as_array().unwrap() {
+        assert_eq!(w["digest"]["algorithm"], "kompactor-row-xxh3-128-sum-v1");
+        assert_eq!(w["digest"]["rows"], w["checksum"]["rows"]);
+    }
+
+    // One value changed in the archive, as the digest sees it: refused.
+    let mut m = made.clone();
+    let sum: u128 = m["windows"][0]["digest"]["sum"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    m["windows"][0]["digest"]["sum"] = sum.wrapping_add(1).to_string().into();
+    write(&m);
+    let (code, _, out) = checked();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("do not match their manifest"), "{out}");
+    m["windows"][0]["digest"]["algorithm"] = "another-v9".into();
+    write(&m);
+    let (code, _, out) = checked();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("another-v9"), "{out}");
+
+    // An archive written before the digest: checked by the DuckDB checksum it was made with.
+    let mut old = made.clone();
+    for w in old["windows"].as_array_mut().unwrap() {
+        w.as_object_mut().unwrap().remove("digest");
+    }
+    write(&old);
+    let (code, by, out) = checked();
+    assert_eq!((code, by), (Some(0), all("duckdb-checksum")), "{out}");
+    // ... which another DuckDB computes otherwise: every row read, counts and times equal,
+    // and a warning.
+    let mut other = old.clone();
+    let h: i128 = other["windows"][0]["checksum"]["hash_sum"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    other["windows"][0]["checksum"]["hash_sum"] = h.wrapping_add(1).to_string().into();
+    write(&other);
+    let (code, by, out) = checked();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(by[0], "rows-and-full-read", "{out}");
+    assert_eq!(by[1..], all("duckdb-checksum")[1..], "{out}");
+    assert!(out.contains("a full read only"), "{out}");
+    // ... but a row count that differs is damage.
+    let rows = other["windows"][0]["checksum"]["rows"].as_u64().unwrap();
+    other["windows"][0]["checksum"]["rows"] = (rows + 1).into();
+    write(&other);
+    let (code, _, out) = checked();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("do not match their manifest"), "{out}");
+
+    // The old manifest restores every row.
+    write(&old);
+    let out = run(&["restore", a.to_str().unwrap(), d, "--hosts", "node0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_answers_match(&f, copy.path());
 }
 
 fn with_failpoint(args: &[&str], fp: &str) -> std::process::Output {

@@ -34,11 +34,10 @@
 mod common;
 
 use common::server::{
-    fixture_flags, log_tail, Serve, Server, ServerBin, StartError, LARGE_FILE_LIMIT,
+    fixture_flags, log_tail, Serve, Server, ServerBin, ServerLogs, StartError, LARGE_FILE_LIMIT,
 };
 use common::*;
 use serde_json::Value;
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -598,10 +597,7 @@ struct Case {
     test: &'static str,
     f: Fixture,
     bin: ServerBin,
-    /// Where the server logs go.
-    logs: PathBuf,
-    /// Numbers the server starts, for log names.
-    starts: Cell<u32>,
+    logs: ServerLogs,
     started: Instant,
     base: Arc<Base>,
 }
@@ -622,17 +618,11 @@ impl Case {
     fn open(test: &'static str, name: &str) -> Option<Case> {
         let f = fixture(name);
         let bin = ServerBin::for_fixture(&f)?;
-        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("real-server")
-            .join(test);
-        let _ = std::fs::remove_dir_all(&logs);
-        std::fs::create_dir_all(&logs).unwrap();
         let mut c = Case {
             test,
             f,
             bin,
-            logs,
-            starts: Cell::new(0),
+            logs: ServerLogs::new(test),
             started: Instant::now(),
             base: Arc::default(),
         };
@@ -722,17 +712,6 @@ impl Case {
         format!("{} ({}): {stage}", self.f.name, self.test)
     }
 
-    /// A new log file for one server start.
-    fn next_log(&self, stage: &str, node: &str) -> PathBuf {
-        let n = self.starts.get() + 1;
-        self.starts.set(n);
-        let slug: String = stage
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        self.logs.join(format!("{n:03}-{slug}-{node}.log"))
-    }
-
     /// How to serve this fixture: the file limit, fast snapshots or not, and its own flags.
     fn serve_opts(&self, file_limit: Option<u64>, fast_snapshots: bool) -> Serve {
         Serve {
@@ -744,7 +723,7 @@ impl Case {
 
     /// Starts the server on one node of `dir`, panicking with its log if it does not come up.
     fn start(&self, dir: &Path, node: &str, stage: &str, opts: &Serve) -> Server {
-        let log = self.next_log(stage, node);
+        let log = self.logs.next(stage, node);
         Server::start(&self.bin, dir, node, opts, &log).unwrap_or_else(|e| {
             panic!("{}: {node}: the server did not start: {e}", self.ctx(stage))
         })
@@ -975,7 +954,7 @@ impl Case {
         let opts = self.serve_opts(Some(LARGE_FILE_LIMIT), false);
         for node in self.f.nodes() {
             let guarded = dir.join(&node).join("snapshots").join(GUARD).exists();
-            let log = self.next_log(stage, &node);
+            let log = self.logs.next(stage, &node);
             let s = match Server::start(&self.bin, dir, &node, &opts, &log) {
                 Err(StartError::Exited { .. }) if guarded => continue,
                 Err(e) => {
@@ -1099,28 +1078,7 @@ impl Case {
                 self.ctx(&stage)
             );
             let run = self.delete(dir.path(), &c.args, false, &stage);
-            for (d, r) in dry["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .zip(run["nodes"].as_array().unwrap())
-            {
-                for k in ["rows_deleted", "versions_removed", "files_rewritten"] {
-                    assert_eq!(
-                        d[k],
-                        r[k],
-                        "{}: {k}: dry run and run differ",
-                        self.ctx(&stage)
-                    );
-                }
-            }
-            let deleted: u64 = run["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n["rows_deleted"].as_u64().unwrap())
-                .sum();
-            assert!(deleted > 0, "{}: nothing deleted", self.ctx(&stage));
+            assert_dry_run_counted_the_delete(&dry, &run, &self.ctx(&stage));
             let served = self.serve(dir.path(), &stage, Some(LARGE_FILE_LIMIT), &[Rows::All]);
             served.assert_same(
                 &self.ctx(&stage),
@@ -1480,7 +1438,7 @@ impl Case {
             &format!(
                 "{} served {} times in {:.0?}",
                 self.f.name,
-                self.starts.get(),
+                self.logs.starts(),
                 self.started.elapsed()
             ),
         );

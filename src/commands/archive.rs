@@ -21,6 +21,7 @@ use crate::pipeline::archive::{
 use crate::pipeline::commit::{prepare_node, Change};
 use crate::pipeline::discover::{discover_all, LiveFile};
 use crate::pipeline::merge::{merge_group, Engine, MergeRules};
+use crate::pipeline::row_digest::digest_files;
 
 /// An archived day is one file, whatever its rows; points repeated across chunk_times are
 /// combined, as a compaction does.
@@ -231,6 +232,8 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     let spill = dirs.tmp().join("spill");
     create_dir_all(&spill)?;
     let engine = Engine::new(&a.engine.engine_options(spill))?;
+    // For the archive's own digest of what it holds, apart from the merges' engine.
+    let conn = duckdb::Connection::open_in_memory()?;
     let manifest_rel = format!("{META}/manifests/{run_id}.json");
     // Recorded before the first archived file is written, so that recovery knows every file
     // this run may leave in the archive (a rolled-back run removes them).
@@ -265,6 +268,20 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
                 return Err(e);
             }
         };
+        let digest = digest_files(
+            &conn,
+            &m.outputs
+                .iter()
+                .map(|o| o.tmp_path.clone())
+                .collect::<Vec<_>>(),
+        );
+        let digest = match digest {
+            Ok(d) => d,
+            Err(e) => {
+                recover(data_dir, false)?;
+                return Err(e);
+            }
+        };
         let mut files = Vec::new();
         for o in &m.outputs {
             let dest = a.to.join(&o.final_path);
@@ -289,6 +306,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
             window_end: g.window_end,
             files,
             checksum: m.checksum,
+            digest: Some(digest),
             sources: g
                 .inputs
                 .iter()

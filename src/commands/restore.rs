@@ -16,6 +16,7 @@ use crate::pipeline::checksum::{checksum, Checksum};
 use crate::pipeline::commit::{prepare_node, Change};
 use crate::pipeline::discover::discover_all;
 use crate::pipeline::merge::Output;
+use crate::pipeline::row_digest;
 use crate::units::parse_time_or_age;
 use clap::Args;
 use serde::Serialize;
@@ -59,6 +60,22 @@ struct RestoredWindow {
     /// The UTC day, `YYYY-MM-DD`.
     date: String,
     rows: u64,
+    /// How its archived files were checked against the manifest.
+    verified_by: Verified,
+}
+
+/// How an archived window was found to be what its manifest records.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Verified {
+    /// kompactor's own row digest ([`row_digest::ALGORITHM`]) matched.
+    RowDigest,
+    /// An archive from before the row digest: the DuckDB checksum it was made with matched
+    /// (the same DuckDB is linked).
+    DuckdbChecksum,
+    /// An archive from before the row digest, whose DuckDB checksum this build's DuckDB
+    /// computes otherwise: every row was read, and the row count and time range matched.
+    RowsAndFullRead,
 }
 
 /// The `restore --json` document.
@@ -126,6 +143,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         ));
     }
     let conn = duckdb::Connection::open_in_memory()?;
+    let mut verified: Vec<Verified> = Vec::new();
     for w in &selected {
         let node = nodes
             .iter()
@@ -145,24 +163,21 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             ))
             .hint("restore only windows that were archived and not written again (--from/--to)"));
         }
-        let mut sum = Checksum::empty();
-        for f in &w.files {
-            let p = a.archive_dir.join(&f.path);
-            let footer = read_footer(&p)?;
-            sum = sum
-                + checksum(
-                    &conn,
-                    &footer.columns,
-                    &format!("read_parquet({})", sql_str(&p.to_string_lossy())),
-                )?;
-        }
-        if sum != w.checksum {
-            return Err(Error::at(&a.archive_dir, format!(
-                "the archived files of {}.{} {} do not match their manifest (rows {} vs {}, checksum {} vs {})",
-                w.db, w.table, w.date, sum.rows, w.checksum.rows, sum.hash_sum, w.checksum.hash_sum
-            ))
-            .hint("the archive was changed or damaged; nothing was restored"));
-        }
+        let paths: Vec<PathBuf> = w
+            .files
+            .iter()
+            .map(|f| a.archive_dir.join(&f.path))
+            .collect();
+        verified.push(verify_window(&conn, w, &paths, &a.archive_dir)?);
+    }
+    let weak = verified
+        .iter()
+        .filter(|v| **v == Verified::RowsAndFullRead)
+        .count();
+    if weak > 0 {
+        log::warn!(
+            "{weak} window(s) archived before kompactor's own row digest were checked by row count, time range and a full read only: the DuckDB linked now hashes their rows otherwise than the one that archived them"
+        );
     }
     let doc = |run_id: Option<String>| RestoreDoc {
         format_version: json::FORMAT_VERSION,
@@ -171,12 +186,14 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         archive_dir: a.archive_dir.display().to_string(),
         windows: selected
             .iter()
-            .map(|w| RestoredWindow {
+            .zip(&verified)
+            .map(|(w, v)| RestoredWindow {
                 node: w.node.clone(),
                 db: w.db.clone(),
                 table: w.table.clone(),
                 date: w.date.clone(),
                 rows: w.checksum.rows,
+                verified_by: *v,
             })
             .collect(),
     };
@@ -305,4 +322,71 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Checks an archived window's files (`paths`) against its manifest entry before anything is
+/// restored: by kompactor's own row digest where the manifest has one; else (archives written
+/// before it) by the DuckDB checksum they were made with, which only the same DuckDB
+/// reproduces, and failing that by row count and a full read of every row.
+fn verify_window(
+    conn: &duckdb::Connection,
+    w: &Window,
+    paths: &[PathBuf],
+    archive_dir: &std::path::Path,
+) -> Result<Verified> {
+    let name = format!("node {} {}.{} {}", w.node, w.db, w.table, w.date);
+    let damaged = |what: String| {
+        Error::at(
+            archive_dir,
+            format!("the archived files of {name} do not match their manifest ({what})"),
+        )
+        .hint("the archive was changed or damaged; nothing was restored")
+    };
+    if let Some(want) = &w.digest {
+        if want.algorithm != row_digest::ALGORITHM {
+            return Err(Error::at(
+                archive_dir,
+                format!(
+                    "{name}: the manifest's row digest is {}, which this build does not know",
+                    want.algorithm
+                ),
+            )
+            .hint("restore it with the kompactor release that wrote the archive, or a newer one"));
+        }
+        let got = row_digest::digest_files(conn, paths)?;
+        if &got != want {
+            return Err(damaged(format!(
+                "rows {} vs {}, digest {} vs {}",
+                got.rows, want.rows, got.sum, want.sum
+            )));
+        }
+        return Ok(Verified::RowDigest);
+    }
+    let mut sum = Checksum::empty();
+    for p in paths {
+        let footer = read_footer(p)?;
+        let source = format!("read_parquet({})", sql_str(&p.to_string_lossy()));
+        sum = sum + checksum(conn, &footer.columns, &source)?;
+    }
+    if sum.rows != w.checksum.rows
+        || sum.min_time != w.checksum.min_time
+        || sum.max_time != w.checksum.max_time
+    {
+        return Err(damaged(format!(
+            "rows {} vs {}, time {}..{} vs {}..{}",
+            sum.rows,
+            w.checksum.rows,
+            sum.min_time,
+            sum.max_time,
+            w.checksum.min_time,
+            w.checksum.max_time
+        )));
+    }
+    // Every row was read to sum it: the files are whole, but only the checksum of the
+    // DuckDB that made them says the values are the same.
+    Ok(if sum.hash_sum == w.checksum.hash_sum {
+        Verified::DuckdbChecksum
+    } else {
+        Verified::RowsAndFullRead
+    })
 }

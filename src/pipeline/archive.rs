@@ -11,6 +11,7 @@ use crate::format::ids::{DbId, FileId, Nanos, TableId, TableKey};
 use crate::format::layout::{date_of, STATE_DIR};
 use crate::pipeline::checksum::Checksum;
 use crate::pipeline::discover::Node;
+use crate::pipeline::row_digest::RowDigest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -67,7 +68,13 @@ pub struct Window {
     pub window_start: Nanos,
     pub window_end: Nanos,
     pub files: Vec<ArchivedFile>,
+    /// The merge's own check of the rows (DuckDB's `hash()`, whatever DuckDB wrote the
+    /// archive).
     pub checksum: Checksum,
+    /// The rows of the archived files by kompactor's own algorithm, which any later build
+    /// recomputes alike; archives written before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<RowDigest>,
     pub sources: Vec<Source>,
 }
 

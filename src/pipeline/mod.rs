@@ -11,5 +11,6 @@ pub mod merge;
 pub mod plan;
 pub mod prepared;
 pub mod report;
+pub mod row_digest;
 pub mod space;
 pub mod workers;

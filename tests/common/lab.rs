@@ -1,10 +1,10 @@
 //! A node written and served by a real server, for the tests that build their own data:
 //! each write persisted before the next, answers read with every file readable.
 
-use super::server::{passed, Serve, Server, ServerBin, LARGE_FILE_LIMIT};
+use super::server::{passed, Serve, Server, ServerBin, ServerLogs, LARGE_FILE_LIMIT};
 use super::{kompactor, text};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The database the tests write.
@@ -20,8 +20,7 @@ pub const PERSIST_TIMEOUT: Duration = Duration::from_secs(180);
 pub struct Lab {
     pub test: &'static str,
     bin: ServerBin,
-    logs: PathBuf,
-    starts: std::cell::Cell<usize>,
+    logs: ServerLogs,
     /// Extra `serve` flags for every start.
     flags: Vec<String>,
 }
@@ -29,28 +28,16 @@ pub struct Lab {
 impl Lab {
     pub fn new(test: &'static str, v3_0: bool, flags: &[&str]) -> Option<Lab> {
         let bin = ServerBin::release(v3_0)?;
-        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("real-server")
-            .join(test);
-        let _ = std::fs::remove_dir_all(&logs);
-        std::fs::create_dir_all(&logs).unwrap();
         Some(Lab {
             test,
             bin,
-            logs,
-            starts: Default::default(),
+            logs: ServerLogs::new(test),
             flags: flags.iter().map(|s| s.to_string()).collect(),
         })
     }
 
     pub fn start(&self, dir: &Path, stage: &str, opts: Serve) -> Server {
-        let n = self.starts.get() + 1;
-        self.starts.set(n);
-        let slug: String = stage
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let log = self.logs.join(format!("{n:03}-{slug}.log"));
+        let log = self.logs.next(stage, "node0");
         let opts = Serve {
             extra: [opts.extra, self.flags.clone()].concat(),
             ..opts
@@ -166,7 +153,7 @@ impl Lab {
     }
 
     pub fn passed(&self) {
-        passed(self.test, &format!("served {} times", self.starts.get()));
+        passed(self.test, &format!("served {} times", self.logs.starts()));
     }
 }
 

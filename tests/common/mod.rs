@@ -632,3 +632,26 @@ pub fn first_invisible_overwrite(f: &Fixture) -> (i64, serde_json::Map<String, V
         .collect();
     (p["time_ns"].as_i64().unwrap(), tags, cond.join(" AND "))
 }
+
+/// Checks that a delete's dry run (`dry`, its `--json` plan) counted, node by node, what the
+/// run (`run`, its report) removed; the rows deleted over every node, which must be some.
+pub fn assert_dry_run_counted_the_delete(dry: &Value, run: &Value, ctx: &str) -> u64 {
+    let nodes = |doc: &Value| doc["nodes"].as_array().unwrap().clone();
+    let (dry, run) = (nodes(dry), nodes(run));
+    assert_eq!(
+        dry.len(),
+        run.len(),
+        "{ctx}: nodes of the dry run and the run"
+    );
+    for (d, r) in dry.iter().zip(&run) {
+        for k in ["rows_deleted", "versions_removed", "files_rewritten"] {
+            assert_eq!(d[k], r[k], "{ctx}: {k}: the dry run and the run differ");
+        }
+    }
+    let deleted = run
+        .iter()
+        .map(|n| n["rows_deleted"].as_u64().unwrap())
+        .sum();
+    assert!(deleted > 0, "{ctx}: nothing deleted: {run:?}");
+    deleted
+}

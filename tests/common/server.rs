@@ -62,6 +62,43 @@ impl ServerBin {
 }
 
 /// Records that a real-server test ran to its end ([`super::prereq::ran`]).
+/// The log files of one test's server starts, numbered in start order, under
+/// `$CARGO_TARGET_TMPDIR/real-server/<test>/` (emptied when the test begins).
+pub struct ServerLogs {
+    dir: PathBuf,
+    starts: std::cell::Cell<usize>,
+}
+
+impl ServerLogs {
+    pub fn new(test: &str) -> ServerLogs {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("real-server")
+            .join(test);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        ServerLogs {
+            dir,
+            starts: Default::default(),
+        }
+    }
+
+    /// The log file of the next start, named by its number, `stage` and `node`.
+    pub fn next(&self, stage: &str, node: &str) -> PathBuf {
+        let n = self.starts.get() + 1;
+        self.starts.set(n);
+        let slug: String = format!("{stage}-{node}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        self.dir.join(format!("{n:03}-{slug}.log"))
+    }
+
+    /// How many times the server was started.
+    pub fn starts(&self) -> usize {
+        self.starts.get()
+    }
+}
+
 pub fn passed(test: &str, what: &str) {
     super::prereq::ran(test, what);
 }
