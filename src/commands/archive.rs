@@ -5,7 +5,7 @@
 
 use crate::commands::args::{DataDir, EngineArgs, Hosts, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK};
-use crate::durable::apply::{apply_or_recover, recover};
+use crate::durable::apply::recover;
 use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::{atomic_write, create_dir_all, Batch};
 use crate::durable::journal::{ArchiveSide, Manifest, RunDirs, RunState};
@@ -18,7 +18,7 @@ use crate::pipeline::archive::{
     marker, open_archive, partition_dir, tmp_rel, undone_rel, ArchiveManifest, ArchivedFile, Names,
     Source, Window, DAY, META,
 };
-use crate::pipeline::commit::{prepare_node, Change};
+use crate::pipeline::commit::{commit_nodes, Change};
 use crate::pipeline::discover::{discover_all, LiveFile};
 use crate::pipeline::merge::{merge_group, Engine, MergeRules};
 use crate::pipeline::row_digest::digest_files;
@@ -249,7 +249,7 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         manifest: manifest_rel.clone(),
         restore_moves: Vec::new(),
     };
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         format_version: crate::json::FORMAT_VERSION,
         nodes: Vec::new(),
         archive: Some(side),
@@ -338,24 +338,19 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         None,
     )?;
     failpoint("after-archive-manifest")?;
-    for (ni, node) in nodes.iter().enumerate() {
-        let changes: Vec<Change> = merged
-            .iter()
-            .filter(|(i, _)| *i == ni)
-            .map(|(_, g)| Change {
+    let changes: Vec<(usize, Vec<Change>)> = (0..nodes.len())
+        .map(|ni| {
+            let of_node = merged.iter().filter(|(i, _)| *i == ni);
+            let changes = of_node.map(|(_, g)| Change {
                 table: g.table,
                 removes: &g.inputs,
                 adds: &[],
                 in_place: false,
-            })
-            .collect();
-        if !changes.is_empty() {
-            manifest
-                .nodes
-                .push(prepare_node(node, &changes, &dirs, None)?.0);
-        }
-    }
-    apply_or_recover(&dirs, &manifest)?;
+            });
+            (ni, changes.collect())
+        })
+        .collect();
+    commit_nodes(&nodes, &changes, &dirs, manifest)?;
     let _ = fs::remove_dir_all(&archive_tmp);
     let rows: u64 = doc.windows.iter().map(|w| w.checksum.rows).sum();
     if a.json {

@@ -2,7 +2,6 @@
 
 use crate::commands::args::{DataDir, EngineArgs, Hosts, ServerArgs, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK};
-use crate::durable::apply::apply_or_recover;
 use crate::durable::fsutil::{create_dir_all, Batch};
 use crate::durable::interlock::refuse_if_in_use;
 use crate::durable::journal::{Manifest, RunDirs, RunState};
@@ -11,7 +10,7 @@ use crate::format::ids::{Nanos, TableKey};
 use crate::format::layout::check_hosts;
 use crate::json;
 use crate::pipeline::archive::Names;
-use crate::pipeline::commit::{prepare_node, Change, Committed};
+use crate::pipeline::commit::{commit_nodes, Change, Committed};
 use crate::pipeline::delete::{plan_table, DeleteWindow, Selection};
 use crate::pipeline::discover::{discover_all, leave_to_exit, Finding, Node};
 use crate::pipeline::merge::{merge_group, Engine, MergeRules, Merged};
@@ -303,27 +302,19 @@ fn commit(
     }
     outputs.finish()?;
     refuse_if_in_use(data_dir, a.server_check.allow_running_server)?;
-    let mut manifest = Manifest::default();
-    let mut committed = Vec::new();
-    for (i, m) in merged {
-        if m.is_empty() {
-            continue;
-        }
-        let changes: Vec<Change> = m
-            .iter()
-            .map(|(g, m)| Change {
+    let changes: Vec<(usize, Vec<Change>)> = merged
+        .iter()
+        .map(|(i, m)| {
+            let changes = m.iter().map(|(g, m)| Change {
                 table: g.table,
                 removes: &g.inputs,
                 adds: &m.outputs,
                 in_place: true,
-            })
-            .collect();
-        let (man, c) = prepare_node(&nodes[*i], &changes, dirs, None)?;
-        manifest.nodes.push(man);
-        committed.push((*i, c));
-    }
-    apply_or_recover(dirs, &manifest)?;
-    for (i, c) in committed {
+            });
+            (*i, changes.collect())
+        })
+        .collect();
+    for (i, c) in commit_nodes(nodes, &changes, dirs, Manifest::default())? {
         report.nodes[i].committed = Some(c);
     }
     Ok(())

@@ -2,7 +2,6 @@
 
 use crate::commands::args::{Hosts, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK};
-use crate::durable::apply::apply_or_recover;
 use crate::durable::failpoint::failpoint;
 use crate::durable::fsutil::{create_dir_all, fsync_dir, fsync_file};
 use crate::durable::journal::{ArchiveSide, Manifest, Move, RunDirs, RunState};
@@ -13,7 +12,7 @@ use crate::format::parquet::{read_footer, sql_str};
 use crate::json;
 use crate::pipeline::archive::{manifests, open_archive, Window, META};
 use crate::pipeline::checksum::{checksum, Checksum};
-use crate::pipeline::commit::{prepare_node, Change};
+use crate::pipeline::commit::{commit_nodes, Change};
 use crate::pipeline::discover::discover_all;
 use crate::pipeline::merge::Output;
 use crate::pipeline::row_digest;
@@ -281,7 +280,7 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
         failpoint("after-restore-window")?;
     }
     fsync_dir(&out_dir)?;
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         format_version: crate::json::FORMAT_VERSION,
         nodes: Vec::new(),
         archive: Some(ArchiveSide {
@@ -293,24 +292,21 @@ pub fn run(a: &RestoreArgs, quiet: bool) -> Result<ExitCode> {
             restore_moves,
         }),
     };
-    for node in &nodes {
-        let changes: Vec<Change> = adds
-            .iter()
-            .filter(|(n, ..)| *n == node.id)
-            .map(|(_, k, _, outs)| Change {
+    let changes: Vec<(usize, Vec<Change>)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(ni, node)| {
+            let of_node = adds.iter().filter(|(n, ..)| *n == node.id);
+            let changes = of_node.map(|(_, k, _, outs)| Change {
                 table: *k,
                 removes: &[],
                 adds: outs,
                 in_place: false,
-            })
-            .collect();
-        if !changes.is_empty() {
-            manifest
-                .nodes
-                .push(prepare_node(node, &changes, &dirs, None)?.0);
-        }
-    }
-    apply_or_recover(&dirs, &manifest)?;
+            });
+            (ni, changes.collect())
+        })
+        .collect();
+    commit_nodes(&nodes, &changes, &dirs, manifest)?;
     if a.json {
         json::print(&doc(Some(run_id)));
     } else if !quiet {

@@ -13,8 +13,9 @@ mod checkpoints;
 mod order;
 mod trash;
 
+use crate::durable::apply::apply_or_recover;
 use crate::durable::fsutil::Batch;
-use crate::durable::journal::{to_mtime, MetaWrite, Move, NodeManifest, RunDirs};
+use crate::durable::journal::{to_mtime, Manifest, MetaWrite, Move, NodeManifest, RunDirs};
 use crate::error::{Error, Result};
 use crate::format::ids::{FileId, SnapshotSeq, TableKey};
 use crate::format::layout::TABLE_INDEX_PATHS;
@@ -139,6 +140,26 @@ pub struct NodeCommit {
     /// Without `metadata_bytes_after`, which staging adds up as it writes.
     pub committed: Committed,
     replaced: DbFiles,
+}
+
+/// Stages the commit of each node's changes (`changes`: a node's index in `nodes`, and its
+/// changes; a node without any is left out) into `manifest`, then commits every node in one
+/// journaled step, recovering if that fails: how every command but compaction (which stages
+/// each node as soon as its merges are done) ends. What each node committed, by index.
+pub fn commit_nodes(
+    nodes: &[Node],
+    changes: &[(usize, Vec<Change>)],
+    dirs: &RunDirs,
+    mut manifest: Manifest,
+) -> Result<Vec<(usize, Committed)>> {
+    let mut committed = Vec::new();
+    for (i, changes) in changes.iter().filter(|(_, c)| !c.is_empty()) {
+        let (m, c) = prepare_node(&nodes[*i], changes, dirs, None)?;
+        manifest.nodes.push(m);
+        committed.push((*i, c));
+    }
+    apply_or_recover(dirs, &manifest)?;
+    Ok(committed)
 }
 
 /// Computes and stages the commit of one node's changes; changes nothing in the node.
