@@ -3,16 +3,20 @@
 //! For each table, the files the server loads (with `--all-listed`, also those its load
 //! window hides), their rows, time range and kompactor's order-independent checksum over
 //! every column of every row, read as they are (no deduplication: for generated nodes
-//! without overwrites, equal digests mean every row is kept).
+//! without overwrites, equal digests mean every row is kept). Files are read a few thousand
+//! at a time, so that a node of millions of files is digested in bounded memory.
 
 use clap::Parser;
 use duckdb::Connection;
-use kompactor::format::parquet::{read_footers, sql_str};
-use kompactor::pipeline::checksum::checksum;
+use kompactor::format::parquet::{read_footers, sql_ident, sql_str};
+use kompactor::pipeline::checksum::{checksum, Checksum};
 use kompactor::pipeline::discover::discover_node;
 use kompactor::pipeline::merge::TableSchema;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Files per query: DuckDB holds every file of a `read_parquet` list open at once.
+const CHUNK: usize = 4096;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,12 +58,37 @@ fn main() -> ExitCode {
         let footers = read_footers(&paths).expect("footers read");
         let pairs: Vec<_> = files.iter().map(|f| f.id).zip(footers.iter()).collect();
         let schema = TableSchema::union(&pairs).expect("one schema");
-        let list: Vec<String> = paths
-            .iter()
-            .map(|p| sql_str(&p.to_string_lossy()))
-            .collect();
-        let source = format!("read_parquet([{}], union_by_name = true)", list.join(", "));
-        let c = checksum(&conn, &schema.columns, &source).expect("checksum");
+        let mut c = Checksum::empty();
+        for (paths, footers) in paths.chunks(CHUNK).zip(footers.chunks(CHUNK)) {
+            // Every column of the table in every chunk: null where the chunk's files lack it,
+            // as the whole table would read.
+            let present: std::collections::HashSet<&str> = footers
+                .iter()
+                .flat_map(|f| f.columns.iter().map(|c| c.name.as_str()))
+                .collect();
+            let cols: Vec<String> = schema
+                .columns
+                .iter()
+                .map(|c| {
+                    let id = sql_ident(&c.name);
+                    if present.contains(c.name.as_str()) {
+                        id
+                    } else {
+                        format!("CAST(NULL AS {}) AS {id}", c.ty.duckdb_type())
+                    }
+                })
+                .collect();
+            let list: Vec<String> = paths
+                .iter()
+                .map(|p| sql_str(&p.to_string_lossy()))
+                .collect();
+            let source = format!(
+                "(SELECT {} FROM read_parquet([{}], union_by_name = true))",
+                cols.join(", "),
+                list.join(", ")
+            );
+            c = c + checksum(&conn, &schema.columns, &source).expect("checksum");
+        }
         println!(
             "table {key}: files={} rows={} min={} max={} checksum={}",
             files.len(),

@@ -571,6 +571,15 @@ fn write_batch(
     // What the metadata records of each file, and a check that each is sorted as the server
     // sorts (host names are unique per series).
     let mut stats: BTreeMap<(usize, u64, u64), (u64, i64, i64)> = BTreeMap::new();
+    // Overwrites that selected no point at all wrote nothing, and a glob that matches
+    // nothing is an error to DuckDB.
+    let wrote = walkdir::WalkDir::new(scratch)
+        .into_iter()
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "parquet"));
+    if !wrote {
+        return Ok(vec![None; events.iter().map(|e| e.len()).sum()]);
+    }
     let glob = scratch.join("*").join("*").join("*").join("*.parquet");
     let mut q = conn
         .prepare(&format!(
