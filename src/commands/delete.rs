@@ -91,7 +91,7 @@ pub struct NodeDelete {
     pub rows_deleted: u64,
     pub versions_removed: u64,
     pub files_rewritten: usize,
-    /// Of the rewritten sets of files, those left with no row (no file takes their place).
+    /// The files written in place of the rewritten ones (none where nothing stayed).
     pub files_written: usize,
     pub committed: Option<Committed>,
 }
@@ -219,12 +219,16 @@ pub fn run(a: &DeleteArgs, quiet: bool, verbose: bool) -> Result<ExitCode> {
         create_dir_all(&spill)?;
         create_dir_all(&out_dir)?;
     }
+    let mut merging = false;
     for (i, (n, key)) in nodes.iter().zip(&targets).enumerate() {
         let plan = plan_table(engine.conn(), data_dir, n, *key, &sel, &run_id)?;
         let mut merged = Vec::new();
         if !a.dry_run && !plan.groups.is_empty() {
-            if i == 0 || merged_all.is_empty() {
+            // Before the first merge of any node, so that recovery clears its scratch after a
+            // crash.
+            if !merging {
                 dirs.set_state(RunState::Merging)?;
+                merging = true;
             }
             let rules = MergeRules {
                 max_rows: u64::MAX,
