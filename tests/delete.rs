@@ -216,6 +216,17 @@ fn bad_requests_exit_2_and_change_nothing() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains(says), "{}", text(&out));
     }
+    // A `;` inside a quoted value is part of the value, not a second statement.
+    let out = delete(
+        d,
+        "node0",
+        &[
+            &base[..],
+            &["--all-time", "--where", "host = 'a;b'", "--dry-run"],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The WAL holds rows the delete cannot see: refused unless told.
     let out = delete(
         d,

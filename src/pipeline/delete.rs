@@ -102,8 +102,10 @@ pub fn check_predicate(conn: &Connection, schema: &TableSchema, predicate: &str)
     if predicate.trim().is_empty() {
         return Err(Error::usage("--where is empty"));
     }
-    if predicate.contains(';') {
-        return Err(Error::usage("--where must be one expression (no `;`)"));
+    if has_statement_break(predicate) {
+        return Err(Error::usage(
+            "--where must be one expression (no `;` outside quotes)",
+        ));
     }
     let cols: Vec<String> = schema
         .columns
@@ -141,6 +143,21 @@ pub fn check_predicate(conn: &Connection, schema: &TableSchema, predicate: &str)
         .hint(listed()));
     }
     Ok(())
+}
+
+/// Whether `sql` has a `;` outside its quoted strings and identifiers: a second statement.
+/// A doubled quote inside a quoted text toggles twice, so it needs no case of its own.
+fn has_statement_break(sql: &str) -> bool {
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ';') => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Finds what a delete of `sel` does to `table` of `node`: creates [`DROP_KEYS`] in `conn`
@@ -333,10 +350,14 @@ impl<'c> Points<'c> {
             "CREATE OR REPLACE TEMP TABLE __kompactor_answers AS \
              SELECT {k}, __chunk, __hidden{fields} FROM ({rows}) GROUP BY {k}, __chunk, __hidden"
         ))?;
-        conn.execute_batch(&format!(
-            "CREATE TEMP TABLE {DROP_KEYS} AS SELECT DISTINCT {k} FROM __kompactor_answers WHERE {}",
-            sel.condition()
-        ))
+        // One statement, whatever the predicate holds.
+        conn.execute(
+            &format!(
+                "CREATE TEMP TABLE {DROP_KEYS} AS SELECT DISTINCT {k} FROM __kompactor_answers WHERE {}",
+                sel.condition()
+            ),
+            [],
+        )
         .map_err(|e| Error::usage(format!("the selection cannot be evaluated: {e}")))?;
         let on = keys
             .iter()
@@ -480,5 +501,20 @@ fn group(node: &Node, table: TableKey, chunk: Nanos, inputs: Vec<LiveFile>, run_
         bytes_revived: 0,
         output_path,
         inputs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_statement_break;
+
+    #[test]
+    fn a_semicolon_breaks_a_statement_only_outside_quotes() {
+        assert!(has_statement_break("host = 'a'; DROP TABLE x"));
+        assert!(has_statement_break("x = 1;"));
+        assert!(!has_statement_break("host = 'a;b'"));
+        assert!(!has_statement_break("\"odd;col\" = 1"));
+        assert!(!has_statement_break("host = 'it''s;here'"));
+        assert!(has_statement_break("host = 'it''s' ; x"));
     }
 }
