@@ -1,4 +1,4 @@
-//! `scripts/maintenance.sh` end to end against the real InfluxDB 3 Core server (3.10 line from
+//! `kompactor maintain` end to end against the real InfluxDB 3 Core server (3.10 line from
 //! `$INFLUXDB3_BIN`, 3.0.x from `$INFLUXDB3_BIN_3_0`; see `tests/common/server.rs`), with the
 //! real kompactor or a stand-in around it, all on 127.0.0.1:
 //!
@@ -6,13 +6,16 @@
 //!   3.5.0 and 3.8.3 with the 3.10 server; 3.0.3 with the 3.0.3 server), served with the
 //!   default query file limit of 432, so that the big tables are over it before: every table is
 //!   measured before (those over the limit in time slices) and after, with numbers that are
-//!   equal, and `VERDICT: OK`; on 3.10 small the sliced measurements equal what one query
+//!   equal, and `VERDICT: PROVEN`; on 3.10 small the sliced measurements equal what one query
 //!   returns on a server without the limit;
 //! - a stand-in that runs kompactor, then drops one row of `metrics.cpu`'s compacted file
 //!   (the file rewritten with one row fewer, its size and row count fixed in the metadata, so
-//!   that the server reads it without complaint): exit 3, the verdict names `metrics.cpu`;
+//!   that the server reads it without complaint): the run is undone, exit 3, the verdict
+//!   names `metrics.cpu`, and the server answers as before;
 //! - a stand-in that runs kompactor, then deletes one compacted file of `events.log`: the
-//!   table cannot be measured after the restart; exit 3, the verdict names it;
+//!   table cannot be measured after the restart; the verdict names it;
+//! - a server that will not start again: exit 4, the verdict says so and that the run was
+//!   undone, and the node, served again, answers as before;
 //! - a server whose query file limit (1) no time slice can meet: nothing is stopped or
 //!   compacted, exit 1, the tables are named;
 //! - `kompactor verify` fails: no compaction, the server is started again, exit 1;
@@ -24,7 +27,7 @@
 //! unreadable file, a limit no slice meets, a token it requires). Without the servers each
 //! test fails, unless the run opts out (`KOMPACTOR_TESTS_SKIP`, see `tests/common/prereq.rs`).
 //!
-//! Every wait is bounded: the server's start (180 s, in `Server::start`), the script (900 s,
+//! Every wait is bounded: the server's start (180 s, in `Server::start`), the routine (900 s,
 //! then its whole process group is killed), the stand-in waiting for the damage (120 s). Every
 //! server a case started, or that the script started for it, is stopped when the case ends,
 //! passed or failed (`Guard`). Linux only: processes are found through /proc.
@@ -34,6 +37,8 @@ mod common;
 use common::server::{fixture_flags, log_tail, Serve, Server, ServerBin, LARGE_FILE_LIMIT};
 use common::{copy_fixture, fixture, read_json, Fixture};
 use kompactor::format::parquet::sql_str;
+use kompactor::server::http::{Client, Endpoint};
+use kompactor::server::measure::{measure_all, Measurement, TableMeasure};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -43,7 +48,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// The longest the script may run (a first compaction on a slow machine included).
+/// The longest the routine may run (a first compaction on a slow machine included).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 /// The longest a server may take to exit after SIGTERM before the guard kills it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,24 +109,20 @@ fn server_pid(port: u16) -> u32 {
     panic!("no server process with --http-bind {bind}")
 }
 
+/// A client for the case's server (with the token, if any).
+fn client(port: u16, token: Option<&str>) -> Client {
+    Client::new(Endpoint {
+        url: format!("http://127.0.0.1:{port}"),
+        token: token.map(String::from),
+        ca_file: None,
+        timeout: Duration::from_secs(120),
+    })
+    .unwrap()
+}
+
 /// `GET /health` answered 200 (with the token, if any).
 fn healthy(port: u16, token: Option<&str>) -> bool {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "5",
-    ]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    cmd.arg(format!("http://127.0.0.1:{port}/health"));
-    cmd.output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "200")
+    client(port, token).healthy()
 }
 
 /// Stops, when the case ends, the servers it started itself (`children`, reaped) and the one
@@ -186,7 +187,8 @@ struct Case {
     f: Fixture,
     node: String,
     port: u16,
-    token: Option<String>,
+    /// The API token the server requires, and the file it is in.
+    token: Option<(String, PathBuf)>,
     pid_file: PathBuf,
     start_cmd: String,
     first_pid: u32,
@@ -272,7 +274,7 @@ impl Case {
                 );
                 sleep(Duration::from_millis(200));
             }
-            (None, pid, Some(token))
+            (None, pid, Some((token, token_file)))
         } else {
             (Some(server), pid, None)
         };
@@ -313,7 +315,7 @@ impl Case {
     /// The pid-file form of the command line, with `kompactor` as the kompactor.
     fn pid_args(&self, kompactor: &Path) -> Vec<String> {
         let mut a: Vec<String> = [
-            "--data-dir",
+            "maintain",
             &self.data(),
             "--hosts",
             &self.node,
@@ -330,8 +332,8 @@ impl Case {
         ]
         .map(String::from)
         .to_vec();
-        if let Some(t) = &self.token {
-            a.extend(["--token".into(), t.clone()]);
+        if let Some((_, file)) = &self.token {
+            a.extend(["--token-file".into(), file.display().to_string()]);
         }
         a
     }
@@ -362,7 +364,8 @@ impl Case {
         self.stand_in(
             "damaging-kompactor",
             r#""$REAL" "$@" || exit $?
-case $1 in verify | prepare) exit 0 ;; esac
+case " $* " in *" --dry-run "*) exit 0 ;; esac
+case $1 in verify | prepare | undo) exit 0 ;; esac
 : > "$W/damage-request"
 i=0
 while [ ! -e "$W/damage-done" ]; do
@@ -370,8 +373,21 @@ while [ ! -e "$W/damage-done" ]; do
     if [ $i -gt 1200 ]; then echo "stand-in: the test did not damage the data dir" >&2; exit 70; fi
     sleep 0.1
 done
-echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-done")""#,
+echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-done")" >&2"#,
         )
+    }
+
+    /// The first `n` of the calls a routine makes: the dry run, prepare, verify, the
+    /// compaction.
+    fn expected_calls(&self, n: usize) -> Vec<String> {
+        let (d, node) = (self.data(), &self.node);
+        [
+            format!("{d} --hosts {node} --dry-run --json"),
+            format!("prepare {d} --hosts {node} --json"),
+            format!("verify {d} --hosts {node}"),
+            format!("{d} --hosts {node} --json"),
+        ][..n]
+            .to_vec()
     }
 
     fn calls(&self) -> Vec<String> {
@@ -382,7 +398,7 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
             .collect()
     }
 
-    /// Runs scripts/maintenance.sh (at most `SCRIPT_TIMEOUT`, in its own process group, which
+    /// Runs `kompactor maintain` (at most `SCRIPT_TIMEOUT`, in its own process group, which
     /// is killed on timeout): its exit code and its output (stdout and stderr together). When
     /// a stand-in asks for it, `damage` is called on the data dir and what it returns is
     /// handed back to the stand-in.
@@ -394,7 +410,7 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
     ) -> (i32, String) {
         let out_path = self.work.path().join("maintenance-output.txt");
         let out = fs::File::create(&out_path).unwrap();
-        let mut cmd = Command::new(repo().join("scripts/maintenance.sh"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kompactor"));
         cmd.args(args)
             .env_remove("INFLUXDB3_AUTH_TOKEN")
             .stdin(Stdio::null())
@@ -422,7 +438,7 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
                 signal(-(child.id() as i32), libc::SIGKILL);
                 let _ = child.wait();
                 panic!(
-                    "maintenance.sh still running after {SCRIPT_TIMEOUT:?}:\n{}",
+                    "kompactor maintain still running after {SCRIPT_TIMEOUT:?}:\n{}",
                     fs::read_to_string(&out_path).unwrap_or_default()
                 );
             }
@@ -431,6 +447,18 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
         let text = fs::read_to_string(&out_path).unwrap();
         println!("{text}");
         (status.code().unwrap_or(-1), text)
+    }
+
+    /// A file the last routine kept in its record directory.
+    fn record_file(&self, name: &str) -> String {
+        let root = self.data.path().join(".kompactor/maintenance");
+        let mut runs: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        runs.sort();
+        fs::read_to_string(runs.last().unwrap().join(name)).unwrap_or_default()
     }
 
     /// The pid the pid file names now.
@@ -455,13 +483,14 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
             "the restarted server (pid {pid}) is not running\n{out}"
         );
         assert!(
-            healthy(self.port, self.token.as_deref()),
+            healthy(self.port, self.token.as_ref().map(|t| t.0.as_str())),
             "the restarted server does not answer\n{out}"
         );
     }
 
-    /// The measurements the last run recorded (`before` or `after`).
-    fn measured(&self, which: &str) -> Value {
+    /// A measurement the last routine recorded: `measure` (before), `measure_after` or
+    /// `measure_after_undo`.
+    fn measured(&self, which: &str) -> Measurement {
         let root = self.data.path().join(".kompactor/maintenance");
         let mut runs: Vec<_> = fs::read_dir(&root)
             .unwrap()
@@ -469,7 +498,17 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
             .map(|e| e.path())
             .collect();
         runs.sort();
-        read_json(&runs.last().unwrap().join(format!("{which}.json")))
+        let path = runs
+            .last()
+            .unwrap()
+            .join(format!("{which}.measurement.json"));
+        serde_json::from_value(read_json(&path)).unwrap()
+    }
+
+    /// Every table measured now through the case's server, as the routine measures them.
+    fn measure_now(&self) -> Measurement {
+        let c = client(self.port, self.token.as_ref().map(|t| t.0.as_str()));
+        measure_all(&c, |_| {}).unwrap()
     }
 
     /// One line on stderr with the case's figures (the test harness does not capture it).
@@ -491,22 +530,31 @@ fn last_line(out: &str) -> &str {
 }
 
 /// The tables of a measurement, by "db.table".
-fn tables(m: &Value) -> Vec<(String, &Value)> {
-    m["tables"]
-        .as_array()
-        .unwrap()
+fn tables(m: &Measurement) -> Vec<(String, &TableMeasure)> {
+    m.tables
         .iter()
-        .map(|t| {
-            (
-                format!(
-                    "{}.{}",
-                    t["db"].as_str().unwrap(),
-                    t["table"].as_str().unwrap()
-                ),
-                t,
-            )
-        })
+        .map(|t| (format!("{}.{}", t.db, t.table), t))
         .collect()
+}
+
+/// Asserts that every table of `got` has the figures it has in `want`.
+fn assert_same_figures(want: &Measurement, got: &Measurement, out: &str) {
+    let (tw, tg) = (tables(want), tables(got));
+    assert_eq!(
+        tw.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        tg.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        "{out}"
+    );
+    let diff = kompactor::server::compare::compare(want, got);
+    for t in &diff {
+        assert_eq!(
+            t.result,
+            kompactor::server::compare::TableResult::Equal,
+            "{}: {:?}\n{out}",
+            t.table,
+            t.differences
+        );
+    }
 }
 
 /// The whole routine with the real kompactor on a case: exit 0, `VERDICT: OK`, and every table
@@ -518,20 +566,12 @@ fn assert_routine_ok(c: &mut Case) -> String {
     let (code, out) = c.run(&args, None, None);
     assert_eq!(code, 0, "{out}");
     let verdict = last_line(&out);
-    assert!(verdict.starts_with("VERDICT: OK"), "{out}");
+    assert!(verdict.starts_with("VERDICT: PROVEN"), "{out}");
     assert!(verdict.contains("row count, min and max time"), "{out}");
-    assert_eq!(
-        c.calls(),
-        [
-            format!("prepare {} --hosts {}", c.data(), c.node),
-            format!("verify {} --hosts {}", c.data(), c.node),
-            format!("{} --hosts {}", c.data(), c.node),
-        ],
-        "{out}"
-    );
+    assert_eq!(c.calls(), c.expected_calls(4), "{out}");
     // Merged while the server ran; the compaction only committed.
     assert!(
-        out.contains("came prepared, 0 merged during this run"),
+        out.contains("came prepared, 0 merged with the server stopped"),
         "{out}"
     );
     assert!(out.contains("downtime: "), "{out}");
@@ -545,47 +585,28 @@ fn assert_routine_ok(c: &mut Case) -> String {
     );
     c.assert_restarted(&out);
 
-    let (before, after) = (c.measured("before"), c.measured("after"));
-    let (tb, ta) = (tables(&before), tables(&after));
-    assert!(!tb.is_empty(), "no tables measured\n{out}");
-    assert_eq!(
-        tb.iter().map(|t| &t.0).collect::<Vec<_>>(),
-        ta.iter().map(|t| &t.0).collect::<Vec<_>>(),
-        "{out}"
-    );
+    let (before, after) = (c.measured("measure"), c.measured("measure_after"));
+    assert!(!before.tables.is_empty(), "no tables measured\n{out}");
+    assert_same_figures(&before, &after, &out);
+    // What the routine compared is what the server answers now, measured by the test.
+    assert_same_figures(&before, &c.measure_now(), &out);
     let mut sliced = Vec::new();
-    for ((name, b), (_, a)) in tb.iter().zip(&ta) {
+    for (name, b) in tables(&before) {
+        let f = b
+            .figures
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: not measured\n{out}"));
         assert!(
-            b["error"].is_null() && a["error"].is_null(),
+            f.rows > 0 && f.min_time.is_some() && !f.fields.is_empty(),
             "{name}\n{out}"
         );
-        let rows = b["rows"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name}: no rows\n{out}"));
-        assert!(rows > 0, "{name}\n{out}");
-        for k in ["rows", "min_time", "max_time", "fields"] {
-            assert!(!b[k].is_null(), "{name}: {k}\n{out}");
-            if k != "fields" {
-                assert_eq!(b[k], a[k], "{name}: {k}\n{out}");
-            }
-        }
-        for (field, fb) in b["fields"].as_object().unwrap() {
-            let fa = &a["fields"][field];
-            assert_eq!(fb["count"], fa["count"], "{name}.{field}\n{out}");
-            if fb["type"] == "Int64" || fb["type"] == "UInt64" {
-                assert_eq!(fb["sum"], fa["sum"], "{name}.{field}\n{out}");
-            }
-        }
-        if b["slices"].as_u64().unwrap() > 1 {
+        if b.slices.unwrap() > 1 {
             sliced.push(format!(
                 "{name} ({} files, {} slices)",
-                b["files"], b["slices"]
+                b.files.unwrap(),
+                b.slices.unwrap()
             ));
         }
-        assert!(
-            verdict.contains(name.as_str()) || tb.len() > 8,
-            "{name}\n{out}"
-        );
         let line = out
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{name} ")) && l.ends_with(" ok"));
@@ -593,7 +614,7 @@ fn assert_routine_ok(c: &mut Case) -> String {
     }
     format!(
         "{} tables, {} over the limit before: {}",
-        tb.len(),
+        before.tables.len(),
         sliced.len(),
         sliced.join(", ")
     )
@@ -613,23 +634,19 @@ fn every_table_compared_on_3_10_small_with_a_token() {
     // What one query returns on a server without the limit.
     let reference = reference_answers(&c);
     let summary = assert_routine_ok(&mut c);
-    let before = c.measured("before");
+    let before = c.measured("measure");
     for (name, t) in tables(&before) {
         let r = &reference[&name];
-        assert_eq!(t["rows"], r["n"], "{name}: sliced vs one query");
-        assert_eq!(t["min_time"], r["t0"], "{name}");
-        assert_eq!(t["max_time"], r["t1"], "{name}");
+        let f = t.figures.as_ref().unwrap();
+        assert_eq!(Some(f.rows), r["n"].as_u64(), "{name}: sliced vs one query");
+        assert_eq!(f.min_time, r["t0"].as_i64(), "{name}");
+        assert_eq!(f.max_time, r["t1"].as_i64(), "{name}");
     }
     // The two big tables were over the limit before, and counted in slices.
     for name in ["events.log", "metrics.cpu"] {
-        let t = tables(&before)
-            .into_iter()
-            .find(|t| t.0 == name)
-            .unwrap()
-            .1
-            .clone();
-        assert!(t["slices"].as_u64().unwrap() > 1, "{name}: {t}");
-        assert_eq!(t["limit"], 432, "{name}: {t}");
+        let t = tables(&before).into_iter().find(|t| t.0 == name).unwrap().1;
+        assert!(t.slices.unwrap() > 1, "{name}: {t:?}");
+        assert_eq!(t.file_limit, Some(432), "{name}: {t:?}");
     }
     c.report(&summary);
 }
@@ -878,11 +895,14 @@ fn a_dropped_row_fails_and_names_the_table() {
     assert_eq!(code, 3, "{out}");
     let verdict = last_line(&out);
     assert!(
-        verdict.starts_with("VERDICT: FAILED (1 of 3 table(s)"),
+        verdict.starts_with("VERDICT: UNDONE (after the compaction metrics.cpu: rows "),
         "{out}"
     );
-    assert!(verdict.contains("metrics.cpu: rows "), "{out}");
     assert!(verdict.contains("(-1)"), "{out}");
+    assert!(
+        verdict.contains("was undone and every table answers as before"),
+        "{out}"
+    );
     for ok in ["events.log", "metrics.mem"] {
         assert!(
             out.lines()
@@ -890,10 +910,15 @@ fn a_dropped_row_fails_and_names_the_table() {
             "{ok} should compare equal\n{out}"
         );
     }
-    assert!(out.contains("stand-in: the data dir was damaged"), "{out}");
-    assert!(out.contains(&format!("undo {} --run ", c.data())), "{out}");
+    assert!(
+        c.record_file("compact.log")
+            .contains("stand-in: the data dir was damaged"),
+        "{out}"
+    );
     c.assert_restarted(&out);
-    c.report("one row dropped from metrics.cpu: exit 3, named");
+    // Undone: the server answers as before the maintenance, as the test measures it.
+    assert_same_figures(&c.measured("measure"), &c.measure_now(), &out);
+    c.report("one row dropped from metrics.cpu: undone, exit 3, named");
 }
 
 #[test]
@@ -910,15 +935,17 @@ fn a_lost_file_fails_and_names_the_table() {
     };
     let (code, out) = c.run(&args, None, Some(&damage));
 
-    assert_eq!(code, 3, "{out}");
     let verdict = last_line(&out);
     assert!(
-        verdict.starts_with("VERDICT: FAILED (1 of 3 table(s)"),
+        verdict.contains("after the compaction events.log: NOT MEASURED after"),
         "{out}"
     );
-    assert!(verdict.contains("events.log: NOT MEASURED after"), "{out}");
     c.assert_restarted(&out);
-    c.report("a compacted file of events.log deleted: exit 3, named");
+    // The undo puts back the original files, the lost one's inputs among them.
+    assert_eq!(code, 3, "{out}");
+    assert!(verdict.starts_with("VERDICT: UNDONE"), "{out}");
+    assert_same_figures(&c.measured("measure"), &c.measure_now(), &out);
+    c.report("a compacted file of events.log deleted: undone, exit 3, named");
 }
 
 #[test]
@@ -938,14 +965,15 @@ fn a_file_limit_no_slice_meets_stops_before_anything() {
     assert_eq!(code, 1, "{out}");
     let verdict = last_line(&out);
     assert!(
-        verdict.starts_with("VERDICT: FAILED (not compacted: could not measure 3 table(s): events.log, metrics.cpu, metrics.mem"),
+        verdict.starts_with("VERDICT: NOT COMPACTED (could not measure 3 table(s): events.log, metrics.cpu, metrics.mem"),
         "{out}"
     );
     assert!(
         out.contains("more than the query file limit allows"),
         "{out}"
     );
-    assert!(c.calls().is_empty(), "kompactor was called\n{out}");
+    // Only the dry run of the preflight: nothing was prepared or changed.
+    assert_eq!(c.calls(), c.expected_calls(1), "{out}");
     assert_eq!(c.pid(), c.first_pid, "{out}");
     assert!(alive(c.first_pid), "the server was stopped\n{out}");
     assert!(!c.data.path().join(".kompactor/runs").exists(), "{out}");
@@ -967,18 +995,12 @@ exec "$REAL" "$@""#,
 
     assert_eq!(code, 1, "{out}");
     assert!(
-        last_line(&out).starts_with("VERDICT: FAILED (not compacted"),
+        last_line(&out).starts_with("VERDICT: NOT COMPACTED (kompactor verify found problems"),
         "{out}"
     );
+    assert!(last_line(&out).contains("the server runs again"), "{out}");
     assert!(out.contains("stand-in verify fails"), "{out}");
-    assert_eq!(
-        c.calls(),
-        [
-            format!("prepare {} --hosts node0", c.data()),
-            format!("verify {} --hosts node0", c.data()),
-        ],
-        "{out}"
-    );
+    assert_eq!(c.calls(), c.expected_calls(3), "{out}");
     c.assert_restarted(&out);
     c.report("verify fails: exit 1, restarted");
 }
@@ -1016,7 +1038,7 @@ esac
     );
     let k = c.real_kompactor();
     let args: Vec<String> = [
-        "--data-dir",
+        "maintain",
         &c.data(),
         "--hosts",
         "node0",
@@ -1039,22 +1061,78 @@ esac
     let (code, out) = c.run(&args, Some(path.clone()), None);
 
     assert_eq!(code, 0, "{out}");
-    assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
+    assert!(last_line(&out).starts_with("VERDICT: PROVEN"), "{out}");
     assert!(last_line(&out).contains("; run "), "{out}");
-    assert_eq!(c.calls().len(), 3, "{out}");
+    assert_eq!(c.calls(), c.expected_calls(4), "{out}");
     let sc = fs::read_to_string(&systemctl_log).unwrap();
     assert!(sc.contains("stop --no-block -- influxdb3"), "{sc}");
     assert!(sc.contains("start --no-block -- influxdb3"), "{sc}");
     c.assert_restarted(&out);
 
-    // Again: the restarted server does not hold the script's lock, and a run that finds
+    // Again: the restarted server does not hold the routine's lock, and a run that finds
     // nothing new to compact is OK too.
     let (code, out) = c.run(&args, Some(path), None);
     assert_eq!(code, 0, "{out}");
-    assert!(last_line(&out).starts_with("VERDICT: OK"), "{out}");
+    assert!(last_line(&out).starts_with("VERDICT: PROVEN"), "{out}");
     assert!(last_line(&out).contains("nothing to compact"), "{out}");
-    assert_eq!(c.calls().len(), 6, "{out}");
+    assert_eq!(c.calls().len(), 8, "{out}");
     c.report("systemd mode, twice");
+}
+
+#[test]
+fn a_server_that_will_not_start_is_named_and_the_run_undone() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let k = c.real_kompactor();
+    let mut args = c.pid_args(&k);
+    let i = args.iter().position(|a| a == "--start-cmd").unwrap();
+    args[i + 1] = "echo 'stand-in: address already in use' >&2; exit 1".into();
+    let (code, out) = c.run(&args, None, None);
+
+    assert_eq!(code, 4, "{out}");
+    let verdict = last_line(&out);
+    assert!(
+        verdict.starts_with("VERDICT: ATTENTION (the server did not start after the compaction: the start command exited"),
+        "{out}"
+    );
+    assert!(
+        verdict.contains("was undone: the node is as before the maintenance"),
+        "{out}"
+    );
+    assert!(verdict.contains("the server did NOT start"), "{out}");
+    assert!(out.contains("stand-in: address already in use"), "{out}");
+    assert!(!alive(c.first_pid), "{out}");
+    assert!(!healthy(c.port, None), "{out}");
+    // What the verdict says of the node: served again, it answers as before the maintenance.
+    let mut argv: Vec<String> = cmdline_of_start(&c.start_cmd);
+    let child = Command::new(argv.remove(0))
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    c._guard.children.push(child);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !healthy(c.port, None) {
+        assert!(
+            Instant::now() < deadline && alive(pid),
+            "the server did not start again"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    assert_same_figures(&c.measured("measure"), &c.measure_now(), &out);
+    c.report("a server that will not start: exit 4, run undone, node as before");
+}
+
+/// The server's argv from the case's start command (`exec 'a' 'b' ...`).
+fn cmdline_of_start(cmd: &str) -> Vec<String> {
+    let rest = cmd.strip_prefix("exec ").unwrap();
+    rest.split("' '")
+        .map(|a| a.trim_matches('\'').replace(r"'\''", "'"))
+        .collect()
 }
 
 #[test]
@@ -1065,6 +1143,48 @@ fn bad_command_lines_exit_2() {
     fs::create_dir_all(tmp.path().join("node0")).unwrap();
     for args in [
         vec!["--hosts", "node0", "--systemd-unit", "x"],
+        vec![
+            "--data-dir",
+            &dir,
+            "--hosts",
+            "node0",
+            "--systemd-unit",
+            "x",
+            "--url",
+            "ftp://x",
+        ],
+        vec![
+            "--data-dir",
+            &dir,
+            "--hosts",
+            "node0",
+            "--systemd-unit",
+            "x",
+            "--",
+            "--dry-run",
+        ],
+        vec![
+            "--data-dir",
+            &dir,
+            "--hosts",
+            "node0",
+            "--systemd-unit",
+            "x",
+            "--ca-file",
+            "/etc/hostname",
+        ],
+        vec![
+            "--data-dir",
+            &dir,
+            "--hosts",
+            "node0",
+            "--systemd-unit",
+            "x",
+            "--pid-file",
+            "p",
+            "--start-cmd",
+            "c",
+        ],
         vec!["--data-dir", &dir, "--hosts", "node0"],
         vec![
             "--data-dir",
@@ -1103,7 +1223,8 @@ fn bad_command_lines_exit_2() {
             "/nonexistent",
         ],
     ] {
-        let out = Command::new(repo().join("scripts/maintenance.sh"))
+        let out = Command::new(env!("CARGO_BIN_EXE_kompactor"))
+            .arg("maintain")
             .args(&args)
             .stdin(Stdio::null())
             .output()
@@ -1115,10 +1236,22 @@ fn bad_command_lines_exit_2() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let help = Command::new(repo().join("scripts/maintenance.sh"))
-        .arg("--help")
+    let help = Command::new(env!("CARGO_BIN_EXE_kompactor"))
+        .args(["maintain", "--help"])
         .output()
         .unwrap();
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status"));
+    // The example wrapper for cron and systemd timers runs the command.
+    let wrapper = Command::new(repo().join("scripts/maintenance.sh"))
+        .arg("--help")
+        .env("KOMPACTOR", env!("CARGO_BIN_EXE_kompactor"))
+        .output()
+        .unwrap();
+    assert!(
+        wrapper.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wrapper.stderr)
+    );
+    assert!(String::from_utf8_lossy(&wrapper.stdout).contains("kompactor maintain"));
 }

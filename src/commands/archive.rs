@@ -52,7 +52,7 @@ pub struct ArchiveArgs {
     /// The archive directory: new, empty, or an earlier kompactor archive.
     #[arg(long, value_name = "ARCHIVE_DIR")]
     pub to: PathBuf,
-    /// Database and table names for the archive's paths, as `scripts/maintenance.sh` records
+    /// Database and table names for the archive's paths, as `kompactor maintain` records
     /// them (default: DATA_DIR/.kompactor/names.json if present; else names from the Parquet
     /// paths of releases up to 3.5, else ids).
     #[arg(long, value_name = "FILE")]

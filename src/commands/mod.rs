@@ -7,6 +7,7 @@ pub mod archive;
 pub mod args;
 pub mod compact;
 pub mod delete;
+pub mod maintain;
 pub mod prepare;
 pub mod purge;
 pub mod restore;
@@ -132,6 +133,24 @@ database, table or column, an invalid condition, no time scope).")]
         after_help = "Example:\n  kompactor restore /mnt/cold/influx /var/lib/influxdb3 --hosts node0 --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z"
     )]
     Restore(restore::RestoreArgs),
+    /// The whole maintenance window, proven: measure, prepare, stop, compact, start, compare.
+    ///
+    /// Measures every table through the running server (row count, time range, per field its
+    /// values and sums; tables over the query file limit in time slices), merges while it
+    /// runs, stops it, verifies and compacts, starts it, measures again and compares. If any
+    /// table differs, the run is undone and the server measured again. Kept in
+    /// DATA_DIR/.kompactor/maintenance/<time>/. Stop the writers first.
+    #[command(after_help = "Examples:
+  kompactor maintain /var/lib/influxdb3 --hosts node0 --systemd-unit influxdb3 --token-file /etc/influxdb3/token.json
+  kompactor maintain /srv/influxdb3 --hosts node0 --pid-file /run/influxdb3.pid \\
+      --start-cmd 'influxdb3 serve --node-id node0 --object-store file --data-dir /srv/influxdb3' -- --min-age 1h
+
+Exit status: 0 proven (every table answers as before), 1 not compacted (nothing changed; the
+server runs again), 2 bad command line, 3 undone (a table differed or the server failed after
+the compaction; the run was undone and every table answers as before), 4 attention (the
+server did not come back, or the undo did not restore every answer: the message says the
+node's state).")]
+    Maintain(maintain::MaintainArgs),
 }
 
 /// Exit status: everything planned was done (or there was nothing to do).
@@ -158,6 +177,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Some(Command::Archive(a)) => a.json,
         Some(Command::Restore(a)) => a.json,
         Some(Command::Delete(a)) => a.json,
+        Some(Command::Maintain(a)) => a.json,
     };
     // With --json, stdout carries the document alone: no progress, no chatter.
     let quiet = cli.quiet || json;
@@ -175,6 +195,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Some(Command::Archive(a)) => archive::run(a, quiet),
         Some(Command::Restore(a)) => restore::run(a, quiet),
         Some(Command::Delete(a)) => delete::run(a, quiet, cli.verbose),
+        Some(Command::Maintain(a)) => maintain::run(a),
     }
 }
 

@@ -150,7 +150,7 @@ pub fn manifests(dir: &Path) -> Result<Vec<ArchiveManifest>> {
         .collect()
 }
 
-/// `names.json`: database and table names by id, as `scripts/maintenance.sh` records them
+/// `names.json`: database and table names by id, as `kompactor maintain` records them
 /// from the server (`SHOW TABLES` and the catalog's ids).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NamesFile {

@@ -1,9 +1,12 @@
 //! A real InfluxDB 3 Core server for the tests: found through `$INFLUXDB3_BIN` (3.10 line) or
 //! `$INFLUXDB3_BIN_3_0` (3.0.x), started on a data dir on a free loopback port, queried and
-//! written to over HTTP with `curl`, and always stopped, also when a test panics.
+//! written to over HTTP with kompactor's own client (`kompactor::server::http`, the one
+//! `kompactor maintain` measures with), and always stopped, also when a test panics.
 
 use super::prereq::{missing, Need};
 use super::Fixture;
+pub use kompactor::server::http::HttpError;
+use kompactor::server::http::{Client, Endpoint};
 use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a single HTTP request may take.
-const REQUEST_TIMEOUT_SECS: &str = "300";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// The `--query-file-limit` used where every file must be readable (before compaction).
 pub const LARGE_FILE_LIMIT: u64 = 1_000_000;
 
@@ -168,34 +171,6 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// An HTTP request the server answered with an error (or that failed).
-#[derive(Debug)]
-pub struct HttpError {
-    /// The HTTP status, 0 if there was no answer.
-    pub status: u16,
-    pub body: String,
-}
-
-impl HttpError {
-    /// Whether the query was refused for scanning too many Parquet files (3.8+: "Query
-    /// would scan 432 Parquet files, exceeding the file limit"; 3.0-3.7: "Query would
-    /// exceed file limit of 432 parquet files").
-    pub fn hits_file_limit(&self) -> bool {
-        self.body.contains("file limit")
-    }
-}
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if self.hits_file_limit() {
-            " (the query file limit)"
-        } else {
-            ""
-        };
-        write!(f, "HTTP {}{what}: {}", self.status, self.body.trim())
-    }
-}
-
 /// A running server; dropping it stops it (SIGTERM, then SIGKILL after a timeout).
 pub struct Server {
     child: Child,
@@ -205,6 +180,7 @@ pub struct Server {
     pub log: PathBuf,
     /// The data dir it serves.
     data_dir: PathBuf,
+    client: Client,
 }
 
 impl Server {
@@ -270,6 +246,13 @@ impl Server {
             node: node.to_string(),
             log: log.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
+            client: Client::new(Endpoint {
+                url: format!("http://127.0.0.1:{port}"),
+                token: None,
+                ca_file: None,
+                timeout: REQUEST_TIMEOUT,
+            })
+            .unwrap(),
         };
         server.wait_ready()?;
         Ok(server)
@@ -285,7 +268,7 @@ impl Server {
                     log_tail: self.log_tail(40),
                 });
             }
-            if self.get("/health").is_ok() {
+            if self.client.healthy() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -348,68 +331,29 @@ impl Server {
         (evidence, out)
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// `GET path` with URL-encoded query parameters; the body on a 2xx answer.
-    fn get_with(&self, path: &str, params: &[(&str, &str)]) -> Result<String, HttpError> {
-        let mut args: Vec<String> = vec!["-G".into(), self.url(path)];
-        for (k, v) in params {
-            args.push("--data-urlencode".into());
-            args.push(format!("{k}={v}"));
-        }
-        curl(&args)
-    }
-
-    fn get(&self, path: &str) -> Result<String, HttpError> {
-        self.get_with(path, &[])
-    }
-
-    /// The names of the node's databases (`_internal` left out).
+    /// The names of the node's databases (`_internal` and deleted ones left out).
     pub fn databases(&self) -> Vec<String> {
-        let body = self
-            .get_with("/api/v3/configure/database", &[("format", "json")])
-            .unwrap_or_else(|e| panic!("{}: listing databases: {e}", self.node));
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let mut dbs: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["iox::database"].as_str().unwrap().to_string())
-            .filter(|d| d != "_internal")
-            .collect();
-        dbs.sort();
-        dbs
+        kompactor::server::measure::databases(&self.client)
+            .unwrap_or_else(|e| panic!("{}: listing databases: {e}", self.node))
     }
 
     /// The rows `sql` returns on database `db`, one JSON object each (NULL columns absent).
     pub fn query(&self, db: &str, sql: &str) -> Result<Vec<Value>, HttpError> {
-        let body = self.get_with(
-            "/api/v3/query_sql",
-            &[("db", db), ("q", sql), ("format", "jsonl")],
-        )?;
-        Ok(body
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{sql}: {e}: {l}")))
+        Ok(self
+            .client
+            .query(db, sql)?
+            .into_iter()
+            .map(Value::Object)
             .collect())
     }
 
     /// Writes line protocol (nanosecond timestamps) to database `db`.
     pub fn write_lp(&self, db: &str, lines: &str) -> Result<(), HttpError> {
-        let url = self.url(&format!(
-            "/api/v3/write_lp?db={}&precision=nanosecond",
-            percent_encode(db)
-        ));
-        curl(&[
-            "-X".into(),
-            "POST".into(),
-            url,
-            "--data-binary".into(),
-            lines.into(),
-        ])
-        .map(|_| ())
+        let params = [("db", db), ("precision", "nanosecond")];
+        match self.client.post("/api/v3/write_lp", &params, lines)? {
+            (200..=299, _) => Ok(()),
+            (status, body) => Err(HttpError::Status { status, body }),
+        }
     }
 
     /// The last `n` lines of the server's log, with its path.
@@ -490,46 +434,6 @@ fn serve_args(bin: &ServerBin, data_dir: &Path, node: &str, port: u16, o: &Serve
     }
     a.extend(o.extra.iter().cloned());
     a
-}
-
-/// Runs `curl` with `args`; the body on a 2xx status, else the status and body.
-fn curl(args: &[String]) -> Result<String, HttpError> {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            REQUEST_TIMEOUT_SECS,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let status = code.trim().parse::<u16>().unwrap_or(0);
-    if out.status.success() && (200..300).contains(&status) {
-        Ok(body.to_string())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(HttpError {
-            status,
-            body: format!("{body}{err}"),
-        })
-    }
-}
-
-/// `s` with every byte but the URL-unreserved ones percent-encoded.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A loopback port that was free a moment ago.
