@@ -5,32 +5,16 @@
 
 use crate::commands::args::{DataDir, EngineArgs, Hosts, ServerCheck};
 use crate::commands::{new_run_id, start, EXIT_OK};
-use crate::durable::apply::recover;
-use crate::durable::failpoint::failpoint;
-use crate::durable::fsutil::{atomic_write, create_dir_all, Batch};
-use crate::durable::journal::{ArchiveSide, Manifest, RunDirs, RunState};
+use crate::durable::fsutil::create_dir_all;
+use crate::durable::journal::{RunDirs, RunState};
 use crate::error::{Error, Result};
-use crate::format::ids::{LoadPos, Nanos};
-use crate::format::layout::{check_hosts, date_of};
-use crate::format::model::EntryRc;
+use crate::format::ids::Nanos;
+use crate::format::layout::check_hosts;
 use crate::json;
-use crate::pipeline::archive::{
-    marker, open_archive, partition_dir, tmp_rel, undone_rel, ArchiveManifest, ArchivedFile, Names,
-    Source, Window, DAY, META,
-};
-use crate::pipeline::commit::{commit_nodes, Change};
-use crate::pipeline::discover::{discover_all, LiveFile};
-use crate::pipeline::merge::{merge_group, Engine, MergeRules};
-use crate::pipeline::row_digest::digest_files;
-
-/// An archived day is one file, whatever its rows; points repeated across chunk_times are
-/// combined, as a compaction does.
-const ARCHIVE_RULES: MergeRules = MergeRules {
-    max_rows: u64::MAX,
-    keep_duplicates: false,
-    drop_keys: false,
-};
-use crate::pipeline::plan::{blocked_files, by_window, Group, Width};
+use crate::pipeline::archive::plan::plan_days;
+use crate::pipeline::archive::write::{archive_days, ArchiveRun};
+use crate::pipeline::archive::{marker, open_archive, Names, DAY};
+use crate::pipeline::discover::discover_all;
 use crate::units::parse_time_or_age;
 use clap::Args;
 use serde::Serialize;
@@ -113,92 +97,19 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     }
     let run_id = new_run_id();
     let nodes = discover_all(data_dir, &a.hosts.hosts, None)?;
-
-    // The windows to archive: every live file whose UTC day ends at or before the cutoff day.
-    let mut groups: Vec<(usize, Group, (String, String))> = Vec::new();
-    for (ni, node) in nodes.iter().enumerate() {
-        let blocked = blocked_files(node);
-        for (key, files) in &node.live {
-            let days = by_window(files.iter().filter(|f| f.chunk_time < cutoff), DAY);
-            for (start, inputs) in days {
-                if let Some(f) = inputs.iter().find(|f| f.max_time >= cutoff) {
-                    return Err(Error::new(format!(
-                        "node {} table {}: file {} holds data after the cutoff day ({}); pick a cutoff after {}",
-                        node.id, node.table_label(*key), f.path, cutoff.to_rfc3339(), f.max_time.to_rfc3339()
-                    )));
-                }
-                if let Some(why) = inputs.iter().find_map(|f| blocked.get(&f.id)) {
-                    return Err(Error::new(format!(
-                        "node {} table {}: cannot archive {}: {why}",
-                        node.id,
-                        node.table_label(*key),
-                        date_of(start)
-                    )));
-                }
-                let (db, table) = names.of(node, *key);
-                let dir = partition_dir(&node.id, &db, &table, start);
-                let rows = inputs.iter().map(|f| f.row_count).sum();
-                let bytes = inputs.iter().map(|f| f.size_bytes).sum();
-                groups.push((
-                    ni,
-                    Group {
-                        node: node.id.clone(),
-                        table: *key,
-                        window_start: start,
-                        window_end: Nanos(start.0 + DAY.0),
-                        width: Width::Fixed(DAY),
-                        joined: false,
-                        inputs: inputs
-                            .into_iter()
-                            .map(|f| LiveFile {
-                                table: *key,
-                                entry: EntryRc::clone(f),
-                                load_pos: node
-                                    .load_pos
-                                    .get(f.id)
-                                    .copied()
-                                    .unwrap_or(LoadPos(u32::MAX)),
-                            })
-                            .collect(),
-                        rows,
-                        bytes,
-                        output_path: format!("{dir}/kompactor-{run_id}.parquet"),
-                        outputs_estimate: 1,
-                        revived: 0,
-                        rows_revived: 0,
-                        bytes_revived: 0,
-                    },
-                    (db, table),
-                ));
-            }
-        }
-    }
-    if groups.is_empty() {
-        return Err(Error::new(format!(
-            "the cutoff {} selects nothing: no live file of {} lies entirely before that day",
-            cutoff.to_rfc3339(),
-            a.hosts.hosts.join(", ")
-        ))
-        .hint("give an earlier --older-than, or check the nodes with `kompactor status`"));
-    }
-    let partition = |g: &Group| {
-        g.output_path
-            .rsplit_once('/')
-            .map_or("", |x| x.0)
-            .to_string()
-    };
+    let days = plan_days(&nodes, &names, cutoff, &run_id)?;
     let summary = |run_id: Option<String>| ArchiveDoc {
         format_version: json::FORMAT_VERSION,
         dry_run: a.dry_run,
         run_id,
         archive_dir: a.to.display().to_string(),
         cutoff: cutoff.to_rfc3339(),
-        windows: groups
+        windows: days
             .iter()
-            .map(|(_, g, _)| ArchiveWindow {
-                partition: partition(g),
-                node_files: g.inputs.len(),
-                rows: g.rows,
+            .map(|d| ArchiveWindow {
+                partition: d.partition(),
+                node_files: d.group.inputs.len(),
+                rows: d.group.rows,
             })
             .collect(),
     };
@@ -208,16 +119,16 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
         } else if !quiet {
             println!(
                 "kompactor archive dry run: {} window(s) before {} would move to {}",
-                groups.len(),
+                days.len(),
                 cutoff.to_rfc3339(),
                 a.to.display()
             );
-            for (_, g, _) in &groups {
+            for d in &days {
                 println!(
                     "  {} ({} files, {} rows)",
-                    partition(g),
-                    g.inputs.len(),
-                    g.rows
+                    d.partition(),
+                    d.group.inputs.len(),
+                    d.group.rows
                 );
             }
         }
@@ -227,131 +138,15 @@ pub fn run(a: &ArchiveArgs, quiet: bool) -> Result<ExitCode> {
     open_archive(&a.to, true)?;
     let dirs = RunDirs::new(data_dir, &run_id);
     dirs.set_state(RunState::Merging)?;
-    let archive_tmp = a.to.join(tmp_rel(&run_id));
-    create_dir_all(&archive_tmp)?;
     let spill = dirs.tmp().join("spill");
     create_dir_all(&spill)?;
-    let engine = Engine::new(&a.engine.engine_options(spill))?;
-    // For the archive's own digest of what it holds, apart from the merges' engine.
-    let conn = duckdb::Connection::open_in_memory()?;
-    let manifest_rel = format!("{META}/manifests/{run_id}.json");
-    // Recorded before the first archived file is written, so that recovery knows every file
-    // this run may leave in the archive (a rolled-back run removes them).
-    let planned: Vec<String> = groups
-        .iter()
-        .map(|(_, g, _)| g.output_path.clone())
-        .collect();
-    let side = ArchiveSide {
-        dir: a.to.display().to_string(),
-        tmp: tmp_rel(&run_id),
-        undone: undone_rel(&run_id),
-        files: planned,
-        manifest: manifest_rel.clone(),
-        restore_moves: Vec::new(),
+    let run = ArchiveRun {
+        data_dir,
+        to: &a.to,
+        run_id: &run_id,
+        dirs: &dirs,
     };
-    let manifest = Manifest {
-        format_version: crate::json::FORMAT_VERSION,
-        nodes: Vec::new(),
-        archive: Some(side),
-    };
-    dirs.write_manifest(&manifest)?;
-    let mut windows = Vec::new();
-    let mut merged = Vec::new();
-    // The archived files are durable (contents and directories) before the manifest names
-    // them; merge_group leaves its outputs unsynced.
-    let mut placed = Batch::default();
-    for (ni, g, (db, table)) in &groups {
-        let m = match merge_group(&engine, data_dir, g, &archive_tmp, ARCHIVE_RULES) {
-            Ok(m) => m,
-            Err(e) => {
-                recover(data_dir, false)?;
-                return Err(e);
-            }
-        };
-        let digest = digest_files(
-            &conn,
-            &m.outputs
-                .iter()
-                .map(|o| o.tmp_path.clone())
-                .collect::<Vec<_>>(),
-        );
-        let digest = match digest {
-            Ok(d) => d,
-            Err(e) => {
-                recover(data_dir, false)?;
-                return Err(e);
-            }
-        };
-        let mut files = Vec::new();
-        for o in &m.outputs {
-            let dest = a.to.join(&o.final_path);
-            placed.rename(&o.tmp_path, &dest)?;
-            placed.adopt(&dest);
-            files.push(ArchivedFile {
-                path: o.final_path.clone(),
-                size_bytes: o.size_bytes,
-                row_count: o.row_count,
-                min_time: o.min_time,
-                max_time: o.max_time,
-            });
-        }
-        windows.push(Window {
-            node: g.node.clone(),
-            db_id: g.table.db,
-            table_id: g.table.table,
-            db: db.clone(),
-            table: table.clone(),
-            date: date_of(g.window_start),
-            window_start: g.window_start,
-            window_end: g.window_end,
-            files,
-            checksum: m.checksum,
-            digest: Some(digest),
-            sources: g
-                .inputs
-                .iter()
-                .map(|f| Source {
-                    id: f.entry.id,
-                    path: f.entry.path.to_string(),
-                    size_bytes: f.entry.size_bytes,
-                    row_count: f.entry.row_count,
-                })
-                .collect(),
-        });
-        merged.push((*ni, g));
-        failpoint("after-archive-window")?;
-    }
-    placed.finish()?;
-    drop(engine);
-    // The archive's manifest is durable before any node changes.
-    let doc = ArchiveManifest {
-        format_version: json::FORMAT_VERSION,
-        run_id: run_id.clone(),
-        created: chrono::Utc::now().to_rfc3339(),
-        data_dir: data_dir.display().to_string(),
-        windows,
-    };
-    atomic_write(
-        &a.to.join(&manifest_rel),
-        json::to_string(&doc).as_bytes(),
-        &archive_tmp,
-        None,
-    )?;
-    failpoint("after-archive-manifest")?;
-    let changes: Vec<(usize, Vec<Change>)> = (0..nodes.len())
-        .map(|ni| {
-            let of_node = merged.iter().filter(|(i, _)| *i == ni);
-            let changes = of_node.map(|(_, g)| Change {
-                table: g.table,
-                removes: &g.inputs,
-                adds: &[],
-                in_place: false,
-            });
-            (ni, changes.collect())
-        })
-        .collect();
-    commit_nodes(&nodes, &changes, &dirs, manifest)?;
-    let _ = fs::remove_dir_all(&archive_tmp);
+    let doc = archive_days(&run, &nodes, &days, a.engine.engine_options(spill))?;
     let rows: u64 = doc.windows.iter().map(|w| w.checksum.rows).sum();
     if a.json {
         json::print(&summary(Some(run_id.clone())));

@@ -4,6 +4,12 @@
 //! (merged, deduplicated, sorted, self-describing like compacted files) and kompactor's own
 //! records under `_kompactor/`: `ARCHIVE.json` (what makes a directory an archive), one
 //! manifest per run in `manifests/`, and the files a restore took back in `restored/<run>/`.
+//!
+//! - [`plan`]: which UTC days of which tables an archive run takes.
+//! - [`write`]: merging them into the archive and taking them out of the nodes.
+
+pub mod plan;
+pub mod write;
 
 use crate::durable::fsutil::atomic_write;
 use crate::error::{Error, Result};
