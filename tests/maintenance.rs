@@ -488,6 +488,13 @@ echo "stand-in: the data dir was damaged after the compaction: $(cat "$W/damage-
         );
     }
 
+    /// The server runs again and answers as before the maintenance (the run was undone), as
+    /// the test measures it.
+    fn assert_restarted_as_before(&self, out: &str) {
+        self.assert_restarted(out);
+        assert_same_figures(&self.measured("measure"), &self.measure_now(), out);
+    }
+
     /// A measurement the last routine recorded: `measure` (before), `measure_after` or
     /// `measure_after_undo`.
     fn measured(&self, which: &str) -> Measurement {
@@ -900,7 +907,9 @@ fn a_dropped_row_fails_and_names_the_table() {
     );
     assert!(verdict.contains("(-1)"), "{out}");
     assert!(
-        verdict.contains("was undone and every table answers as before"),
+        verdict.contains(
+            "was undone: the node is as before the maintenance and every table answers as before"
+        ),
         "{out}"
     );
     for ok in ["events.log", "metrics.mem"] {
@@ -915,9 +924,7 @@ fn a_dropped_row_fails_and_names_the_table() {
             .contains("stand-in: the data dir was damaged"),
         "{out}"
     );
-    c.assert_restarted(&out);
-    // Undone: the server answers as before the maintenance, as the test measures it.
-    assert_same_figures(&c.measured("measure"), &c.measure_now(), &out);
+    c.assert_restarted_as_before(&out);
     c.report("one row dropped from metrics.cpu: undone, exit 3, named");
 }
 
@@ -1070,13 +1077,57 @@ esac
     c.assert_restarted(&out);
 
     // Again: the restarted server does not hold the routine's lock, and a run that finds
-    // nothing new to compact is OK too.
+    // nothing new to compact does not stop the server.
+    let pid = c.pid();
     let (code, out) = c.run(&args, Some(path), None);
     assert_eq!(code, 0, "{out}");
-    assert!(last_line(&out).starts_with("VERDICT: PROVEN"), "{out}");
-    assert!(last_line(&out).contains("nothing to compact"), "{out}");
-    assert_eq!(c.calls().len(), 8, "{out}");
+    assert!(
+        last_line(&out).starts_with("VERDICT: PROVEN (nothing to compact"),
+        "{out}"
+    );
+    assert_eq!(c.calls().len(), 5, "only the dry run\n{out}");
+    assert_eq!(c.pid(), pid, "{out}");
+    assert!(alive(pid), "{out}");
     c.report("systemd mode, twice");
+}
+
+#[test]
+fn a_compaction_that_crashes_after_its_commit_point_is_undone() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    // The compaction (and only it) aborts right after its commit point: a crash of
+    // kompactor's own, after the nodes changed.
+    let k = c.stand_in(
+        "crashing-kompactor",
+        r#"case "$1" in prepare | verify | undo) exec "$REAL" "$@" ;; esac
+case " $* " in *" --dry-run "*) exec "$REAL" "$@" ;; esac
+KOMPACTOR_FAILPOINT=after-commit-point exec "$REAL" "$@""#,
+    );
+    let args = c.pid_args(&k);
+    let (code, out) = c.run(&args, None, None);
+
+    assert_eq!(code, 3, "{out}");
+    let verdict = last_line(&out);
+    assert!(
+        verdict.starts_with(
+            "VERDICT: UNDONE (the compaction ended abnormally (killed by a signal); run "
+        ),
+        "{out}"
+    );
+    assert!(
+        verdict.contains(
+            "was undone: the node is as before the maintenance and every table answers as before"
+        ),
+        "{out}"
+    );
+    assert!(
+        c.record_file("compact.log")
+            .contains("failpoint after-commit-point"),
+        "{out}"
+    );
+    c.assert_restarted_as_before(&out);
+    c.report("the compaction crashed after its commit point: undone, exit 3");
 }
 
 #[test]

@@ -175,6 +175,37 @@ pub struct TableView {
 #[derive(Deserialize)]
 pub struct PlanView {
     pub space: SpaceView,
+    pub nodes: Vec<PlanNodeView>,
+}
+
+impl PlanView {
+    /// Whether a compaction would change anything: a window to merge, or entries of purged
+    /// files to drop.
+    pub fn has_work(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            n.tables.iter().any(|t| !t.groups.is_empty())
+                || n.findings.iter().any(|f| f.kind == "purged")
+        })
+    }
+}
+
+/// One node of a [`PlanView`].
+#[derive(Deserialize)]
+pub struct PlanNodeView {
+    pub findings: Vec<FindingView>,
+    pub tables: Vec<PlanTableView>,
+}
+
+/// A finding's kind.
+#[derive(Deserialize)]
+pub struct FindingView {
+    pub kind: String,
+}
+
+/// One table of a [`PlanNodeView`]: its groups, counted.
+#[derive(Deserialize)]
+pub struct PlanTableView {
+    pub groups: Vec<serde::de::IgnoredAny>,
 }
 
 /// The disk space a run needs and what is free.

@@ -1,7 +1,8 @@
 //! Comparing two measurements of the same server: before and after a change that must not
 //! change any answer.
 
-use crate::server::measure::{fmt_ns, Figures, Measurement, Sum, TableMeasure};
+use crate::server::figures::{fmt_ns, Figures, Sum};
+use crate::server::measure::{Measurement, TableMeasure};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -172,7 +173,7 @@ pub fn compare(before: &Measurement, after: &Measurement) -> Vec<TableComparison
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::measure::FieldFigures;
+    use crate::server::figures::FieldFigures;
 
     fn table(name: &str, rows: u64, sum: f64) -> TableMeasure {
         let mut fields = BTreeMap::new();

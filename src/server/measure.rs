@@ -2,14 +2,16 @@
 //! per field the number of values and (numeric fields) their sum.
 //!
 //! A table over the server's query file limit is measured in time slices: its files' time
-//! ranges (`system.parquet_files`) are cut so that no slice touches more files than the limit,
-//! and the slices' figures are added up.
+//! ranges (`system.parquet_files`) are cut so that no slice touches more files than the limit
+//! ([`crate::server::slices`]), and the slices' figures are added up
+//! ([`crate::server::figures`]).
 
+use crate::server::figures::{add_up, int_of, is_numeric, Figures};
 use crate::server::file_limit::FileLimit;
 use crate::server::http::{Client, HttpError, Row};
+use crate::server::slices::{plan_slices, Slice};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
@@ -51,50 +53,6 @@ pub struct TableMeasure {
     pub figures: Option<Figures>,
 }
 
-/// What a table holds, as the server answers it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Figures {
-    /// `count(*)`.
-    pub rows: u64,
-    /// `min(time)` and `max(time)` in nanoseconds since the epoch; null for an empty table.
-    pub min_time: Option<i64>,
-    pub max_time: Option<i64>,
-    /// Per field (tags left out), by name.
-    pub fields: BTreeMap<String, FieldFigures>,
-}
-
-/// One field's figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FieldFigures {
-    /// The server's Arrow type name (`Int64`, `UInt64`, `Float64`, `Utf8`, `Boolean`).
-    pub data_type: String,
-    /// `count(field)`: the values that are not null.
-    pub count: u64,
-    /// The sum of the values, for numeric fields.
-    pub sum: Option<Sum>,
-}
-
-/// A numeric field's sum.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Sum {
-    /// Int64: sums wrap modulo 2^64 on the server; so does adding the slices here, so the sum
-    /// is exact and the same in any order.
-    Int { value: i64 },
-    /// UInt64, wrapping likewise.
-    UInt { value: u64 },
-    /// Float64: `value` is null when the sum is not finite (the server writes inf and NaN as
-    /// null). `abs` is the sum of the absolute values, which bounds the rounding error.
-    Float {
-        value: Option<f64>,
-        abs: Option<f64>,
-    },
-}
-
-fn is_numeric(t: &str) -> bool {
-    matches!(t, "Int64" | "UInt64" | "Float64")
-}
-
 /// A table that could not be measured.
 #[derive(Debug)]
 pub enum MeasureError {
@@ -120,46 +78,6 @@ impl From<HttpError> for MeasureError {
     }
 }
 
-/// A half-open time slice `[lo, hi)` in nanoseconds; `None` is unbounded.
-pub type Slice = (Option<i64>, Option<i64>);
-
-/// Cuts time into slices so that no slice touches more than `budget` of `files` (their
-/// `(min_time, max_time)`); the first and last are open-ended, so that rows outside every
-/// file (the server's write buffer) are counted too. A file touches `[lo, hi)` if
-/// `min_time < hi` and `max_time >= lo` (checked on 3.0.3 and 3.10); each cut is one
-/// nanosecond earlier than needed, so a server that also counted a file starting exactly at
-/// `hi` would still be within the budget.
-pub fn plan_slices(files: &[(i64, i64)], budget: usize) -> Result<Vec<Slice>, MeasureError> {
-    let budget = budget.max(1);
-    let mut slices = Vec::new();
-    let mut lo: Option<i64> = None;
-    loop {
-        let mut live: Vec<i64> = files
-            .iter()
-            .filter(|(_, max)| lo.is_none_or(|lo| *max >= lo))
-            .map(|(min, _)| *min)
-            .collect();
-        if live.len() <= budget {
-            slices.push((lo, None));
-            return Ok(slices);
-        }
-        live.sort_unstable();
-        let hi = live[budget] - 1;
-        if let Some(lo) = lo.filter(|lo| hi <= *lo) {
-            let n = files
-                .iter()
-                .filter(|(mn, mx)| *mn <= lo + 1 && *mx >= lo)
-                .count();
-            return Err(MeasureError::Unsliceable(format!(
-                "{n} files overlap the time {}, more than the query file limit allows in one query",
-                fmt_ns(Some(lo))
-            )));
-        }
-        slices.push((lo, Some(hi)));
-        lo = Some(hi);
-    }
-}
-
 /// A quoted SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -174,15 +92,6 @@ pub fn literal(s: &str) -> String {
 fn time_literal(ns: i64) -> String {
     let t = chrono::DateTime::from_timestamp_nanos(ns);
     literal(&t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
-}
-
-/// Nanoseconds for people: RFC 3339, no trailing zeros; `-` for none.
-pub fn fmt_ns(ns: Option<i64>) -> String {
-    match ns {
-        None => "-".into(),
-        Some(ns) => chrono::DateTime::from_timestamp_nanos(ns)
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    }
 }
 
 fn aggregate_sql(table: &str, fields: &[(String, String)], (lo, hi): Slice) -> String {
@@ -216,146 +125,10 @@ fn aggregate_sql(table: &str, fields: &[(String, String)], (lo, hi): Slice) -> S
     sql
 }
 
-fn int_of(v: Option<&Value>) -> Result<Option<i128>, MeasureError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
-            .map(Some)
-            .ok_or_else(|| MeasureError::Shape(format!("{n} is not an integer"))),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| MeasureError::Shape(format!("{s:?} is not an integer"))),
-        Some(other) => Err(MeasureError::Shape(format!("{other} is not an integer"))),
-    }
-}
-
-fn float_of(v: Option<&Value>) -> Result<Option<f64>, MeasureError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| MeasureError::Shape(format!("{s:?} is not a number"))),
-        Some(other) => Err(MeasureError::Shape(format!("{other} is not a number"))),
-    }
-}
-
 fn str_of<'a>(r: &'a Row, k: &str) -> Result<&'a str, MeasureError> {
     r.get(k)
         .and_then(Value::as_str)
         .ok_or_else(|| MeasureError::Shape(format!("no {k} in {}", Value::Object(r.clone()))))
-}
-
-/// A float sum's running total with Neumaier's compensation: adding the slices' sums in order
-/// loses no more than one rounding.
-#[derive(Default)]
-struct FloatTotal {
-    sum: f64,
-    carry: f64,
-}
-
-impl FloatTotal {
-    fn add(&mut self, x: f64) {
-        let t = self.sum + x;
-        if self.sum.abs() >= x.abs() {
-            self.carry += (self.sum - t) + x;
-        } else {
-            self.carry += (x - t) + self.sum;
-        }
-        self.sum = t;
-    }
-    fn value(&self) -> f64 {
-        self.sum + self.carry
-    }
-}
-
-/// The figures of the slices' answers, added up.
-fn add_up(fields: &[(String, String)], parts: &[Option<Row>]) -> Result<Figures, MeasureError> {
-    const MOD: i128 = 1 << 64;
-    let mut rows = 0u64;
-    let (mut t0, mut t1): (Option<i64>, Option<i64>) = (None, None);
-    let mut counts = vec![0u64; fields.len()];
-    let mut ints = vec![Some(0i128); fields.len()];
-    let mut floats: Vec<(Option<FloatTotal>, Option<FloatTotal>)> = fields
-        .iter()
-        .map(|_| (Some(FloatTotal::default()), Some(FloatTotal::default())))
-        .collect();
-    for r in parts.iter().flatten() {
-        let n = int_of(r.get("n"))?.unwrap_or(0) as u64;
-        rows += n;
-        if n == 0 {
-            continue;
-        }
-        if let Some(v) = int_of(r.get("t0"))? {
-            t0 = Some(t0.map_or(v as i64, |t| t.min(v as i64)));
-        }
-        if let Some(v) = int_of(r.get("t1"))? {
-            t1 = Some(t1.map_or(v as i64, |t| t.max(v as i64)));
-        }
-        for (i, (_, ty)) in fields.iter().enumerate() {
-            let c = int_of(r.get(&format!("c{i}")))?.unwrap_or(0) as u64;
-            counts[i] += c;
-            if c == 0 {
-                continue;
-            }
-            match ty.as_str() {
-                "Int64" | "UInt64" => {
-                    let s = int_of(r.get(&format!("s{i}")))?;
-                    ints[i] = match (ints[i], s) {
-                        (Some(acc), Some(s)) => Some((acc + s).rem_euclid(MOD)),
-                        _ => None,
-                    };
-                }
-                "Float64" => {
-                    let (s, a) = &mut floats[i];
-                    for (total, key) in [(s, "s"), (a, "a")] {
-                        match float_of(r.get(&format!("{key}{i}")))? {
-                            Some(x) if total.is_some() => total.as_mut().unwrap().add(x),
-                            _ => *total = None,
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let fields = fields
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ty))| {
-            let sum = match ty.as_str() {
-                // The 64-bit pattern, read as the column's type.
-                "Int64" => ints[i].map(|v| Sum::Int {
-                    value: v as u64 as i64,
-                }),
-                "UInt64" => ints[i].map(|v| Sum::UInt { value: v as u64 }),
-                "Float64" => Some(Sum::Float {
-                    value: floats[i].0.as_ref().map(FloatTotal::value),
-                    abs: floats[i].1.as_ref().map(FloatTotal::value),
-                }),
-                _ => None,
-            };
-            (
-                name.clone(),
-                FieldFigures {
-                    data_type: ty.clone(),
-                    count: counts[i],
-                    sum,
-                },
-            )
-        })
-        .collect();
-    Ok(Figures {
-        rows,
-        min_time: t0,
-        max_time: t1,
-        fields,
-    })
 }
 
 /// Measures one table of `db`.
@@ -411,7 +184,10 @@ fn figures_of(client: &Client, m: &mut TableMeasure) -> Result<Figures, MeasureE
         .and_then(|f| ids_of_path(f.get("path")?.as_str()?));
     let mut spans = Vec::with_capacity(files.len());
     for f in &files {
-        let (a, b) = (int_of(f.get("min_time"))?, int_of(f.get("max_time"))?);
+        let (a, b) = (
+            int_of(f.get("min_time")).map_err(MeasureError::Shape)?,
+            int_of(f.get("max_time")).map_err(MeasureError::Shape)?,
+        );
         if let (Some(a), Some(b)) = (a, b) {
             spans.push((a as i64, b as i64));
         }
@@ -448,10 +224,10 @@ fn figures_of(client: &Client, m: &mut TableMeasure) -> Result<Figures, MeasureE
                 )))
             }
         });
-        slices = plan_slices(&spans, budget.unwrap())?;
+        slices = plan_slices(&spans, budget.unwrap()).map_err(MeasureError::Unsliceable)?;
     };
     m.slices = Some(slices.len() as u64);
-    add_up(&fields, &parts)
+    add_up(&fields, &parts).map_err(MeasureError::Shape)
 }
 
 /// The database and table ids in a file's path (`.../dbs/<db>/<table>/...`, where up to 3.5 a
@@ -530,107 +306,6 @@ pub fn measure_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn touches((lo, hi): Slice, (mn, mx): (i64, i64)) -> bool {
-        hi.is_none_or(|hi| mn < hi) && lo.is_none_or(|lo| mx >= lo)
-    }
-
-    #[test]
-    fn slices_cover_all_time_and_touch_at_most_the_budget() {
-        // 1,000 files of 10 minutes each, some overlapping their neighbours (late writes).
-        let ten_min = 600_000_000_000i64;
-        let files: Vec<(i64, i64)> = (0..1000)
-            .map(|i| {
-                let lo = i * ten_min;
-                let hi = lo + ten_min - 1 + if i % 7 == 0 { ten_min } else { 0 };
-                (lo, hi)
-            })
-            .collect();
-        // Two files overlap every seventh file's second ten minutes, and a cut one nanosecond
-        // before a file's start also counts that file: one file per query is impossible there,
-        // three always suffice.
-        assert!(matches!(plan_slices(&files, 1), Err(MeasureError::Unsliceable(_))));
-        for budget in [3usize, 4, 10, 432, 999, 1000] {
-            let slices = plan_slices(&files, budget).unwrap();
-            assert_eq!(slices.first().unwrap().0, None);
-            assert_eq!(slices.last().unwrap().1, None);
-            for w in slices.windows(2) {
-                assert_eq!(w[0].1, w[1].0, "slices are contiguous");
-            }
-            for s in &slices {
-                let n = files.iter().filter(|f| touches(*s, **f)).count();
-                assert!(n <= budget, "budget {budget}: {s:?} touches {n}");
-            }
-            if budget >= 1000 {
-                assert_eq!(slices.len(), 1);
-            }
-        }
-    }
-
-    #[test]
-    fn files_overlapping_one_moment_beyond_the_budget_cannot_be_sliced() {
-        let files = vec![(0, 100), (0, 100), (50, 150)];
-        assert!(matches!(
-            plan_slices(&files, 1),
-            Err(MeasureError::Unsliceable(_))
-        ));
-        assert_eq!(plan_slices(&files, 3).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn slices_add_up_exactly_and_integers_wrap_like_the_server() {
-        let fields = vec![
-            ("f".to_string(), "Float64".to_string()),
-            ("i".to_string(), "Int64".to_string()),
-            ("s".to_string(), "Utf8".to_string()),
-        ];
-        let row = |v: Value| match v {
-            Value::Object(m) => Some(m),
-            _ => unreachable!(),
-        };
-        let parts = vec![
-            row(
-                serde_json::json!({"n": 2, "t0": 10, "t1": 20, "c0": 2, "s0": 0.1, "a0": 0.1,
-                                    "c1": 2, "s1": i64::MAX, "c2": 1}),
-            ),
-            row(serde_json::json!({"n": 0})),
-            None,
-            row(
-                serde_json::json!({"n": 1, "t0": 5, "t1": 7, "c0": 1, "s0": 0.2, "a0": 0.2,
-                                    "c1": 1, "s1": 2, "c2": 1}),
-            ),
-        ];
-        let f = add_up(&fields, &parts).unwrap();
-        assert_eq!((f.rows, f.min_time, f.max_time), (3, Some(5), Some(20)));
-        assert_eq!(
-            f.fields["i"].sum,
-            Some(Sum::Int {
-                value: i64::MIN + 1
-            })
-        );
-        assert_eq!(
-            f.fields["s"],
-            FieldFigures {
-                data_type: "Utf8".into(),
-                count: 2,
-                sum: None
-            }
-        );
-        let Some(Sum::Float { value: Some(v), .. }) = f.fields["f"].sum else {
-            panic!()
-        };
-        assert!((v - 0.3).abs() < 1e-15);
-        // A slice whose float sum is not finite (null) makes the total not finite.
-        let parts = vec![row(serde_json::json!({"n": 1, "c0": 1, "a0": 1.0}))];
-        let f = add_up(&fields, &parts).unwrap();
-        assert_eq!(
-            f.fields["f"].sum,
-            Some(Sum::Float {
-                value: None,
-                abs: Some(1.0)
-            })
-        );
-    }
 
     #[test]
     fn sql_quotes_names_and_times_exactly() {

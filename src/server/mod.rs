@@ -5,6 +5,8 @@
 //! implementation of what "the server answers the same" means.
 
 pub mod compare;
+pub mod figures;
 pub mod file_limit;
 pub mod http;
 pub mod measure;
+pub mod slices;
