@@ -230,21 +230,7 @@ fn compact(
     let started_at = chrono::Utc::now();
     let data_dir = args.data_dir.path();
     let dirs = RunDirs::new(data_dir, run_id);
-    for n in nodes {
-        // Purged and hidden entries are normal state (the report counts them); the rest is
-        // worth a warning, a few lines per kind however many files it concerns.
-        let (info, warn): (Vec<Finding>, Vec<Finding>) = n
-            .findings
-            .iter()
-            .cloned()
-            .partition(|f| matches!(f, Finding::Purged { .. } | Finding::Hidden { .. }));
-        for l in summarize(&info, false) {
-            log::info!("node {}: {l}", n.id);
-        }
-        for l in summarize(&warn, false) {
-            log::warn!("node {}: {l}", n.id);
-        }
-    }
+    log_findings(nodes);
     // Purged entries alone are worth a commit: it drops them from the metadata.
     let purged_entries: usize = nodes
         .iter()
@@ -272,8 +258,6 @@ fn compact(
         nodes: Vec::new(),
     };
     let mut failures = 0;
-    let mut manifest = Manifest::default();
-    let mut committed: BTreeMap<String, Committed> = BTreeMap::new();
     if total_groups > 0 || purged_entries > 0 {
         lock.record_holder();
         dirs.set_state(RunState::Merging)?;
@@ -307,98 +291,30 @@ fn compact(
             let (r, _) = results.into_iter().nth(i).expect("found");
             return Err(r.expect_err("an error"));
         }
-        // The outputs were written without an fsync each (a worker would wait for the disk
-        // once a window); they are made durable together, before anything refers to them.
-        // A prepared window's files were made durable by `prepare`; only their move is new.
-        let mut outputs = Batch::default();
-        for ((m, _), was_prepared) in results.iter().zip(&prepared) {
-            for o in m.iter().flat_map(|m| &m.outputs) {
-                if *was_prepared {
-                    outputs.adopt_moved(&o.tmp_path);
-                } else {
-                    outputs.adopt(&o.tmp_path);
-                }
-            }
-        }
-        outputs.finish()?;
+        make_durable(&results, &prepared)?;
         report.phases.merge = t.elapsed().as_secs_f64();
         // Checked again before anything in the nodes changes: a merge can take hours, and a
         // server started meanwhile would write beside the commit, even into a window
         // directory that the commit, going by what discovery listed, moves whole.
         refuse_if_in_use(data_dir, args.server_check.allow_running_server)?;
         let commit_started = Instant::now();
-        let mut results = results.into_iter();
-        let mut prepared = prepared.into_iter();
         log::debug!("{} heap trims skipped", crate::heap::trims_skipped());
-        for (node, tables) in nodes.iter().zip(&plans) {
-            let mut merged: Vec<(&Group, Merged)> = Vec::new();
-            let mut outcomes: BTreeMap<TableKey, TableOutcome> = BTreeMap::new();
-            for t in tables {
-                let o = outcomes
-                    .entry(t.table)
-                    .or_insert_with(|| TableOutcome::before(t));
-                for g in &t.groups {
-                    let (result, secs) = results.next().expect("one result per group");
-                    let was_prepared = prepared.next().expect("one flag per group");
-                    o.seconds += secs;
-                    match result {
-                        Ok(m) => {
-                            o.merged(g, &m);
-                            o.windows_prepared += usize::from(was_prepared);
-                            merged.push((g, m));
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            log::warn!(
-                                "node {} table {} window {}: skipped: {e}",
-                                node.id,
-                                t.label,
-                                g.window_start.to_rfc3339()
-                            );
-                            o.groups_failed.push(GroupFailure {
-                                window_start: g.window_start.to_rfc3339(),
-                                inputs: g.inputs.len(),
-                                reason: e.to_string(),
-                            });
-                        }
-                    }
-                }
-            }
-            if !merged.is_empty() || !node.purged.is_empty() {
-                let changes: Vec<Change> =
-                    merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
-                let t = Instant::now();
-                let (m, c) = prepare_node(node, &changes, &dirs, Some(&store))?;
-                log::debug!(
-                    "node {}: staging the metadata took {:.2}s",
-                    node.id,
-                    t.elapsed().as_secs_f64()
-                );
-                manifest.nodes.push(m);
-                committed.insert(node.id.clone(), c);
-            }
-            report.nodes.push(NodeRun {
-                node: node.id.clone(),
-                committed: None,
-                tables: tables
-                    .iter()
-                    .map(|t| TableRun::new(t, outcomes.remove(&t.table).unwrap_or_default()))
-                    .collect(),
-            });
-        }
+        let mut staged = stage_nodes(nodes, &plans, results, prepared, &dirs, &store)?;
+        failures = staged.failures;
+        report.nodes = std::mem::take(&mut staged.nodes);
         log::info!(
             "merged {} of {total_groups} group(s), {rows_total} input rows",
             total_groups - failures
         );
-        if manifest.nodes.is_empty() {
+        if staged.manifest.nodes.is_empty() {
             recover(data_dir, false)?;
         } else {
             let t = Instant::now();
-            apply_or_recover(&dirs, &manifest)?;
+            apply_or_recover(&dirs, &staged.manifest)?;
             remember_writers(data_dir, nodes, &plans);
             log::debug!("committing took {:.2}s", t.elapsed().as_secs_f64());
             for n in &mut report.nodes {
-                n.committed = committed.remove(&n.node);
+                n.committed = staged.committed.remove(&n.node);
             }
         }
         report.phases.commit = commit_started.elapsed().as_secs_f64();
@@ -406,14 +322,7 @@ fn compact(
         report.nodes = nodes
             .iter()
             .zip(&plans)
-            .map(|(n, tables)| NodeRun {
-                node: n.id.clone(),
-                committed: None,
-                tables: tables
-                    .iter()
-                    .map(|t| TableRun::new(t, TableOutcome::before(t)))
-                    .collect(),
-            })
+            .map(|(n, tables)| NodeRun::untouched(&n.id, tables))
             .collect();
     }
     // Prepared windows not taken by now belong to windows that changed: of no more use.
@@ -433,6 +342,127 @@ fn compact(
     } else {
         EXIT_OK
     }))
+}
+
+/// Logs what discovery found: purged and hidden entries are normal state (the report counts
+/// them); the rest is worth a warning, a few lines per kind however many files it concerns.
+fn log_findings(nodes: &[Node]) {
+    for n in nodes {
+        let (info, warn): (Vec<Finding>, Vec<Finding>) = n
+            .findings
+            .iter()
+            .cloned()
+            .partition(|f| matches!(f, Finding::Purged { .. } | Finding::Hidden { .. }));
+        for l in summarize(&info, false) {
+            log::info!("node {}: {l}", n.id);
+        }
+        for l in summarize(&warn, false) {
+            log::warn!("node {}: {l}", n.id);
+        }
+    }
+}
+
+/// Makes the merged outputs durable together, before anything refers to them: they were
+/// written without an fsync each (a worker would wait for the disk once a window). A prepared
+/// window's files were made durable by `prepare`; only their move is new.
+fn make_durable(results: &[GroupResult], prepared: &[bool]) -> Result<()> {
+    let mut outputs = Batch::default();
+    for ((m, _), was_prepared) in results.iter().zip(prepared) {
+        for o in m.iter().flat_map(|m| &m.outputs) {
+            if *was_prepared {
+                outputs.adopt_moved(&o.tmp_path);
+            } else {
+                outputs.adopt(&o.tmp_path);
+            }
+        }
+    }
+    outputs.finish()
+}
+
+/// What staging every node's merged windows gave: each node's outcomes, the manifest of the
+/// nodes that change, and their commits to be.
+struct Staged {
+    nodes: Vec<NodeRun>,
+    manifest: Manifest,
+    committed: BTreeMap<String, Committed>,
+    /// Windows whose merge failed (their inputs stay).
+    failures: usize,
+}
+
+/// Accounts for each window's result (in job order) and stages the new metadata of every
+/// node that changes.
+fn stage_nodes(
+    nodes: &[Node],
+    plans: &[Vec<TablePlan>],
+    results: Vec<GroupResult>,
+    prepared: Vec<bool>,
+    dirs: &RunDirs,
+    store: &Prepared,
+) -> Result<Staged> {
+    let mut staged = Staged {
+        nodes: Vec::new(),
+        manifest: Manifest::default(),
+        committed: BTreeMap::new(),
+        failures: 0,
+    };
+    let mut results = results.into_iter();
+    let mut prepared = prepared.into_iter();
+    for (node, tables) in nodes.iter().zip(plans) {
+        let mut merged: Vec<(&Group, Merged)> = Vec::new();
+        let mut outcomes: BTreeMap<TableKey, TableOutcome> = BTreeMap::new();
+        for t in tables {
+            let o = outcomes
+                .entry(t.table)
+                .or_insert_with(|| TableOutcome::before(t));
+            for g in &t.groups {
+                let (result, secs) = results.next().expect("one result per group");
+                let was_prepared = prepared.next().expect("one flag per group");
+                o.seconds += secs;
+                match result {
+                    Ok(m) => {
+                        o.merged(g, &m);
+                        o.windows_prepared += usize::from(was_prepared);
+                        merged.push((g, m));
+                    }
+                    Err(e) => {
+                        staged.failures += 1;
+                        log::warn!(
+                            "node {} table {} window {}: skipped: {e}",
+                            node.id,
+                            t.label,
+                            g.window_start.to_rfc3339()
+                        );
+                        o.groups_failed.push(GroupFailure {
+                            window_start: g.window_start.to_rfc3339(),
+                            inputs: g.inputs.len(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        if !merged.is_empty() || !node.purged.is_empty() {
+            let changes: Vec<Change> = merged.iter().map(|(g, m)| Change::merge(g, m)).collect();
+            let t = Instant::now();
+            let (m, c) = prepare_node(node, &changes, dirs, Some(store))?;
+            log::debug!(
+                "node {}: staging the metadata took {:.2}s",
+                node.id,
+                t.elapsed().as_secs_f64()
+            );
+            staged.manifest.nodes.push(m);
+            staged.committed.insert(node.id.clone(), c);
+        }
+        staged.nodes.push(NodeRun {
+            node: node.id.clone(),
+            committed: None,
+            tables: tables
+                .iter()
+                .map(|t| TableRun::new(t, outcomes.remove(&t.table).unwrap_or_default()))
+                .collect(),
+        });
+    }
+    Ok(staged)
 }
 
 /// Keeps what this run saw of each table's writers for the next runs: merging the late

@@ -223,21 +223,28 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
     let unfinished = unfinished_runs(data_dir)?;
     let trash = data_dir.join(STATE_DIR).join("trash");
     let trash_bytes = if trash.is_dir() { dir_size(&trash) } else { 0 };
+    let doc = StatusDoc {
+        format_version: json::FORMAT_VERSION,
+        data_dir: data_dir.display().to_string(),
+        query_file_limit: QUERY_FILE_LIMIT,
+        nodes,
+        unfinished_runs: unfinished,
+        trash_bytes,
+        space,
+    };
     if a.json {
-        json::print(&StatusDoc {
-            format_version: json::FORMAT_VERSION,
-            data_dir: data_dir.display().to_string(),
-            query_file_limit: QUERY_FILE_LIMIT,
-            nodes,
-            unfinished_runs: unfinished,
-            trash_bytes,
-            space,
-        });
-        return Ok(ExitCode::from(EXIT_OK));
+        json::print(&doc);
+    } else {
+        print!("{}", status_text(&doc, &trash, verbose));
     }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// The status as text: a line per table, and what is worth knowing beneath it.
+fn status_text(doc: &StatusDoc, trash: &std::path::Path, verbose: bool) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "kompactor status of {}", data_dir.display());
-    for n in &nodes {
+    let _ = writeln!(s, "kompactor status of {}", doc.data_dir);
+    for n in &doc.nodes {
         let _ = writeln!(
             s,
             "\nnode {}: generation {}, {} snapshot(s), {} checkpoint(s)",
@@ -249,62 +256,7 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
             "table", "files", "rows", "bytes", "time range"
         );
         for t in &n.tables {
-            let _ = writeln!(
-                s,
-                "  {:<20} {:>7} {:>12} {:>12}  {} .. {}  {} files: {}",
-                t.table,
-                t.files,
-                t.rows_in_files,
-                t.bytes,
-                t.min_time,
-                t.max_time,
-                t.full_table_query_files,
-                if t.over_query_file_limit {
-                    format!("FAILS (limit {QUERY_FILE_LIMIT})")
-                } else {
-                    "ok".into()
-                }
-            );
-            if t.hidden_files > 0 {
-                let _ = writeln!(
-                    s,
-                    "  {:<20} hidden by the load window: {} file(s), {} rows, {} bytes, {} .. {}",
-                    "",
-                    t.hidden_files,
-                    t.hidden_rows,
-                    t.hidden_bytes,
-                    t.hidden_min_time,
-                    t.hidden_max_time
-                );
-            }
-            if t.writers.late_files > 0 {
-                let _ = writeln!(
-                    s,
-                    "  {:<20} writers reached {} back ({} late file(s) in the last {} overlap earlier data{}): the newest {} stay in 10m windows",
-                    "",
-                    human_duration(t.writers.reach),
-                    t.writers.late_files,
-                    human_duration(HORIZON),
-                    if t.writers.across_chunks > 0 {
-                        format!(", {} beside a merge wider than 10m: returned twice until the next compaction", t.writers.across_chunks)
-                    } else {
-                        String::new()
-                    },
-                    human_duration(t.ten_minute_zone)
-                );
-            }
-            if t.purged_entries > 0 || t.lost_files > 0 {
-                let _ = writeln!(
-                    s,
-                    "  {:<20} purged entries still listed: {} ({} .. {}); lost files: {}; oldest data on disk: {}",
-                    "",
-                    t.purged_entries,
-                    t.purged_min_time,
-                    t.purged_max_time,
-                    t.lost_files,
-                    if t.oldest_time_on_disk.is_empty() { "none" } else { &t.oldest_time_on_disk }
-                );
-            }
+            table_lines(&mut s, t);
         }
         if n.snapshots_outside_load_window > 0 {
             let _ = writeln!(
@@ -324,15 +276,74 @@ pub fn run(a: &InspectArgs, verbose: bool) -> Result<ExitCode> {
             let _ = writeln!(s, "  - {l}");
         }
     }
-    for u in &unfinished {
+    for u in &doc.unfinished_runs {
         let _ = writeln!(s, "\nunfinished run {} ({:?}): the next kompactor run on this data dir finishes or rolls it back", u.run_id, u.state);
     }
-    let _ = writeln!(s, "\ntrash: {trash_bytes} bytes in {}", trash.display());
+    let _ = writeln!(
+        s,
+        "\ntrash: {} bytes in {}",
+        doc.trash_bytes,
+        trash.display()
+    );
     let _ = writeln!(
         s,
         "disk: a compaction with the default options {}",
-        space.summary()
+        doc.space.summary()
     );
-    print!("{s}");
-    Ok(ExitCode::from(EXIT_OK))
+    s
+}
+
+/// A table's line of the status, and the lines beneath it that say what is worth knowing.
+fn table_lines(s: &mut String, t: &TableStatus) {
+    let _ = writeln!(
+        s,
+        "  {:<20} {:>7} {:>12} {:>12}  {} .. {}  {} files: {}",
+        t.table,
+        t.files,
+        t.rows_in_files,
+        t.bytes,
+        t.min_time,
+        t.max_time,
+        t.full_table_query_files,
+        if t.over_query_file_limit {
+            format!("FAILS (limit {QUERY_FILE_LIMIT})")
+        } else {
+            "ok".into()
+        }
+    );
+    if t.hidden_files > 0 {
+        let _ = writeln!(
+            s,
+            "  {:<20} hidden by the load window: {} file(s), {} rows, {} bytes, {} .. {}",
+            "", t.hidden_files, t.hidden_rows, t.hidden_bytes, t.hidden_min_time, t.hidden_max_time
+        );
+    }
+    if t.writers.late_files > 0 {
+        let _ = writeln!(
+            s,
+            "  {:<20} writers reached {} back ({} late file(s) in the last {} overlap earlier data{}): the newest {} stay in 10m windows",
+            "",
+            human_duration(t.writers.reach),
+            t.writers.late_files,
+            human_duration(HORIZON),
+            if t.writers.across_chunks > 0 {
+                format!(", {} beside a merge wider than 10m: returned twice until the next compaction", t.writers.across_chunks)
+            } else {
+                String::new()
+            },
+            human_duration(t.ten_minute_zone)
+        );
+    }
+    if t.purged_entries > 0 || t.lost_files > 0 {
+        let _ = writeln!(
+            s,
+            "  {:<20} purged entries still listed: {} ({} .. {}); lost files: {}; oldest data on disk: {}",
+            "",
+            t.purged_entries,
+            t.purged_min_time,
+            t.purged_max_time,
+            t.lost_files,
+            if t.oldest_time_on_disk.is_empty() { "none" } else { &t.oldest_time_on_disk }
+        );
+    }
 }

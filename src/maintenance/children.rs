@@ -42,6 +42,13 @@ impl Ended {
         }
     }
 
+    /// How many warnings it logged (kompactor's `warn:` lines).
+    pub fn warnings(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .map(|t| t.lines().filter(|l| l.contains(": warn: ")).count())
+            .unwrap_or(0)
+    }
+
     /// Its `--json` document.
     pub fn document<T: DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_str(&self.stdout).ok()

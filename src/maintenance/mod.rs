@@ -5,12 +5,14 @@
 //! - [`service`]: stopping and starting the server (systemd, or a pid file and a command).
 //! - [`children`]: kompactor's own steps, run as child processes.
 //! - [`report`]: the typed report and its verdict.
+//! - [`names`]: `names.json`, from the first measurement.
 //! - `steps`: each step of the routine; `undo`: what it does when something failed.
 //!
 //! Whatever fails, the server is started again if this routine stopped it, and the verdict
 //! says what state the node is in.
 
 pub mod children;
+pub mod names;
 pub mod report;
 pub mod service;
 mod steps;

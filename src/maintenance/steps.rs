@@ -4,7 +4,6 @@ use super::children::{Ended, PlanView, PrepareView, RunView};
 use super::report::{compared_summary, Verdict};
 use super::{label, Compacted, Routine};
 use crate::durable::journal::RunDirs;
-use crate::pipeline::archive::{NamedDb, NamedTable, NamesFile};
 use crate::server::compare::{TableComparison, TableResult};
 use crate::server::measure::{measure_all, Measurement, TableMeasure};
 use crate::units::human_bytes;
@@ -78,7 +77,9 @@ impl Routine<'_> {
                 unmeasured.join(", ")
             ));
         }
-        self.write_names(&before);
+        if let Err(e) = super::names::write_names(&self.k.data_dir, &before) {
+            self.say(&format!("  warning: {e}"));
+        }
         Ok(before)
     }
 
@@ -139,7 +140,13 @@ impl Routine<'_> {
         })
         .map_err(|e| format!("listing the databases and tables: {e}"))?;
         let path = self.k.record.join(format!("{step}.measurement.json"));
-        let _ = fs::write(&path, crate::json::to_string(&m) + "\n");
+        if let Err(e) = fs::write(&path, crate::json::to_string(&m) + "\n") {
+            // The comparison goes on from memory; only the record lacks the file.
+            self.say(&format!(
+                "  warning: could not write {}: {e}",
+                path.display()
+            ));
+        }
         let ok: Vec<&TableMeasure> = m.tables.iter().filter(|t| t.figures.is_some()).collect();
         let rows: u64 = ok
             .iter()
@@ -159,49 +166,6 @@ impl Routine<'_> {
             ),
         );
         Ok(m)
-    }
-
-    /// `.kompactor/names.json`: the names the server shows, by the ids of the tables' files,
-    /// for the commands that name tables while the server is stopped.
-    pub(super) fn write_names(&self, m: &Measurement) {
-        let mut doc = NamesFile {
-            format_version: 1,
-            url: Some(m.url.clone()),
-            written_at: Some(m.started_at.clone()),
-            databases: Default::default(),
-        };
-        for db in &m.databases {
-            doc.databases.insert(
-                db.clone(),
-                NamedDb {
-                    id: None,
-                    tables: Default::default(),
-                },
-            );
-        }
-        for t in &m.tables {
-            let d = doc.databases.entry(t.db.clone()).or_insert(NamedDb {
-                id: None,
-                tables: Default::default(),
-            });
-            if d.id.is_none() {
-                d.id = t.ids.map(|(db, _)| crate::format::ids::DbId(db));
-            }
-            d.tables.insert(
-                t.table.clone(),
-                NamedTable {
-                    id: t.ids.map(|(_, table)| crate::format::ids::TableId(table)),
-                },
-            );
-        }
-        let path = RunDirs::state_dir(&self.k.data_dir).join("names.json");
-        let tmp = path.with_extension("json.tmp");
-        if fs::write(&tmp, crate::json::to_string(&doc) + "\n")
-            .and_then(|_| fs::rename(&tmp, &path))
-            .is_err()
-        {
-            self.say(&format!("  warning: could not write {}", path.display()));
-        }
     }
 
     pub(super) fn prepare_step(&mut self) {
@@ -331,7 +295,7 @@ impl Routine<'_> {
                     None => "nothing committed".into(),
                 };
                 let partial = e.code == Some(3);
-                let detail = format!(
+                let mut detail = format!(
                     "{run}: {detail}{}",
                     if partial {
                         " (partial: see the report)"
@@ -339,6 +303,10 @@ impl Routine<'_> {
                         ""
                     }
                 );
+                let warnings = e.warnings();
+                if warnings > 0 {
+                    detail.push_str(&format!("; {warnings} warning(s) in {}", e.log.display()));
+                }
                 self.step("compact", t, true, detail);
                 Ok(Compacted {
                     normal: true,

@@ -202,6 +202,20 @@ pub struct NodeRun {
     pub tables: Vec<TableRun>,
 }
 
+impl NodeRun {
+    /// A node the run did not change: each table as the plan found it.
+    pub fn untouched(node: &str, tables: &[TablePlan]) -> NodeRun {
+        NodeRun {
+            node: node.to_string(),
+            committed: None,
+            tables: tables
+                .iter()
+                .map(|t| TableRun::new(t, TableOutcome::before(t)))
+                .collect(),
+        }
+    }
+}
+
 /// What a run did to one table.
 #[derive(Debug, Serialize)]
 pub struct TableRun {
