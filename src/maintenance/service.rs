@@ -122,6 +122,26 @@ impl Service {
         }
     }
 
+    /// Whether the server this routine started is still up (answering or not); if so, it is
+    /// the one `stop` stops next.
+    pub fn adopt_started(&mut self) -> bool {
+        match self {
+            Service::Systemd { unit } => {
+                matches!(Self::unit_state(unit).as_str(), "active" | "activating")
+            }
+            Service::Process { pid, launched, .. } => {
+                let Some(c) = launched.as_mut() else {
+                    return false;
+                };
+                if c.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                *pid = Some(c.id());
+                true
+            }
+        }
+    }
+
     /// Stops the server and waits until it has exited (at most `timeout`).
     pub fn stop(&mut self, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;

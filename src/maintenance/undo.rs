@@ -28,7 +28,9 @@ impl Routine<'_> {
     /// start it again and prove the answers are as before.
     pub(super) fn after_failed_start(&mut self, why: String) -> (Verdict, String) {
         // Half up (it did not answer in time)? Stopped first: undo refuses a running server.
-        if self.service.check_running().is_ok() {
+        // Only what this routine started: the pid file may still name the old server's pid,
+        // which another process may have by now.
+        if self.service.adopt_started() {
             let _ = self.service.stop(self.timeout);
         }
         self.stopped_by_us = true;
