@@ -5,10 +5,12 @@
 pub mod archive;
 pub mod checksum;
 pub mod commit;
+pub mod compaction;
 pub mod delete;
 pub mod discover;
 pub mod merge;
 pub mod plan;
+pub mod prepare;
 pub mod prepared;
 pub mod report;
 pub mod restore;

@@ -24,6 +24,7 @@ use crate::pipeline::discover::LiveFile;
 use crate::pipeline::plan::Group;
 use dedup::{
     cross_chunk_points, deduplicate, kept_duplicates, overlap_clusters, ranked_scan, Order,
+    Replaced,
 };
 use engine::Laps;
 use std::collections::{BTreeSet, HashMap};
@@ -98,23 +99,7 @@ pub fn merge_group(
 ) -> Result<Merged> {
     let conn = engine.conn();
     let mut laps = Laps::start();
-    let abs: Vec<PathBuf> = group
-        .inputs
-        .iter()
-        .map(|f| f.entry.path.under(data_dir))
-        .collect();
-    let footers = read_footers(&abs)?;
-    for (f, ft) in group.inputs.iter().zip(&footers) {
-        if ft.num_rows != f.entry.row_count {
-            return Err(Error::at(
-                &ft.path,
-                format!(
-                    "the footer holds {} rows but the metadata records {} for file {}",
-                    ft.num_rows, f.entry.row_count, f.entry.id
-                ),
-            ));
-        }
-    }
+    let footers = checked_footers(data_dir, group)?;
     let footer_of: HashMap<FileId, &Footer> = group
         .inputs
         .iter()
@@ -127,19 +112,11 @@ pub fn merge_group(
     laps.lap("footers");
 
     let tables = TempTables(conn);
-    let clusters = overlap_clusters(&group.inputs);
-    let all: Vec<&LiveFile> = group.inputs.iter().collect();
-    let ranked = precedence(&all);
-    let in_multi: BTreeSet<FileId> = clusters
-        .iter()
-        .filter(|c| c.len() > 1)
-        .flatten()
-        .map(|f| f.entry.id)
-        .collect();
-    let overlaps: Vec<bool> = ranked
-        .iter()
-        .map(|f| in_multi.contains(&f.entry.id))
-        .collect();
+    let Ranked {
+        clusters,
+        ranked,
+        overlaps,
+    } = rank(&group.inputs);
     // Every row is read once into memory; the checks, the checksum and the write then
     // read the same rows.
     conn.execute_batch(&format!(
@@ -157,80 +134,35 @@ pub fn merge_group(
     // Everything after this is checked against what was read: a row the reader missed
     // would vanish unnoticed, so the count is held against the footers.
     if read.rows != rows_in {
-        return Err(Error::new(format!(
-            "DuckDB read {} rows from the {} inputs, but their footers hold {rows_in}",
-            read.rows,
-            group.inputs.len()
-        ))
-        .hint("the inputs were left in place; please report this"));
+        return Err(misread(read.rows, rows_in, group.inputs.len()));
     }
-    let replaced = if in_multi.is_empty() {
-        None
-    } else {
+    let replaced = if overlaps.contains(&true) {
         let order = if cross_chunk > 0 {
             Order::AcrossChunks(&ranked)
         } else {
             Order::Rank
         };
         deduplicate(conn, &schema, engine.aggregate_keys, order, &mut laps)?
+    } else {
+        None
     };
-    let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
-    let columns = columns.join(", ");
-    // The merged rows: those of unrepeated keys, and one row per repeated key. (Deleting
-    // the repeated rows from MERGED instead would pin DuckDB's delete markers in memory.)
-    // Their checksum is worked out from the parts rather than taken from this query, so
-    // that the write is checked against rows counted apart from it.
-    let (rows, expected) = match replaced {
-        Some(r) => (
-            format!(
-                "(SELECT {columns} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
-                 UNION ALL SELECT {columns} FROM {DEDUPED})"
-            ),
-            read.without(r.rows, r.hash_sum) + r.combined,
-        ),
-        None => (format!("(SELECT {columns} FROM {MERGED})"), read),
-    };
+    let (rows, expected) = merged_rows(&schema, replaced, read);
     let (rows, expected) = if rules.drop_keys {
-        // The points to drop carry the table's whole series key; a tag these files lack is
-        // null in each of their rows.
-        let ours = schema.key_columns();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = '{DROP_KEYS}' ORDER BY column_index"
-        ))?;
-        let theirs: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<std::result::Result<_, _>>()?;
-        let on: Vec<String> = theirs
-            .iter()
-            .map(|c| {
-                let id = sql_ident(c);
-                if ours.contains(&id) {
-                    format!("r.{id} IS NOT DISTINCT FROM d.{id}")
-                } else {
-                    format!("d.{id} IS NULL")
-                }
-            })
-            .collect();
-        let kept = format!(
-            "(SELECT r.* FROM {rows} r ANTI JOIN {DROP_KEYS} d ON {})",
-            on.join(" AND ")
-        );
-        // What stays, counted apart from the write that follows.
-        let expected = checksum(conn, &schema.columns, &kept)?;
-        (kept, expected)
+        without_dropped_points(conn, &schema, rows)?
     } else {
         (rows, expected)
+    };
+    let merged = |outputs, expected: Checksum| Merged {
+        rows_out: expected.rows,
+        outputs,
+        rows_in,
+        checksum: expected,
+        cross_chunk_points: cross_chunk,
     };
     if expected.rows == 0 {
         // Nothing stays: the inputs go, and no file takes their place.
         drop(tables);
-        return Ok(Merged {
-            outputs: Vec::new(),
-            rows_out: 0,
-            rows_in,
-            checksum: expected,
-            cross_chunk_points: cross_chunk,
-        });
+        return Ok(merged(Vec::new(), expected));
     }
     let (outputs, expected) = write_and_verify(
         WriteJob {
@@ -253,13 +185,129 @@ pub fn merge_group(
         rows_in,
         laps.summary()
     );
-    Ok(Merged {
-        rows_out: expected.rows,
-        outputs,
-        rows_in,
-        checksum: expected,
-        cross_chunk_points: cross_chunk,
-    })
+    Ok(merged(outputs, expected))
+}
+
+/// DuckDB read a different number of rows than the inputs' footers hold.
+fn misread(read: u64, in_footers: u64, inputs: usize) -> Error {
+    Error::new(format!(
+        "DuckDB read {read} rows from the {inputs} inputs, but their footers hold {in_footers}"
+    ))
+    .hint("the inputs were left in place; please report this")
+}
+
+/// A group's inputs in the server's order, and which of them overlap another in time.
+struct Ranked<'g> {
+    /// Runs of inputs whose time ranges overlap, in time order.
+    clusters: Vec<Vec<&'g LiveFile>>,
+    /// Every input, highest precedence first ([`precedence`]).
+    ranked: Vec<&'g LiveFile>,
+    /// Per input of `ranked`: whether its rows may repeat a key of another input.
+    overlaps: Vec<bool>,
+}
+
+/// Ranks a group's inputs and finds those whose time ranges overlap.
+fn rank(inputs: &[LiveFile]) -> Ranked<'_> {
+    let clusters = overlap_clusters(inputs);
+    let all: Vec<&LiveFile> = inputs.iter().collect();
+    let ranked = precedence(&all);
+    let in_multi: BTreeSet<FileId> = clusters
+        .iter()
+        .filter(|c| c.len() > 1)
+        .flatten()
+        .map(|f| f.entry.id)
+        .collect();
+    let overlaps = ranked
+        .iter()
+        .map(|f| in_multi.contains(&f.entry.id))
+        .collect();
+    Ranked {
+        clusters,
+        ranked,
+        overlaps,
+    }
+}
+
+/// The inputs' footers, each checked against the row count its entry records.
+fn checked_footers(data_dir: &Path, group: &Group) -> Result<Vec<Footer>> {
+    let abs: Vec<PathBuf> = group
+        .inputs
+        .iter()
+        .map(|f| f.entry.path.under(data_dir))
+        .collect();
+    let footers = read_footers(&abs)?;
+    for (f, ft) in group.inputs.iter().zip(&footers) {
+        if ft.num_rows != f.entry.row_count {
+            return Err(Error::at(
+                &ft.path,
+                format!(
+                    "the footer holds {} rows but the metadata records {} for file {}",
+                    ft.num_rows, f.entry.row_count, f.entry.id
+                ),
+            ));
+        }
+    }
+    Ok(footers)
+}
+
+/// The merged rows, as SQL, and their checksum: those of unrepeated keys, and one row per
+/// repeated key.
+///
+/// Deleting the repeated rows from MERGED instead would pin DuckDB's delete markers in
+/// memory. The checksum is worked out from the parts rather than taken from this query, so
+/// that the write is checked against rows counted apart from it.
+fn merged_rows(
+    schema: &TableSchema,
+    replaced: Option<Replaced>,
+    read: Checksum,
+) -> (String, Checksum) {
+    let columns: Vec<String> = schema.columns.iter().map(|c| sql_ident(&c.name)).collect();
+    let columns = columns.join(", ");
+    match replaced {
+        Some(r) => (
+            format!(
+                "(SELECT {columns} FROM {MERGED} ANTI JOIN {DUP_KEYS} USING ({KEY_HASH}) \
+                 UNION ALL SELECT {columns} FROM {DEDUPED})"
+            ),
+            read.without(r.rows, r.hash_sum) + r.combined,
+        ),
+        None => (format!("(SELECT {columns} FROM {MERGED})"), read),
+    }
+}
+
+/// `rows` without the points listed in [`DROP_KEYS`] (a delete), and the checksum of what
+/// stays, counted apart from the write that follows.
+fn without_dropped_points(
+    conn: &duckdb::Connection,
+    schema: &TableSchema,
+    rows: String,
+) -> Result<(String, Checksum)> {
+    // The points to drop carry the table's whole series key; a tag these files lack is
+    // null in each of their rows.
+    let ours = schema.key_columns();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = '{DROP_KEYS}' ORDER BY column_index"
+    ))?;
+    let theirs: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let on: Vec<String> = theirs
+        .iter()
+        .map(|c| {
+            let id = sql_ident(c);
+            if ours.contains(&id) {
+                format!("r.{id} IS NOT DISTINCT FROM d.{id}")
+            } else {
+                format!("d.{id} IS NULL")
+            }
+        })
+        .collect();
+    let kept = format!(
+        "(SELECT r.* FROM {rows} r ANTI JOIN {DROP_KEYS} d ON {})",
+        on.join(" AND ")
+    );
+    let expected = checksum(conn, &schema.columns, &kept)?;
+    Ok((kept, expected))
 }
 
 /// The window's temporary tables, dropped whatever happens: a failed window must not hold
