@@ -1306,3 +1306,60 @@ fn bad_command_lines_exit_2() {
     );
     assert!(String::from_utf8_lossy(&wrapper.stdout).contains("kompactor maintain"));
 }
+
+#[test]
+fn a_sigterm_while_the_server_is_stopped_ends_only_once_it_runs_again() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    // The routine itself gets SIGTERM as its compaction starts (the server is stopped); the
+    // compaction does not.
+    let k = c.stand_in(
+        "interrupting-kompactor",
+        r#"case "$1" in prepare | verify | undo) exec "$REAL" "$@" ;; esac
+case " $* " in *" --dry-run "*) exec "$REAL" "$@" ;; esac
+kill -TERM "$PPID"
+exec "$REAL" "$@""#,
+    );
+    let args = c.pid_args(&k);
+    let (code, out) = c.run(&args, None, None);
+
+    assert_eq!(code, 0, "{out}");
+    let verdict = last_line(&out);
+    assert!(verdict.starts_with("VERDICT: PROVEN"), "{out}");
+    assert!(
+        verdict.contains("(SIGTERM received meanwhile: the routine ended once the server ran)"),
+        "{out}"
+    );
+    assert!(out.contains("kompactor maintain: interrupted;"), "{out}");
+    assert_eq!(c.calls(), c.expected_calls(4), "{out}");
+    c.assert_restarted(&out);
+    assert_same_figures(&c.measured("measure"), &c.measure_now(), &out);
+    c.report("SIGTERM with the server stopped: the window finished, exit 0");
+}
+
+#[test]
+fn a_sigterm_before_the_stop_stops_nothing() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let k = c.stand_in(
+        "interrupted-prepare-kompactor",
+        r#"if [ "$1" = prepare ]; then kill -TERM "$PPID"; fi
+exec "$REAL" "$@""#,
+    );
+    let args = c.pid_args(&k);
+    let (code, out) = c.run(&args, None, None);
+
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        last_line(&out),
+        "VERDICT: NOT COMPACTED (interrupted (SIGTERM) before the server was stopped; nothing changed)",
+        "{out}"
+    );
+    assert_eq!(c.calls(), c.expected_calls(2), "{out}");
+    assert_eq!(c.pid(), c.first_pid, "{out}");
+    assert!(alive(c.first_pid), "the server was stopped\n{out}");
+    assert!(!c.data.path().join(".kompactor/runs").exists(), "{out}");
+    c.report("SIGTERM before the stop: nothing stopped, exit 1");
+}

@@ -310,8 +310,8 @@ fn compaction_without_dry_run_is_not_confused_with_a_plan() {
     assert_eq!(listing(copy.path()), before);
 }
 
-/// Builds a small data dir in the alpha or 3.0 snapshot shape (spec §2) from real files of
-/// the 3.0.3 fixture: the oldest six snapshots, rewritten by hand.
+/// Builds a small data dir in the alpha or 3.0 snapshot shape (`docs/on-disk-format.md`,
+/// section 1) from real files of the 3.0.3 fixture: the oldest six snapshots, rewritten by hand.
 pub fn handmade(alpha: bool) -> tempfile::TempDir {
     let f = fixture("3.0.3/small");
     let tmp = tempfile::tempdir().unwrap();

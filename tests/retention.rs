@@ -1,7 +1,8 @@
-//! Retention and deleted tables (spec §3a): nodes on which the server deleted files but left
-//! them listed in snapshots and checkpoints. Each scenario is made from a real fixture by doing
-//! what the server's retention loop does: the expired files are deleted and the table index
-//! (`db-indices/`) is rewritten without them; snapshots and checkpoints are left as they are.
+//! Retention and deleted tables (`docs/on-disk-format.md`, section 6): nodes on which the
+//! server deleted files but left them listed in snapshots and checkpoints. Each scenario is
+//! made from a real fixture by doing what the server's retention loop does: the expired files
+//! are deleted and the table index (`db-indices/`) is rewritten without them; snapshots and
+//! checkpoints are left as they are.
 
 mod common;
 

@@ -6,7 +6,7 @@ use crate::maintenance::service::Service;
 use crate::maintenance::{self, Options};
 use crate::server::http::{load_token, Client, Endpoint};
 use clap::{ArgGroup, Args};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -75,30 +75,8 @@ pub fn run(a: &MaintainArgs) -> Result<ExitCode> {
             );
         }
     }
-    let url = a.url.trim_end_matches('/').to_string();
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
-    if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
-        return Err(Error::usage(format!(
-            "--url must look like http://HOST:PORT, not {:?}",
-            a.url
-        )));
-    }
-    if a.ca_file.is_some() && !url.starts_with("https://") {
-        return Err(Error::usage("--ca-file is for an https:// URL"));
-    }
-    for arg in &a.compaction {
-        if matches!(
-            arg.as_str(),
-            "--dry-run" | "--json" | "--hosts" | "--data-dir"
-        ) || arg.starts_with("--hosts=")
-        {
-            return Err(Error::usage(format!(
-                "{arg} is not a compaction option maintain can pass on"
-            )));
-        }
-    }
+    let url = checked_url(a)?;
+    check_compaction_args(&a.compaction)?;
     let kompactor = match &a.kompactor {
         Some(p) if p.is_file() => p.clone(),
         Some(p) => {
@@ -118,21 +96,7 @@ pub fn run(a: &MaintainArgs) -> Result<ExitCode> {
         ca_file: a.ca_file.clone(),
         timeout,
     })?;
-    let service = match (&a.systemd_unit, &a.pid_file, &a.start_cmd) {
-        (Some(unit), _, _) => Service::Systemd { unit: unit.clone() },
-        (None, Some(pid_file), Some(cmd)) => Service::Process {
-            pid_file: pid_file.clone(),
-            start_cmd: cmd.clone(),
-            log: crate::durable::journal::RunDirs::state_dir(&data_dir).join("server.log"),
-            pid: None,
-            launched: None,
-        },
-        _ => {
-            return Err(Error::usage(
-                "give --systemd-unit UNIT, or --pid-file FILE with --start-cmd CMD",
-            ))
-        }
-    };
+    let service = service(a, &data_dir)?;
     let _lock = maintenance::lock(&data_dir).map_err(Error::new)?;
     let report = maintenance::run(
         Options {
@@ -160,4 +124,56 @@ pub fn run(a: &MaintainArgs) -> Result<ExitCode> {
         println!("{}", report.verdict_line());
     }
     Ok(ExitCode::from(report.verdict.exit_code()))
+}
+
+/// `--url` without a trailing slash, checked to be `http(s)://HOST:PORT` (and https with
+/// `--ca-file`).
+fn checked_url(a: &MaintainArgs) -> Result<String> {
+    let url = a.url.trim_end_matches('/').to_string();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+        return Err(Error::usage(format!(
+            "--url must look like http://HOST:PORT, not {:?}",
+            a.url
+        )));
+    }
+    if a.ca_file.is_some() && !url.starts_with("https://") {
+        return Err(Error::usage("--ca-file is for an https:// URL"));
+    }
+    Ok(url)
+}
+
+/// Refuses the compaction options that the routine sets itself.
+fn check_compaction_args(args: &[String]) -> Result<()> {
+    for arg in args {
+        if matches!(
+            arg.as_str(),
+            "--dry-run" | "--json" | "--hosts" | "--data-dir"
+        ) || arg.starts_with("--hosts=")
+        {
+            return Err(Error::usage(format!(
+                "{arg} is not a compaction option maintain can pass on"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How the server is stopped and started: a systemd unit, or a pid file and a command.
+fn service(a: &MaintainArgs, data_dir: &Path) -> Result<Service> {
+    match (&a.systemd_unit, &a.pid_file, &a.start_cmd) {
+        (Some(unit), _, _) => Ok(Service::Systemd { unit: unit.clone() }),
+        (None, Some(pid_file), Some(cmd)) => Ok(Service::Process {
+            pid_file: pid_file.clone(),
+            start_cmd: cmd.clone(),
+            log: crate::durable::journal::RunDirs::state_dir(data_dir).join("server.log"),
+            pid: None,
+            launched: None,
+        }),
+        _ => Err(Error::usage(
+            "give --systemd-unit UNIT, or --pid-file FILE with --start-cmd CMD",
+        )),
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`children`]: kompactor's own steps, run as child processes.
 //! - [`report`]: the typed report and its verdict.
 //! - [`names`]: `names.json`, from the first measurement.
+//! - [`signals`]: a signal ends the routine only where the server runs.
 //! - `steps`: each step of the routine; `undo`: what it does when something failed.
 //!
 //! Whatever fails, the server is started again if this routine stopped it, and the verdict
@@ -15,6 +16,7 @@ pub mod children;
 pub mod names;
 pub mod report;
 pub mod service;
+pub mod signals;
 mod steps;
 mod undo;
 
@@ -107,12 +109,19 @@ pub fn run(o: Options, client: &Client) -> MaintainReport {
         before: None,
         down_from: None,
     };
+    signals::defer();
     let (verdict, message) = match fs::create_dir_all(&record) {
         Ok(()) => r.routine(),
         Err(e) => (
             Verdict::NotCompacted,
             format!("cannot create {}: {e}; nothing changed", record.display()),
         ),
+    };
+    let message = match signals::received() {
+        Some(sig) if !message.starts_with("interrupted") => {
+            format!("{message} ({sig} received meanwhile: the routine ended once the server ran)")
+        }
+        _ => message,
     };
     r.report.verdict = verdict;
     // One line: the steps above hold the details.
@@ -175,14 +184,21 @@ impl Routine<'_> {
             Ok(m) => self.before = Some(m),
             Err(why) => return self.not_compacted(why),
         }
-        if self.prepare {
+        if self.prepare && signals::received().is_none() {
             self.prepare_step();
+        }
+        if let Some(sig) = signals::received() {
+            return self
+                .not_compacted(format!("interrupted ({sig}) before the server was stopped"));
         }
         if let Err(why) = self.stop_step() {
             return self.not_compacted(why);
         }
         if let Err(why) = self.verify_step() {
             return self.not_compacted(why);
+        }
+        if let Some(sig) = signals::received() {
+            return self.not_compacted(format!("interrupted ({sig}) before the compaction"));
         }
         let compacted = match self.compact_step() {
             Ok(c) => c,

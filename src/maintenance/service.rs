@@ -201,7 +201,13 @@ impl Service {
 
     /// Starts the server and waits until `client` finds it healthy (at most `timeout`).
     pub fn start(&mut self, client: &Client, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
+        self.launch()?;
+        self.wait_healthy(client, timeout)?;
+        self.note_started()
+    }
+
+    /// Asks systemd to start the unit, or runs the start command in a session of its own.
+    fn launch(&mut self) -> Result<(), String> {
         match self {
             Service::Systemd { unit } => {
                 systemctl(&["start", "--no-block", "--", unit])?;
@@ -242,9 +248,16 @@ impl Service {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Waits until `client` finds the server healthy; an error if the start failed, or
+    /// `timeout` passed first.
+    fn wait_healthy(&mut self, client: &Client, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
         loop {
             if client.healthy() {
-                break;
+                return Ok(());
             }
             match self {
                 Service::Systemd { unit } => {
@@ -287,6 +300,11 @@ impl Service {
             }
             sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Which process serves now that the server answers: under a start command, its pid is
+    /// noted (and written to the pid file when the server did not write it).
+    fn note_started(&mut self) -> Result<String, String> {
         match self {
             Service::Systemd { unit } => Ok(format!("unit {unit} answers")),
             Service::Process {

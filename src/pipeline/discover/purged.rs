@@ -1,9 +1,9 @@
 //! Files the server removed (retention, hard deletes) that snapshots and checkpoints still list.
 //!
 //! The server deletes expired files and the files of hard-deleted tables, but often leaves
-//! their entries in snapshots and checkpoints (spec §3a). Such an entry is normal state, not
-//! damage: this module tells it apart from a lost file, so that discovery can leave it out of
-//! the live set and the commit can drop it from the metadata.
+//! their entries in snapshots and checkpoints (`docs/on-disk-format.md`, section 6). Such an
+//! entry is normal state, not damage: this module tells it apart from a lost file, so that
+//! discovery can leave it out of the live set and the commit can drop it from the metadata.
 
 use super::disk::DiskFiles;
 use super::node::Node;

@@ -15,7 +15,8 @@ use duckdb::Connection;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The server's own ZSTD level (spec §5): fast to write, and what its readers expect.
+/// The server's own ZSTD level (`docs/on-disk-format.md`, section 5): fast to write, and what
+/// its readers expect.
 pub const ZSTD_LEVEL: u32 = 1;
 
 /// What `write_and_verify` writes, where, and what the files written must hold.
