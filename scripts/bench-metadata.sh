@@ -53,7 +53,7 @@ G="$CARGO_TARGET_DIR/release/kompactor-gen"
 
 gen_args=(--days "$days" --dbs "$dbs" --tables "$tables" --files-per-window "$files"
     --series "$files" --interval 10m --overwrite-every 0 --seed 42)
-gen_hash="$(sha256sum <src/bin/kompactor-gen.rs | cut -c1-10)"
+gen_hash="$(cat src/bin/kompactor-gen/*.rs | sha256sum | cut -c1-10)"
 ds="$bench_dir/meta-d$days-b$dbs-t$tables-f$files-g$gen_hash"
 mkdir -p "$bench_dir"
 if [ ! -e "$ds.complete" ]; then

@@ -91,7 +91,7 @@ G="$CARGO_TARGET_DIR/release/kompactor-gen"
 
 # The dataset is generated once per (options, generator source) and reused.
 mkdir -p "$bench_dir"
-gen_hash="$(sha256sum <src/bin/kompactor-gen.rs | cut -c1-10)"
+gen_hash="$(cat src/bin/kompactor-gen/*.rs | sha256sum | cut -c1-10)"
 key="$(echo "${gen_args[*]}" | tr -c 'a-zA-Z0-9\n' '_' | tr -s '_')"
 ds="$bench_dir/data${key}-g$gen_hash"
 if [ "${BENCH_REGEN:-0}" = 1 ] || [ ! -e "$ds.complete" ]; then
