@@ -18,8 +18,8 @@ use duckdb::Connection;
 use kompactor::format::ids::Nanos;
 use kompactor::format::parquet::{read_footer, sql_ident, sql_str, ColumnType};
 use kompactor::pipeline::discover::discover_node;
-use kompactor::pipeline::plan::{plan_node, PlanOptions, Tiers, Width};
-use std::path::PathBuf;
+use kompactor::pipeline::plan::{plan_node, Group, PlanOptions, Tiers, Width};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -103,6 +103,25 @@ fn run(args: &Args) -> Result<(), String> {
                 args.data_dir.display()
             )
         })?;
+    let conn = open_duckdb(args, tmp.path())?;
+    let mut out_bytes = 0u64;
+    for (i, g) in groups.iter().enumerate() {
+        out_bytes += sort_and_write(args, &conn, i, g, tmp.path())?;
+    }
+    drop(conn);
+    tmp.close()
+        .map_err(|e| format!("could not remove the temporary directory: {e}"))?;
+    println!(
+        "baseline: {} groups, {files} input files, {rows} rows, {bytes} bytes in, {out_bytes} bytes out, {:.2}s",
+        groups.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// DuckDB set up as the options say, spilling into `tmp`, with the allocator tuned as
+/// kompactor's engine tunes it.
+fn open_duckdb(args: &Args, tmp: &Path) -> Result<Connection, String> {
     // The same allocator settings as kompactor's engine, so that the floor is measured
     // with them too (kompactor's default budget when no limit is given).
     let budget = kompactor::units::parse_size(
@@ -114,7 +133,7 @@ fn run(args: &Args) -> Result<(), String> {
     let conn = Connection::open_in_memory().map_err(|e| format!("DuckDB: {e}"))?;
     let mut settings = format!(
         "SET temp_directory = {}; SET preserve_insertion_order = true;",
-        sql_str(&tmp.path().join("spill").to_string_lossy())
+        sql_str(&tmp.join("spill").to_string_lossy())
     );
     if let Some(t) = args.threads {
         settings += &format!(" SET threads = {t};");
@@ -124,66 +143,74 @@ fn run(args: &Args) -> Result<(), String> {
     }
     conn.execute_batch(&settings)
         .map_err(|e| format!("DuckDB: {e}"))?;
+    Ok(conn)
+}
 
-    let mut out_bytes = 0u64;
-    for (i, g) in groups.iter().enumerate() {
-        let paths: Vec<PathBuf> = g
-            .inputs
-            .iter()
-            .map(|f| f.entry.path.under(&args.data_dir))
-            .collect();
-        let newest = g
-            .inputs
-            .iter()
-            .zip(&paths)
-            .max_by_key(|(f, _)| f.entry.id)
-            .map(|(_, p)| p.clone())
-            .expect("a group has inputs");
-        let footer = read_footer(&newest).map_err(|e| e.to_string())?;
-        let mut order: Vec<String> = footer.series_key.clone().unwrap_or_default();
-        for c in &footer.columns {
-            if c.ty == ColumnType::Tag && !order.contains(&c.name) {
-                order.push(c.name.clone());
-            }
-        }
-        order.push("time".to_string());
-        let order: Vec<String> = order.iter().map(|c| sql_ident(c)).collect();
-        let list: Vec<String> = paths
-            .iter()
-            .map(|p| sql_str(&p.to_string_lossy()))
-            .collect();
-        let out = tmp.path().join(format!("{i}.parquet"));
-        let t0 = Instant::now();
-        conn.execute_batch(&format!(
-            "COPY (SELECT * FROM read_parquet([{}], union_by_name = true) ORDER BY {}) TO {} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {})",
-            list.join(", "),
-            order.join(", "),
-            sql_str(&out.to_string_lossy()),
-            kompactor::pipeline::merge::ZSTD_LEVEL
-        ))
-        .map_err(|e| format!("group {i} ({} files): DuckDB: {e}", g.inputs.len()))?;
-        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        out_bytes += size;
-        if args.verbose {
-            eprintln!(
-                "group {i}: table {} window {}: {} files, {} rows, {} -> {} bytes in {:.3}s",
-                g.table,
-                g.window_start.to_rfc3339(),
-                g.inputs.len(),
-                g.rows,
-                g.bytes,
-                size,
-                t0.elapsed().as_secs_f64()
-            );
+/// Sorts the rows of group `i` by series key and time into `<tmp>/<i>.parquet`; the bytes
+/// written.
+fn sort_and_write(
+    args: &Args,
+    conn: &Connection,
+    i: usize,
+    g: &Group,
+    tmp: &Path,
+) -> Result<u64, String> {
+    let paths: Vec<PathBuf> = g
+        .inputs
+        .iter()
+        .map(|f| f.entry.path.under(&args.data_dir))
+        .collect();
+    let order: Vec<String> = sort_order(g, &paths)?
+        .iter()
+        .map(|c| sql_ident(c))
+        .collect();
+    let list: Vec<String> = paths
+        .iter()
+        .map(|p| sql_str(&p.to_string_lossy()))
+        .collect();
+    let out = tmp.join(format!("{i}.parquet"));
+    let t0 = Instant::now();
+    conn.execute_batch(&format!(
+        "COPY (SELECT * FROM read_parquet([{}], union_by_name = true) ORDER BY {}) TO {} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {})",
+        list.join(", "),
+        order.join(", "),
+        sql_str(&out.to_string_lossy()),
+        kompactor::pipeline::merge::ZSTD_LEVEL
+    ))
+    .map_err(|e| format!("group {i} ({} files): DuckDB: {e}", g.inputs.len()))?;
+    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    if args.verbose {
+        eprintln!(
+            "group {i}: table {} window {}: {} files, {} rows, {} -> {} bytes in {:.3}s",
+            g.table,
+            g.window_start.to_rfc3339(),
+            g.inputs.len(),
+            g.rows,
+            g.bytes,
+            size,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(size)
+}
+
+/// The group's sort columns: the series key and the other tags of its newest input (which
+/// has every column the table had so far), then time.
+fn sort_order(g: &Group, paths: &[PathBuf]) -> Result<Vec<String>, String> {
+    let newest = g
+        .inputs
+        .iter()
+        .zip(paths)
+        .max_by_key(|(f, _)| f.entry.id)
+        .map(|(_, p)| p.clone())
+        .expect("a group has inputs");
+    let footer = read_footer(&newest).map_err(|e| e.to_string())?;
+    let mut order: Vec<String> = footer.series_key.clone().unwrap_or_default();
+    for c in &footer.columns {
+        if c.ty == ColumnType::Tag && !order.contains(&c.name) {
+            order.push(c.name.clone());
         }
     }
-    drop(conn);
-    tmp.close()
-        .map_err(|e| format!("could not remove the temporary directory: {e}"))?;
-    println!(
-        "baseline: {} groups, {files} input files, {rows} rows, {bytes} bytes in, {out_bytes} bytes out, {:.2}s",
-        groups.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    order.push("time".to_string());
+    Ok(order)
 }
