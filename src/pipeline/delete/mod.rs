@@ -25,9 +25,10 @@ mod report;
 mod run;
 mod target;
 
-pub use report::{report_text, DeleteReport, NodeDelete};
-pub use run::{delete, DeleteRun};
-pub use target::Targets;
+pub(crate) use report::report_text;
+pub use report::{DeleteReport, NodeDelete};
+pub(crate) use run::{delete, DeleteRun};
+pub(crate) use target::Targets;
 
 use crate::format::ids::{Nanos, TableKey};
 use crate::pipeline::plan::Group;

@@ -47,7 +47,7 @@ pub struct DeleteReport {
 const WINDOWS_SHOWN: usize = 10;
 
 /// The report as text: per node the totals and the windows (a few, or all with `verbose`).
-pub fn report_text(r: &DeleteReport, verbose: bool) -> String {
+pub(crate) fn report_text(r: &DeleteReport, verbose: bool) -> String {
     // Writing to a String cannot fail.
     let mut s = String::new();
     let _ = writeln!(s, "{}", heading(r));

@@ -31,7 +31,7 @@ const DELETE_RULES: MergeRules = MergeRules {
 type NodeMerges = Vec<(usize, Vec<(Group, Merged)>)>;
 
 /// A delete to carry out: what it selects, and under which run.
-pub struct DeleteRun<'a> {
+pub(crate) struct DeleteRun<'a> {
     pub data_dir: &'a Path,
     /// The database and table as the operator named them, for the report.
     pub database: &'a str,
@@ -66,7 +66,7 @@ impl DeleteRun<'_> {
 /// Deletes `run`'s selection from the table of every node of `targets` (a dry run only
 /// plans), merging with the options `engine` gives for a spill directory. Writes the run's
 /// `report.json` when anything changed, and returns the report.
-pub fn delete(
+pub(crate) fn delete(
     run: &DeleteRun,
     targets: &Targets,
     engine: impl FnOnce(PathBuf) -> EngineOptions,

@@ -8,7 +8,7 @@ use crate::pipeline::discover::{discover_all, Finding, Node};
 use std::path::Path;
 
 /// The nodes a delete reads, and the table it deletes from on each.
-pub struct Targets {
+pub(crate) struct Targets {
     /// Database and table names, for finding the table and labelling it.
     pub names: Names,
     pub nodes: Vec<Node>,
@@ -19,7 +19,7 @@ pub struct Targets {
 impl Targets {
     /// Reads `hosts` and finds `database`.`table` on each; refuses a node with WAL files newer
     /// than its newest snapshot unless `ignore_wal`.
-    pub fn find(
+    pub(crate) fn find(
         data_dir: &Path,
         hosts: &[String],
         load_window: Option<usize>,
