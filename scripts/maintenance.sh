@@ -13,6 +13,9 @@
 #   TOKEN_FILE=/etc/influxdb3/admin-token.json
 #   COMPACTION_OPTIONS="--min-age 1h"
 #
+# From a systemd service, set KillMode=mixed (stopping the unit then signals the routine alone,
+# which ends once the server runs again) and a TimeoutStopSec= longer than a window.
+#
 # Exit status: kompactor maintain's (0 proven, 1 not compacted, 2 bad settings, 3 undone,
 # 4 attention). Any other arguments are passed to kompactor maintain (e.g. --help, --json).
 set -eu
