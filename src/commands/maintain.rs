@@ -2,6 +2,7 @@
 
 use crate::commands::args::{DataDir, Hosts};
 use crate::error::{Error, Result};
+use crate::format::layout::check_hosts;
 use crate::maintenance::service::Service;
 use crate::maintenance::{self, Options};
 use crate::server::http::{load_token, Client, Endpoint};
@@ -61,20 +62,9 @@ pub struct MaintainArgs {
 /// Runs the maintenance; the exit status is the verdict's.
 pub fn run(a: &MaintainArgs) -> Result<ExitCode> {
     let data_dir = a.data_dir.path().to_path_buf();
-    if !data_dir.is_dir() {
-        return Err(Error::usage(format!(
-            "{} is not a directory",
-            data_dir.display()
-        )));
-    }
-    for h in &a.hosts.hosts {
-        if h.is_empty() || !data_dir.join(h).is_dir() {
-            return Err(
-                Error::usage(format!("no node directory {}", data_dir.join(h).display()))
-                    .hint("--hosts takes the server's --node-id; each node is DATA_DIR/<node-id>/"),
-            );
-        }
-    }
+    // The same check as every other command's, but a wrong data dir or node is a bad command
+    // line here (exit 2): the routine has not touched the server yet.
+    check_hosts(&data_dir, &a.hosts.hosts).map_err(|e| Error { usage: true, ..e })?;
     let url = checked_url(a)?;
     check_compaction_args(&a.compaction)?;
     let kompactor = match &a.kompactor {

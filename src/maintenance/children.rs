@@ -34,6 +34,17 @@ pub struct Ended {
 }
 
 impl Ended {
+    /// What a step that did not succeed tells the operator: `what` ended so, where its whole
+    /// output is, and the last lines it wrote.
+    pub fn failure(&self, what: &str) -> String {
+        format!(
+            "{what}: {} (see {}):\n{}",
+            self.status(),
+            self.log.display(),
+            self.stderr_tail
+        )
+    }
+
     /// How it ended, in words.
     pub fn status(&self) -> String {
         match self.code {

@@ -21,7 +21,6 @@ mod steps;
 mod undo;
 
 use crate::durable::journal::RunDirs;
-use crate::server::compare::{compare, TableResult};
 use crate::server::http::Client;
 use crate::server::measure::{Measurement, TableMeasure};
 use children::Kompactor;
@@ -222,13 +221,8 @@ impl Routine<'_> {
                 ))
             }
         };
-        self.report.tables = compare(self.before.as_ref().unwrap(), &after);
-        self.print_comparison(&self.report.tables.clone());
-        let equal = self
-            .report
-            .tables
-            .iter()
-            .all(|t| t.result == TableResult::Equal);
+        let (tables, equal) = self.compare_with_before(&after);
+        self.report.tables = tables;
         if equal {
             return self.proven(&compacted);
         }

@@ -4,7 +4,7 @@ use super::children::{Ended, PlanView, PrepareView, RunView};
 use super::report::{compared_summary, Verdict};
 use super::{label, Compacted, Routine};
 use crate::durable::journal::RunDirs;
-use crate::server::compare::{TableComparison, TableResult};
+use crate::server::compare::{compare, TableComparison, TableResult};
 use crate::server::measure::{measure_all, Measurement, TableMeasure};
 use crate::units::human_bytes;
 use std::fs;
@@ -22,12 +22,7 @@ impl Routine<'_> {
         }
         let dry = self.k.dry_run()?;
         if dry.code != Some(0) {
-            let detail = format!(
-                "kompactor's dry run: {} (see {}):\n{}",
-                dry.status(),
-                dry.log.display(),
-                dry.stderr_tail
-            );
+            let detail = dry.failure("kompactor's dry run");
             self.step("preflight", t, false, detail);
             return Err(format!("kompactor's dry run refused ({})", dry.status()));
         }
@@ -240,12 +235,7 @@ impl Routine<'_> {
         let detail = if ok {
             "consistent".to_string()
         } else {
-            format!(
-                "kompactor verify: {} (see {}):\n{}",
-                e.status(),
-                e.log.display(),
-                e.stderr_tail
-            )
+            e.failure("kompactor verify")
         };
         self.step("verify", t, ok, detail.clone());
         if ok {
@@ -315,12 +305,7 @@ impl Routine<'_> {
                 })
             }
             Some(1) | Some(2) => {
-                let detail = format!(
-                    "kompactor: {} (see {}):\n{}",
-                    e.status(),
-                    e.log.display(),
-                    e.stderr_tail
-                );
+                let detail = e.failure("kompactor");
                 self.step("compact", t, false, detail);
                 Err(format!(
                     "the compaction refused or failed before changing anything ({})",
@@ -365,7 +350,17 @@ impl Routine<'_> {
         }
     }
 
-    pub(super) fn print_comparison(&self, tables: &[TableComparison]) {
+    /// Compares `after` with the first measurement and prints each table's result; the
+    /// comparisons, and whether every table is equal.
+    pub(super) fn compare_with_before(&self, after: &Measurement) -> (Vec<TableComparison>, bool) {
+        let before = self.before.as_ref().expect("measured before the stop");
+        let tables = compare(before, after);
+        self.print_comparison(&tables);
+        let equal = tables.iter().all(|t| t.result == TableResult::Equal);
+        (tables, equal)
+    }
+
+    fn print_comparison(&self, tables: &[TableComparison]) {
         for t in tables {
             match t.result {
                 TableResult::Equal => self.say(&format!("  {} ok", t.table)),

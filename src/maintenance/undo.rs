@@ -3,7 +3,6 @@
 
 use super::report::{compared_summary, differing_summary, Verdict};
 use super::Routine;
-use crate::server::compare::{compare, TableResult};
 use std::time::Instant;
 
 impl Routine<'_> {
@@ -71,13 +70,8 @@ impl Routine<'_> {
                 )
             }
         };
-        self.report.tables_after_undo = compare(self.before.as_ref().unwrap(), &after);
-        self.print_comparison(&self.report.tables_after_undo.clone());
-        let equal = self
-            .report
-            .tables_after_undo
-            .iter()
-            .all(|t| t.result == TableResult::Equal);
+        let (tables, equal) = self.compare_with_before(&after);
+        self.report.tables_after_undo = tables;
         let changed = run_id.is_some();
         match (equal, changed, self.report.undone) {
             (true, true, true) => (
@@ -127,12 +121,7 @@ impl Routine<'_> {
         let undone = matches!(&undo, Ok(e) if e.code == Some(0));
         let detail = match &undo {
             Ok(_) if undone => format!("run {run_id} undone"),
-            Ok(e) => format!(
-                "kompactor undo: {} (see {}):\n{}",
-                e.status(),
-                e.log.display(),
-                e.stderr_tail
-            ),
+            Ok(e) => e.failure("kompactor undo"),
             Err(e) => e.clone(),
         };
         self.step("undo", t, undone, detail);
