@@ -14,6 +14,8 @@
 //!   names `metrics.cpu`, and the server answers as before;
 //! - a stand-in that runs kompactor, then deletes one compacted file of `events.log`: the
 //!   table cannot be measured after the restart; the verdict names it;
+//! - a server that comes up after the compaction but never answers and ignores SIGTERM: it
+//!   is killed and started once more, and the verdict is proven;
 //! - a server that will not start again: exit 4, the verdict says so and that the run was
 //!   undone, and the node, served again, answers as before;
 //! - a server whose query file limit (1) no time slice can meet: nothing is stopped or
@@ -1176,6 +1178,51 @@ fn a_server_that_will_not_start_is_named_and_the_run_undone() {
     }
     assert_same_figures(&c.measured("measure"), &c.measure_now(), &out);
     c.report("a server that will not start: exit 4, run undone, node as before");
+}
+
+/// A server that comes up after the compaction but never answers `/health`, and ignores
+/// SIGTERM (as InfluxDB 3.0.x, now and then, spins at start listing its WAL): the routine ends
+/// it with SIGKILL and starts it once more, and that start answers: proven.
+#[test]
+fn a_start_that_hangs_is_ended_and_tried_once_more() {
+    let Some(mut c) = Case::new("influxdb3-3.10/small", Opts::default()) else {
+        return;
+    };
+    let k = c.real_kompactor();
+    let mut args = c.pid_args(&k);
+    let marker = sh_quote(&c.work.path().join("hung-once").display().to_string());
+    let i = args.iter().position(|a| a == "--start-cmd").unwrap();
+    args[i + 1] = format!(
+        "if [ ! -e {marker} ]; then : > {marker}; trap '' TERM; exec sleep 600; fi; {}",
+        c.start_cmd
+    );
+    // The hang costs the whole wait for /health: shorter than the cases' 180 s.
+    let i = args.iter().position(|a| a == "--timeout").unwrap();
+    args[i + 1] = "60".into();
+    let (code, out) = c.run(&args, None, None);
+
+    assert_eq!(code, 0, "{out}");
+    assert!(last_line(&out).starts_with("VERDICT: PROVEN"), "{out}");
+    assert!(
+        out.contains("/health did not answer 200 within 60s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("it ran without answering: pid ")
+            && out.contains(" is still running 10s after SIGTERM; killed (SIGKILL): pid "),
+        "{out}"
+    );
+    let report: Value = serde_json::from_str(&c.record_file("report.json")).unwrap();
+    let starts: Vec<bool> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "start")
+        .map(|s| s["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(starts, [false, true], "{out}");
+    c.assert_restarted_as_before(&out);
+    c.report("a start that hangs: ended (SIGKILL), started once more, proven");
 }
 
 /// The server's argv from the case's start command (`exec 'a' 'b' ...`).

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+/// How long a process may take to go after SIGKILL (it may be in uninterruptible I/O).
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
 /// How the server is stopped and started.
 pub enum Service {
     /// A systemd unit, through `systemctl`.
@@ -144,34 +147,17 @@ impl Service {
 
     /// Stops the server and waits until it has exited (at most `timeout`).
     pub fn stop(&mut self, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        match self {
+        let how = match self {
             Service::Systemd { unit } => {
                 systemctl(&["stop", "--no-block", "--", unit])?;
-                loop {
-                    let s = Self::unit_state(unit);
-                    if s == "inactive" || s == "failed" {
-                        return Ok(format!("unit {unit} is {s}"));
-                    }
-                    if Instant::now() > deadline {
-                        return Err(format!(
-                            "unit {unit} is still {s} after {}s",
-                            timeout.as_secs()
-                        ));
-                    }
-                    sleep(Duration::from_millis(300));
-                }
+                "systemctl stop"
             }
-            Service::Process {
-                pid_file,
-                pid,
-                launched,
-                ..
-            } => {
+            Service::Process { pid_file, pid, .. } => {
                 let p = match *pid {
                     Some(p) => p,
                     None => Self::read_pid(pid_file)?,
                 };
+                *pid = Some(p);
                 // SAFETY: kill(2) with a pid read from the operator's pid file.
                 if unsafe { libc::kill(p as i32, libc::SIGTERM) } != 0 {
                     return Err(format!(
@@ -179,7 +165,64 @@ impl Service {
                         std::io::Error::last_os_error()
                     ));
                 }
-                loop {
+                "SIGTERM"
+            }
+        };
+        self.wait_gone(timeout, how)
+    }
+
+    /// Ends a server this routine started that is up but never answered: SIGTERM, and after
+    /// `grace` SIGKILL (to the start command's whole process group, or through systemd).
+    /// Killing it loses nothing: a server that has not answered `/health` has not opened its
+    /// HTTP port, so it holds no client's writes.
+    pub fn kill_started(&mut self, grace: Duration) -> Result<String, String> {
+        let term = match self.stop(grace) {
+            Ok(detail) => return Ok(detail),
+            Err(e) => e,
+        };
+        match self {
+            Service::Systemd { unit } => {
+                systemctl(&["kill", "--signal=SIGKILL", "--", unit])?;
+            }
+            Service::Process { pid, launched, .. } => {
+                let Some(p) = *pid else {
+                    return Err(term);
+                };
+                // Under setsid the start command leads its own group: a shell that did not
+                // `exec` the server goes with it.
+                let target = match launched.as_ref() {
+                    Some(c) if c.id() == p => -(p as i32),
+                    _ => p as i32,
+                };
+                // SAFETY: kill(2) of the process (group) this routine started.
+                if unsafe { libc::kill(target, libc::SIGKILL) } != 0 {
+                    return Err(format!(
+                        "{term}; SIGKILL failed: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+            }
+        }
+        let gone = self
+            .wait_gone(KILL_WAIT, "SIGKILL")
+            .map_err(|e| format!("{term}; {e}"))?;
+        Ok(format!("{term}; killed (SIGKILL): {gone}"))
+    }
+
+    /// Waits until the unit is inactive or the process has exited, at most `timeout` after
+    /// `signal` was sent.
+    fn wait_gone(&mut self, timeout: Duration, signal: &str) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let still = match self {
+                Service::Systemd { unit } => match Self::unit_state(unit).as_str() {
+                    s @ ("inactive" | "failed") => return Ok(format!("unit {unit} is {s}")),
+                    s => format!("unit {unit} is still {s}"),
+                },
+                Service::Process { pid, launched, .. } => {
+                    let Some(p) = *pid else {
+                        return Ok("no process to wait for".into());
+                    };
                     if let Some(c) = launched.as_mut().filter(|c| c.id() == p) {
                         let _ = c.try_wait();
                     }
@@ -187,15 +230,13 @@ impl Service {
                         *pid = None;
                         return Ok(format!("pid {p} has exited"));
                     }
-                    if Instant::now() > deadline {
-                        return Err(format!(
-                            "pid {p} is still running {}s after SIGTERM",
-                            timeout.as_secs()
-                        ));
-                    }
-                    sleep(Duration::from_millis(200));
+                    format!("pid {p} is still running")
                 }
+            };
+            if Instant::now() > deadline {
+                return Err(format!("{still} {}s after {signal}", timeout.as_secs()));
             }
+            sleep(Duration::from_millis(200));
         }
     }
 

@@ -8,7 +8,14 @@ use crate::server::compare::{compare, TableComparison, TableResult};
 use crate::server::measure::{measure_all, Measurement, TableMeasure};
 use crate::units::human_bytes;
 use std::fs;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a started server that never answered may take to go on SIGTERM before SIGKILL.
+pub(super) const UNANSWERING_GRACE: Duration = Duration::from_secs(10);
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
 
 impl Routine<'_> {
     /// Whether the server runs, the options are valid and the disk has room; Ok(false) when
@@ -333,21 +340,64 @@ impl Routine<'_> {
         }
     }
 
+    /// Starts the server and waits for `/health`. A server that comes up but does not answer
+    /// is ended and started once more: InfluxDB 3.0.x can hang at start (its main thread
+    /// spinning while it lists its WAL directory), whatever the data dir holds, and a second
+    /// start goes on.
     pub(super) fn start_step(&mut self, name: &'static str) -> Result<(), String> {
         self.heading("starting the server");
         let t = Instant::now();
-        match self.service.start(self.client, self.timeout) {
-            Ok(detail) => {
-                self.stopped_by_us = false;
-                self.step(name, t, true, detail);
-                Ok(())
-            }
-            Err(why) => {
-                self.step(name, t, false, why.clone());
-                // The verdict is one line; the step above keeps the log's end.
-                Err(why.lines().next().unwrap_or_default().to_string())
+        let why = match self.service.start(self.client, self.timeout) {
+            Ok(detail) => return self.started(name, t, detail),
+            Err(why) => why,
+        };
+        // The verdict is one line; the steps keep the log's end.
+        let first = first_line(&why);
+        if !self.service.adopt_started() {
+            self.step(name, t, false, why);
+            return Err(first);
+        }
+        // Indented like the lines of the log's end above it.
+        match self
+            .service
+            .kill_started(self.timeout.min(UNANSWERING_GRACE))
+        {
+            Ok(gone) => self.step(
+                name,
+                t,
+                false,
+                format!("{why}\n  it ran without answering: {gone}; starting it once more"),
+            ),
+            Err(e) => {
+                self.step(
+                    name,
+                    t,
+                    false,
+                    format!("{why}\n  it could not be ended: {e}"),
+                );
+                return Err(format!("{first}; it could not be ended: {e}"));
             }
         }
+        let t = Instant::now();
+        match self.service.start(self.client, self.timeout) {
+            Ok(detail) => self.started(name, t, detail),
+            Err(again) => {
+                let line = format!("{first}; started once more: {}", first_line(&again));
+                self.step(name, t, false, again);
+                Err(line)
+            }
+        }
+    }
+
+    fn started(
+        &mut self,
+        name: &'static str,
+        since: Instant,
+        detail: String,
+    ) -> Result<(), String> {
+        self.stopped_by_us = false;
+        self.step(name, since, true, detail);
+        Ok(())
     }
 
     /// Compares `after` with the first measurement and prints each table's result; the

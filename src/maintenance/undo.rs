@@ -2,6 +2,7 @@
 //! the answers are back if something did.
 
 use super::report::{compared_summary, differing_summary, Verdict};
+use super::steps::UNANSWERING_GRACE;
 use super::Routine;
 use std::time::Instant;
 
@@ -30,7 +31,9 @@ impl Routine<'_> {
         // Only what this routine started: the pid file may still name the old server's pid,
         // which another process may have by now.
         if self.service.adopt_started() {
-            let _ = self.service.stop(self.timeout);
+            let _ = self
+                .service
+                .kill_started(self.timeout.min(UNANSWERING_GRACE));
         }
         self.stopped_by_us = true;
         self.undo_and_prove(format!(
