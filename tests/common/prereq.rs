@@ -32,8 +32,8 @@ impl Need {
 
     fn how(self) -> &'static str {
         match self {
-            Need::Server => "set $INFLUXDB3_BIN to an InfluxDB 3 Core 3.10 `influxdb3` (scripts/test.sh takes `influxdb3` from PATH; .ci/run unpacks ../shared/bin)",
-            Need::Server3_0 => "set $INFLUXDB3_BIN_3_0 to an InfluxDB 3 Core 3.0.x `influxdb3` (.ci/run unpacks ../shared/bin)",
+            Need::Server => "set $INFLUXDB3_BIN to an InfluxDB 3 Core 3.10 `influxdb3` (scripts/test.sh takes `influxdb3` from PATH; on CI, .ci/run unpacks the servers it is given)",
+            Need::Server3_0 => "set $INFLUXDB3_BIN_3_0 to an InfluxDB 3 Core 3.0.x `influxdb3` (on CI, .ci/run unpacks the servers it is given)",
             Need::Root => "run the tests as root (they mount a small tmpfs)",
         }
     }
